@@ -1,0 +1,122 @@
+"""Paired image/mask transforms, reproducible from (seed, image index, view index).
+
+Built from torchvision.transforms.v2, which moves a tv_tensors.Mask with its image
+(nearest-neighbour resizing, same crop and flip). Random draws come from torch's global
+generator, so each call runs under a generator seeded from (seed, index, view) and
+restored afterwards: the same view of an image is the same tensor every time, which lets a
+frozen teacher's output for that view be computed once and reused.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def view_seed(seed: int, index: int, view: int) -> int:
+    """A 63-bit seed for one augmentation view of one image."""
+    return int(np.random.SeedSequence([int(seed), int(index), int(view)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class MaxPool2x(v2.Transform):
+    """The SD paper's 2x max-pooling of the input; the mask takes the top-left label of each 2x2 window."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            h, w = inpt.shape[-2] // 2 * 2, inpt.shape[-1] // 2 * 2
+            return tv_tensors.wrap(inpt[..., 0:h:2, 0:w:2].contiguous(), like=inpt)
+        if isinstance(inpt, tv_tensors.Image):
+            if not inpt.is_floating_point():
+                raise TypeError("MaxPool2x expects a float image; put it after the conversion to float")
+            return tv_tensors.wrap(F.max_pool2d(inpt.as_subclass(torch.Tensor), 2), like=inpt)
+        return inpt
+
+
+class PairedTransform:
+    """Resize -> random crop -> horizontal flip -> float in [0, 1] -> 2x max-pool -> normalise.
+
+    Every step is optional. `resize` and `crop` are (height, width). Crops larger than the
+    image pad it (image with 0, mask with the ignore value).
+    """
+
+    def __init__(
+        self,
+        resize: tuple[int, int] | None = None,
+        crop: tuple[int, int] | None = None,
+        hflip: bool = False,
+        max_pool: bool = False,
+        normalize: bool = True,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        ignore_index: int = 255,
+    ):
+        steps: list[v2.Transform] = []
+        if resize is not None:
+            steps.append(v2.Resize(tuple(resize), antialias=True))
+        if crop is not None:
+            fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+            steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, fill=fill))
+        if hflip:
+            steps.append(v2.RandomHorizontalFlip(p=0.5))
+        steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
+        if max_pool:
+            steps.append(MaxPool2x())
+        if normalize:
+            steps.append(v2.Normalize(mean=list(mean), std=list(std)))
+        self.random = crop is not None or hflip
+        self.pipeline = v2.Compose(steps)
+
+    def __call__(self, sample: dict, seed: int = 0, view: int = 0) -> dict:
+        """Transform one sample dict (`image`, `mask`, `index`, ...) as view `view` of image `index`."""
+        if self.random:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(view_seed(seed, sample["index"], view))
+                image, mask = self.pipeline(sample["image"], sample["mask"])
+        else:
+            image, mask = self.pipeline(sample["image"], sample["mask"])
+        return {**sample, "image": image, "mask": mask, "view": view}
+
+    def __repr__(self) -> str:
+        return f"PairedTransform({self.pipeline})"
+
+
+class Augmented(torch.utils.data.Dataset):
+    """A dataset seen through a PairedTransform, with a fixed bank of views per image.
+
+    With `views=None` every epoch draws a fresh view (view index = epoch). With `views=V`
+    each epoch picks, per image, one of V views deterministically from (seed, epoch,
+    index), so a cache of V teacher outputs per image covers every epoch.
+    """
+
+    def __init__(self, dataset, transform: PairedTransform, seed: int = 0, views: int | None = None):
+        if views is not None and views < 1:
+            raise ValueError(f"views must be at least 1 (or None for a fresh view every epoch), got {views}")
+        self.dataset, self.transform, self.seed, self.views = dataset, transform, seed, views
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def view_of(self, index: int) -> int:
+        if self.views is None:
+            return self.epoch
+        return view_seed(self.seed, index, self.epoch) % self.views
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.transform(self.dataset[index], self.seed, self.view_of(index))
+
+    def __getattr__(self, name: str):
+        # Dataset facts (classes, ignore_index, ids, ...) come from the wrapped dataset.
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
