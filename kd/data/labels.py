@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kd.errors import UserInputError
+
 IGNORE_INDEX = 255
 INVALID = -1
 LABEL_SETS = ("full", "binary")
@@ -28,7 +30,7 @@ class RawLabels:
 
     def lut(self, label_set: str) -> np.ndarray:
         if label_set not in LABEL_SETS:
-            raise ValueError(f"unknown label set {label_set!r}; choose one of {', '.join(LABEL_SETS)}")
+            raise UserInputError(f"unknown label set {label_set!r}; choose one of {', '.join(LABEL_SETS)}")
         table = np.full(256, INVALID, dtype=np.int16)
         for raw, train in self.raw_to_train.items():
             if label_set == "binary" and train != IGNORE_INDEX:
