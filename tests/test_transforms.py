@@ -108,3 +108,17 @@ def test_augmented_dataset_uses_a_fixed_bank_of_views():
     assert fresh.view_of(0) == 11
     with pytest.raises(ValueError, match="views must be at least 1"):
         Augmented(base, PairedTransform(), views=0)
+
+
+def test_batches_from_worker_processes_equal_the_main_process():
+    data = Augmented(
+        SyntheticRoadScenes("target", size=8, image_size=(64, 128)), PairedTransform(crop=(32, 64), hflip=True), seed=2
+    )
+    data.set_epoch(3)
+    in_main = list(torch.utils.data.DataLoader(data, batch_size=4))
+    in_workers = list(torch.utils.data.DataLoader(data, batch_size=4, num_workers=2))
+    assert in_main[0]["image"].shape == (4, 3, 32, 64) and in_main[0]["mask"].shape == (4, 32, 64)
+    assert in_main[1]["id"] == ["target_00004", "target_00005", "target_00006", "target_00007"]
+    for a, b in zip(in_main, in_workers):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert torch.equal(a["view"], torch.full((4,), 3))

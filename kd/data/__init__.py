@@ -16,12 +16,13 @@ from kd.data.transforms import Augmented, MaxPool2x, PairedTransform, view_seed
 from kd.errors import DatasetError
 
 __all__ = [
-    "Augmented", "CAMVID_ENV", "CamVid", "Cityscapes", "DOMAINS", "DatasetError", "Folder", "IGNORE_INDEX",
+    "Augmented", "CAMVID_ENV", "DATA_KINDS", "CamVid", "Cityscapes", "DOMAINS", "DatasetError", "Folder", "IGNORE_INDEX",
     "Kitti", "LABEL_SETS", "MaxPool2x", "MixedDataset", "PairedTransform", "SegmentationFiles",
     "SyntheticRoadScenes", "locate_camvid", "mixed_stream", "open_dataset", "render", "stream_counts", "view_seed",
 ]
 
 DATA_KINDS = ("synthetic", "camvid", "cityscapes", "kitti", "folder")
+SYNTHETIC_SPLITS = {"train": "target", "val": "test", "test": "test"}
 
 
 def locate_camvid() -> Path | None:
@@ -35,7 +36,8 @@ def locate_camvid() -> Path | None:
 def open_dataset(spec: str, split: str = "train", label_set: str = "full", first_n: int | None = None, **options):
     """A dataset from a spec string, as the study CLI's --data takes it.
 
-    `synthetic[:DOMAIN]` (split names the domain when DOMAIN is left out), `camvid:PATH`,
+    `synthetic[:DOMAIN]` (without DOMAIN the split picks it: train -> target, val and test ->
+    test, or a domain name), `camvid:PATH`,
     `cityscapes:PATH`, `kitti:PATH`, `folder:IMAGES_DIR,MASKS_DIR` (pass `classes=`).
     Extra options go to the dataset's constructor.
     """
@@ -44,7 +46,8 @@ def open_dataset(spec: str, split: str = "train", label_set: str = "full", first
     if kind not in DATA_KINDS:
         raise DatasetError(f"unknown data kind {kind!r} in {spec!r}; use one of: {', '.join(DATA_KINDS)}.")
     if kind == "synthetic":
-        return SyntheticRoadScenes(location or split, label_set=label_set, first_n=first_n, **options)
+        domain = location or SYNTHETIC_SPLITS.get(split, split)
+        return SyntheticRoadScenes(domain, label_set=label_set, first_n=first_n, **options)
     if not location:
         example = "folder:IMAGES_DIR,MASKS_DIR" if kind == "folder" else f"{kind}:PATH"
         raise DatasetError(f"data spec {spec!r} names no path; write it as {example}.")
