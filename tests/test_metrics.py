@@ -10,12 +10,12 @@ from kd.metrics import (
 )
 
 T = torch.tensor
-I = 255  # ignored
+VOID = 255  # ignored
 
 # Three images, three classes.
 TARGET = T([
     [[0, 0], [1, 1]],  # class 2 absent from both maps: left out of this image's mean
-    [[I, I], [I, I]],  # nothing to evaluate
+    [[VOID, VOID], [VOID, VOID]],  # nothing to evaluate
     [[0, 0], [0, 0]],  # class 2 only predicted: counts with IoU 0
 ])
 PRED = T([
@@ -26,7 +26,7 @@ PRED = T([
 
 
 def test_per_image_miou_by_hand():
-    scores = per_image_miou(PRED, TARGET, num_classes=3, ignore_index=I)
+    scores = per_image_miou(PRED, TARGET, num_classes=3, ignore_index=VOID)
     # image 0: class 0 IoU 2/3, class 1 IoU 1/2; image 2: class 0 IoU 3/4, class 2 IoU 0
     assert scores[0].item() == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert math.isnan(scores[1].item())
@@ -34,20 +34,20 @@ def test_per_image_miou_by_hand():
 
 
 def test_predictions_on_ignored_pixels_do_not_count():
-    target = T([[[0, I], [1, I]]])
-    a = per_image_miou(T([[[0, 0], [1, 0]]]), target, 2, I)
-    b = per_image_miou(T([[[0, 1], [1, 1]]]), target, 2, I)
+    target = T([[[0, VOID], [1, VOID]]])
+    a = per_image_miou(T([[[0, 0], [1, 0]]]), target, 2, VOID)
+    b = per_image_miou(T([[[0, 1], [1, 1]]]), target, 2, VOID)
     assert a.item() == b.item() == 1.0
 
 
 def test_dataset_miou_pools_pixels_over_images():
-    confusion = confusion_matrix(PRED, TARGET, 3, I)
+    confusion = confusion_matrix(PRED, TARGET, 3, VOID)
     # rows: ground truth 0 (6 px: 5 -> 0, 1 -> 2) and 1 (2 px: 1 -> 1, 1 -> 0)
     assert confusion.tolist() == [[5, 0, 1], [1, 1, 0], [0, 0, 0]]
     iou = iou_per_class(confusion)
     assert iou[0].item() == pytest.approx(5 / 7) and iou[1].item() == pytest.approx(1 / 2) and iou[2].item() == 0
     assert miou(confusion) == pytest.approx((5 / 7 + 1 / 2 + 0) / 3)
-    meter = ConfusionMeter(3, I)
+    meter = ConfusionMeter(3, VOID)
     for k in range(3):
         meter.update(PRED[k : k + 1], TARGET[k : k + 1])
     result = meter.compute()
@@ -61,11 +61,11 @@ def test_class_absent_everywhere_is_left_out_of_the_dataset_mean():
 def test_vectorised_per_image_miou_equals_one_image_at_a_time():
     generator = torch.Generator().manual_seed(0)
     target = torch.randint(0, 5, (6, 17, 23), generator=generator)
-    target[torch.rand(target.shape, generator=generator) < 0.1] = I
+    target[torch.rand(target.shape, generator=generator) < 0.1] = VOID
     pred = torch.randint(0, 5, (6, 17, 23), generator=generator)
     pred[:, :8] = target[:, :8].clamp(max=4)
-    batch = per_image_miou(pred, target, 5, I)
-    single = torch.tensor([miou(confusion_matrix(pred[k], target[k], 5, I)) for k in range(6)], dtype=torch.float64)
+    batch = per_image_miou(pred, target, 5, VOID)
+    single = torch.tensor([miou(confusion_matrix(pred[k], target[k], 5, VOID)) for k in range(6)], dtype=torch.float64)
     assert torch.allclose(batch, single)
 
 
@@ -97,7 +97,7 @@ def test_robustness_leaves_out_images_with_nothing_to_evaluate():
 )
 def test_bad_metric_input(pred, target, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        per_image_miou(pred, target, 3, I)
+        per_image_miou(pred, target, 3, VOID)
 
 
 def test_parameters_and_flops_of_a_known_layer():

@@ -1,5 +1,4 @@
 """Paired transforms keep image and mask aligned and are reproducible per (seed, index, view)."""
-import numpy as np
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -119,6 +118,6 @@ def test_batches_from_worker_processes_equal_the_main_process():
     in_workers = list(torch.utils.data.DataLoader(data, batch_size=4, num_workers=2))
     assert in_main[0]["image"].shape == (4, 3, 32, 64) and in_main[0]["mask"].shape == (4, 32, 64)
     assert in_main[1]["id"] == ["target_00004", "target_00005", "target_00006", "target_00007"]
-    for a, b in zip(in_main, in_workers):
+    for a, b in zip(in_main, in_workers, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
         assert torch.equal(a["view"], torch.full((4,), 3))

@@ -66,7 +66,7 @@ def verify(dataset) -> None:
             print(f"  decoded {index + 1}/{len(dataset)} ({time.perf_counter() - start:.1f} s)", flush=True)
     total = counts.sum()
     print("  pixel share per class:")
-    for name, count in zip((*dataset.classes, "(ignored)"), counts):
+    for name, count in zip((*dataset.classes, "(ignored)"), counts, strict=True):
         print(f"    {name:<16} {100 * count / total:6.2f} %")
 
 

@@ -31,6 +31,12 @@ def _listing(paths: Sequence[object]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _ranges(values: np.ndarray) -> str:
+    """0 1 2 3 255 -> '0..3, 255'."""
+    runs = np.split(values, np.flatnonzero(np.diff(values) != 1) + 1)
+    return ", ".join(f"{run[0]}..{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs)
+
+
 def _require_dir(path: Path, what: str, hint: str) -> None:
     if not path.is_dir():
         raise DatasetError(f"{what}: folder {path} does not exist. {hint}")
@@ -131,10 +137,9 @@ class SegmentationFiles(torch.utils.data.Dataset):
         return mask.astype(np.int64)
 
     def _bad_values_message(self, path: Path, values: np.ndarray) -> str:
-        valid = np.flatnonzero(self._lut != INVALID)
         return (
             f"mask {path} holds label values {_listing(values.tolist())} outside the class set of "
-            f"{self.name} (valid raw values: {_listing(valid.tolist()) if len(valid) <= 40 else f'{valid.min()}..{valid.max()}'}). "
+            f"{self.name} (valid raw values: {_ranges(np.flatnonzero(self._lut != INVALID))}). "
             "Fix the mask, or use the dataset kind whose labels it holds."
         )
 
@@ -216,7 +221,10 @@ def Cityscapes(root: str | os.PathLike, split: str = "train", label_set: str = "
     root = Path(root)
     if split not in CITYSCAPES_SPLITS:
         raise DatasetError(f"Cityscapes has no split {split!r}; choose one of {', '.join(CITYSCAPES_SPLITS)}.")
-    hint = "Expected torchvision's layout: leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine/<split>/<city>/*_gtFine_labelIds.png."
+    hint = (
+        "Expected torchvision's layout: leftImg8bit/<split>/<city>/*_leftImg8bit.png "
+        "and gtFine/<split>/<city>/*_gtFine_labelIds.png."
+    )
     image_dir, mask_dir = root / "leftImg8bit" / split, root / "gtFine" / split
     _require_dir(root, "Cityscapes", hint)
     _require_dir(image_dir, "Cityscapes", hint)

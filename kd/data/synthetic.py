@@ -158,7 +158,7 @@ def _fill(mat: np.ndarray, material: int, top: float, bottom: float, left: float
         mat[box] = material
 
 
-def _fill_ellipse(mat: np.ndarray, material: int, cy: float, cx: float, ry: float, rx: float) -> None:
+def _fill_ellipse(mat: np.ndarray, material: int | bool, cy: float, cx: float, ry: float, rx: float) -> None:
     box = _box(mat, cy - ry, cy + ry + 1, cx - rx, cx + rx + 1)
     if box is None:
         return
@@ -196,7 +196,7 @@ def _layout(rng: np.random.Generator, height: int, width: int):
         edges = np.sort(rng.uniform(gap, 0.75, size=rng.integers(1, 4)))
         edges = np.concatenate([[gap], edges, [1.5]])
         on_side = np.sign(dx) == side
-        for a, b in zip(edges[:-1], edges[1:]):
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
             cols = on_side & (adx >= a) & (adx < b)
             slope = rng.uniform(0.4, 2.2)
             top_row[cols] = horizon - slope * adx[cols]
@@ -284,16 +284,9 @@ def _shadow_mask(rng: np.random.Generator, mat: np.ndarray, geo: dict) -> np.nda
         reach = rng.uniform(-0.3, geo["walk_edge"])
         along = inv_depth - slant * lateral
         shadow |= (along > start) & (along < start + length) & (side * lateral > -reach)
-    height, width = mat.shape
     for ground_y, cx, car_w in geo["car_feet"]:
-        _fill_ellipse_bool(shadow, ground_y, cx, 0.12 * car_w, 0.62 * car_w)
+        _fill_ellipse(shadow, True, ground_y, cx, 0.12 * car_w, 0.62 * car_w)
     return shadow & IS_GROUND[mat] & (depth > 0)
-
-
-def _fill_ellipse_bool(mask: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> None:
-    scratch = np.zeros(mask.shape, np.uint8)
-    _fill_ellipse(scratch, 1, cy, cx, ry, rx)
-    mask |= scratch.astype(bool)
 
 
 def render(seed: int, domain: str | Domain, index: int, height: int = 256, width: int = 512) -> tuple[np.ndarray, np.ndarray]:
