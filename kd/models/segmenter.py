@@ -1,0 +1,134 @@
+"""A segmentation network as named backbone stages followed by a head.
+
+Every model in kd.models is a `Segmenter`: `stages` (an ordered ModuleDict; the names are
+the split points) feed `head`, whose logits are upsampled to the input size. Splitting at
+a point gives the activation map generator (AMG: the stages up to and including the point)
+and the teacher head (the remaining stages plus the head). Both share the model's modules
+(no copies, no rewiring), so `tail(amg(x), x.shape[-2:]) == model(x)`.
+
+Intermediate features for distillation losses are taken with forward hooks on named
+modules (`FeatureTap`), not by changing forward().
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd.errors import UserInputError
+
+
+def upsample(logits: torch.Tensor, size) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class Tail(nn.Module):
+    """The part of a Segmenter after a split point: remaining stages, head, upsampling."""
+
+    def __init__(self, stages: "OrderedDict[str, nn.Module]", head: nn.Module):
+        super().__init__()
+        self.stages = nn.ModuleDict(stages)
+        self.head = head
+
+    def forward(self, features: torch.Tensor, size) -> torch.Tensor:
+        for stage in self.stages.values():
+            features = stage(features)
+        return upsample(self.head(features), size)
+
+
+class Segmenter(nn.Module):
+    def __init__(self, stages: "OrderedDict[str, nn.Module]", head: nn.Module, num_classes: int, name: str = "segmenter"):
+        super().__init__()
+        self.stages = nn.ModuleDict(stages)
+        self.head = head
+        self.num_classes = num_classes
+        self.name = name
+
+    @property
+    def split_points(self) -> list[str]:
+        return list(self.stages.keys())
+
+    def check_split_point(self, point: str) -> str:
+        if point not in self.stages:
+            raise UserInputError(
+                f"{self.name} has no split point {point!r}; valid split points: {', '.join(self.split_points)}."
+            )
+        return point
+
+    def features(self, x: torch.Tensor, point: str) -> torch.Tensor:
+        """Output of the stages up to and including `point`."""
+        self.check_split_point(point)
+        for name, stage in self.stages.items():
+            x = stage(x)
+            if name == point:
+                return x
+        raise AssertionError("unreachable")
+
+    def split(self, point: str) -> tuple[nn.Sequential, Tail]:
+        """(AMG, tail) at `point`; both share this model's modules."""
+        self.check_split_point(point)
+        names = self.split_points
+        cut = names.index(point) + 1
+        amg = nn.Sequential(OrderedDict((n, self.stages[n]) for n in names[:cut]))
+        tail = Tail(OrderedDict((n, self.stages[n]) for n in names[cut:]), self.head)
+        return amg, tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        for stage in self.stages.values():
+            x = stage(x)
+        return upsample(self.head(x), size)
+
+    @torch.no_grad()
+    def stage_channels(self, size: tuple[int, int] = (64, 64)) -> "OrderedDict[str, int]":
+        """Output channels of every stage, from one forward pass on a small input."""
+        parameter = next(self.parameters(), None)
+        x = torch.zeros(1, 3, *size, device=parameter.device if parameter is not None else "cpu")
+        channels = OrderedDict()
+        was_training = self.training
+        self.eval()
+        try:
+            for name, stage in self.stages.items():
+                x = stage(x)
+                channels[name] = x.shape[1]
+        finally:
+            self.train(was_training)
+        return channels
+
+
+class FeatureTap:
+    """Captures outputs of named submodules during forward passes, with forward hooks.
+
+        with FeatureTap(model, ["stages.layer2", "head"]) as tap:
+            logits = model(x)
+        tap.outputs["stages.layer2"]
+    """
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise UserInputError(f"no module named {', '.join(missing)} in the model; names look like 'stages.layer2'.")
+        self.modules = {n: modules[n] for n in names}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = []
+
+    def __enter__(self) -> "FeatureTap":
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def _hook(self, name: str):
+        def store(module, inputs, output):
+            self.outputs[name] = output
+
+        return store
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
