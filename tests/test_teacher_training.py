@@ -8,7 +8,8 @@ from torch import nn
 from kd.data import SyntheticRoadScenes
 from kd.errors import UserInputError
 from kd.models import Segmenter
-from kd.models.teacher_training import TeacherTraining, fit_teacher, load_checkpoint
+from kd.models.checkpoints import load_checkpoint
+from kd.models.teacher_training import TeacherTraining, fit_teacher
 
 SIZE = (32, 64)
 
@@ -88,13 +89,20 @@ def test_bad_requests_are_refused(tmp_path):
 
 def test_damaged_or_foreign_checkpoints_name_the_file(tmp_path):
     result = fit_teacher(tiny_teacher(), target(), SETTINGS, cache_dir=tmp_path, progress=None)
-    with pytest.raises(UserInputError, match=r"does not fit tiny: 0 missing keys.*1 unexpected keys"):
-        state = torch.load(result.path, weights_only=True)
-        state["state_dict"]["extra.weight"] = torch.zeros(1)
-        torch.save(state, tmp_path / "foreign.pt")
+    state = torch.load(result.path, weights_only=True)
+    state["state_dict"]["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "foreign.pt")
+    with pytest.raises(UserInputError, match=r"foreign.pt does not fit tiny: 1 unexpected keys \(extra.weight\)"):
         load_checkpoint(tiny_teacher(), tmp_path / "foreign.pt")
-    result.path.write_bytes(result.path.read_bytes()[:100])
-    with pytest.raises(UserInputError, match=f"checkpoint {result.path} cannot be read.*delete it"):
-        fit_teacher(tiny_teacher(), target(), SETTINGS, cache_dir=tmp_path, progress=None)
     with pytest.raises(UserInputError, match="does not exist"):
         load_checkpoint(tiny_teacher(), tmp_path / "none.pt")
+
+
+def test_a_damaged_stored_teacher_is_trained_again(tmp_path):
+    first = fit_teacher(tiny_teacher(), target(), SETTINGS, cache_dir=tmp_path, progress=None)
+    first.path.write_bytes(first.path.read_bytes()[:100])
+    messages = []
+    again = fit_teacher(tiny_teacher(), target(), SETTINGS, cache_dir=tmp_path, progress=messages.append)
+    assert not again.reused and again.path == first.path
+    assert "unusable, training again" in messages[0] and str(first.path) in messages[0]
+    assert fit_teacher(tiny_teacher(), target(), SETTINGS, cache_dir=tmp_path, progress=None).reused

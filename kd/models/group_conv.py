@@ -27,10 +27,15 @@ def group_conv_copy(module: nn.Module) -> nn.Module:
 
 
 def _grouped(conv: nn.Conv2d) -> nn.Conv2d:
+    # Copy the conv rather than build a plain nn.Conv2d: subclasses (the EfficientNet-Lite
+    # package's dynamic 'same' padding, say) keep their own forward.
     groups = math.gcd(conv.in_channels, conv.out_channels)
     if groups % conv.groups != 0:
         groups = conv.groups
-    return nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, groups=groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
-    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    grouped = copy.deepcopy(conv)
+    grouped.groups = groups
+    grouped.weight = nn.Parameter(
+        conv.weight.new_empty(conv.out_channels, conv.in_channels // groups, *conv.kernel_size)
+    )
+    grouped.reset_parameters()
+    return grouped

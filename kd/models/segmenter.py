@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from kd.errors import UserInputError
 
 
@@ -41,12 +42,23 @@ class Tail(nn.Module):
 
 
 class Segmenter(nn.Module):
-    def __init__(self, stages: "OrderedDict[str, nn.Module]", head: nn.Module, num_classes: int, name: str = "segmenter"):
+    """`input_mean`/`input_std` (0..1 pixel units) are the normalisation the weights expect."""
+
+    def __init__(
+        self,
+        stages: "OrderedDict[str, nn.Module]",
+        head: nn.Module,
+        num_classes: int,
+        name: str = "segmenter",
+        input_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        input_std: tuple[float, float, float] = IMAGENET_STD,
+    ):
         super().__init__()
         self.stages = nn.ModuleDict(stages)
         self.head = head
         self.num_classes = num_classes
         self.name = name
+        self.input_mean, self.input_std = tuple(input_mean), tuple(input_std)
 
     @property
     def split_points(self) -> list[str]:

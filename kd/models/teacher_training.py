@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from kd.data import Augmented, PairedTransform
 from kd.errors import UserInputError
+from kd.models.checkpoints import load_checkpoint
 from kd.models.segmenter import Segmenter
 
 CHECKPOINT_FORMAT = 1
@@ -102,31 +103,6 @@ def content_hash(model: Segmenter, dataset, transform: PairedTransform, settings
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> dict:
-    """Load a checkpoint written by `fit_teacher` strictly; returns its metadata."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint {path} does not exist.")
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged files
-        raise UserInputError(f"checkpoint {path} cannot be read ({err}); delete it so it is made again.") from err
-    missing, unexpected = _key_mismatch(model, stored["state_dict"])
-    if missing or unexpected:
-        raise UserInputError(
-            f"checkpoint {path} does not fit {getattr(model, 'name', type(model).__name__)}: "
-            f"{len(missing)} missing keys ({', '.join(missing[:5])}), "
-            f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:5])})."
-        )
-    model.load_state_dict(stored["state_dict"], strict=True)
-    return stored.get("meta", {})
-
-
-def _key_mismatch(model: torch.nn.Module, state: dict) -> tuple[list[str], list[str]]:
-    expected = set(model.state_dict())
-    return sorted(expected - set(state)), sorted(set(state) - expected)
-
-
 def fit_teacher(
     model: Segmenter,
     dataset,
@@ -138,8 +114,8 @@ def fit_teacher(
 ) -> TeacherCheckpoint:
     """Train `model` (its head, or all of it) on `dataset`, or load the stored result of the same training.
 
-    `dataset` yields the samples of kd.data (uint8 images); `transform` (default:
-    normalisation only) prepares them. The model is left holding the trained weights.
+    `dataset` yields the samples of kd.data (uint8 images); `transform` (default: the
+    model's own input normalisation only) prepares them. The model is left holding the trained weights.
     """
     if not getattr(dataset, "labelled", True):
         raise UserInputError(f"{dataset.name} is unlabelled; a teacher needs labelled images.")
@@ -148,15 +124,19 @@ def fit_teacher(
             f"{model.name} predicts {model.num_classes} classes but {dataset.name} has {dataset.num_classes}; "
             "build the teacher with the dataset's num_classes."
         )
-    transform = transform or PairedTransform()
+    transform = transform or PairedTransform(mean=model.input_mean, std=model.input_std)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = content_hash(model, dataset, transform, settings)
     path = cache_dir / f"{model.name}-{digest}.pt"
     say = progress or (lambda message: None)
     if path.is_file():
-        meta = load_checkpoint(model, path)
-        say(f"teacher {model.name}: reusing {path}")
-        return TeacherCheckpoint(path, digest, reused=True, final_loss=meta.get("final_loss"))
+        try:
+            meta = load_checkpoint(model, path)
+        except UserInputError as err:  # a damaged cache entry holds nothing worth keeping
+            say(f"teacher {model.name}: stored checkpoint unusable, training again ({err})")
+        else:
+            say(f"teacher {model.name}: reusing {path}")
+            return TeacherCheckpoint(path, digest, reused=True, final_loss=meta.get("final_loss"))
 
     final_loss = _train(model, dataset, settings, transform, torch.device(device), say)
     cache_dir.mkdir(parents=True, exist_ok=True)

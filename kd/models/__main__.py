@@ -1,0 +1,104 @@
+"""List the models and their split points, or print their size and cost.
+
+    python -m kd.models --list
+    python -m kd.models --summary                        # params, GFLOPs at 512x1024, CPU latency
+    python -m kd.models --summary --models pspnet_resnet18,sd --size 256x512 --no-latency
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from kd.errors import UserInputError
+from kd.metrics import count_flops, count_parameters, latency
+from kd.models.registry import SPLIT_STUDENTS, STUDENTS, TEACHERS, build_student, build_teacher, model_names, split_points
+
+# The SD paper's setting: DeepLabV3-ResNet50 split after layer4; and the project's default teacher.
+SPLIT_EXAMPLES = (("deeplabv3_resnet50", "layer4"), ("deeplabv3_efficientnet_lite0", "stage7"))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x1024 (height x width), got {text!r}") from None
+    return height, width
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m kd.models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--list", action="store_true", help="every model with its role and split points")
+    action.add_argument("--summary", action="store_true", help="a table of params, GFLOPs and CPU latency")
+    parser.add_argument("--models", default=None, help="comma-separated names to include (default: all)")
+    parser.add_argument("--size", type=parse_size, default=(512, 1024), help="input HxW for FLOPs and latency (default 512x1024)")
+    parser.add_argument("--classes", type=int, default=2, help="output classes (default 2, the SD paper's road vs background)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed forward passes per model (default 2)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the timing (FLOPs are counted without compute)")
+    return parser.parse_args(argv)
+
+
+def list_models() -> None:
+    roles = model_names()
+    width = max(map(len, roles)) + 2
+    for name, role in roles.items():
+        points = "the teacher's, up to the split point (build with teacher= and split_point=)" if name in SPLIT_STUDENTS else ", ".join(split_points(name))
+        print(f"{name:<{width}} {role:<10} split points: {points}")
+    print("\nAlso HEAD:BACKBONE, e.g. deeplabv3:resnet34 or pspnet:mobilenet_v3_small, for any listed torchvision backbone.")
+
+
+def summary_rows(wanted: set[str] | None, num_classes: int):
+    """(label, model builder) in table order, teachers first."""
+    for name in TEACHERS:
+        if wanted is None or name in wanted:
+            yield name, lambda name=name: build_teacher(name, num_classes)
+    for name in STUDENTS:
+        if wanted is None or name in wanted:
+            yield name, lambda name=name: build_student(name, num_classes)
+    for student in SPLIT_STUDENTS:
+        for teacher, point in SPLIT_EXAMPLES:
+            if wanted is None or student in wanted:
+                yield f"{student} ({teacher}@{point})", lambda s=student, t=teacher, p=point: build_student(
+                    s, num_classes, teacher=build_teacher(t, num_classes), split_point=p
+                )
+
+
+@torch.no_grad()
+def summarise(args) -> None:
+    wanted = set(args.models.split(",")) if args.models else None
+    if wanted:
+        unknown = wanted - set(model_names())
+        if unknown:
+            raise UserInputError(f"unknown model(s) {', '.join(sorted(unknown))}; see python -m kd.models --list.")
+    height, width = args.size
+    print(f"input 1x3x{height}x{width}, {args.classes} classes, FLOPs = 2 x multiply-adds, latency on CPU "
+          f"({torch.get_num_threads()} threads, median of {args.repeats})")
+    print(f"{'model':<48} {'params (M)':>11} {'GFLOPs':>9} {'latency (ms)':>13}")
+    for label, build in summary_rows(wanted, args.classes):
+        model = build().eval()
+        params = count_parameters(model) / 1e6
+        gflops = count_flops(model, (1, 3, height, width)) / 1e9
+        ms = "-" if args.no_latency else f"{latency(model, (1, 3, height, width), warmup=1, repeats=args.repeats)['median_ms']:.0f}"
+        print(f"{label:<48} {params:>11.2f} {gflops:>9.1f} {ms:>13}", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        list_models() if args.list else summarise(args)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.summary:
+        print(f"({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

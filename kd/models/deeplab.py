@@ -1,0 +1,66 @@
+"""DeepLabV3 teachers: ASPP on EfficientNet-Lite0 (the default) and torchvision's ResNet-50 one."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplabv3_resnet50
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+from kd.models.checkpoints import load_checkpoint
+from kd.models.backbones import backbone_stages, stage_channels
+from kd.models.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_lite0_stages
+from kd.models.segmenter import Segmenter
+
+# torchvision's COCO checkpoint predicts the 20 Pascal VOC classes plus background.
+COCO_VOC_CLASSES = 21
+
+
+def deeplabv3_efficientnet_lite0(num_classes: int, pretrained: bool = True) -> Segmenter:
+    """ImageNet-pretrained EfficientNet-Lite0 (output stride 32, 1280 channels) + a fresh ASPP head.
+
+    Inputs are normalised with EFFICIENTNET_LITE_MEAN/STD (kd.models.efficientnet_lite).
+    """
+    stages = efficientnet_lite0_stages(pretrained)
+    return Segmenter(
+        stages, DeepLabHead(1280, num_classes), num_classes, name="deeplabv3_efficientnet_lite0",
+        input_mean=EFFICIENTNET_LITE_MEAN, input_std=EFFICIENTNET_LITE_STD,
+    )
+
+
+def deeplabv3_on(backbone: str, num_classes: int, **options) -> Segmenter:
+    """A fresh ASPP head on any backbone of kd.models.backbones (random init unless weights are loaded)."""
+    stages = backbone_stages(backbone, **options)
+    channels = stage_channels(stages)
+    return Segmenter(stages, DeepLabHead(next(reversed(channels.values())), num_classes), num_classes,
+                     name=f"deeplabv3_{backbone}")
+
+
+def deeplabv3_resnet50(num_classes: int, checkpoint: str | Path | None = None) -> Segmenter:
+    """torchvision's DeepLabV3-ResNet50 (output stride 8) as a Segmenter.
+
+    Split points: stem (conv1, bn1, relu, maxpool), layer1..layer4. `checkpoint` is a local
+    file in the layout of torchvision's deeplabv3_resnet50_coco-cd0a2569.pth (state_dict of
+    the 21-class model with its aux head); it is loaded strictly, then, if num_classes != 21,
+    the last 1x1 convs of both heads are replaced by freshly initialised ones.
+
+    `aux_head` is torchvision's FCNHead on layer3's output (1024 channels), kept for an
+    optional auxiliary loss; forward() does not use it.
+    """
+    model = tv_deeplabv3_resnet50(
+        weights=None, weights_backbone=None, num_classes=COCO_VOC_CLASSES, aux_loss=True
+    )
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, "deeplabv3_resnet50 (torchvision layout, 21 classes, aux head)")
+    if num_classes != COCO_VOC_CLASSES:
+        model.classifier[4] = nn.Conv2d(256, num_classes, kernel_size=1)
+        model.aux_classifier[4] = nn.Conv2d(256, num_classes, kernel_size=1)
+    body = model.backbone
+    stages = OrderedDict(stem=nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool))
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        stages[name] = getattr(body, name)
+    segmenter = Segmenter(stages, model.classifier, num_classes, name="deeplabv3_resnet50")
+    segmenter.aux_head = model.aux_classifier
+    return segmenter

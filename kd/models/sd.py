@@ -1,0 +1,144 @@
+"""Spirit Distillation (Wu et al. 2021) models: the student and the constructed teacher.
+
+A teacher split at a point gives the activation map generator (AMG, the stages up to and
+including the point) and the teacher head. From it:
+
+- `sd_student`: the student S = feature extractor FE (the AMG's architecture with every
+  convolution a group convolution, groups = gcd(in, out), freshly initialised) + `SDHead`.
+  The FE's output has the AMG output's shape, so the feature loss (eq. 2, MSE between FE
+  and AMG activations) needs no adapter.
+- `constructed_teacher`: CT = a frozen copy of the AMG + a trainable `SDHead`; the
+  transfer-learning baseline of the paper.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from itertools import pairwise
+
+import torch.nn.functional as F
+from torch import nn
+
+from kd.errors import UserInputError
+from kd.models.group_conv import group_conv_copy
+from kd.models.segmenter import Segmenter
+
+# Not all equal, so that gcd(in, out) < out and every conv mixes a few channels (equal
+# widths would make the convs depthwise). On ResNet-50 layer4 (2048 channels) the head
+# has 91 k parameters with 2 classes, 102 k with 19; fan-in per output channel
+# (in / groups) is 16, 12, 5, 4, 6, 5, then 32..64 for the classifier.
+SD_HEAD_WIDTHS = (384, 160, 128, 96, 80, 64)
+
+
+def _group_conv(in_channels: int, out_channels: int, bias: bool) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, groups=math.gcd(in_channels, out_channels), bias=bias)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(_group_conv(in_channels, out_channels, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class SDHead(nn.Module):
+    """The SD student head (the paper's Table V), a light SegNet-like decoder.
+
+        (Conv3x3 + BN + ReLU) x 3          widths[0..2], at feature resolution
+        bilinear upsampling x 2
+        (Conv3x3 + BN + ReLU) x 3          widths[3..5], at 2x feature resolution
+        Conv3x3 -> num_classes             plain conv with bias: logits, no BN, no ReLU
+        bilinear upsampling to input size  (done by Segmenter, not here)
+
+    Every conv is a group conv with groups = gcd(in, out). The table's 4th conv of the
+    second block is the classifier; it is a plain conv because a ReLU would clip logits
+    at 0 (no negative evidence) and a BN on logits would fix their scale.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths=SD_HEAD_WIDTHS):
+        super().__init__()
+        if len(widths) != 6:
+            raise ValueError(f"SDHead takes 6 widths (3 convs before and 3 after the upsampling), got {len(widths)}")
+        chans = [in_channels, *widths]
+        convs = [_conv_bn_relu(a, b) for a, b in pairwise(chans)]
+        self.block1 = nn.Sequential(*convs[:3])
+        self.block2 = nn.Sequential(*convs[3:])
+        self.classifier = _group_conv(widths[-1], num_classes, bias=True)
+
+    def forward(self, x):
+        x = self.block1(x)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.classifier(self.block2(x))
+
+
+class _Frozen(nn.Module):
+    """A module that stays in eval mode and has no trainable parameters.
+
+    requires_grad=False alone is not enough: in train mode BatchNorm still updates its
+    running statistics from the batches, so a "frozen" AMG would drift and no longer be
+    the teacher's. Module.train() recurses through children, so overriding it here keeps
+    the wrapped module in eval mode whatever its parent (CT, or CT.split()'s AMG) is set to.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(False)
+
+    def forward(self, x):
+        return self.module(x)
+
+
+def _amg_stages(teacher: Segmenter, split_point: str) -> OrderedDict[str, nn.Module]:
+    amg, _ = teacher.split(teacher.check_split_point(split_point))
+    return OrderedDict(amg.named_children())
+
+
+def _num_classes(teacher: Segmenter, num_classes: int | None) -> int:
+    if num_classes is None:
+        return teacher.num_classes
+    if num_classes < 1:
+        raise UserInputError(f"num_classes must be a positive number of classes, got {num_classes}.")
+    return num_classes
+
+
+def _head(teacher: Segmenter, split_point: str, num_classes: int) -> SDHead:
+    parameter = next(teacher.parameters())
+    head = SDHead(teacher.stage_channels()[split_point], num_classes)
+    return head.to(device=parameter.device, dtype=parameter.dtype)
+
+
+def sd_student(teacher: Segmenter, split_point: str, num_classes: int | None = None) -> Segmenter:
+    """The SD student: group-conv copy of the teacher's AMG at `split_point` + `SDHead`.
+
+    The FE keeps the stage names, so the student's split points are the AMG's and
+    `student.features(x, split_point)` has the shape of the teacher's AMG output. The FE is
+    freshly initialised throughout: its convs have new shapes, and the teacher's BatchNorm
+    weights and running statistics belong to the teacher's kernels, not to these.
+    """
+    fe = group_conv_copy(nn.Sequential(_amg_stages(teacher, split_point)))
+    for module in fe.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    fe.requires_grad_(True)
+    num_classes = _num_classes(teacher, num_classes)
+    return Segmenter(
+        OrderedDict(fe.named_children()), _head(teacher, split_point, num_classes),
+        num_classes, name=f"sd_student_{teacher.name}@{split_point}",
+        input_mean=teacher.input_mean, input_std=teacher.input_std,  # it mimics the teacher on the same inputs
+    )
+
+
+def constructed_teacher(teacher: Segmenter, split_point: str, num_classes: int | None = None) -> Segmenter:
+    """CT: a frozen deep copy of the teacher's AMG at `split_point` + a trainable `SDHead`.
+
+    The copy leaves the teacher untouched by CT's training. Each stage is wrapped, so its
+    parameters are named `stages.<point>.module.<...>`.
+    """
+    stages = copy.deepcopy(_amg_stages(teacher, split_point))
+    num_classes = _num_classes(teacher, num_classes)
+    return Segmenter(
+        OrderedDict((name, _Frozen(stage)) for name, stage in stages.items()),
+        _head(teacher, split_point, num_classes), num_classes,
+        name=f"ct_{teacher.name}@{split_point}", input_mean=teacher.input_mean, input_std=teacher.input_std,
+    )

@@ -1,0 +1,86 @@
+"""Models by name, split points, and `python -m kd.models`."""
+import pytest
+import torch
+
+from kd.errors import UserInputError
+from kd.models import DEFAULT_TEACHER, STUDENTS, TEACHERS, build_student, build_teacher, model_names, split_points
+from kd.models.__main__ import main
+from kd.models.efficientnet_lite import EFFICIENTNET_LITE_MEAN
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # small convolutions run faster on one thread than on two competing ones
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", list(TEACHERS) + list(STUDENTS) + ["deeplabv3:resnet18", "pspnet:mobilenet_v3_small"])
+def test_every_named_model_builds_and_segments(name):
+    build = build_teacher if name in TEACHERS or ":" in name else build_student
+    model = build(name, num_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 96)).shape == (2, 3, 64, 96)
+    assert model.split_points == split_points(name)
+
+
+def test_default_teacher_is_pretrained_lite0_with_its_own_normalisation():
+    teacher = build_teacher()
+    assert teacher.name == DEFAULT_TEACHER == "deeplabv3_efficientnet_lite0"
+    assert teacher.input_mean == EFFICIENTNET_LITE_MEAN
+    random = build_teacher(pretrained=False)
+    assert not torch.equal(teacher.stages["stem"].state_dict()["0.weight"], random.stages["stem"].state_dict()["0.weight"])
+
+
+def test_sd_and_ct_students_come_from_a_teachers_split():
+    teacher = build_teacher(DEFAULT_TEACHER, num_classes=2, pretrained=False)
+    sd = build_student("sd", 2, teacher=teacher, split_point="stage4")
+    ct = build_student("ct", 2, teacher=teacher, split_point="stage4")
+    assert sd.split_points == ct.split_points == teacher.split_points[: teacher.split_points.index("stage4") + 1]
+    assert sd.input_mean == teacher.input_mean
+    x = torch.randn(1, 3, 64, 96)
+    amg, _ = teacher.eval().split("stage4")
+    assert sd.eval().features(x, "stage4").shape == amg(x).shape
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: build_teacher("deeplabv4"), r"unknown teacher 'deeplabv4'; choose one of deeplabv3_efficientnet_lite0"),
+        (lambda: build_student("pspnet_resnet1000", 2), r"unknown student .*pspnet_resnet18_half"),
+        (lambda: build_teacher("pspnet:alexnet2"), r"HEAD:BACKBONE .*resnet18"),
+        (lambda: build_student("sd", 2), "pass teacher= and split_point="),
+        (lambda: build_student("ct", 2, teacher=build_teacher("pspnet:resnet18", 2), split_point="layer9"),
+         r"no split point 'layer9'; valid split points: stem, layer1, layer2, layer3, layer4"),
+        (lambda: build_teacher("deeplabv3_resnet50", 2, checkpoint="/nowhere/coco.pth"), "/nowhere/coco.pth does not exist"),
+        (lambda: build_teacher(num_classes=0), "num_classes must be at least 1"),
+    ],
+)
+def test_bad_model_requests(call, message):
+    with pytest.raises(UserInputError, match=message):
+        call()
+
+
+def test_cli_lists_models_with_their_split_points(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "deeplabv3_resnet50             teacher    split points: stem, layer1, layer2, layer3, layer4" in out
+    assert set(model_names()) <= {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def test_cli_summary_prints_params_flops_and_latency(capsys):
+    assert main(["--summary", "--models", "pspnet_resnet18_half,ct", "--size", "64x128", "--repeats", "1"]) == 0
+    rows = {line[:48].strip(): line[48:].split() for line in capsys.readouterr().out.splitlines()}
+    params, gflops, ms = rows["pspnet_resnet18_half"]
+    assert float(params) == pytest.approx(3.16, abs=0.01) and float(gflops) > 0 and float(ms) > 0
+    assert float(rows["ct (deeplabv3_resnet50@layer4)"][0]) == pytest.approx(23.6, abs=0.05), "the SD paper's CT size"
+
+
+def test_cli_refuses_unknown_models_and_sizes(capsys):
+    assert main(["--summary", "--models", "resnet9000"]) == 2
+    assert "unknown model(s) resnet9000" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--summary", "--size", "big"])
+    assert "size must look like 512x1024" in capsys.readouterr().err
