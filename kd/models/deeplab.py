@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
 from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplabv3_resnet50
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead

@@ -81,9 +81,9 @@ def dataset_fingerprint(dataset) -> dict:
         "size": len(dataset),
         "ids": hashlib.sha256(ids.encode()).hexdigest(),
     }
-    for attribute in ("seed", "image_size"):
-        if hasattr(dataset, attribute):
-            fingerprint[attribute] = list(getattr(dataset, attribute)) if attribute == "image_size" else getattr(dataset, attribute)
+    if hasattr(dataset, "seed"):  # synthetic data: the seed and size are the content
+        fingerprint["seed"] = dataset.seed
+        fingerprint["image_size"] = list(dataset.image_size)
     if hasattr(dataset, "pairs"):  # files on disk: a changed file changes the teacher
         sizes = [(p.stat().st_size, m.stat().st_size) for _, p, m in dataset.pairs]
         fingerprint["file_sizes"] = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
@@ -188,7 +188,8 @@ def _train(model: Segmenter, dataset, settings: TeacherTraining, transform, devi
             losses.append(loss.item())
             step += 1
         epoch_loss = sum(losses) / len(losses) if losses else float("nan")
-        say(f"teacher {model.name}: epoch {epoch + 1}/{settings.epochs} loss {epoch_loss:.4f} ({time.perf_counter() - start:.1f} s)")
+        seconds = time.perf_counter() - start
+        say(f"teacher {model.name}: epoch {epoch + 1}/{settings.epochs} loss {epoch_loss:.4f} ({seconds:.1f} s)")
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     model.eval()
