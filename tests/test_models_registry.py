@@ -18,11 +18,16 @@ def one_thread():
 
 
 @pytest.mark.parametrize("name", list(TEACHERS) + list(STUDENTS) + ["deeplabv3:resnet18", "pspnet:mobilenet_v3_small"])
-def test_every_named_model_builds_and_segments(name):
+def test_every_named_model_builds_segments_and_splits_anywhere(name):
     build = build_teacher if name in TEACHERS or ":" in name else build_student
     model = build(name, num_classes=3).eval()
+    x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        assert model(torch.zeros(2, 3, 64, 96)).shape == (2, 3, 64, 96)
+        whole = model(x)
+        assert whole.shape == (2, 3, 64, 96)
+        for point in model.split_points:
+            amg, tail = model.split(point)
+            assert torch.allclose(tail(amg(x), x.shape[-2:]), whole, atol=1e-5), f"split at {point}"
     assert model.split_points == split_points(name)
 
 
