@@ -19,6 +19,7 @@ from torch import nn
 
 from kd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from kd.errors import UserInputError
+from kd.models.backbones import stage_channels
 
 
 def upsample(logits: torch.Tensor, size) -> torch.Tensor:
@@ -95,21 +96,9 @@ class Segmenter(nn.Module):
             x = stage(x)
         return upsample(self.head(x), size)
 
-    @torch.no_grad()
     def stage_channels(self, size: tuple[int, int] = (64, 64)) -> "OrderedDict[str, int]":
         """Output channels of every stage, from one forward pass on a small input."""
-        parameter = next(self.parameters(), None)
-        x = torch.zeros(1, 3, *size, device=parameter.device if parameter is not None else "cpu")
-        channels = OrderedDict()
-        was_training = self.training
-        self.eval()
-        try:
-            for name, stage in self.stages.items():
-                x = stage(x)
-                channels[name] = x.shape[1]
-        finally:
-            self.train(was_training)
-        return channels
+        return stage_channels(self.stages, size)
 
 
 class FeatureTap:
