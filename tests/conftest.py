@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -5,6 +6,18 @@ import pytest
 from PIL import Image
 
 from kd.data import locate_camvid
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Teachers and teacher outputs cached by tests go to a temporary folder, never ~/.cache."""
+    previous = os.environ.get("SEGKD_CACHE")
+    os.environ["SEGKD_CACHE"] = str(tmp_path_factory.mktemp("segkd-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SEGKD_CACHE", None)
+    else:
+        os.environ["SEGKD_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

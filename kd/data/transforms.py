@@ -95,10 +95,15 @@ class Augmented(torch.utils.data.Dataset):
     index), so a cache of V teacher outputs per image covers every epoch.
     """
 
-    def __init__(self, dataset, transform: PairedTransform, seed: int = 0, views: int | None = None):
+    def __init__(
+        self, dataset, transform: PairedTransform, seed: int = 0, views: int | None = None, choice_seed: int | None = None
+    ):
         if views is not None and views < 1:
             raise ValueError(f"views must be at least 1 (or None for a fresh view every epoch), got {views}")
         self.dataset, self.transform, self.seed, self.views = dataset, transform, seed, views
+        # The bank (seed) can stay fixed across training seeds, so one teacher cache serves them
+        # all, while each training seed still picks its own sequence of views (choice_seed).
+        self.choice_seed = seed if choice_seed is None else choice_seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -107,7 +112,7 @@ class Augmented(torch.utils.data.Dataset):
     def view_of(self, index: int) -> int:
         if self.views is None:
             return self.epoch
-        return view_seed(self.seed, index, self.epoch) % self.views
+        return view_seed(self.choice_seed, index, self.epoch) % self.views
 
     def __len__(self) -> int:
         return len(self.dataset)

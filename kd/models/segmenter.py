@@ -90,6 +90,39 @@ class Segmenter(nn.Module):
         tail = Tail(OrderedDict((n, self.stages[n]) for n in names[cut:]), self.head)
         return amg, tail
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (N,3,H,W) normalised the way this model's weights expect.
+
+        Distillation feeds one batch to a student and a teacher whose weights may expect
+        different normalisations (EfficientNet-Lite's 127/128 against ImageNet's), so the
+        batch stays in [0, 1] and each model normalises its own copy.
+        """
+        mean = images.new_tensor(self.input_mean).view(1, -1, 1, 1)
+        std = images.new_tensor(self.input_std).view(1, -1, 1, 1)
+        return (images - mean) / std
+
+    def forward_parts(self, x: torch.Tensor, point: str | None = None, want=("features", "logits")) -> dict:
+        """The outputs distillation needs from one pass: `features` at `point` and/or `logits`.
+
+        `logits` are the head's output before upsampling to the input size (cheaper to
+        store for a teacher cache; callers upsample). With `logits` not wanted the pass
+        stops at `point`, so a feature loss never pays for the rest of the network.
+        """
+        want = set(want)
+        if not want <= {"features", "logits"}:
+            raise ValueError(f"forward_parts gives 'features' and 'logits', asked for {sorted(want)}")
+        point = self.check_split_point(point) if point is not None else self.split_points[-1]
+        outputs = {}
+        for name, stage in self.stages.items():
+            x = stage(x)
+            if name == point:
+                if "features" in want:
+                    outputs["features"] = x
+                if "logits" not in want:
+                    return outputs
+        outputs["logits"] = self.head(x)
+        return outputs
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         for stage in self.stages.values():

@@ -1,0 +1,109 @@
+"""Holistic distillation (SKD, IFVD): a WGAN-GP critic judges (image, segmentation map) pairs.
+
+Real pairs carry the teacher's softmax, fake ones the student's. Two losses, two optimisers:
+
+    critic:   L_D = mean D(x, p_s) - mean D(x, p_t) + gp_weight * mean (||grad_p D(x, p_hat)||_2 - 1)^2
+              (p_hat a random per-image mix of p_t and p_s; both detached), minimised over D's
+              parameters only, by critic_loss() and a separate optimiser on critic_parameters();
+    student:  L = -mean D(x, p_s), this term's forward(): the papers' "- lambda_adv L_adv" written
+              as a loss, so a positive weight makes the student fool the critic.
+
+D's score is averaged over positions, so neither loss grows with batch or image size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd.errors import UserInputError
+from kd.losses.base import LossTerm, check_positive
+
+MIN_SIDE = 16  # four stride-2 convs (k=4, p=1) halve a side four times: 16 -> 1
+
+
+class Discriminator(nn.Module):
+    """Fully convolutional critic: concat(image, probabilities) -> one score per image [N].
+
+    No BatchNorm: the gradient penalty is per sample, and batch statistics would mix samples.
+    """
+
+    def __init__(self, num_classes: int, image_channels: int = 3, width: int = 64):
+        super().__init__()
+        layers, channels = [], num_classes + image_channels
+        for out in (width, 2 * width, 4 * width, 8 * width):
+            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            channels = out
+        layers.append(nn.Conv2d(channels, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        size = probabilities.shape[-2:]
+        if image.shape[-2:] != size:
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        x = torch.cat([image.to(probabilities.dtype), probabilities], dim=1)
+        # A side under 16 px would shrink to 0 in the strided convs: upsample tiny inputs instead of
+        # changing the architecture with their size, so every input meets the same critic.
+        if min(size) < MIN_SIDE:
+            grown = (max(size[0], MIN_SIDE), max(size[1], MIN_SIDE))
+            x = F.interpolate(x, size=grown, mode="bilinear", align_corners=False)
+        return self.net(x).float().mean(dim=(1, 2, 3))
+
+
+def gradient_penalty(discriminator: nn.Module, image: torch.Tensor, real: torch.Tensor,
+                     fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: mean over images of (||grad of D w.r.t. the map at a random real/fake mix||_2 - 1)^2."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(image, mixed).sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+class Adversarial(LossTerm):
+    """The student's (generator's) side of the holistic loss; the critic is trained via critic_loss()."""
+
+    teacher_needs = ("logits",)
+    has_critic = True
+
+    def __init__(self, gp_weight: float = 10.0, width: int = 64):
+        super().__init__()
+        check_positive("adv", width=width)
+        if isinstance(gp_weight, bool) or not isinstance(gp_weight, (int, float)) or not 0 <= gp_weight < math.inf:
+            raise UserInputError(f"loss term 'adv': gp_weight must be a finite number >= 0, got {gp_weight!r}")
+        self.gp_weight, self.width = gp_weight, int(width)
+        self.discriminator, self.num_classes = None, None
+
+    def bind(self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None,
+             ignore_index=None) -> Adversarial:
+        if num_classes is not None and num_classes != self.num_classes:  # binding again keeps a trained critic
+            self.discriminator, self.num_classes = Discriminator(num_classes, width=self.width), num_classes
+        return self
+
+    def _critic(self) -> Discriminator:
+        if self.discriminator is None:
+            raise RuntimeError("loss term 'adv' has no discriminator yet: call bind(num_classes=...) before "
+                               "making the optimisers")
+        return self.discriminator
+
+    def critic_parameters(self):
+        return iter(()) if self.discriminator is None else self.discriminator.parameters()
+
+    def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
+        critic = self._critic()
+        fake = F.softmax(student["logits"].float(), dim=1)
+        # The critic is not trained by the student's loss: keep its .grad untouched by this backward.
+        critic.requires_grad_(False)
+        try:
+            return -critic(batch["image"].float(), fake).mean()
+        finally:
+            critic.requires_grad_(True)
+
+    def critic_loss(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
+        critic = self._critic()
+        image = batch["image"].float()
+        fake = F.softmax(student["logits"].detach().float(), dim=1)
+        real = F.softmax(teacher["logits"].detach().float(), dim=1)
+        wasserstein = critic(image, fake).mean() - critic(image, real).mean()
+        return wasserstein + self.gp_weight * gradient_penalty(critic, image, real, fake)

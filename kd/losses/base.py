@@ -1,0 +1,73 @@
+"""The one call signature every loss term shares (CIRKD style).
+
+    term = PixelKD(temperature=4.0).bind(num_classes=19)
+    value = term(student, teacher, batch)      # a float32 scalar tensor
+
+- `student` / `teacher`: `"logits"` float [N,K,H,W], already upsampled to the input size (both
+  sides the same size); `"features"` float [N,C,h,w] at the distillation point (student and
+  teacher may differ in C and h,w).
+- `batch`: `"image"` float [N,3,H,W] in [0,1] (not normalised), `"mask"` int64 [N,H,W] with the
+  ignore index (an unlabelled image's mask is all ignore index).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from kd.errors import UserInputError
+
+
+class LossTerm(nn.Module):
+    """A loss term: `forward(student, teacher, batch) -> scalar`; shape-dependent parts made in bind()."""
+
+    student_needs: tuple[str, ...] = ("logits",)  # subset of {"logits", "features"}
+    teacher_needs: tuple[str, ...] = ()  # () = no teacher needed
+    has_critic: bool = False  # True: the engine must also run critic steps (critic_loss, critic_parameters)
+
+    def bind(self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None,
+             ignore_index=None) -> LossTerm:
+        """Build shape-dependent parts (adapters, discriminators) before the optimiser is made.
+
+        ignore_index=None keeps the term's own. Default: nothing to build. Returns self.
+        """
+        return self
+
+    def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def critic_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained by a separate critic optimiser, never with the student."""
+        return iter(())
+
+    def student_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained with the student (adapters): all of the term's but the critic's."""
+        critic = {id(p) for p in self.critic_parameters()}
+        return (p for p in self.parameters() if id(p) not in critic)
+
+
+def float32(formula):
+    """Run a loss formula in float32 with autocast off.
+
+    Callers may train under autocast, which would run the formula's matmuls and einsums in half
+    precision even on float32 inputs.
+    """
+
+    @functools.wraps(formula)
+    def wrapper(*args, **kwargs):
+        device = next(a.device.type for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+        if not torch.is_autocast_enabled(device):
+            return formula(*args, **kwargs)
+        with torch.autocast(device_type=device, enabled=False):
+            return formula(*args, **kwargs)
+
+    return wrapper
+
+
+def check_positive(term: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise UserInputError(f"loss term {term!r}: {name} must be a finite number > 0, got {value!r}")

@@ -1,0 +1,41 @@
+"""Pixel-wise KD (Hinton et al., applied per pixel): KL(p_t || p_s) of the softened class distributions.
+
+    p = softmax(z / T) over the classes
+    L = T^2 sum_{n,h,w} sum_k p_t (log p_t - log p_s) / (N H W)
+
+Every pixel counts, ignored and unlabelled ones too (the teacher has an output everywhere).
+Divided by N H W, so the scale does not grow with batch size or image size; T^2 keeps the
+gradients' scale comparable across temperatures.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kd.losses.base import LossTerm, check_positive, float32
+
+
+@float32
+def pixel_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape; upsample both to the input size")
+    t = temperature
+    log_ps = F.log_softmax(student_logits.float() / t, dim=1)
+    log_pt = F.log_softmax(teacher_logits.float() / t, dim=1)
+    per_pixel = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
+    return t * t * per_pixel.mean()
+
+
+class PixelKD(LossTerm):
+    """Pixel-wise KL divergence from the teacher's softened output to the student's."""
+
+    teacher_needs = ("logits",)
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        check_positive("kd", temperature=temperature)
+        self.temperature = temperature
+
+    def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
+        return pixel_kd(student["logits"], teacher["logits"].detach(), self.temperature)

@@ -1,0 +1,69 @@
+"""The weighted sum of loss terms that a training stage minimises.
+
+    total = sum_{active} weight[name] * term[name](student, teacher, batch)
+
+A term with weight 0 is inactive: never bound, never called (its cost is skipped). Each active
+term's unweighted value is reported, and a NaN or infinite one stops training with a
+NonFiniteLossError naming the term and where it happened.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from kd.errors import NonFiniteLossError, UserInputError
+from kd.losses.base import LossTerm
+
+
+class WeightedSum(nn.Module):
+    def __init__(self, terms: dict[str, LossTerm], weights: dict[str, float]):
+        super().__init__()
+        names = ", ".join(terms) or "none"
+        for name, weight in weights.items():
+            if name not in terms:
+                raise UserInputError(f"a weight is given for loss term {name!r}, which this stage does not have "
+                                     f"(its terms: {names}); remove that weight or add the term")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+                raise UserInputError(f"the weight of loss term {name!r} must be a finite number >= 0, got "
+                                     f"{weight!r}; set it to 0 to switch the term off")
+        for name in terms:
+            if name not in weights:
+                raise UserInputError(f"loss term {name!r} has no weight; give one (0 switches it off)")
+        self.terms = nn.ModuleDict(terms)
+        self.weights = {name: float(weights[name]) for name in terms}
+        self.active = [name for name in terms if self.weights[name] != 0]
+        if not self.active:
+            raise UserInputError(f"every loss weight is 0 (terms: {names}); give at least one term a weight > 0")
+
+    @property
+    def student_needs(self) -> tuple[str, ...]:
+        return tuple(sorted({need for name in self.active for need in self.terms[name].student_needs}))
+
+    @property
+    def teacher_needs(self) -> tuple[str, ...]:
+        return tuple(sorted({need for name in self.active for need in self.terms[name].teacher_needs}))
+
+    def bind(self, **shapes) -> WeightedSum:
+        for name in self.active:
+            self.terms[name].bind(**shapes)
+        return self
+
+    def critic_terms(self) -> dict[str, LossTerm]:
+        return {name: self.terms[name] for name in self.active if self.terms[name].has_critic}
+
+    def student_parameters(self):
+        """Parameters trained with the student (adapters), critics' left out."""
+        return (p for name in self.active for p in self.terms[name].student_parameters())
+
+    def forward(self, student: dict, teacher: dict, batch: dict, where: str = "") -> tuple[torch.Tensor, dict]:
+        total, values = None, {}
+        for name in self.active:
+            value = self.terms[name](student, teacher, batch)
+            values[name] = float(value.detach())
+            if not math.isfinite(values[name]):
+                raise NonFiniteLossError(term=name, value=values[name], where=where)
+            weighted = self.weights[name] * value
+            total = weighted if total is None else total + weighted
+        return total, values

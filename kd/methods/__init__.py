@@ -1,0 +1,43 @@
+"""Training recipes as data: baseline, FTT (CT), SD, ESD, IFVD, SKD, CWD and IFVD's ablations.
+
+    from kd.methods import build_recipe, describe
+    recipe = build_recipe("esd", {"r": 0.5, "feature.epochs": 5})
+    print(describe(recipe))   # every stage, loss weight and optimiser setting
+
+`python -m kd.methods` prints every recipe with its defaults.
+"""
+from __future__ import annotations
+
+from kd.errors import UserInputError
+from kd.methods.recipe import GROUPS, STREAMS, Optimizer, Recipe, Stage
+from kd.methods.recipes import RECIPES
+
+
+def build_recipe(name: str, overrides: dict | None = None) -> Recipe:
+    """A recipe by name with its defaults, then `overrides` (see kd.methods.recipe), validated."""
+    from kd.losses import TERMS
+
+    if name not in RECIPES:
+        raise UserInputError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}.")
+    return RECIPES[name]().override(overrides or {}).validate(TERMS)
+
+
+def describe(recipe: Recipe) -> str:
+    lines = [f"{recipe.name}: {recipe.description} (student: {recipe.student})"]
+    for stage in recipe.stages:
+        opt = stage.optimizer
+        losses = " + ".join(f"{w:g}*{t}" for t, w in stage.losses.items())
+        stream = f"mix r={stage.ratio:g}" if stage.stream == "mix" else stage.stream
+        lines.append(
+            f"  {stage.name}: {losses}; trains {'+'.join(stage.train)}; {stage.epochs} epochs on {stream}; "
+            f"{opt.kind} lr {opt.lr:g} momentum {opt.momentum:g} wd {opt.weight_decay:g} poly {opt.poly_power:g}"
+        )
+        for term, options in stage.loss_options.items():
+            lines.append(f"    {term}: {', '.join(f'{k}={v}' for k, v in options.items())}")
+        if stage.critic is not None:
+            c = stage.critic
+            lines.append(f"    critic: {c.kind} lr {c.lr:g} betas {c.betas} (updated after every student step)")
+    return "\n".join(lines)
+
+
+__all__ = ["GROUPS", "RECIPES", "STREAMS", "Optimizer", "Recipe", "Stage", "build_recipe", "describe"]

@@ -1,0 +1,202 @@
+"""A recipe is data: ordered stages, each naming its loss terms and weights, what trains,
+its optimiser and schedule, its length and the data stream it reads.
+
+    Stage("feature", losses={"feature": 1.0}, train=("fe",), epochs=20,
+          optimizer=Optimizer(lr=3e-3, momentum=0.99), stream="mix", ratio=1.0)
+
+Module groups a stage can train (everything else is frozen and kept in eval mode, so
+BatchNorm statistics do not drift): "fe" (the student's stages up to its feature point;
+for the SD student, its feature extractor), "head" (the rest: remaining stages and head),
+"student" (both). Student-side parts of loss terms (feature adapters) train with them;
+critics (the adversarial discriminator) train with the stage's `critic` optimiser,
+alternately with the student.
+
+Overrides address any field by a dotted path; a few shorthands cover what studies sweep:
+
+    recipe.override({"feature.epochs": 5, "frozen.optimizer.lr": 2e-2,
+                     "lambda_kd": 10, "r": 0.5, "epochs": 3, "kd.temperature": 2})
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from kd.errors import UserInputError
+
+STREAMS = ("target", "mix")
+GROUPS = ("fe", "head", "student")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """SGD with momentum (or Adam: `betas`); the learning rate decays as lr * (1 - step/steps) ** poly_power."""
+
+    kind: str = "sgd"
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 3e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    poly_power: float = 0.9
+
+    def problems(self, where: str) -> list[str]:
+        found = []
+        if self.kind not in OPTIMIZERS:
+            found.append(f"{where}.kind must be one of {', '.join(OPTIMIZERS)}, got {self.kind!r}")
+        for name in ("lr", "momentum", "weight_decay", "poly_power"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                found.append(f"{where}.{name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            found.append(f"{where}.lr must be positive, got 0")
+        return found
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    losses: dict[str, float]
+    train: tuple[str, ...] = ("student",)
+    epochs: int = 10
+    optimizer: Optimizer = Optimizer()
+    stream: str = "target"  # "mix": ESD's target + proximity stream at ratio r
+    ratio: float | None = None
+    loss_options: dict[str, dict] = field(default_factory=dict)  # {"kd": {"temperature": 1.0}}
+    critic: Optimizer | None = None  # for terms with a critic (adv); None: Adam lr 4e-4 (IFVD's code)
+
+    def active_losses(self) -> dict[str, float]:
+        return {name: weight for name, weight in self.losses.items() if weight != 0}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    stages: tuple[Stage, ...]
+    student: str = "sd"  # the student it was published with: "sd", "ct" or a kd.models name
+    description: str = ""
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise UserInputError(f"recipe {self.name!r} has no stage {name!r}; stages: {', '.join(self.stage_names)}.")
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
+
+    def loss_names(self) -> set[str]:
+        return {name for stage in self.stages for name in stage.active_losses()}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self, known_losses) -> Recipe:
+        """Every problem at once, as one UserInputError; returns self when there are none."""
+        problems = []
+        if not self.stages:
+            problems.append("it has no stages")
+        if len(set(self.stage_names)) != len(self.stages):
+            problems.append(f"stage names repeat: {', '.join(self.stage_names)}")
+        for stage in self.stages:
+            where = f"stage {stage.name!r}"
+            unknown = sorted(set(stage.losses) - set(known_losses))
+            if unknown:
+                problems.append(f"{where} names unknown loss terms {', '.join(unknown)} (known: {', '.join(known_losses)})")
+            for term, weight in stage.losses.items():
+                if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+                    problems.append(f"{where}: weight of {term!r} must be a finite number >= 0, got {weight!r}")
+            if not stage.active_losses():
+                problems.append(f"{where} has no loss term with a non-zero weight")
+            bad_groups = sorted(set(stage.train) - set(GROUPS))
+            if bad_groups or not stage.train:
+                problems.append(f"{where}: train must name some of {', '.join(GROUPS)}, got {list(stage.train)}")
+            if not (isinstance(stage.epochs, int) and stage.epochs >= 1):
+                problems.append(f"{where}: epochs must be a whole number >= 1, got {stage.epochs!r}")
+            if stage.stream not in STREAMS:
+                problems.append(f"{where}: stream must be one of {', '.join(STREAMS)}, got {stage.stream!r}")
+            if stage.stream == "mix" and not (
+                isinstance(stage.ratio, (int, float)) and math.isfinite(stage.ratio) and stage.ratio >= 0
+            ):
+                problems.append(f"{where}: the mixed stream needs ratio r >= 0 (0 = proximity only), got {stage.ratio!r}")
+            problems += stage.optimizer.problems(f"{where}: optimizer")
+            if stage.critic is not None:
+                problems += stage.critic.problems(f"{where}: critic")
+            stray = sorted(set(stage.loss_options) - set(stage.losses))
+            if stray:
+                problems.append(f"{where} has loss_options for terms it does not use: {', '.join(stray)}")
+        if problems:
+            raise UserInputError(f"recipe {self.name!r}: " + "; ".join(problems) + ".")
+        return self
+
+    def override(self, overrides: dict) -> Recipe:
+        """A copy with fields replaced; see the module docstring for the keys."""
+        recipe = self
+        for key, value in overrides.items():
+            recipe = _override_one(recipe, key, value)
+        return recipe
+
+
+def _replace_stage(recipe: Recipe, index: int, stage: Stage) -> Recipe:
+    stages = list(recipe.stages)
+    stages[index] = stage
+    return dataclasses.replace(recipe, stages=tuple(stages))
+
+
+def _set_path(obj, path: list[str], value, key: str):
+    """obj with the field at `path` replaced (dataclasses and dicts, copied, never mutated)."""
+    head, rest = path[0], path[1:]
+    if isinstance(obj, dict):
+        if rest:
+            return {**obj, head: _set_path(obj.get(head, {}), rest, value, key)}
+        return {**obj, head: value}
+    if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
+        names = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+        raise UserInputError(f"override {key!r}: no field {head!r} here; fields: {', '.join(names)}.")
+    current = getattr(obj, head)
+    if rest:
+        if current is None and head == "critic":
+            current = Optimizer(kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0)
+        return dataclasses.replace(obj, **{head: _set_path(current, rest, value, key)})
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return dataclasses.replace(obj, **{head: value})
+
+
+def _override_one(recipe: Recipe, key: str, value) -> Recipe:
+    stages = recipe.stages
+    if key == "epochs":
+        return dataclasses.replace(recipe, stages=tuple(dataclasses.replace(s, epochs=value) for s in stages))
+    if key == "r":
+        mixed = [i for i, s in enumerate(stages) if s.stream == "mix"]
+        if not mixed:
+            raise UserInputError(f"override 'r': recipe {recipe.name!r} has no stage reading the mixed ESD stream.")
+        for i in mixed:
+            recipe = _replace_stage(recipe, i, dataclasses.replace(recipe.stages[i], ratio=value))
+        return recipe
+    if key.startswith("lambda_"):
+        term = key[len("lambda_"):]
+        using = [i for i, s in enumerate(stages) if term in s.losses]
+        if not using:
+            raise UserInputError(
+                f"override {key!r}: no stage of recipe {recipe.name!r} uses loss term {term!r}; "
+                f"its terms: {', '.join(sorted({t for s in stages for t in s.losses}))}."
+            )
+        for i in using:
+            recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["losses", term], value, key))
+        return recipe
+    head, _, rest = key.partition(".")
+    if head in recipe.stage_names and rest:
+        index = recipe.stage_names.index(head)
+        return _replace_stage(recipe, index, _set_path(stages[index], rest.split("."), value, key))
+    term_stages = [i for i, s in enumerate(stages) if head in s.losses]
+    if term_stages and rest:  # "kd.temperature": an option of that term in every stage that uses it
+        for i in term_stages:
+            recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["loss_options", head, rest], value, key))
+        return recipe
+    raise UserInputError(
+        f"unknown override {key!r} for recipe {recipe.name!r}; use 'epochs', 'r', 'lambda_<term>', "
+        f"'<term>.<option>' or '<stage>.<field>' with stages {', '.join(recipe.stage_names)} "
+        "(fields: losses.<term>, train, epochs, optimizer.lr, optimizer.momentum, ..., stream, ratio, critic.lr)."
+    )

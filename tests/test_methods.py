@@ -1,0 +1,101 @@
+import pytest
+
+from kd.errors import UserInputError
+from kd.methods import RECIPES, build_recipe, describe
+from kd.methods.__main__ import main as methods_main
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_is_valid_data(name):
+    recipe = build_recipe(name)
+    assert recipe.name == name
+    assert recipe.stages and all(stage.active_losses() for stage in recipe.stages)
+    assert name in describe(recipe)
+
+
+def test_sd_has_the_papers_three_stages_and_optimisers():
+    recipe = build_recipe("sd")
+    assert recipe.stage_names == ["feature", "frozen", "finetune"]
+    feature, frozen, finetune = recipe.stages
+    assert feature.losses == {"feature": 1.0} and feature.train == ("fe",)
+    assert (feature.optimizer.lr, feature.optimizer.momentum) == (3e-3, 0.99)
+    assert frozen.losses == {"ce": 1.0} and frozen.train == ("head",)
+    assert (frozen.optimizer.lr, frozen.optimizer.momentum) == (1e-2, 0.9)
+    assert finetune.train == ("student",) and (finetune.optimizer.lr, finetune.optimizer.momentum) == (5e-5, 0.99)
+    assert {s.optimizer.weight_decay for s in recipe.stages} == {3e-3}
+
+
+def test_esd_is_sd_with_the_mixed_stream_in_stage_one_only():
+    sd, esd = build_recipe("sd"), build_recipe("esd", {"r": 0.2})
+    assert [s.stream for s in esd.stages] == ["mix", "target", "target"]
+    assert esd.stages[0].ratio == 0.2
+    assert esd.stages[1:] == sd.stages[1:]
+    assert esd.stages[0].optimizer == sd.stages[0].optimizer
+
+
+def test_ifvd_weights_and_critic():
+    stage = build_recipe("ifvd").stages[0]
+    assert stage.losses == {"ce": 1.0, "kd": 10.0, "adv": 0.1, "ifv": 50.0}
+    assert stage.critic.kind == "adam" and stage.critic.lr == 4e-4
+
+
+def test_ablations_switch_terms_off():
+    assert build_recipe("ifvd_kd").stages[0].active_losses() == {"ce": 1.0, "kd": 10.0}
+    assert build_recipe("ifvd_ifv").stages[0].active_losses() == {"ce": 1.0, "ifv": 50.0}
+    assert build_recipe("ifvd_kd_adv").stages[0].active_losses() == {"ce": 1.0, "kd": 10.0, "adv": 0.1}
+    assert build_recipe("ifvd_kd_adv").stages[0].critic is not None
+    assert build_recipe("ifvd_kd").stages[0].critic is None
+
+
+def test_overrides_reach_every_field_and_leave_the_original_alone():
+    original = build_recipe("sd")
+    recipe = original.override({
+        "feature.epochs": 3, "frozen.optimizer.lr": 0.02, "lambda_ce": 2.0, "finetune.train": ["head"],
+    })
+    assert recipe.stage("feature").epochs == 3
+    assert recipe.stage("frozen").optimizer.lr == 0.02
+    assert recipe.stage("frozen").losses["ce"] == 2.0 and recipe.stage("finetune").losses["ce"] == 2.0
+    assert recipe.stage("finetune").train == ("head",)
+    assert original.stage("feature").epochs == 20 and original.stage("frozen").optimizer.lr == 1e-2
+    assert [s.epochs for s in original.override({"epochs": 1}).stages] == [1, 1, 1]
+
+
+def test_term_options_override():
+    recipe = build_recipe("ifvd", {"kd.temperature": 2.0})
+    assert recipe.stages[0].loss_options["kd"] == {"temperature": 2.0}
+    assert build_recipe("cwd", {"cwd.temperature": 1.0}).stages[0].loss_options["cwd"] == {"temperature": 1.0}
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"r": 0.5}, "no stage reading the mixed"),
+    ({"lambda_ifv": 1.0}, "no stage of recipe 'sd' uses loss term 'ifv'"),
+    ({"nonsense": 1}, "unknown override 'nonsense'"),
+    ({"feature.optimiser.lr": 1}, "no field 'optimiser'"),
+    ({"feature.epochs": 0}, "epochs must be a whole number >= 1"),
+    ({"frozen.optimizer.lr": -1.0}, "lr must be a finite number >= 0"),
+    ({"lambda_ce": float("nan")}, "weight of 'ce' must be a finite number >= 0"),
+    ({"feature.train": ["backbone"]}, "train must name some of fe, head, student"),
+    ({"feature.losses.mse": 1.0}, "unknown loss terms mse"),
+    ({"lambda_feature": 0.0}, "has no loss term with a non-zero weight"),
+])
+def test_bad_overrides_are_named(overrides, words):
+    with pytest.raises(UserInputError, match=words):
+        build_recipe("sd", overrides)
+
+
+def test_negative_ratio_is_refused():
+    with pytest.raises(UserInputError, match="ratio r >= 0"):
+        build_recipe("esd", {"r": -1})
+
+
+def test_unknown_recipe():
+    with pytest.raises(UserInputError, match="choose one of baseline, ftt, sd, esd"):
+        build_recipe("distil")
+
+
+def test_cli_prints_defaults(capsys):
+    assert methods_main(["sd", "esd"]) == 0
+    out = capsys.readouterr().out
+    assert "feature: 1*feature; trains fe; 20 epochs on target; sgd lr 0.003 momentum 0.99" in out
+    assert "mix r=1" in out
+    assert methods_main(["nope"]) == 2
