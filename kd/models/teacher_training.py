@@ -12,9 +12,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +27,13 @@ from kd.models.segmenter import Segmenter
 CHECKPOINT_FORMAT = 1
 
 
+def cache_root() -> Path:
+    """Where SegKD keeps what it computes once and reuses: $SEGKD_CACHE, else ~/.cache/segkd."""
+    return Path(os.environ.get("SEGKD_CACHE", "~/.cache/segkd")).expanduser()
+
+
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("SEGKD_CACHE", "~/.cache/segkd")).expanduser() / "teachers"
+    return cache_root() / "teachers"
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class TeacherCheckpoint:
     final_loss: float | None
 
 
-def _digest_state(model: torch.nn.Module) -> str:
+def digest_state(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         digest.update(key.encode())
@@ -95,7 +100,7 @@ def content_hash(model: Segmenter, dataset, transform: PairedTransform, settings
         "format": CHECKPOINT_FORMAT,
         "model": model.name,
         "num_classes": model.num_classes,
-        "weights": _digest_state(model),
+        "weights": digest_state(model),
         "dataset": dataset_fingerprint(dataset),
         "transform": repr(transform),
         "settings": asdict(settings),
