@@ -1,0 +1,494 @@
+"""Runs a recipe: its stages in order, on CPU or CUDA, with per-epoch metrics and checkpoints.
+
+    from kd.engine import Engine, RunData, RunSettings
+    result = Engine(recipe, student, teacher, RunData(target, val, proximity),
+                    RunSettings(batch_size=8, seed=0), checkpoint_dir="run/seed0").run()
+    result.final            # {"miou", "miou_img", "hp_acc", "var"} on the validation images
+
+Batches stay in [0, 1]; student and teacher each normalise their own copy (their weights
+may expect different normalisations). Every stage trains the module groups it names and
+freezes the rest (frozen modules stay in eval mode). A stage's loss is a WeightedSum of
+its terms; terms with a critic (adversarial) get one critic update after each student
+update. Teacher outputs come from a TeacherCache when the augmentation is a fixed bank of
+views (or not random), otherwise from a fresh teacher forward.
+
+Determinism and resumption: every epoch seeds torch and its shuffling from (seed, stage,
+epoch), so an epoch does not depend on the random state earlier epochs left behind. A
+checkpoint written after every epoch (student, loss-term parts, optimiser state, history)
+lets a run resume mid-recipe and end with the same weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
+from torchvision.transforms import v2
+
+from kd.data import Augmented, MixedDataset, PairedTransform
+from kd.errors import NonFiniteLossError, UserInputError
+from kd.losses import TERMS, WeightedSum, build_term
+from kd.methods import Optimizer, Recipe, Stage
+from kd.metrics import ConfusionMeter, count_parameters, per_image_miou, robustness
+from kd.models.segmenter import Segmenter, upsample
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_NAME = "engine.pt"
+EVALUATE = ("epoch", "stage", "end")
+DEFAULT_CRITIC = Optimizer(kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0, betas=(0.9, 0.99))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run a recipe (the recipe itself says what to train)."""
+
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    views: int | None = 4  # fixed bank of augmentation views per image; None: a fresh view every epoch
+    augment_seed: int = 0  # seeds the bank, shared across training seeds so teacher caches are shared
+    student_point: str | None = None  # student features for feature terms; default: its last stage
+    teacher_point: str | None = None  # default: the student's point if the teacher has it, else its last stage
+    stream_length: int | None = None  # ESD mixed stream entries per epoch; None: every target image once
+    evaluate: str = "epoch"  # "epoch", "stage" (after each stage) or "end"
+    eval_batch_size: int | None = None
+    theta: float = 0.75  # HP-Acc threshold on per-image mIoU
+    num_workers: int = 0
+    cache: bool = True  # teacher-output cache (needs a fixed bank of views or no random augmentation)
+    cache_dtype: str = "float32"
+
+    def problems(self) -> list[str]:
+        found = []
+        for name in ("batch_size",):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                found.append(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        if self.views is not None and not (isinstance(self.views, int) and self.views >= 1):
+            found.append(f"views must be a whole number >= 1 or None, got {self.views!r}")
+        if self.evaluate not in EVALUATE:
+            found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {self.evaluate!r}")
+        if not 0 <= self.theta <= 1:
+            found.append(f"theta must be within [0, 1], got {self.theta}")
+        return found
+
+
+@dataclass
+class RunData:
+    """Datasets of kd.data (uint8 samples) and the transforms that prepare them (normalize=False)."""
+
+    target: object
+    val: object
+    proximity: object | None = None
+    train_transform: PairedTransform = field(default_factory=lambda: PairedTransform(normalize=False))
+    eval_transform: PairedTransform = field(default_factory=lambda: PairedTransform(normalize=False))
+
+
+@dataclass
+class RunResult:
+    final: dict  # miou, miou_img, hp_acc, var on the validation images after the last stage
+    history: list[dict]  # one entry per epoch, as passed to the callback
+    per_image: list[dict]  # {"id", "miou"} per validation image
+    teacher_forwards: int  # images the teacher ran on (cache misses included), over the whole run
+    params: int
+    seconds: float
+
+
+def _normalises(transform: PairedTransform) -> bool:
+    return any(isinstance(step, v2.Normalize) for step in transform.pipeline.transforms)
+
+
+def _derive(*numbers: int) -> int:
+    return int(np.random.SeedSequence([int(n) % 2**63 for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def collate(samples: list[dict]) -> dict:
+    batch = default_collate(samples)
+    for key in ("image", "mask"):
+        batch[key] = batch[key].as_subclass(torch.Tensor)
+    return batch
+
+
+class Engine:
+    """Validates everything at construction (before any training); `run()` trains."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        student: Segmenter,
+        teacher: Segmenter | None,
+        data: RunData,
+        settings: RunSettings = RunSettings(),
+        *,
+        checkpoint_dir: str | os.PathLike | None = None,
+        callback: Callable[[dict], None] | None = None,
+        progress: Callable[[str], None] | None = print,
+        cache_root: str | os.PathLike | None = None,
+    ):
+        self.recipe, self.student, self.teacher, self.data, self.settings = recipe, student, teacher, data, settings
+        self.callback, self.say = callback, progress or (lambda message: None)
+        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+        self.device = torch.device(settings.device)
+        self.amp = settings.amp and self.device.type == "cuda"
+        self._validate()
+        self.groups = self._groups()
+        # A constructed teacher's AMG is frozen by construction; no stage may thaw it.
+        self.trainable_ids = {id(p) for p in student.parameters() if p.requires_grad}
+        self.shapes = None
+        self.teacher_outputs_needed = sorted(
+            {need for stage in recipe.stages for name in stage.active_losses() for need in TERMS[name].teacher_needs}
+        )
+        self.caches = self._caches(cache_root) if self.teacher_outputs_needed else {}
+        self.teacher_forwards = 0
+        self.history: list[dict] = []
+
+    # ---- validation: every problem before any expensive work -------------------------------
+
+    def _validate(self) -> None:
+        recipe, data, student, teacher, settings = self.recipe, self.data, self.student, self.teacher, self.settings
+        recipe.validate(TERMS)
+        problems = settings.problems()
+        needs_teacher = sorted({n for s in recipe.stages for n in s.active_losses() if TERMS[n].teacher_needs})
+        if needs_teacher and teacher is None:
+            problems.append(f"recipe {recipe.name!r} distils from a teacher ({', '.join(needs_teacher)}): pass a teacher")
+        if any(s.stream == "mix" for s in recipe.stages) and data.proximity is None:
+            problems.append(f"recipe {recipe.name!r} reads the ESD mixed stream: pass proximity images (RunData.proximity)")
+        for name, dataset in (("target", data.target), ("val", data.val)):
+            if getattr(dataset, "num_classes", student.num_classes) != student.num_classes:
+                problems.append(
+                    f"the student predicts {student.num_classes} classes but the {name} images have "
+                    f"{dataset.num_classes}; build it with num_classes={dataset.num_classes}"
+                )
+        if not getattr(data.val, "labelled", True):
+            problems.append("the validation images are unlabelled; evaluation needs labels")
+        labelled_terms = {"ce", "ifv"}
+        if any(labelled_terms & set(s.active_losses()) for s in recipe.stages) and not getattr(data.target, "labelled", True):
+            problems.append("the target images are unlabelled, but the recipe trains with labels (ce/ifv)")
+        logit_terms = {n for s in recipe.stages for n in s.active_losses() if "logits" in TERMS[n].teacher_needs}
+        if teacher is not None and logit_terms:
+            if teacher.num_classes != student.num_classes:
+                problems.append(
+                    f"teacher predicts {teacher.num_classes} classes, student {student.num_classes}: "
+                    "logit distillation needs the same classes"
+                )
+        for name, transform in (("train_transform", data.train_transform), ("eval_transform", data.eval_transform)):
+            if _normalises(transform):
+                problems.append(f"{name} normalises: use PairedTransform(normalize=False); each model normalises its own copy")
+        if data.eval_transform.random:
+            problems.append("eval_transform is random (crop/flip): evaluation must see fixed images")
+        try:
+            self.student_point = student.check_split_point(settings.student_point or student.split_points[-1])
+            if teacher is not None:
+                default = self.student_point if self.student_point in teacher.split_points else teacher.split_points[-1]
+                self.teacher_point = teacher.check_split_point(settings.teacher_point or default)
+        except UserInputError as err:
+            problems.append(str(err).rstrip("."))
+        if problems:
+            raise UserInputError("cannot run: " + "; ".join(problems) + ".")
+
+    def _groups(self) -> dict[str, list[torch.nn.Module]]:
+        names = self.student.split_points
+        cut = names.index(self.student_point) + 1
+        fe = [self.student.stages[n] for n in names[:cut]]
+        head = [self.student.stages[n] for n in names[cut:]] + [self.student.head]
+        return {"fe": fe, "head": head, "student": fe + head}
+
+    def _caches(self, root) -> dict:
+        settings, transform = self.settings, self.data.train_transform
+        if not settings.cache:
+            return {}
+        if transform.random and settings.views is None:
+            self.say("teacher cache off: random augmentation without a fixed bank of views (set views=V to cache)")
+            return {}
+        from kd.teacher_cache import TeacherCache
+
+        domains = {"target": self.data.target}
+        if self.data.proximity is not None and any(s.stream == "mix" for s in self.recipe.stages):
+            domains["proximity"] = self.data.proximity
+        return {
+            domain: TeacherCache(
+                self.teacher, self.teacher_point, dataset, transform, views=settings.views or 1,
+                augment_seed=settings.augment_seed, outputs=tuple(self.teacher_outputs_needed), root=root,
+                dtype=settings.cache_dtype, device=settings.device,
+            )
+            for domain, dataset in domains.items()
+        }
+
+    # ---- one stage -----------------------------------------------------------------------
+
+    def _feature_shapes(self) -> dict:
+        sample = self.data.train_transform(self.data.target[0], self.settings.augment_seed, 0)
+        probe = sample["image"].as_subclass(torch.Tensor)[None].to(self.device)
+        shapes = {"num_classes": self.student.num_classes, "ignore_index": self.data.target.ignore_index}
+        was_training = self.student.training
+        with torch.no_grad():
+            self.student.eval()
+            parts = self.student.forward_parts(self.student.normalize(probe), self.student_point, want=("features",))
+            shapes["student_features_shape"] = tuple(parts["features"].shape)
+            if self.teacher is not None:
+                self.teacher.eval()
+                parts = self.teacher.forward_parts(self.teacher.normalize(probe), self.teacher_point, want=("features",))
+                shapes["teacher_features_shape"] = tuple(parts["features"].shape)
+        self.student.train(was_training)
+        return shapes
+
+    def _build_stage(self, index: int, stage: Stage):
+        torch.manual_seed(_derive(self.settings.seed, index, -1))  # adapters/critics start alike on resume
+        terms = {name: build_term(name, **stage.loss_options.get(name, {})) for name in stage.losses}
+        losses = WeightedSum(terms, stage.losses)
+        if self.shapes is None:
+            self.shapes = self._feature_shapes()
+        losses.bind(**self.shapes)
+        losses.to(self.device)
+        for parameter in self.student.parameters():
+            parameter.requires_grad_(False)
+        for group in stage.train:
+            for module in self.groups[group]:
+                for parameter in module.parameters():
+                    parameter.requires_grad_(id(parameter) in self.trainable_ids)
+        trainable = [p for p in self.student.parameters() if p.requires_grad] + list(losses.student_parameters())
+        if not any(p.requires_grad for p in self.student.parameters()):
+            raise UserInputError(
+                f"stage {stage.name!r} trains {'+'.join(stage.train)}, which has no trainable parameters in "
+                f"{self.student.name} (a frozen constructed teacher's 'fe'?)"
+            )
+        optimizer = _optimizer(trainable, stage.optimizer)
+        critic = None
+        if losses.critic_terms():
+            critic_params = [p for term in losses.critic_terms().values() for p in term.critic_parameters()]
+            critic = _optimizer(critic_params, stage.critic or DEFAULT_CRITIC)
+        return losses, optimizer, critic
+
+    def _set_modes(self, stage: Stage) -> None:
+        self.student.train()
+        trained = {id(m) for group in stage.train for m in self.groups[group]}
+        for module in self.groups["student"]:
+            if id(module) not in trained:
+                module.eval()  # frozen BatchNorm keeps its statistics
+
+    def _loader(self, index: int, stage: Stage, epoch: int, global_epoch: int) -> DataLoader:
+        s = self.settings
+        target = Augmented(self.data.target, self.data.train_transform, s.augment_seed, s.views, choice_seed=s.seed)
+        dataset = target
+        if stage.stream == "mix":
+            proximity = Augmented(self.data.proximity, self.data.train_transform, s.augment_seed, s.views, s.seed)
+            dataset = MixedDataset(target, proximity, stage.ratio, s.stream_length, seed=_derive(s.seed, index))
+        dataset.set_epoch(global_epoch)
+        generator = torch.Generator().manual_seed(_derive(s.seed, index, epoch))
+        return DataLoader(
+            dataset, batch_size=s.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > s.batch_size,
+            num_workers=s.num_workers, collate_fn=collate, persistent_workers=False,
+        )
+
+    def _teacher(self, batch: dict, images: torch.Tensor, needs) -> dict:
+        if not needs:
+            return {}
+        if self.caches:
+            domains = batch.get("domain") or ["target"] * len(images)
+            parts: dict[str, torch.Tensor] = {}
+            for domain in sorted(set(domains)):
+                rows = torch.tensor([k for k, d in enumerate(domains) if d == domain])
+                cache = self.caches[domain]
+                before = cache.teacher_forwards
+                got = cache.get(batch["index"][rows], batch["view"][rows], images[rows.to(images.device)])
+                self.teacher_forwards += cache.teacher_forwards - before
+                for name in needs:
+                    if name not in parts:
+                        parts[name] = got[name].new_empty((len(images), *got[name].shape[1:]))
+                    parts[name][rows.to(parts[name].device)] = got[name]
+        else:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+                self.teacher.eval()
+                parts = self.teacher.forward_parts(self.teacher.normalize(images), self.teacher_point, want=needs)
+            self.teacher_forwards += len(images)
+        parts = {name: value.float() for name, value in parts.items()}
+        if "logits" in parts:
+            parts["logits"] = upsample(parts["logits"], images.shape[-2:])
+        return parts
+
+    def _step(self, stage: Stage, losses: WeightedSum, optimizer, critic, batch: dict, lr_factor: float, where: str):
+        images = batch["image"].to(self.device, non_blocking=True)
+        masks = batch["mask"].to(self.device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr_factor
+        teacher = self._teacher(batch, images, losses.teacher_needs)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            student = self.student.forward_parts(self.student.normalize(images), self.student_point, want=losses.student_needs)
+        if "logits" in student:
+            student["logits"] = upsample(student["logits"], images.shape[-2:])
+        inputs = {"image": images, "mask": masks}
+        total, values = losses(student, teacher, inputs, where=where)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if critic is not None:
+            detached = {name: value.detach() for name, value in student.items()}
+            critic_loss = sum(term.critic_loss(detached, teacher, inputs) for term in losses.critic_terms().values())
+            if not torch.isfinite(critic_loss):
+                raise NonFiniteLossError(term="adv (critic)", value=float(critic_loss), where=where)
+            critic.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            critic.step()
+            values["critic"] = float(critic_loss.detach())
+        return values
+
+    # ---- evaluation ----------------------------------------------------------------------
+
+    def evaluate(self) -> tuple[dict, list[dict]]:
+        """mIoU, per-image mIoU, HP-Acc and variance of the student on the validation images."""
+        data, student = self.data, self.student
+        loader = DataLoader(
+            Augmented(data.val, data.eval_transform), batch_size=self.settings.eval_batch_size or self.settings.batch_size,
+            shuffle=False, num_workers=self.settings.num_workers, collate_fn=collate,
+        )
+        meter = ConfusionMeter(student.num_classes, data.val.ignore_index)
+        per_image, ids = [], []
+        was_training = student.training
+        student.eval()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            for batch in loader:
+                images, masks = batch["image"].to(self.device), batch["mask"].to(self.device)
+                pred = student(student.normalize(images)).argmax(1)
+                meter.update(pred, masks)
+                per_image.append(per_image_miou(pred, masks, student.num_classes, data.val.ignore_index).cpu())
+                ids += list(batch["id"])
+        student.train(was_training)
+        scores = torch.cat(per_image)
+        metrics = {"miou": meter.compute()["miou"], **robustness(scores, self.settings.theta)}
+        return metrics, [{"id": i, "miou": float(v)} for i, v in zip(ids, scores)]
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        settings = dataclasses.asdict(self.settings)
+        for machine_only in ("device", "num_workers", "eval_batch_size", "cache"):
+            settings.pop(machine_only)
+        described = {"recipe": self.recipe.to_dict(), "settings": settings, "student": self.student.name,
+                     "teacher": self.teacher.name if self.teacher is not None else None}
+        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _save(self, state: dict) -> None:
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.checkpoint_path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint(), **state}, partial)
+        os.replace(partial, self.checkpoint_path)  # a crash mid-write leaves the previous checkpoint intact
+
+    def _load(self) -> dict | None:
+        if self.checkpoint_path is None or not self.checkpoint_path.is_file():
+            return None
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint():
+            raise UserInputError(
+                f"{self.checkpoint_path} was written by a different recipe, settings or model; "
+                "delete it to start afresh, or point checkpoint_dir elsewhere."
+            )
+        return state
+
+    # ---- the run -------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        start = time.perf_counter()
+        self.student.to(self.device)
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval()
+        state = self._load()
+        if state is None or "result" not in state:
+            for domain, cache in self.caches.items():
+                if cache.missing:  # once per teacher, dataset and view bank; later runs find it filled
+                    self.say(f"teacher cache ({domain}): computing {cache.missing} outputs into {cache.path}")
+                    self.teacher_forwards += cache.fill(batch_size=self.settings.batch_size, progress=self.say)
+        first_stage, first_epoch = 0, 0
+        if state is not None:
+            self.student.load_state_dict(state["student"])
+            self.history, self.teacher_forwards = state["history"], state["teacher_forwards"]
+            if "result" in state:
+                self.say(f"{self.recipe.name}: already finished ({self.checkpoint_path})")
+                return RunResult(**state["result"])
+            first_stage, first_epoch = state["stage"], state["epoch"]
+            self.say(f"{self.recipe.name}: resuming at stage {first_stage + 1}, epoch {first_epoch + 1}")
+        stages = self.recipe.stages
+        global_epoch = sum(s.epochs for s in stages[:first_stage]) + first_epoch
+        evaluation = None
+        for index in range(first_stage, len(stages)):
+            stage = stages[index]
+            losses, optimizer, critic = self._build_stage(index, stage)
+            start_epoch = first_epoch if index == first_stage else 0
+            if state is not None and index == first_stage and "optimizer" in state:
+                losses.load_state_dict(state["losses"])
+                optimizer.load_state_dict(state["optimizer"])
+                if critic is not None:
+                    critic.load_state_dict(state["critic"])
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+            for epoch in range(start_epoch, stage.epochs):
+                torch.manual_seed(_derive(self.settings.seed, index, epoch))
+                self._set_modes(stage)
+                loader = self._loader(index, stage, epoch, global_epoch)
+                steps, begun, sums = len(loader), time.perf_counter(), {}
+                for step, batch in enumerate(loader):
+                    done = (epoch * steps + step) / (stage.epochs * steps)
+                    where = f"recipe {self.recipe.name!r}, stage {stage.name!r}, epoch {epoch + 1}, step {step + 1}"
+                    values = self._step(stage, losses, optimizer, critic, batch, (1 - done) ** stage.optimizer.poly_power, where)
+                    for name, value in values.items():
+                        sums[name] = sums.get(name, 0.0) + value
+                global_epoch += 1
+                metrics = {
+                    "recipe": self.recipe.name, "stage": stage.name, "stage_index": index, "stage_epoch": epoch + 1,
+                    "epoch": global_epoch, "lr": optimizer.param_groups[0]["lr"], "steps": steps,
+                    "seconds": time.perf_counter() - begun, "teacher_forwards": self.teacher_forwards,
+                }
+                active = stage.active_losses()
+                metrics["loss"] = sum(active[n] * sums[n] / max(steps, 1) for n in active if n in sums)
+                metrics.update({f"loss_{name}": value / max(steps, 1) for name, value in sums.items()})
+                last_of_stage = epoch + 1 == stage.epochs
+                if self.settings.evaluate == "epoch" or (self.settings.evaluate == "stage" and last_of_stage):
+                    evaluation = self.evaluate()
+                    metrics.update(evaluation[0])
+                else:
+                    evaluation = None
+                self.history.append(metrics)
+                self.say(_progress_line(metrics, stage))
+                if self.checkpoint_path is not None:
+                    self._save({
+                        "stage": index, "epoch": epoch + 1, "student": self.student.state_dict(),
+                        "losses": losses.state_dict(), "optimizer": optimizer.state_dict(),
+                        "critic": critic.state_dict() if critic is not None else None,
+                        "history": self.history, "teacher_forwards": self.teacher_forwards,
+                    })
+                if self.callback is not None:
+                    self.callback(metrics)  # after the checkpoint: a callback that stops the run loses nothing
+        if evaluation is None:
+            evaluation = self.evaluate()
+        result = RunResult(
+            final=evaluation[0], history=self.history, per_image=evaluation[1], teacher_forwards=self.teacher_forwards,
+            params=count_parameters(self.student), seconds=time.perf_counter() - start,
+        )
+        for parameter in self.student.parameters():
+            parameter.requires_grad_(id(parameter) in self.trainable_ids)
+        if self.checkpoint_path is not None:
+            self._save({"stage": len(stages), "epoch": 0, "student": self.student.state_dict(), "history": self.history,
+                        "teacher_forwards": self.teacher_forwards, "result": dataclasses.asdict(result)})
+        return result
+
+
+def _optimizer(parameters, settings: Optimizer) -> torch.optim.Optimizer:
+    if settings.kind == "adam":
+        return torch.optim.Adam(parameters, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay)
+    return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+
+
+def _progress_line(metrics: dict, stage: Stage) -> str:
+    terms = ", ".join(f"{k[5:]} {v:.4g}" for k, v in metrics.items() if k.startswith("loss_"))
+    line = (f"{metrics['recipe']} | {metrics['stage']} {metrics['stage_epoch']}/{stage.epochs} | "
+            f"loss {metrics['loss']:.4g} ({terms}) | {metrics['seconds']:.1f} s")
+    if "miou" in metrics and not math.isnan(metrics["miou"]):
+        line += f" | val mIoU {metrics['miou']:.3f} HP-Acc {metrics['hp_acc']:.2f} var {metrics['var']:.4f}"
+    return line

@@ -1,0 +1,219 @@
+"""The engine: every recipe end to end on tiny synthetic data, frozen modules, determinism,
+resumption, divergence, the teacher cache and validation before any work."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from kd.data import PairedTransform, SyntheticRoadScenes
+from kd.engine import CHECKPOINT_NAME, Engine, RunData, RunSettings
+from kd.errors import NonFiniteLossError, UserInputError
+from kd.methods import RECIPES, build_recipe
+from kd.models import build_student, build_teacher
+
+SIZE = (48, 96)
+POINT = "stage3"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    target = SyntheticRoadScenes("target", size=6, image_size=SIZE, seed=0, label_set="binary")
+    val = SyntheticRoadScenes("test", size=3, image_size=SIZE, seed=0, label_set="binary")
+    proximity = SyntheticRoadScenes("proximity", size=6, image_size=SIZE, seed=0, label_set="binary")
+    return RunData(target, val, proximity, train_transform=PairedTransform(crop=(40, 80), hflip=True, normalize=False))
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return build_teacher(num_classes=2, pretrained=False).eval()
+
+
+def student_for(recipe, teacher, seed=0):
+    torch.manual_seed(seed)
+    if recipe.student in ("sd", "ct"):
+        return build_student(recipe.student, 2, teacher=teacher, split_point=POINT)
+    return build_student("pspnet_resnet18_half", 2)
+
+
+def run(recipe, teacher, data, settings=None, **kwargs):
+    student = kwargs.pop("student", None) or student_for(recipe, teacher)
+    settings = settings or RunSettings(batch_size=3, views=2)
+    engine = Engine(recipe, student, teacher, data, settings, progress=None, **kwargs)
+    return engine, engine.run()
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_runs_end_to_end(name, teacher, data):
+    recipe = build_recipe(name, {"epochs": 1})
+    engine, result = run(recipe, teacher, data)
+    assert set(result.final) == {"miou", "miou_img", "hp_acc", "var"}
+    assert 0 <= result.final["miou"] <= 1
+    assert [h["stage"] for h in result.history] == recipe.stage_names
+    assert len(result.per_image) == 3 and {p["id"] for p in result.per_image} == set(data.val.ids)
+    for entry in result.history:
+        stage = recipe.stage(entry["stage"])
+        assert {f"loss_{t}" for t in stage.active_losses()} <= set(entry)
+    assert result.params > 0
+
+
+def test_frozen_modules_get_no_gradient_and_keep_their_statistics(teacher, data):
+    recipe = build_recipe("sd", {"epochs": 1})
+    student = student_for(recipe, teacher)
+    before = copy.deepcopy(student.state_dict())
+    teacher_before = copy.deepcopy(teacher.state_dict())
+    feature_only = dataclasses.replace(recipe, stages=recipe.stages[:1])
+    run(feature_only, teacher, data, student=student)
+    after = student.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("stages.") for k in changed)  # FE trained (weights and BN statistics)
+    assert not any(k.startswith("head.") for k in changed)  # the head got nothing, not even BN statistics
+
+    frozen_stage = dataclasses.replace(recipe, stages=recipe.stages[1:2])
+    before = copy.deepcopy(student.state_dict())
+    run(frozen_stage, teacher, data, student=student)
+    after = student.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+    assert same_weights_dict(teacher_before, teacher.state_dict())
+    assert all(p.requires_grad for p in student.parameters())  # restored after the run
+
+
+def same_weights_dict(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_constructed_teacher_keeps_its_amg(teacher, data):
+    recipe = build_recipe("ftt", {"epochs": 1})
+    student = student_for(recipe, teacher)
+    amg = copy.deepcopy(student.stages.state_dict())
+    run(recipe, teacher, data, student=student)
+    assert same_weights_dict(amg, student.stages.state_dict())
+    with pytest.raises(UserInputError, match="no trainable parameters"):
+        run(build_recipe("ftt", {"epochs": 1, "train.train": ["fe"]}), teacher, data, student=student)
+
+
+def test_sd_stage_one_lowers_the_feature_loss(teacher, data):
+    recipe = build_recipe("sd", {"feature.epochs": 12})  # the paper's lr 3e-3, momentum 0.99
+    feature_only = dataclasses.replace(recipe, stages=recipe.stages[:1])
+    _, result = run(feature_only, teacher, data, RunSettings(batch_size=3, views=1, evaluate="end"))
+    losses = [h["loss_feature"] for h in result.history]
+    assert sum(losses[-3:]) / 3 < 0.85 * losses[0]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(teacher, data):
+    recipe = build_recipe("ifvd", {"epochs": 2})
+    (_, a), (_, b) = run(recipe, teacher, data), run(recipe, teacher, data)
+    assert a.final == b.final and [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    _, c = run(recipe, teacher, data, RunSettings(batch_size=3, views=2, seed=1))
+    assert [h["loss"] for h in c.history] != [h["loss"] for h in a.history]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name, stop_after", [("sd", 3), ("ifvd", 1)])
+def test_resume_after_interruption_gives_the_same_final_weights(name, stop_after, teacher, data, tmp_path):
+    recipe = build_recipe(name, {"epochs": 2})
+    whole_student = student_for(recipe, teacher)
+    _, whole = run(recipe, teacher, data, student=whole_student, checkpoint_dir=tmp_path / "whole")
+
+    def interrupt(metrics):
+        if metrics["epoch"] == stop_after:
+            raise Interrupt
+
+    student = student_for(recipe, teacher)
+    with pytest.raises(Interrupt):
+        run(recipe, teacher, data, student=student, checkpoint_dir=tmp_path / "cut", callback=interrupt)
+    fresh = student_for(recipe, teacher, seed=123)  # a new process: other initial weights, restored from the checkpoint
+    engine, resumed = run(recipe, teacher, data, student=fresh, checkpoint_dir=tmp_path / "cut")
+    assert same_weights(fresh, whole_student)
+    assert resumed.final == whole.final
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+
+    again = student_for(recipe, teacher, seed=7)
+    _, finished = run(recipe, teacher, data, student=again, checkpoint_dir=tmp_path / "cut")
+    assert finished.final == whole.final  # a finished run returns its stored result
+
+
+def test_checkpoint_of_another_recipe_is_refused(teacher, data, tmp_path):
+    run(build_recipe("baseline", {"epochs": 1}), teacher, data, checkpoint_dir=tmp_path)
+    with pytest.raises(UserInputError, match="different recipe, settings or model"):
+        run(build_recipe("baseline", {"epochs": 2}), teacher, data, checkpoint_dir=tmp_path)
+
+
+def test_divergence_names_the_term_and_step_and_keeps_the_last_checkpoint(teacher, data, tmp_path):
+    # A real divergence: a learning rate of 1e8 blows the logits up within two epochs.
+    recipe = build_recipe("sd", {"epochs": 1, "frozen.epochs": 3, "frozen.optimizer.lr": 1e8})
+    engine = Engine(recipe, student_for(recipe, teacher), teacher, data, RunSettings(batch_size=2, views=1),
+                    checkpoint_dir=tmp_path, progress=None)
+    with pytest.raises(NonFiniteLossError, match=r"'ce' is (nan|inf) at recipe 'sd', stage 'frozen', epoch \d, step \d"):
+        engine.run()
+    kept = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert len(engine.history) >= 2 and kept["history"] == engine.history  # the epochs before it are kept
+    assert kept["stage"] == 1 and kept["epoch"] == len(engine.history) - 1
+
+
+def test_teacher_cache_runs_the_teacher_once_per_view(teacher, data, tmp_path):
+    recipe = build_recipe("sd", {"epochs": 1, "feature.epochs": 4})
+    feature_only = dataclasses.replace(recipe, stages=recipe.stages[:1])
+    settings = RunSettings(batch_size=3, views=2, evaluate="end")
+    _, cached = run(feature_only, teacher, data, settings, cache_root=tmp_path)
+    assert cached.teacher_forwards == 6 * 2  # every image x view once, not every epoch
+    _, again = run(feature_only, teacher, data, dataclasses.replace(settings, seed=5), cache_root=tmp_path)
+    assert again.teacher_forwards == 0  # another seed reuses the stored outputs
+    _, uncached = run(feature_only, teacher, data, dataclasses.replace(settings, cache=False))
+    assert uncached.teacher_forwards == 6 * 4
+    # Same views, same batches: the same training up to float rounding between batch compositions.
+    for a, b in zip(cached.history, uncached.history, strict=True):
+        assert a["loss_feature"] == pytest.approx(b["loss_feature"], rel=1e-4)
+
+
+def test_esd_reads_both_domains(teacher, data, tmp_path):
+    recipe = build_recipe("esd", {"epochs": 1, "r": 0.5})
+    _, result = run(recipe, teacher, data, RunSettings(batch_size=3, views=1, evaluate="end"), cache_root=tmp_path)
+    # r = 0.5: every target image (6) plus 12 proximity draws from 6 images, each image x view cached once
+    assert result.history[0]["steps"] == 6
+    assert result.teacher_forwards == 6 + 6
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"teacher": None}, "distils from a teacher"),
+    ({"data": "no proximity"}, "proximity images"),
+    ({"data": "normalising"}, "normalize=False"),
+    ({"settings": RunSettings(student_point="layer9")}, "no split point 'layer9'"),
+    ({"settings": RunSettings(batch_size=0)}, "batch_size must be a whole number"),
+    ({"student": "seven classes"}, "predicts 7 classes but the target images have 2"),
+])
+def test_bad_input_is_refused_before_any_work(change, words, teacher, data):
+    recipe = build_recipe("esd", {"epochs": 1})
+    student = student_for(recipe, teacher)
+    kwargs = {"teacher": teacher, "data": data, "settings": RunSettings()}
+    if change.get("data") == "no proximity":
+        kwargs["data"] = dataclasses.replace(data, proximity=None)
+    elif change.get("data") == "normalising":
+        kwargs["data"] = dataclasses.replace(data, train_transform=PairedTransform())
+    elif change.get("student") == "seven classes":
+        student = build_student("sd", 7, teacher=teacher, split_point=POINT)
+    else:
+        kwargs.update(change)
+    calls = []
+    hook = student.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(UserInputError, match=words):
+        Engine(recipe, student, kwargs["teacher"], kwargs["data"], kwargs["settings"], progress=None)
+    hook.remove()
+    assert not calls
