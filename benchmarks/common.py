@@ -1,0 +1,37 @@
+"""Shared set-up of the training benchmarks: synthetic images rendered once into memory."""
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+
+class InMemory(torch.utils.data.Dataset):
+    """A dataset's samples rendered once, so timings measure training, not image synthesis."""
+
+    def __init__(self, dataset):
+        self.samples = [dataset[i] for i in range(len(dataset))]
+        for name in ("classes", "num_classes", "ignore_index", "labelled", "ids", "name", "label_set"):
+            setattr(self, name, getattr(dataset, name))
+        self.seed, self.image_size = getattr(dataset, "seed", None), getattr(dataset, "image_size", None)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.samples[index]
+
+
+def device_of(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_after_warmup(values: list[float]) -> float:
+    return statistics.median(values[1:] if len(values) > 2 else values)
