@@ -289,9 +289,23 @@ def test_gradient_penalty_non_negative():
     assert gradient_penalty(Discriminator(3, width=8), image, real, fake).item() >= 0
 
 
+def test_critic_judges_maps_pooled_to_an_eighth_by_default():
+    seen = []
+    for scale, expected in ((0.125, (8, 12)), (1, (64, 96))):
+        term = Adversarial(width=8, scale=scale).bind(num_classes=3)
+        term.discriminator.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[1].shape[-2:])))
+        student, teacher, batch = _adv_inputs(h=64, w=96)
+        term(student, teacher, batch)
+        term.critic_loss(student, teacher, batch)
+        assert set(seen) == {expected}
+        seen.clear()
+    with pytest.raises(UserInputError, match="scale must be within"):
+        Adversarial(scale=0)
+
+
 def test_critic_learns_to_separate_real_from_fake():
     torch.manual_seed(0)
-    term = Adversarial(width=8).bind(num_classes=3)
+    term = Adversarial(width=8, scale=1).bind(num_classes=3)
     student, teacher, batch = _adv_inputs(n=4)
     critic = term.discriminator
 

@@ -8,7 +8,7 @@
 | "ifv"     | IFV                | (M_s - M_t)^2, M = cos(f, class prototype)  | non-ignored pixels (teacher's h w)  |
 | "skd"     | PairwiseSimilarity | (S_s - S_t)^2, S = cos of pooled positions  | N P P                               |
 | "cwd"     | ChannelWise        | T^2 p_t log(p_t / p_s), over positions, z/T | N C                                 |
-| "adv"     | Adversarial        | -D(image, p_s); critic: WGAN-GP critic_loss | N (D averages over positions)       |
+| "adv"     | Adversarial        | -D(image, p_s) at 1/8 size; WGAN-GP critic | N (D averages over positions)       |
 
 Each term returns a float32 scalar; "ce" and "ifv" give 0 (not NaN) when no pixel is labelled.
 

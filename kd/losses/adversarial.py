@@ -8,7 +8,10 @@ Real pairs carry the teacher's softmax, fake ones the student's. Two losses, two
     student:  L = -mean D(x, p_s), this term's forward(): the papers' "- lambda_adv L_adv" written
               as a loss, so a positive weight makes the student fool the critic.
 
-D's score is averaged over positions, so neither loss grows with batch or image size.
+D's score is averaged over positions, so neither loss grows with batch or image size. The
+critic judges maps average-pooled to `scale` (default 1/8) of the input size, as IFVD's
+critic judges the student's 1/8-resolution outputs: at full resolution it would cost more
+than a small student's own step.
 """
 from __future__ import annotations
 
@@ -67,9 +70,12 @@ class Adversarial(LossTerm):
     teacher_needs = ("logits",)
     has_critic = True
 
-    def __init__(self, gp_weight: float = 10.0, width: int = 64):
+    def __init__(self, gp_weight: float = 10.0, width: int = 64, scale: float = 0.125):
         super().__init__()
         check_positive("adv", width=width)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+            raise UserInputError(f"loss term 'adv': scale must be within (0, 1] (1 = full resolution), got {scale!r}")
+        self.scale = float(scale)
         if isinstance(gp_weight, bool) or not isinstance(gp_weight, (int, float)) or not 0 <= gp_weight < math.inf:
             raise UserInputError(f"loss term 'adv': gp_weight must be a finite number >= 0, got {gp_weight!r}")
         self.gp_weight, self.width = gp_weight, int(width)
@@ -90,20 +96,26 @@ class Adversarial(LossTerm):
     def critic_parameters(self):
         return iter(()) if self.discriminator is None else self.discriminator.parameters()
 
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale == 1:
+            return x
+        size = (max(1, math.ceil(x.shape[-2] * self.scale)), max(1, math.ceil(x.shape[-1] * self.scale)))
+        return F.adaptive_avg_pool2d(x, size)
+
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         critic = self._critic()
-        fake = F.softmax(student["logits"].float(), dim=1)
+        fake = self._pooled(F.softmax(student["logits"].float(), dim=1))
         # The critic is not trained by the student's loss: keep its .grad untouched by this backward.
         critic.requires_grad_(False)
         try:
-            return -critic(batch["image"].float(), fake).mean()
+            return -critic(self._pooled(batch["image"].float()), fake).mean()
         finally:
             critic.requires_grad_(True)
 
     def critic_loss(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         critic = self._critic()
-        image = batch["image"].float()
-        fake = F.softmax(student["logits"].detach().float(), dim=1)
-        real = F.softmax(teacher["logits"].detach().float(), dim=1)
+        image = self._pooled(batch["image"].float())
+        fake = self._pooled(F.softmax(student["logits"].detach().float(), dim=1))
+        real = self._pooled(F.softmax(teacher["logits"].detach().float(), dim=1))
         wasserstein = critic(image, fake).mean() - critic(image, real).mean()
         return wasserstein + self.gp_weight * gradient_penalty(critic, image, real, fake)
