@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from kd.data import locate_camvid
@@ -18,6 +19,15 @@ def private_cache(tmp_path_factory):
         os.environ.pop("SEGKD_CACHE", None)
     else:
         os.environ["SEGKD_CACHE"] = previous
+
+
+@pytest.fixture
+def one_thread():
+    """Small CPU convolutions spend longer waking threads than computing on 2 shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

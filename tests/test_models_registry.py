@@ -8,13 +8,7 @@ from kd.models.__main__ import main
 from kd.models.efficientnet_lite import EFFICIENTNET_LITE_MEAN
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small convolutions run faster on one thread than on two competing ones
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(TEACHERS) + list(STUDENTS) + ["deeplabv3:resnet18", "pspnet:mobilenet_v3_small"])

@@ -31,13 +31,7 @@ VEHICLES = {
 CAR_FRAMES = ["0001TP_009510.png", "0001TP_010230.png", "Seq05VD_f04380.png"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # small CPU convolutions spend longer waking threads than computing, more so on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lite_normalise(x):

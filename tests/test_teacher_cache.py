@@ -16,12 +16,7 @@ POINT = "stage3"
 BOTH = ("features", "logits")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny convolutions: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def teacher(seed=0):
