@@ -150,6 +150,10 @@ class Engine:
         self.teacher_forwards = 0
         self.history: list[dict] = []
 
+    def _autocast(self):
+        # bfloat16 needs no loss scaling; self.amp is on for CUDA (tests switch it on for CPU too)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
     # ---- validation: every problem before any expensive work -------------------------------
 
     def _validate(self) -> None:
@@ -305,7 +309,7 @@ class Engine:
                         parts[name] = got[name].new_empty((len(images), *got[name].shape[1:]))
                     parts[name][rows.to(parts[name].device)] = got[name]
         else:
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            with torch.no_grad(), self._autocast():
                 self.teacher.eval()
                 parts = self.teacher.forward_parts(self.teacher.normalize(images), self.teacher_point, want=needs)
             self.teacher_forwards += len(images)
@@ -320,8 +324,10 @@ class Engine:
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * lr_factor
         teacher = self._teacher(batch, images, losses.teacher_needs)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with self._autocast():
             student = self.student.forward_parts(self.student.normalize(images), self.student_point, want=losses.student_needs)
+        # Loss terms, adapters and critics run in float32, outside autocast.
+        student = {name: value.float() for name, value in student.items()}
         if "logits" in student:
             student["logits"] = upsample(student["logits"], images.shape[-2:])
         inputs = {"image": images, "mask": masks}
@@ -353,7 +359,7 @@ class Engine:
         per_image, ids = [], []
         was_training = student.training
         student.eval()
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.no_grad(), self._autocast():
             for batch in loader:
                 images, masks = batch["image"].to(self.device), batch["mask"].to(self.device)
                 pred = student(student.normalize(images)).argmax(1)

@@ -212,3 +212,16 @@ def test_bad_input_is_refused_before_any_work(change, words, teacher, data):
         Engine(recipe, student, kwargs["teacher"], kwargs["data"], kwargs["settings"], progress=None)
     hook.remove()
     assert not calls
+
+
+@pytest.mark.parametrize("name", ["ifvd", "skd", "sd"])
+def test_mixed_precision_path_runs(name, teacher, data):
+    # The bfloat16 autocast path that CUDA takes, exercised on CPU; "feature" on IFVD adds an adapter
+    # (PSPNet-R18-half layer4 to the teacher's last stage), which must get float32 inputs.
+    recipe = build_recipe(name, {"epochs": 1, "train.losses.feature": 1.0} if name == "ifvd" else {"epochs": 1})
+    student = student_for(recipe, teacher)
+    engine = Engine(recipe, student, teacher, data, RunSettings(batch_size=3, views=1, cache=False), progress=None)
+    engine.amp = True
+    result = engine.run()
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    assert 0 <= result.final["miou"] <= 1
