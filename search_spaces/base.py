@@ -1,0 +1,201 @@
+"""Search-space parameters as plain data, and what is done with them.
+
+A method's space is a dict `{name: Param}`. Each Param names its `target`: the
+`kd.methods` override key it sets ("r", "lambda_kd", "kd.temperature",
+"feature.optimizer.lr", ...) or "split_point". `default` is the paper's value, used by
+ablation grids; None leaves the recipe's own default (for a Choice: the last choice).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kd.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Float:
+    low: float
+    high: float
+    log: bool = False
+    target: str = ""
+    default: float | None = None
+
+
+@dataclass(frozen=True)
+class Int:
+    low: int
+    high: int
+    log: bool = False
+    target: str = ""
+    default: int | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple
+    target: str = ""
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+    target: str = ""
+
+
+Param = Float | Int | Choice | Fixed
+
+
+def split_point(split_points: list[str]) -> Choice:
+    """The teacher's split point, for methods whose student is built from the teacher's front."""
+    return Choice(tuple(split_points), target="split_point")
+
+
+def lowest(target: str) -> tuple[float, bool] | None:
+    """(smallest value, whether it is allowed) that the recipe accepts for `target`; None: no bound."""
+    if target == "r" or target.startswith("lambda_"):
+        return 0.0, True  # weight 0 switches a term off; r = 0 is ESD's proximity-only stream
+    if target.endswith(".lr") or target.endswith(".temperature"):
+        return 0.0, False
+    return None
+
+
+def default_value(param: Param) -> Any:
+    if isinstance(param, Fixed):
+        return param.value
+    if isinstance(param, Choice):
+        return param.default if param.default in param.choices else param.choices[-1]
+    return param.default
+
+
+def suggest(trial, method: str, params: dict[str, Param]) -> dict[str, Any]:
+    """Ask `trial` for each parameter under the name "<method>.<name>"; Fixed ones are not asked."""
+    values = {}
+    for name, p in params.items():
+        key = f"{method}.{name}"
+        if isinstance(p, Fixed):
+            values[name] = p.value
+        elif isinstance(p, Float):
+            values[name] = trial.suggest_float(key, p.low, p.high, log=p.log)
+        elif isinstance(p, Int):
+            values[name] = trial.suggest_int(key, p.low, p.high, log=p.log)
+        else:
+            values[name] = trial.suggest_categorical(key, p.choices)
+    return values
+
+
+def to_overrides(params: dict[str, Param], values: dict[str, Any]) -> tuple[dict, str | None]:
+    """(recipe overrides keyed by target, split point or None); Fixed values need not be in `values`."""
+    overrides, point = {}, None
+    for name, p in params.items():
+        value = p.value if isinstance(p, Fixed) else values[name]
+        if p.target == "split_point":
+            point = value
+        else:
+            overrides[p.target] = value
+    return overrides, point
+
+
+def resolve(method: str, params: dict[str, Param], study_values: dict | None) -> dict[str, Param]:
+    """`params` with a study file's entries for `method` applied; every problem in one UserInputError."""
+    resolved, problems = resolve_problems(method, params, study_values)
+    if problems:
+        raise UserInputError(report(problems))
+    return resolved
+
+
+def report(problems: list[str]) -> str:
+    return "search space problems:\n" + "\n".join(f"  - {problem}" for problem in problems)
+
+
+def resolve_problems(method: str, params: dict[str, Param], study_values: dict | None):
+    """Like resolve, but returns (params, problems) so callers can gather problems of several methods."""
+    resolved, problems = dict(params), []
+    for name, given in (study_values or {}).items():
+        if name not in params:
+            problems.append(f"method {method!r} has no parameter {name!r} (its parameters: {', '.join(params) or 'none'})")
+            continue
+        try:
+            resolved[name] = _apply(params[name], given)
+        except ValueError as error:
+            problems.append(f"{method}.{name}: {error}")
+    for name, p in resolved.items():
+        problems += [f"{method}.{name} {message}" for message in _check(p)]
+    return resolved, problems
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _typed(param: Param, value):
+    """`value` as the param's kind of number, or ValueError."""
+    if isinstance(param, Int):
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return value
+    if not _number(value):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _apply(param: Param, given) -> Param:
+    """The param a study file's entry makes of `param`: a fixed value, a range, choices or a table."""
+    if isinstance(param, Fixed):
+        return Fixed(given, param.target)
+    if isinstance(param, Choice):
+        picked = []
+        for choice in given if isinstance(given, list) else [given]:
+            picked += [] if choice in picked else [choice]
+        invalid = [c for c in picked if c not in param.choices]
+        if invalid or not picked:
+            raise ValueError(
+                f"{', '.join(map(repr, invalid)) or 'an empty list'} is not valid; "
+                f"valid: {', '.join(map(str, param.choices)) or 'none'}"
+            )
+        return Choice(tuple(picked), param.target, param.default) if isinstance(given, list) else Fixed(given, param.target)
+    if isinstance(given, list):
+        if len(given) != 2:
+            raise ValueError(f"a range is [low, high], got {given!r} (a table {{choices = [...]}} lists values)")
+        return replace(param, low=_typed(param, given[0]), high=_typed(param, given[1]))
+    if isinstance(given, dict):
+        unknown = sorted(set(given) - {"low", "high", "log", "choices"})
+        if unknown or ("choices" in given and len(given) > 1):
+            raise ValueError(f"a table has keys low, high, log, or only choices; got {', '.join(map(str, given))}")
+        if "choices" in given:
+            if not isinstance(given["choices"], list) or not given["choices"]:
+                raise ValueError(f"choices must be a non-empty list, got {given['choices']!r}")
+            return Choice(tuple(_typed(param, c) for c in given["choices"]), param.target, param.default)
+        low, high = (_typed(param, given.get(k, getattr(param, k))) for k in ("low", "high"))
+        log = given.get("log", param.log)
+        if not isinstance(log, bool):
+            raise ValueError(f"log must be true or false, got {log!r}")
+        return replace(param, low=low, high=high, log=log)
+    return Fixed(_typed(param, given), param.target)
+
+
+def _check(p: Param) -> list[str]:
+    """What is wrong with a resolved param (messages follow "<method>.<name>")."""
+    bound = lowest(p.target)
+    if isinstance(p, Fixed):
+        numbers = [p.value] if _number(p.value) else []
+    elif isinstance(p, Choice):
+        if not p.choices:
+            return ["has no choices" + (" (the teacher offers no split points)" if p.target == "split_point" else "")]
+        numbers = [c for c in p.choices if _number(c)]
+    else:
+        numbers = [p.low, p.high]
+    found = []
+    if isinstance(p, (Float, Int)):
+        if p.low > p.high or (isinstance(p, Float) and p.low == p.high):
+            found.append(f"range needs low {'<=' if isinstance(p, Int) else '<'} high, got [{p.low}, {p.high}]")
+        if p.log and p.low <= 0:
+            found.append(f"is sampled on a log scale, so low must be > 0, got {p.low}")
+    if bound is not None:
+        least, allowed = bound
+        bad = [v for v in numbers if v < least or (v == least and not allowed)]
+        if bad:
+            found.append(f"must be {'>=' if allowed else '>'} {least:g}, got {bad[0]}")
+    return found

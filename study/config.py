@@ -1,0 +1,268 @@
+"""A study's configuration: defaults < preset < study file (TOML) < command line, validated at once.
+
+Every problem (unknown method or parameter, r < 0, a missing data path, a split point the
+teacher lacks, GPUs that are not there) is collected and reported in one UserInputError
+before Ray starts. The resolved configuration is saved in the run directory as
+`config.json`, so `--resume` and the report know exactly what ran.
+
+A study file holds the same keys as `StudyConfig`, plus `[space.<method>]` tables (fixed
+values, ranges or choices for that method's search space, see search_spaces) and a
+`[students]` table (the student per method):
+
+    name = "esd-r"
+    methods = ["sd", "esd"]
+    trials = 24
+    seeds = 3
+    data = "camvid:../shared/data/camvid"
+    [space.esd]
+    r = [0.0, 5.0]
+    [students]
+    ifvd = "pspnet_resnet18"
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kd.errors import UserInputError
+
+OBJECTIVES = {"miou_img": "max", "hp_acc": "max", "var": "min", "miou": "max"}
+SAMPLERS = ("tpe", "nsga2", "gp", "grid")
+SCHEDULERS = ("none", "asha")
+EVALUATE = ("epoch", "stage", "end")
+# Which split of each data kind plays each role. Proximity images are used without labels.
+SPLITS = {
+    "synthetic": {"source": "source", "target": "target", "proximity": "proximity", "val": "test"},
+    "camvid": {"source": "train", "target": "train", "proximity": "val", "val": "test"},
+    "cityscapes": {"source": "train", "target": "train", "proximity": "val", "val": "val"},
+    "kitti": {"source": "train", "target": "train", "proximity": "train", "val": "train"},
+    "folder": {"source": "train", "target": "train", "proximity": "train", "val": "train"},
+}
+
+
+@dataclass
+class StudyConfig:
+    name: str = "default"
+    out: str = "runs"
+    methods: list[str] = field(default_factory=lambda: ["baseline", "sd", "esd", "ifvd"])
+    trials: int = 8  # Optuna trials over all methods (grid: ignored, one trial per method)
+    seeds: int = 2  # training seeds per trial; metrics are their mean and standard deviation
+    seed: int = 0  # the sampler's seed
+    sampler: str = "tpe"  # tpe | nsga2 | gp | grid (ablation: every method once, defaults, no search)
+    objectives: list[str] = field(default_factory=lambda: ["miou_img"])  # several: multi-objective
+    scheduler: str = "none"  # asha: early stopping on the first seed's per-epoch metric (one objective only)
+    max_concurrent: int = 0  # 0: as many trials at once as the resources allow
+    # data
+    data: str = "synthetic"  # synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH, folder:IMAGES,MASKS
+    label_set: str = "binary"
+    classes: list[str] | None = None  # folder data only
+    image_size: list[int] = field(default_factory=lambda: [64, 128])  # synthetic: drawn at; real: resized to
+    crop: list[int] | None = None
+    hflip: bool = True
+    source_images: int | None = 64  # teacher training (None: all)
+    target_images: int | None = 16  # the few labelled target images
+    proximity_images: int | None = 32
+    val_images: int | None = 16
+    # models
+    teacher: str = "deeplabv3_efficientnet_lite0"
+    teacher_checkpoint: str | None = None  # a trained teacher's weights; otherwise its head is trained on source
+    teacher_epochs: int = 3
+    students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
+    # training
+    epochs: int | None = 2  # every stage's epochs (None: the recipes' own)
+    batch_size: int = 8
+    views: int = 4
+    evaluate: str = "end"
+    # resources
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None  # an existing Ray cluster ("auto" or host:port); None: a local Ray
+    space: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.data.partition(":")[0].strip().lower()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    # A few tiny trials: about a minute on 2 cores.
+    "smoke": {
+        "name": "smoke", "methods": ["baseline", "esd"], "trials": 3, "seeds": 1, "image_size": [32, 64],
+        "source_images": 16, "target_images": 8, "proximity_images": 8, "val_images": 4, "teacher_epochs": 1,
+        "epochs": 1, "views": 2, "batch_size": 4,
+    },
+    # The embedded default: baseline, SD, ESD and IFVD with TPE on synthetic road scenes, minutes on CPU.
+    "default": {},
+}
+
+FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
+
+
+def read_study_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"study file {path} does not exist.")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as err:
+        raise UserInputError(f"study file {path} is not valid TOML: {err}.") from None
+
+
+def resolve(preset: str = "default", study_file: str | Path | None = None, overrides: dict | None = None) -> StudyConfig:
+    """Defaults, then the preset, then the study file, then command-line values (None = not given)."""
+    if preset not in PRESETS:
+        raise UserInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    values = dict(PRESETS[preset])
+    if study_file is not None:
+        values.update(read_study_file(study_file))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserInputError(
+            f"unknown study setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}."
+        )
+    return StudyConfig(**values)
+
+
+def _whole(value, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value, low: float = 0.0) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+
+
+def problems(config: StudyConfig) -> list[str]:
+    """Every problem with the configuration, cheapest checks first; nothing is trained or started."""
+    from kd.methods import RECIPES
+    from kd.models.registry import STUDENTS, TEACHERS, model_names
+
+    found = []
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(config.name)):
+        found.append(f"name {config.name!r} must be a plain folder name (letters, digits, '_', '-', '.')")
+    unknown = [m for m in config.methods if m not in RECIPES]
+    if unknown or not config.methods:
+        found.append(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(RECIPES)}")
+    for key in ("trials", "seeds", "batch_size", "views", "teacher_epochs"):
+        if not _whole(getattr(config, key)):
+            found.append(f"{key} must be a whole number >= 1, got {getattr(config, key)!r}")
+    if config.epochs is not None and not _whole(config.epochs):
+        found.append(f"epochs must be a whole number >= 1 (or left out for the recipes' own), got {config.epochs!r}")
+    if config.sampler not in SAMPLERS:
+        found.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
+    bad_objectives = [o for o in config.objectives if o not in OBJECTIVES]
+    if bad_objectives or not config.objectives:
+        found.append(f"objectives must be some of {', '.join(OBJECTIVES)}, got {config.objectives!r}")
+    if config.scheduler not in SCHEDULERS:
+        found.append(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {config.scheduler!r}")
+    elif config.scheduler == "asha" and (len(config.objectives) != 1 or config.sampler == "grid"):
+        found.append("scheduler 'asha' stops trials on one metric: use it with a single objective and a searching sampler")
+    if config.evaluate not in EVALUATE:
+        found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")
+    if not _whole(config.max_concurrent, 0):
+        found.append(f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}")
+    found += _data_problems(config)
+    if config.teacher not in TEACHERS and ":" not in config.teacher:
+        found.append(f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)} or HEAD:BACKBONE")
+    if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
+        found.append(f"teacher_checkpoint {config.teacher_checkpoint} does not exist")
+    for method, student in config.students.items():
+        if method not in RECIPES:
+            found.append(f"[students] names unknown method {method!r}")
+        if student not in model_names() and student not in STUDENTS and ":" not in student:
+            found.append(f"[students] {method} = {student!r} is not a known student ({', '.join(STUDENTS)}, sd, ct)")
+    found += _resource_problems(config)
+    if not found:
+        found += _space_problems(config)
+    return found
+
+
+def _data_problems(config: StudyConfig) -> list[str]:
+    found = []
+    if config.kind not in SPLITS:
+        found.append(f"data {config.data!r}: the kind must be one of {', '.join(SPLITS)} (e.g. camvid:PATH)")
+    elif config.kind != "synthetic":
+        location = config.data.partition(":")[2]
+        paths = location.split(",") if config.kind == "folder" else [location]
+        for path in paths:
+            if not path or not Path(path).is_dir():
+                found.append(f"data {config.data!r}: folder {path or '(none given)'} does not exist")
+        if config.kind == "folder" and not config.classes:
+            found.append("folder data needs its class names: classes = [\"road\", ...]")
+    if config.label_set not in ("full", "binary"):
+        found.append(f"label_set must be 'full' or 'binary', got {config.label_set!r}")
+    for key in ("image_size", "crop"):
+        value = getattr(config, key)
+        if value is not None and not (isinstance(value, list) and len(value) == 2 and all(_whole(v) for v in value)):
+            found.append(f"{key} must be [height, width] in pixels, got {value!r}")
+    for key in ("source_images", "target_images", "proximity_images", "val_images"):
+        value = getattr(config, key)
+        if value is not None and not _whole(value):
+            found.append(f"{key} must be a whole number >= 1 (or left out for all), got {value!r}")
+    return found
+
+
+def _resource_problems(config: StudyConfig) -> list[str]:
+    found = []
+    if not _number(config.cpus_per_trial) or config.cpus_per_trial <= 0:
+        found.append(f"cpus_per_trial must be a number > 0 (fractions allowed), got {config.cpus_per_trial!r}")
+    if not _number(config.gpus_per_trial):
+        found.append(f"gpus_per_trial must be a number >= 0 (fractions allowed), got {config.gpus_per_trial!r}")
+    elif config.gpus_per_trial > 0 and config.address is None:
+        import torch
+
+        available = torch.cuda.device_count()
+        if available == 0:
+            found.append(f"gpus_per_trial = {config.gpus_per_trial} but this machine has no GPU; "
+                         "use gpus_per_trial = 0 (CPU) or --address to join a cluster with GPUs")
+        elif config.gpus_per_trial > available:
+            found.append(f"gpus_per_trial = {config.gpus_per_trial} but this machine has {available} GPU(s)")
+    return found
+
+
+def _space_problems(config: StudyConfig) -> list[str]:
+    import search_spaces
+    from kd.models.registry import split_points
+
+    unknown = sorted(set(config.space) - set(config.methods))
+    found = [f"[space.{m}] is given but {m!r} is not among the study's methods" for m in unknown]
+    try:
+        search_spaces.define_by_run(config.methods, split_points(config.teacher), config.space)
+    except UserInputError as err:
+        found.append(str(err).rstrip("."))
+    return found
+
+
+def validate(config: StudyConfig) -> StudyConfig:
+    found = problems(config)
+    if found:
+        listing = "\n".join(f"  - {problem}" for problem in found)
+        raise UserInputError(f"the study configuration has {len(found)} problem(s):\n{listing}")
+    return config
+
+
+def save(config: StudyConfig, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.json"
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return path
+
+
+def load(run_dir: Path) -> StudyConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserInputError(f"{run_dir} holds no study (no config.json); start it without --resume.")
+    return StudyConfig(**json.loads(path.read_text()))

@@ -1,0 +1,106 @@
+"""Tidy result tables, written by the driver as trials finish, and the progress display.
+
+`trials.parquet`: one row per trial (id, method, status, every hyperparameter the search
+chose, the recipe overrides including fixed ones, seeds, the mean and standard deviation of
+miou, miou_img, hp_acc and var over the seeds, params, FLOPs, duration, error text).
+`per_image.parquet`: one row per (trial, seed, validation image) with mIoU_i.
+Both are rewritten atomically after every finished trial; rows from before a `--resume`
+are read back first, so nothing is lost and a trial is never listed twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+from ray.tune import Callback
+
+from study.trial import METRICS
+
+TRIALS, PER_IMAGE = "trials.parquet", "per_image.parquet"
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    partial = path.with_suffix(f".tmp{os.getpid()}")
+    frame.to_parquet(partial, index=False)
+    os.replace(partial, path)  # readers never see a half-written table
+
+
+def _last_error_line(text: str | None) -> str:
+    if not text:
+        return "unknown error"
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^\w[\w.]*(Error|Exception|Interrupt)\b", line.strip())]
+    return (errors or lines)[-1].strip()
+
+
+class ResultsWriter(Callback):
+    """A Ray Tune callback: tables and one progress line per finished trial."""
+
+    def __init__(self, run_dir: Path, total: int, say=print):
+        self.run_dir, self.total, self.say = Path(run_dir), total, say
+        self.rows, self.images = {}, []
+        if (self.run_dir / TRIALS).is_file():  # a resumed study keeps what it had
+            for row in pd.read_parquet(self.run_dir / TRIALS).to_dict("records"):
+                self.rows[row["trial_id"]] = row
+        if (self.run_dir / PER_IMAGE).is_file():
+            self.images = pd.read_parquet(self.run_dir / PER_IMAGE).to_dict("records")
+        self.started: dict[str, float] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        status = "completed" if result.get("final") else "stopped"  # stopped: early-stopped by the scheduler
+        self._record(trial, status, result, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._record(trial, "failed", {}, error=_last_error_line(trial.get_error()))
+
+    def _record(self, trial, status: str, result: dict, error: str | None) -> None:
+        choice = {k: v for k, v in trial.config.items() if k != "grid"}
+        method = result.get("method") or choice.get("method") or trial.config.get("grid", {}).get("method")
+        row = {"trial_id": trial.trial_id, "method": method, "status": status,
+               "split_point": result.get("split_point", choice.get(f"{method}.split_point"))}
+        row.update({key.split(".", 1)[1]: value for key, value in choice.items() if "." in key})
+        if "grid" in trial.config:
+            row["overrides"] = json.dumps(trial.config["grid"]["overrides"], sort_keys=True)
+        row["seeds"] = result.get("seeds")
+        for name in METRICS:
+            row[name] = result.get(name) if status == "completed" else None
+            row[f"{name}_std"] = result.get(f"{name}_std") if status == "completed" else None
+        row.update({"params": result.get("params"), "flops": result.get("flops"),
+                    "duration_s": result.get("seconds", time.time() - self.started.get(trial.trial_id, time.time())),
+                    "error": error})
+        if trial.trial_id in self.rows:
+            return  # finished before an interruption and reported again on resume: listed once
+        self.rows[trial.trial_id] = row
+        self.images += [{"trial_id": trial.trial_id, "method": method, "seed": r["seed"], "image_id": r["id"],
+                         "miou": r["miou"]} for r in result.get("per_image", [])]
+        _write(pd.DataFrame(list(self.rows.values())), self.run_dir / TRIALS)
+        _write(pd.DataFrame(self.images, columns=["trial_id", "method", "seed", "image_id", "miou"]),
+               self.run_dir / PER_IMAGE)
+        self.say(_line(len(self.rows), self.total, row))
+
+
+def _line(done: int, total: int, row: dict) -> str:
+    chosen = ", ".join(f"{k}={_short(v)}" for k, v in row.items() if k not in _NOT_PARAMS and v is not None)
+    head = f"[{done}/{total}] {row['trial_id']} {row['method']}" + (f" ({chosen})" if chosen else "")
+    if row["status"] == "failed":
+        return f"{head}: FAILED: {row['error']}"
+    if row["status"] == "stopped":
+        return f"{head}: stopped early by the scheduler"
+    return (f"{head}: miou_img {row['miou_img']:.3f} +- {row['miou_img_std']:.3f}, hp_acc {row['hp_acc']:.2f}, "
+            f"var {row['var']:.4f}, miou {row['miou']:.3f} ({row['duration_s']:.0f} s)")
+
+
+_NOT_PARAMS = {"trial_id", "method", "status", "seeds", "params", "flops", "duration_s", "error", "overrides",
+               *METRICS, *(f"{m}_std" for m in METRICS)}
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,231 @@
+"""python -m study.run: launch (or resume) a distillation study.
+
+    python -m study.run                               # the embedded default: synthetic data, CPU, minutes
+    python -m study.run --preset smoke                # a few tiny trials, about a minute
+    python -m study.run --config study.toml --gpus-per-trial 0.5
+    python -m study.run --config study.toml --address auto   # on an existing Ray cluster
+    python -m study.run --name my-study --resume      # continue an interrupted study
+
+Ray Tune runs the trials in parallel (a CPU slot, a GPU or a fraction of one each), Optuna
+picks the configurations (TPE; NSGA-II or GP for several objectives), and the results are
+written to runs/<name>/ as trials finish.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from kd.errors import UserInputError
+from study import config as study_config
+from study.config import OBJECTIVES, PRESETS, StudyConfig
+
+RAY_DIR = "ray"
+JOURNAL = "optuna.journal"
+
+
+class SearchSpace:
+    """The define-by-run space as a picklable object: Ray saves the searcher with the experiment."""
+
+    def __init__(self, methods: list[str], split_points: list[str], values: dict):
+        import search_spaces
+
+        self.methods, self.split_points, self.values = methods, split_points, values
+        search_spaces.define_by_run(methods, split_points, values)  # validates now, not in the first trial
+
+    def __call__(self, trial):
+        import search_spaces
+
+        return search_spaces.define_by_run(self.methods, self.split_points, self.values)(trial)
+
+
+def _finished_only_optuna_search():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FinishedOnlyOptunaSearch(OptunaSearch):
+        """Tells Optuna a trial COMPLETE only when it ran to the end.
+
+        Ray hands a scheduler-stopped trial's last (intermediate) result to on_trial_complete,
+        which Optuna would take as that configuration's final value; it is PRUNED instead.
+        """
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            if error or (result is not None and not result.get("final")):
+                result = None
+            super().on_trial_complete(trial_id, result, error)
+
+    return FinishedOnlyOptunaSearch
+
+
+def _searcher(config: StudyConfig, split_points: list[str], run_dir: Path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from ray.tune.search import ConcurrencyLimiter
+
+    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+                "gp": optuna.samplers.GPSampler}
+    metrics = config.objectives
+    modes = [OBJECTIVES[m] for m in metrics]
+    searcher = _finished_only_optuna_search()(
+        space=SearchSpace(config.methods, split_points, config.space),
+        metric=metrics[0] if len(metrics) == 1 else metrics, mode=modes[0] if len(modes) == 1 else modes,
+        sampler=samplers[config.sampler](seed=config.seed), study_name=config.name,
+        storage=JournalStorage(JournalFileBackend(str(run_dir / JOURNAL))),
+    )
+    if config.max_concurrent:
+        return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent)
+    return searcher
+
+
+def _quiet_ray() -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Save the experiment state after every trial, so a crash never re-runs a finished trial.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="ray")
+
+
+def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
+    """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory."""
+    study_config.validate(config)
+    run_dir = config.run_dir.resolve()
+    if resume:
+        saved = study_config.load(run_dir)
+        if saved.to_dict() != config.to_dict():
+            config = saved  # a resumed study runs what it started with
+    elif (run_dir / "config.json").exists():
+        raise UserInputError(f"{run_dir} already holds a study; add --resume to continue it, or choose another --name.")
+    _quiet_ray()
+    import ray
+    import torch
+    from ray import tune
+
+    from kd.models import build_teacher
+    from kd.models.registry import split_points as points_of
+    from study.results import ResultsWriter
+    from study.trial import StudyContext, fill_caches, open_data, prepare_teacher, run_trial
+
+    started = time.perf_counter()
+    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {config.trials} trials x "
+        f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
+    study_config.save(config, run_dir)
+    data = open_data(config)
+    num_classes = data.target.num_classes
+    split_points = points_of(config.teacher)
+    teacher_state = prepare_teacher(config, num_classes, say=say)
+    teacher = build_teacher(config.teacher, num_classes=num_classes,
+                            **({"pretrained": False} if config.teacher == "deeplabv3_efficientnet_lite0" else {}))
+    teacher.load_state_dict(teacher_state)
+    teacher.eval()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    forwards = fill_caches(config, teacher, data, split_points, num_classes, say=say)
+    say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s (teacher forwards for the caches: {forwards})")
+
+    if not ray.is_initialized():
+        ray.init(address=config.address, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False, configure_logging=True)
+    context = StudyContext(config.to_dict(), split_points, teacher_state, num_classes)
+    resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+
+    if config.sampler == "grid":
+        import search_spaces
+
+        points = search_spaces.grid(config.methods, split_points, config.space)
+        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=config.max_concurrent or None)
+        param_space = {"grid": tune.grid_search(points)}
+        total = len(points)
+    else:
+        scheduler = None
+        metric = mode = None
+        if config.scheduler == "asha":
+            metric, mode = config.objectives[0], OBJECTIVES[config.objectives[0]]
+            scheduler = tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1)
+        tune_config = tune.TuneConfig(search_alg=_searcher(config, split_points, run_dir), num_samples=config.trials,
+                                      scheduler=scheduler, metric=metric, mode=mode)
+        param_space = None
+        total = config.trials
+    writer = ResultsWriter(run_dir, total, say=say)
+    run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[writer], verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=0))
+    ray_dir = run_dir / RAY_DIR
+    if resume and tune.Tuner.can_restore(str(ray_dir)):
+        say(f"resuming: {len(writer.rows)} trial(s) already finished")
+        tuner = tune.Tuner.restore(str(ray_dir), trainable, resume_unfinished=True, resume_errored=False,
+                                   param_space=param_space)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config,
+                           **({"param_space": param_space} if param_space else {}))
+    tuner.fit()
+    finished = sum(1 for row in writer.rows.values() if row["status"] == "completed")
+    failed = sum(1 for row in writer.rows.values() if row["status"] == "failed")
+    say(f"study {config.name}: {finished} completed, {failed} failed, {len(writer.rows)} of {total} trials recorded "
+        f"in {time.perf_counter() - started:.0f} s")
+    say(f"results: {run_dir / 'trials.parquet'} and {run_dir / 'per_image.parquet'}")
+    return run_dir
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", metavar="FILE", help="a TOML study file (keys as in study/config.py; "
+                        "[space.METHOD] and [students] tables); command-line values override it")
+    parser.add_argument("--preset", default="default", choices=list(PRESETS),
+                        help="starting point: smoke (a few tiny trials, about a minute) or default (minutes)")
+    parser.add_argument("--methods", help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)")
+    parser.add_argument("--trials", type=int, help="Optuna trials over all methods")
+    parser.add_argument("--seeds", type=int, help="training seeds per trial (mean and std are reported)")
+    parser.add_argument("--data", help="synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR")
+    parser.add_argument("--sampler", choices=("tpe", "nsga2", "gp", "grid"),
+                        help="tpe (default), nsga2 or gp (multi-objective), grid (every method once, no search)")
+    parser.add_argument("--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} (several: multi-objective)")
+    parser.add_argument("--scheduler", choices=("none", "asha"), help="asha: stop poor trials early (one objective)")
+    parser.add_argument("--name", help="the study's name: its folder under --out")
+    parser.add_argument("--out", help="where run folders go (default runs/)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial (default 1)")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU (0.5: two trials each)")
+    parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
+    parser.add_argument("--address", help="join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)")
+    parser.add_argument("--resume", action="store_true", help="continue the study --name (its saved configuration)")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None  # noqa: E731
+    overrides = {
+        "methods": split(args.methods), "trials": args.trials, "seeds": args.seeds, "data": args.data,
+        "sampler": args.sampler, "objectives": split(args.objectives), "scheduler": args.scheduler,
+        "name": args.name, "out": args.out, "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent, "address": args.address,
+    }
+    return study_config.resolve(args.preset, args.config, overrides)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if args.resume:
+            saved = study_config.load(config.run_dir)
+            config = saved
+        run_study(config, resume=args.resume)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

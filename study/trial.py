@@ -1,0 +1,200 @@
+"""What one trial does, and the artefacts a study prepares once for all its trials.
+
+The driver prepares, once per study: the datasets (checked), the teacher (loaded from a
+checkpoint or its head trained on the source images, content-hashed and reused across
+studies), and the teacher-output caches for every split point the search may pick. Trials
+receive the teacher's weights through Ray's object store (so trials on other machines of a
+cluster get them too), rebuild the datasets from the configuration (cheap: files are only
+indexed, synthetic images are drawn on demand), and find the caches filled.
+
+A trial trains its K seeds one after the other with kd.engine and reports once at the end:
+the mean and standard deviation of every metric over the seeds, and every seed's per-image
+scores. With ASHA it also reports the first seed's metrics after every epoch, so the
+scheduler can stop it early; the final report carries `final: True`, which is how the
+searcher tells a finished trial from a stopped one.
+"""
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+import search_spaces
+from kd.data import PairedTransform, open_dataset
+from kd.engine import Engine, RunData, RunSettings
+from kd.methods import build_recipe
+from kd.metrics import count_flops
+from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
+from kd.models.registry import SPLIT_STUDENTS
+from kd.models.teacher_training import TeacherTraining
+from study.config import SPLITS, StudyConfig
+
+METRICS = ("miou", "miou_img", "hp_acc", "var")
+
+
+@dataclass
+class StudyContext:
+    """What every trial of a study shares; passed to trials with tune.with_parameters."""
+
+    config: dict
+    split_points: list[str]
+    teacher_state: dict
+    num_classes: int
+
+
+def open_data(config: StudyConfig) -> RunData:
+    """The study's datasets and transforms (each model normalises its own copy)."""
+    splits, options = SPLITS[config.kind], {}
+    resize = None
+    if config.kind == "synthetic":
+        options["image_size"] = tuple(config.image_size)
+    else:
+        resize = tuple(config.image_size) if config.image_size else None
+    if config.kind == "folder":
+        options["classes"] = config.classes
+
+    def dataset(role: str, first_n):
+        return open_dataset(config.data, splits[role], label_set=config.label_set, first_n=first_n, **options)
+
+    proximity = None
+    if "esd" in config.methods or any(m.startswith("esd") for m in config.methods):
+        proximity = dataset("proximity", config.proximity_images)
+    crop = tuple(config.crop) if config.crop else None
+    return RunData(
+        target=dataset("target", config.target_images),
+        val=dataset("val", config.val_images),
+        proximity=proximity,
+        train_transform=PairedTransform(resize=resize, crop=crop, hflip=config.hflip, normalize=False),
+        eval_transform=PairedTransform(resize=resize, normalize=False),
+    )
+
+
+def _teacher_shell(config: StudyConfig, num_classes: int):
+    # The ImageNet weights would be overwritten at once by the study's teacher weights.
+    options = {"pretrained": False} if config.teacher == "deeplabv3_efficientnet_lite0" else {}
+    return build_teacher(config.teacher, num_classes=num_classes, **options)
+
+
+def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
+    """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images (cached)."""
+    teacher = build_teacher(config.teacher, num_classes=num_classes)
+    if config.teacher_checkpoint:
+        load_checkpoint(teacher, config.teacher_checkpoint)
+        say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
+    else:
+        splits = SPLITS[config.kind]
+        options = {"image_size": tuple(config.image_size)} if config.kind == "synthetic" else {}
+        if config.kind == "folder":
+            options["classes"] = config.classes
+        source = open_dataset(config.data, splits["source"], label_set=config.label_set,
+                              first_n=config.source_images, **options)
+        resize = None if config.kind == "synthetic" else tuple(config.image_size)
+        transform = PairedTransform(resize=resize, hflip=config.hflip, mean=teacher.input_mean, std=teacher.input_std)
+        fit_teacher(teacher, source, TeacherTraining(epochs=config.teacher_epochs, batch_size=config.batch_size),
+                    transform=transform, progress=say)
+    return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
+
+
+def student_for(method: str, recipe, config: StudyConfig, teacher, split_point: str | None, num_classes: int):
+    name = config.students.get(method, recipe.student)
+    if name in SPLIT_STUDENTS:
+        return build_student(name, num_classes, teacher=teacher, split_point=split_point or teacher.split_points[-1])
+    return build_student(name, num_classes)
+
+
+def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | None = None) -> RunSettings:
+    return RunSettings(batch_size=config.batch_size, seed=seed, device=device, views=config.views,
+                       evaluate=evaluate or config.evaluate)
+
+
+def recipe_for(config: StudyConfig, method: str, overrides: dict):
+    return build_recipe(method, ({"epochs": config.epochs} if config.epochs else {}) | overrides)
+
+
+def fill_caches(config: StudyConfig, teacher, data: RunData, split_points: list[str], num_classes: int, say=print) -> int:
+    """Compute, once per study, the teacher outputs of every (method, split point) the search may pick."""
+    forwards, seen = 0, set()
+    for method in config.methods:
+        space = search_spaces.space_for(method, split_points, config.space.get(method))
+        choice = space.get("split_point")
+        points = list(getattr(choice, "choices", ())) or [getattr(choice, "value", None)]
+        for point in points:
+            recipe = recipe_for(config, method, {})
+            student = student_for(method, recipe, config, teacher, point, num_classes)
+            engine = Engine(recipe, student, teacher, data, settings_for(config, 0, "cpu"), progress=None)
+            for cache in engine.caches.values():
+                if cache.key not in seen:
+                    seen.add(cache.key)
+                    if cache.missing:
+                        forwards += cache.fill(batch_size=config.batch_size, progress=None)
+    say(f"teacher-output caches: {len(seen)} (method x split point x domain), {forwards} teacher forwards")
+    return forwards
+
+
+@lru_cache(maxsize=2)
+def _process_data(config_json: str) -> RunData:
+    import json
+
+    return open_data(StudyConfig(**json.loads(config_json)))
+
+
+def trial_choice(trial_config: dict, config: StudyConfig, split_points: list[str]) -> tuple[str, dict, str | None]:
+    if "grid" in trial_config:  # ablation grid: no search
+        point = trial_config["grid"]
+        return point["method"], point["overrides"], point["split_point"]
+    return search_spaces.trial_overrides(trial_config, split_points, config.space)
+
+
+def run_trial(trial_config: dict, context: StudyContext) -> None:
+    """The Ray Tune function trainable."""
+    import json
+
+    from ray import tune
+
+    config = StudyConfig(**context.config)
+    torch.set_num_threads(max(1, int(config.cpus_per_trial)))
+    method, overrides, split_point = trial_choice(trial_config, config, context.split_points)
+    recipe = recipe_for(config, method, overrides)
+    data = _process_data(json.dumps(context.config, sort_keys=True))
+    device = "cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    teacher = _teacher_shell(config, context.num_classes)
+    teacher.load_state_dict(context.teacher_state)
+    teacher.to(device).eval()
+    trial_dir = tune.get_context().get_trial_dir()
+    asha = config.scheduler == "asha"
+    started, finals, per_image = time.perf_counter(), [], []
+    student = None
+    try:
+        for seed in range(config.seeds):
+            torch.manual_seed(seed)
+            student = student_for(method, recipe, config, teacher, split_point, context.num_classes)
+
+            def report_epoch(metrics, first_seed=(seed == 0)):
+                if asha and first_seed:  # ASHA judges the first seed's learning curve
+                    tune.report({k: metrics[k] for k in (*METRICS, "epoch") if k in metrics})
+
+            settings = settings_for(config, seed, device, evaluate="epoch" if asha and seed == 0 else None)
+            engine = Engine(recipe, student, teacher, data, settings, progress=None, callback=report_epoch,
+                            checkpoint_dir=f"{trial_dir}/seed{seed}" if trial_dir else None)
+            result = engine.run()
+            finals.append(result.final)
+            per_image += [{"seed": seed, **row} for row in result.per_image]
+        size = data.val[0]["image"].shape[-2:]
+        flops = count_flops(student, (1, 3, *size))
+        report = {"final": True, "method": method, "split_point": split_point, "seeds": config.seeds,
+                  "params": result.params, "flops": flops, "seconds": time.perf_counter() - started,
+                  "per_image": per_image}
+        for name in METRICS:
+            values = [final[name] for final in finals]
+            report[name] = statistics.fmean(values)
+            report[f"{name}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0
+        tune.report(report)
+    finally:
+        del student, teacher
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next trial in this worker starts with the GPU's memory free
