@@ -42,13 +42,24 @@ class ResultsWriter(Callback):
 
     def __init__(self, run_dir: Path, total: int, say=print):
         self.run_dir, self.total, self.say = Path(run_dir), total, say
-        self.rows, self.images = {}, []
-        if (self.run_dir / TRIALS).is_file():  # a resumed study keeps what it had
+        self._load()
+
+    def _load(self) -> None:
+        """The tables on disk: a resumed study keeps what it had."""
+        self.rows, self.images, self.started = {}, [], {}
+        if (self.run_dir / TRIALS).is_file():
             for row in pd.read_parquet(self.run_dir / TRIALS).to_dict("records"):
                 self.rows[row["trial_id"]] = row
         if (self.run_dir / PER_IMAGE).is_file():
             self.images = pd.read_parquet(self.run_dir / PER_IMAGE).to_dict("records")
-        self.started: dict[str, float] = {}
+
+    def __getstate__(self) -> dict:
+        # Ray pickles callbacks with the experiment and restores them on --resume: rows come from disk then.
+        return {"run_dir": self.run_dir, "total": self.total, "say": self.say}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._load()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.time())
@@ -59,7 +70,10 @@ class ResultsWriter(Callback):
         self._record(trial, status, result, error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._record(trial, "failed", {}, error=_last_error_line(trial.get_error()))
+        # The error file is written locally first (get_error reads the synced copy, which may lag).
+        path = trial.error_file
+        text = Path(path).read_text() if path and Path(path).is_file() else trial.get_error()
+        self._record(trial, "failed", {}, error=_last_error_line(text))
 
     def _record(self, trial, status: str, result: dict, error: str | None) -> None:
         choice = {k: v for k, v in trial.config.items() if k != "grid"}

@@ -88,8 +88,12 @@ def _quiet_ray() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Save the experiment state after every trial, so a crash never re-runs a finished trial.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        # A failed trial's traceback is kept in trials.parquet and Ray's trial folder; one line is printed.
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module="ray")
 
 
@@ -165,10 +169,14 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config,
                            **({"param_space": param_space} if param_space else {}))
     tuner.fit()
-    finished = sum(1 for row in writer.rows.values() if row["status"] == "completed")
-    failed = sum(1 for row in writer.rows.values() if row["status"] == "failed")
-    say(f"study {config.name}: {finished} completed, {failed} failed, {len(writer.rows)} of {total} trials recorded "
+    rows = ResultsWriter(run_dir, total).rows.values()  # on resume Ray ran its restored copy of the writer
+    finished = sum(1 for row in rows if row["status"] == "completed")
+    failed = sum(1 for row in rows if row["status"] == "failed")
+    say(f"study {config.name}: {finished} completed, {failed} failed, {len(rows)} of {total} trials recorded "
         f"in {time.perf_counter() - started:.0f} s")
+    if len(rows) < total:
+        say(f"the study stopped early; continue it with: python -m study.run --name {config.name} "
+            f"--out {config.out} --resume")
     say(f"results: {run_dir / 'trials.parquet'} and {run_dir / 'per_image.parquet'}")
     return run_dir
 

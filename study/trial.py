@@ -81,6 +81,7 @@ def _teacher_shell(config: StudyConfig, num_classes: int):
 
 def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
     """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images (cached)."""
+    torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
     teacher = build_teacher(config.teacher, num_classes=num_classes)
     if config.teacher_checkpoint:
         load_checkpoint(teacher, config.teacher_checkpoint)

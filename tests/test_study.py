@@ -1,0 +1,68 @@
+"""Studies end to end with a real local Ray (num_cpus=2), real Optuna and real training."""
+import json
+
+import pandas as pd
+import pytest
+
+from study import config as study_config
+from study.run import run_study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def smoke(tmp_path, **changes):
+    return study_config.resolve("smoke", overrides={"out": str(tmp_path), **changes})
+
+
+def test_smoke_study_writes_the_tables(local_ray, tmp_path):
+    run_dir = run_study(smoke(tmp_path), say=lambda line: None)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"completed"}
+    for column in ("trial_id", "method", "status", "split_point", "seeds", "miou", "miou_img", "hp_acc", "var",
+                   "miou_img_std", "params", "flops", "duration_s", "error"):
+        assert column in trials.columns
+    assert set(trials["method"]) <= {"baseline", "esd"}
+    assert trials["miou_img"].between(0, 1).all() and (trials["params"] > 0).all()
+    esd = trials[trials["method"] == "esd"]
+    assert esd["r"].notna().all()  # a hyperparameter of its method only
+    if (trials["method"] == "baseline").any():
+        assert trials.loc[trials["method"] == "baseline", "r"].isna().all()
+    per_image = pd.read_parquet(run_dir / "per_image.parquet")
+    assert list(per_image.columns) == ["trial_id", "method", "seed", "image_id", "miou"]
+    assert len(per_image) == 3 * 4  # 3 trials x 1 seed x 4 validation images
+    assert json.loads((run_dir / "config.json").read_text())["name"] == "smoke"
+    assert (run_dir / "optuna.journal").is_file()
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="smoke", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(local_ray, tmp_path):
+    # A real failure: baseline at lr 1e10 diverges; ESD at its defaults trains.
+    config = smoke(tmp_path, name="failing", sampler="grid", epochs=2, space={"baseline": {"lr": 1e10}})
+    lines = []
+    run_dir = run_study(config, say=lines.append)
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("method")
+    assert trials.loc["baseline", "status"] == "failed"
+    assert "NonFiniteLossError" in trials.loc["baseline", "error"] and "'ce'" in trials.loc["baseline", "error"]
+    assert trials.loc["esd", "status"] == "completed" and trials.loc["esd", "miou_img"] > 0
+    assert any("FAILED" in line for line in lines)
+
+
+def test_existing_study_needs_resume(local_ray, tmp_path):
+    run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
+    with pytest.raises(Exception, match="add --resume"):
+        run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)

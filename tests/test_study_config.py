@@ -1,0 +1,83 @@
+"""Study configuration: presets, study files, command-line overrides, and every error before Ray starts."""
+import pytest
+
+from kd.errors import UserInputError
+from study import config as study_config
+from study.run import main
+
+
+def write(tmp_path, text):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_layers_defaults_preset_file_command_line(tmp_path):
+    path = write(tmp_path, 'trials = 9\nseeds = 3\nmethods = ["sd", "esd"]\n[space.esd]\nr = [0.0, 2.0]\n')
+    config = study_config.resolve("smoke", path, {"seeds": 4, "trials": None})
+    assert config.trials == 9 and config.seeds == 4 and config.methods == ["sd", "esd"]
+    assert config.image_size == [32, 64]  # from the preset
+    assert config.space == {"esd": {"r": [0.0, 2.0]}}
+    assert study_config.validate(config) is config
+
+
+def test_every_problem_is_listed_at_once_and_ray_never_starts(tmp_path, capsys):
+    import ray
+
+    path = write(tmp_path, '[space.esd]\nr = [-1.0, 3.0]\nsplit_point = ["stage99"]\n')
+    code = main(["--config", str(path), "--methods", "esd,distil", "--trials", "0",
+                 "--data", "camvid:/nowhere/camvid", "--gpus-per-trial", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    for words in ("unknown method(s) distil", "trials must be a whole number >= 1", "/nowhere/camvid does not exist",
+                  "gpus_per_trial = 1.0 but this machine has no GPU"):
+        assert words in err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "default").exists()  # nothing written
+
+
+def test_search_space_problems_are_listed_together():
+    config = study_config.resolve("smoke", overrides={"methods": ["esd"],
+                                                      "space": {"esd": {"r": [-1.0, 3.0], "split_point": ["stage99"]}}})
+    with pytest.raises(UserInputError) as err:
+        study_config.validate(config)
+    assert "r must be >= 0" in str(err.value) and "stage99" in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"scheduler": "asha", "objectives": ["miou_img", "var"]}, "single objective"),
+    ({"objectives": ["accuracy"]}, "objectives must be some of"),
+    ({"sampler": "random"}, "sampler must be one of"),
+    ({"name": "../escape"}, "plain folder name"),
+    ({"data": "folder:/a,/b"}, "needs its class names"),
+    ({"teacher": "resnet9000"}, "unknown teacher"),
+    ({"students": {"ifvd": "alexnet"}}, "is not a known student"),
+    ({"cpus_per_trial": 0}, "cpus_per_trial must be a number > 0"),
+])
+def test_bad_settings_are_named(overrides, words):
+    with pytest.raises(UserInputError, match=words):
+        study_config.validate(study_config.resolve("smoke", overrides=overrides))
+
+
+def test_unknown_keys_and_bad_files(tmp_path):
+    with pytest.raises(UserInputError, match="unknown study setting"):
+        study_config.resolve("default", write(tmp_path, "trails = 3\n"))
+    with pytest.raises(UserInputError, match="not valid TOML"):
+        study_config.resolve("default", write(tmp_path, "trials = = 3\n"))
+    with pytest.raises(UserInputError, match="does not exist"):
+        study_config.resolve("default", tmp_path / "none.toml")
+
+
+def test_resume_needs_a_study(tmp_path, capsys):
+    assert main(["--name", "never", "--out", str(tmp_path), "--resume"]) == 2
+    assert "holds no study" in capsys.readouterr().err
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--preset", "--methods", "--trials", "--seeds", "--data", "--name", "--out",
+                 "--cpus-per-trial", "--gpus-per-trial", "--address", "--resume"):
+        assert flag in out
