@@ -50,7 +50,7 @@ class StudyConfig:
     name: str = "default"
     out: str = "runs"
     methods: list[str] = field(default_factory=lambda: ["baseline", "sd", "esd", "ifvd"])
-    trials: int = 8  # Optuna trials over all methods (grid: ignored, one trial per method)
+    trials: int = 12  # Optuna trials over all methods (grid: ignored, one trial per method)
     seeds: int = 2  # training seeds per trial; metrics are their mean and standard deviation
     seed: int = 0  # the sampler's seed
     sampler: str = "tpe"  # tpe | nsga2 | gp | grid (ablation: every method once, defaults, no search)
@@ -74,7 +74,7 @@ class StudyConfig:
     teacher_epochs: int = 3
     students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
     # training
-    epochs: int | None = 2  # every stage's epochs (None: the recipes' own)
+    epochs: int | None = 6  # every stage's epochs (None: the recipes' own)
     batch_size: int = 8
     views: int = 4
     evaluate: str = "end"
