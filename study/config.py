@@ -75,7 +75,7 @@ class StudyConfig:
     students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
     # training
     epochs: int | None = 6  # every stage's epochs (None: the recipes' own)
-    batch_size: int = 8
+    batch_size: int = 4
     views: int = 4
     evaluate: str = "end"
     # resources

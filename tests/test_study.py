@@ -66,3 +66,38 @@ def test_existing_study_needs_resume(local_ray, tmp_path):
     run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
     with pytest.raises(Exception, match="add --resume"):
         run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
+
+
+def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
+    # Ray hands a scheduler-stopped trial's last intermediate result to on_trial_complete.
+    import optuna
+
+    from study.run import SearchSpace, _finished_only_optuna_search
+
+    searcher = _finished_only_optuna_search()(
+        space=SearchSpace(["baseline"], ["stage3", "stage5"], {}), metric="miou_img", mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0),
+    )
+    searcher.set_search_properties(None, None, {})
+    for trial_id in ("finished", "stopped", "crashed"):
+        assert searcher.suggest(trial_id) is not None
+    searcher.on_trial_complete("finished", {"miou_img": 0.5, "final": True})
+    searcher.on_trial_complete("stopped", {"miou_img": 0.9, "epoch": 1})
+    searcher.on_trial_complete("crashed", {"miou_img": 0.7}, error=True)
+    states = [t.state.name for t in searcher._ot_study.trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL"]
+    assert searcher._ot_study.best_value == 0.5  # the stopped trial's 0.9 was never taken as final
+
+
+def test_multi_objective_study(local_ray, tmp_path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    config = smoke(tmp_path, name="pareto", trials=2, methods=["baseline"], sampler="nsga2",
+                   objectives=["miou_img", "hp_acc", "var"])
+    run_dir = run_study(config, say=lambda line: None)
+    storage = JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+    study = optuna.load_study(study_name="pareto", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
+    assert len(study.best_trials) >= 1 and all(len(t.values) == 3 for t in study.best_trials)
