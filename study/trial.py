@@ -46,30 +46,32 @@ class StudyContext:
     num_classes: int
 
 
-def open_data(config: StudyConfig) -> RunData:
-    """The study's datasets and transforms (each model normalises its own copy)."""
-    splits, options = SPLITS[config.kind], {}
-    resize = None
-    if config.kind == "synthetic":
-        options["image_size"] = tuple(config.image_size)
-    else:
-        resize = tuple(config.image_size) if config.image_size else None
+def open_role(config: StudyConfig, role: str, first_n: int | None):
+    """The dataset playing `role` (source, target, proximity, val) in this study."""
+    options = {"image_size": tuple(config.image_size)} if config.kind == "synthetic" else {}
     if config.kind == "folder":
         options["classes"] = config.classes
+    split = SPLITS[config.kind][role]
+    return open_dataset(config.data, split, label_set=config.label_set, first_n=first_n, **options)
 
-    def dataset(role: str, first_n):
-        return open_dataset(config.data, splits[role], label_set=config.label_set, first_n=first_n, **options)
 
+def _resize(config: StudyConfig):
+    # Synthetic images are drawn at image_size; files are resized to it.
+    return None if config.kind == "synthetic" or not config.image_size else tuple(config.image_size)
+
+
+def open_data(config: StudyConfig) -> RunData:
+    """The study's datasets and transforms (each model normalises its own copy)."""
     proximity = None
-    if "esd" in config.methods or any(m.startswith("esd") for m in config.methods):
-        proximity = dataset("proximity", config.proximity_images)
+    if "esd" in config.methods:
+        proximity = open_role(config, "proximity", config.proximity_images)
     crop = tuple(config.crop) if config.crop else None
     return RunData(
-        target=dataset("target", config.target_images),
-        val=dataset("val", config.val_images),
+        target=open_role(config, "target", config.target_images),
+        val=open_role(config, "val", config.val_images),
         proximity=proximity,
-        train_transform=PairedTransform(resize=resize, crop=crop, hflip=config.hflip, normalize=False),
-        eval_transform=PairedTransform(resize=resize, normalize=False),
+        train_transform=PairedTransform(resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False),
+        eval_transform=PairedTransform(resize=_resize(config), normalize=False),
     )
 
 
@@ -87,14 +89,9 @@ def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
         load_checkpoint(teacher, config.teacher_checkpoint)
         say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
     else:
-        splits = SPLITS[config.kind]
-        options = {"image_size": tuple(config.image_size)} if config.kind == "synthetic" else {}
-        if config.kind == "folder":
-            options["classes"] = config.classes
-        source = open_dataset(config.data, splits["source"], label_set=config.label_set,
-                              first_n=config.source_images, **options)
-        resize = None if config.kind == "synthetic" else tuple(config.image_size)
-        transform = PairedTransform(resize=resize, hflip=config.hflip, mean=teacher.input_mean, std=teacher.input_std)
+        source = open_role(config, "source", config.source_images)
+        transform = PairedTransform(resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean,
+                                    std=teacher.input_std)
         fit_teacher(teacher, source, TeacherTraining(epochs=config.teacher_epochs, batch_size=config.batch_size),
                     transform=transform, progress=say)
     return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
