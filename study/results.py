@@ -4,6 +4,7 @@
 chose, the recipe overrides including fixed ones, seeds, the mean and standard deviation of
 miou, miou_img, hp_acc and var over the seeds, params, FLOPs, duration, error text).
 `per_image.parquet`: one row per (trial, seed, validation image) with mIoU_i.
+`curves.parquet`: one row per (trial, seed, epoch): losses per term, lr and validation metrics.
 Both are rewritten atomically after every finished trial; rows from before a `--resume`
 are read back first, so nothing is lost and a trial is never listed twice.
 """
@@ -20,7 +21,7 @@ from ray.tune import Callback
 
 from study.trial import METRICS
 
-TRIALS, PER_IMAGE = "trials.parquet", "per_image.parquet"
+TRIALS, PER_IMAGE, CURVES = "trials.parquet", "per_image.parquet", "curves.parquet"
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
@@ -46,7 +47,9 @@ class ResultsWriter(Callback):
 
     def _load(self) -> None:
         """The tables on disk: a resumed study keeps what it had."""
-        self.rows, self.images, self.started = {}, [], {}
+        self.rows, self.images, self.curves, self.started = {}, [], [], {}
+        if (self.run_dir / CURVES).is_file():
+            self.curves = pd.read_parquet(self.run_dir / CURVES).to_dict("records")
         if (self.run_dir / TRIALS).is_file():
             for row in pd.read_parquet(self.run_dir / TRIALS).to_dict("records"):
                 self.rows[row["trial_id"]] = row
@@ -75,6 +78,16 @@ class ResultsWriter(Callback):
         text = Path(path).read_text() if path and Path(path).is_file() else trial.get_error()
         self._record(trial, "failed", {}, error=_last_error_line(text))
 
+    def _trial_dir(self, trial) -> str | None:
+        """Where Ray keeps the trial's files (predictions, logs), relative to the run folder when inside it."""
+        path = Path(trial.path) if getattr(trial, "path", None) else None
+        if path is None:
+            return None
+        try:
+            return str(path.resolve().relative_to(self.run_dir.resolve()))
+        except ValueError:
+            return str(path)
+
     def _record(self, trial, status: str, result: dict, error: str | None) -> None:
         choice = {k: v for k, v in trial.config.items() if k != "grid"}
         method = result.get("method") or choice.get("method") or trial.config.get("grid", {}).get("method")
@@ -89,13 +102,16 @@ class ResultsWriter(Callback):
             row[f"{name}_std"] = result.get(f"{name}_std") if status == "completed" else None
         row.update({"params": result.get("params"), "flops": result.get("flops"),
                     "duration_s": result.get("seconds", time.time() - self.started.get(trial.trial_id, time.time())),
-                    "error": error})
+                    "error": error, "trial_dir": self._trial_dir(trial)})
         if trial.trial_id in self.rows:
             return  # finished before an interruption and reported again on resume: listed once
         self.rows[trial.trial_id] = row
         self.images += [{"trial_id": trial.trial_id, "method": method, "seed": r["seed"], "image_id": r["id"],
                          "miou": r["miou"]} for r in result.get("per_image", [])]
+        self.curves += [{"trial_id": trial.trial_id, "method": method, **row} for row in result.get("curves", [])]
         _write(pd.DataFrame(list(self.rows.values())), self.run_dir / TRIALS)
+        _write(pd.DataFrame(self.curves, columns=None if self.curves else ["trial_id", "method", "seed", "epoch"]),
+               self.run_dir / CURVES)
         _write(pd.DataFrame(self.images, columns=["trial_id", "method", "seed", "image_id", "miou"]),
                self.run_dir / PER_IMAGE)
         self.say(_line(len(self.rows), self.total, row))
@@ -112,7 +128,7 @@ def _line(done: int, total: int, row: dict) -> str:
             f"var {row['var']:.4f}, miou {row['miou']:.3f} ({row['duration_s']:.0f} s)")
 
 
-_NOT_PARAMS = {"trial_id", "method", "status", "seeds", "params", "flops", "duration_s", "error", "overrides",
+_NOT_PARAMS = {"trial_id", "method", "status", "seeds", "params", "flops", "duration_s", "error", "overrides", "trial_dir",
                *METRICS, *(f"{m}_std" for m in METRICS)}
 
 

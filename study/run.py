@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -109,13 +110,12 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
         raise UserInputError(f"{run_dir} already holds a study; add --resume to continue it, or choose another --name.")
     _quiet_ray()
     import ray
-    import torch
     from ray import tune
 
     from kd.models import build_teacher
     from kd.models.registry import split_points as points_of
     from study.results import ResultsWriter
-    from study.trial import StudyContext, fill_caches, open_data, prepare_teacher, run_trial
+    from study.trial import StudyContext, fill_caches, open_data, prepare_teacher, run_trial, save_samples
 
     started = time.perf_counter()
     say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {config.trials} trials x "
@@ -129,7 +129,7 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
                             **({"pretrained": False} if config.teacher == "deeplabv3_efficientnet_lite0" else {}))
     teacher.load_state_dict(teacher_state)
     teacher.eval()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    save_samples(data, run_dir / "samples.npz")
     forwards = fill_caches(config, teacher, data, split_points, num_classes, say=say)
     say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s (teacher forwards for the caches: {forwards})")
 
@@ -174,10 +174,18 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     failed = sum(1 for row in rows if row["status"] == "failed")
     say(f"study {config.name}: {finished} completed, {failed} failed, {len(rows)} of {total} trials recorded "
         f"in {time.perf_counter() - started:.0f} s")
+    if len(rows) >= total:
+        shutil.rmtree(run_dir / "scratch", ignore_errors=True)  # engine checkpoints of trials in flight
     if len(rows) < total:
         say(f"the study stopped early; continue it with: python -m study.run --name {config.name} "
             f"--out {config.out} --resume")
-    say(f"results: {run_dir / 'trials.parquet'} and {run_dir / 'per_image.parquet'}")
+    say(f"results: {run_dir / 'trials.parquet'}, {run_dir / 'per_image.parquet'}, {run_dir / 'curves.parquet'}")
+    try:
+        from analysis.report import write_report
+
+        say(f"report: {write_report(run_dir)}")
+    except Exception as err:  # the tables are written; a report problem must not hide them
+        say(f"report not written ({type(err).__name__}: {err}); try: python -m analysis.report {run_dir}")
     return run_dir
 
 

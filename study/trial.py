@@ -16,16 +16,20 @@ searcher tells a finished trial from a stopped one.
 from __future__ import annotations
 
 import gc
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 import search_spaces
-from kd.data import PairedTransform, open_dataset
-from kd.engine import Engine, RunData, RunSettings
+from kd.data import Augmented, PairedTransform, open_dataset
+from kd.engine import Engine, RunData, RunSettings, collate
 from kd.methods import build_recipe
 from kd.metrics import count_flops
 from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
@@ -73,6 +77,46 @@ def open_data(config: StudyConfig) -> RunData:
         train_transform=PairedTransform(resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False),
         eval_transform=PairedTransform(resize=_resize(config), normalize=False),
     )
+
+
+DISPLAY_WIDTH = 256  # samples and predictions are stored at most this wide: enough to look at, small on disk
+
+
+def _display_size(height: int, width: int) -> tuple[int, int]:
+    scale = min(1.0, DISPLAY_WIDTH / width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _to_display(labels: torch.Tensor) -> np.ndarray:
+    """[N,H,W] class maps shrunk (nearest) to the display size, as uint8."""
+    size = _display_size(*labels.shape[-2:])
+    shrunk = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0]
+    return shrunk.to(torch.uint8).numpy()
+
+
+def save_samples(data: RunData, path) -> None:
+    """The validation images and ground truth as trials see them, for the report's segmentation figures."""
+    samples = [data.eval_transform(data.val[i]) for i in range(len(data.val))]
+    images = torch.stack([s["image"].as_subclass(torch.Tensor) for s in samples])
+    masks = torch.stack([s["mask"].as_subclass(torch.Tensor) for s in samples])
+    size = _display_size(*images.shape[-2:])
+    small = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+    pixels = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.savez_compressed(path, ids=np.array([s["id"] for s in samples]), images=pixels,
+                        masks=_to_display(masks.clamp(0, 255)), classes=np.array(data.val.classes))
+
+
+def save_predictions(student, data: RunData, device: str, path) -> None:
+    """A trial's predictions on every validation image (its first seed), at the display size."""
+    loader = torch.utils.data.DataLoader(Augmented(data.val, data.eval_transform), batch_size=8, collate_fn=collate)
+    ids, predictions = [], []
+    student.eval()
+    with torch.no_grad():
+        for batch in loader:
+            logits = student(student.normalize(batch["image"].to(device)))
+            predictions.append(_to_display(logits.argmax(1).cpu()))
+            ids += list(batch["id"])
+    np.savez_compressed(path, ids=np.array(ids), predictions=np.concatenate(predictions))
 
 
 def _teacher_shell(config: StudyConfig, num_classes: int):
@@ -163,8 +207,11 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
     teacher.load_state_dict(context.teacher_state)
     teacher.to(device).eval()
     trial_dir = tune.get_context().get_trial_dir()
+    # Engine checkpoints (for a trial restarted by --resume) stay out of Ray's trial folder, which Ray
+    # copies to the run folder: weights of every seed would fill it.
+    scratch = Path(config.out).resolve() / config.name / "scratch" / str(tune.get_context().get_trial_id())
     asha = config.scheduler == "asha"
-    started, finals, per_image = time.perf_counter(), [], []
+    started, finals, per_image, curves = time.perf_counter(), [], [], []
     student = None
     try:
         for seed in range(config.seeds):
@@ -177,20 +224,24 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
 
             settings = settings_for(config, seed, device, evaluate="epoch" if asha and seed == 0 else None)
             engine = Engine(recipe, student, teacher, data, settings, progress=None, callback=report_epoch,
-                            checkpoint_dir=f"{trial_dir}/seed{seed}" if trial_dir else None)
+                            checkpoint_dir=scratch / f"seed{seed}")
             result = engine.run()
             finals.append(result.final)
             per_image += [{"seed": seed, **row} for row in result.per_image]
+            curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history]
+            if seed == 0 and trial_dir:
+                save_predictions(student, data, device, f"{trial_dir}/predictions.npz")
         size = data.val[0]["image"].shape[-2:]
         flops = count_flops(student, (1, 3, *size))
         report = {"final": True, "method": method, "split_point": split_point, "seeds": config.seeds,
                   "params": result.params, "flops": flops, "seconds": time.perf_counter() - started,
-                  "per_image": per_image}
+                  "per_image": per_image, "curves": curves}
         for name in METRICS:
             values = [final[name] for final in finals]
             report[name] = statistics.fmean(values)
             report[f"{name}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0
         tune.report(report)
+        shutil.rmtree(scratch, ignore_errors=True)  # checkpoints matter only while the trial runs
     finally:
         del student, teacher
         gc.collect()

@@ -41,6 +41,16 @@ def test_smoke_study_writes_the_tables(local_ray, tmp_path):
     assert list(per_image.columns) == ["trial_id", "method", "seed", "image_id", "miou"]
     assert len(per_image) == 3 * 4  # 3 trials x 1 seed x 4 validation images
     assert json.loads((run_dir / "config.json").read_text())["name"] == "smoke"
+    import analysis
+
+    study = analysis.load(run_dir)
+    assert set(study.curves["trial_id"]) == set(trials["trial_id"]) and study.curves["loss"].notna().all()
+    samples = study.samples()
+    assert samples["images"].shape == (4, 32, 64, 3) and samples["masks"].shape == (4, 32, 64)
+    for trial_id in trials["trial_id"]:
+        predicted = study.predictions(trial_id)
+        assert list(predicted["ids"]) == list(samples["ids"]) and predicted["predictions"].max() <= 1
+    assert not (run_dir / "scratch").exists()  # engine checkpoints are gone once trials finish
     assert (run_dir / "optuna.journal").is_file()
     import optuna
     from optuna.storages import JournalStorage
