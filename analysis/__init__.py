@@ -2,8 +2,20 @@
 
     import analysis
     study = analysis.load("runs/default")      # study.trials, study.per_image, study.curves
+    analysis.method_summary(study)             # best trial per method, 95 % intervals over seeds
+    analysis.paired_comparison(study)          # Wilcoxon signed-rank against the baseline
     python -m analysis.report runs/default     # writes runs/default/report.html
 """
 from analysis.load import Study, load
+from analysis.tables import failed_trials, method_summary, paired_comparison
 
-__all__ = ["Study", "load"]
+__all__ = ["Study", "load", "method_summary", "paired_comparison", "failed_trials", "write_report"]
+
+
+def __getattr__(name):
+    # Imported on first use: `python -m analysis.report` warns when the package imported it already.
+    if name == "write_report":
+        from analysis.report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

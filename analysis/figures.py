@@ -1,0 +1,340 @@
+"""Plotly figures of a study. Each returns a go.Figure, or None when there is nothing to draw yet.
+Points carry the trial id, the method and its hyperparameters in their hover text; a method has the
+same colour in every figure.
+
+Everything is drawn as SVG (no 3-D or WebGL traces of our own) so that the report also renders in
+browsers without WebGL; only Optuna's parallel-coordinates plot needs WebGL.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import plotly.colors
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analysis.tables import (METRICS, THETA, best_trials, format_value, higher_is_better, hyperparameters, methods,
+                             objective, trial_hyperparameters)
+
+PARETO_METRICS = ("miou_img", "hp_acc", "var")
+# Classes by index; void (255) is black. Fixed, so a class has one colour in every study.
+CLASS_PALETTE = np.array([plotly.colors.hex_to_rgb(c) for c in plotly.colors.qualitative.Dark24
+                          + plotly.colors.qualitative.Light24], dtype=np.uint8)
+
+
+def method_colors(study) -> dict[str, str]:
+    palette = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3
+    return {name: palette[i % len(palette)] for i, name in enumerate(methods(study))}
+
+
+def hover_text(row: pd.Series, columns: list[str]) -> str:
+    chosen = trial_hyperparameters(row, columns)
+    lines = [f"trial {row['trial_id']}", f"method {row['method']}", *(f"{k}={format_value(v)}" for k, v in chosen.items())]
+    return "<br>".join(html.escape(line) for line in lines)
+
+
+def _hover(frame: pd.DataFrame, study) -> list[str]:
+    columns = hyperparameters(study.trials)
+    return [hover_text(row, columns) for _, row in frame.iterrows()]
+
+
+def _numeric(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
+    return frame.dropna(subset=list(columns))
+
+
+def hp_acc_vs_var(study) -> go.Figure | None:
+    """HP-Acc against Var, one point per completed trial (SD paper, Fig. 8)."""
+    done = _numeric(study.completed, ["hp_acc", "var"])
+    if done.empty:
+        return None
+    fig, colors = go.Figure(), method_colors(study)
+    for method in methods(study):
+        mine = done[done["method"] == method]
+        if not mine.empty:
+            fig.add_trace(go.Scatter(x=mine["var"].tolist(), y=mine["hp_acc"].tolist(), mode="markers",
+                                     name=method, marker={"color": colors[method], "size": 9},
+                                     text=_hover(mine, study), hovertemplate="%{text}<br>var %{x:.4g}<br>"
+                                     "hp_acc %{y:.3f}<extra></extra>"))
+    fig.update_layout(xaxis_title="Var of mIoU_i (lower is better)", yaxis_title=f"HP-Acc (share of mIoU_i > {THETA})",
+                      legend_title="method")
+    return fig
+
+
+def esd_ratio(study) -> go.Figure | None:
+    """mIoU and HP-Acc against the ESD ratio r, error bars = sd over the trial's seeds (SD paper, Fig. 7)."""
+    if "r" not in study.completed:
+        return None
+    done = _numeric(study.completed, ["r"]).sort_values("r", kind="stable")
+    if done.empty:
+        return None
+    fig, colors = make_subplots(rows=1, cols=2, subplot_titles=("mIoU", "HP-Acc")), method_colors(study)
+    for method in methods(study):
+        mine = done[done["method"] == method]
+        for col, metric in enumerate(("miou", "hp_acc"), start=1):
+            if mine.empty or mine[metric].isna().all():
+                continue
+            std = pd.to_numeric(mine.get(f"{metric}_std"), errors="coerce")
+            fig.add_trace(go.Scatter(x=mine["r"].tolist(), y=pd.to_numeric(mine[metric]).tolist(),
+                                     error_y={"type": "data", "array": std.fillna(0).tolist(), "visible": True},
+                                     mode="lines+markers", name=method, legendgroup=method, showlegend=col == 1,
+                                     marker={"color": colors[method], "size": 8}, line={"color": colors[method]},
+                                     text=_hover(mine, study),
+                                     hovertemplate=f"%{{text}}<br>r %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>"),
+                          row=1, col=col)
+    if not fig.data:
+        return None
+    fig.update_xaxes(title_text="r (target images per proximity image in stage 1)")
+    return fig
+
+
+def per_image_histograms(study) -> go.Figure | None:
+    """The distribution of mIoU_i of each method's best trial over all its seeds (SD paper, Fig. 5)."""
+    best, colors = best_trials(study), method_colors(study)
+    fig = go.Figure()
+    for _, top in best.iterrows():
+        scores = study.per_image[study.per_image["trial_id"] == top["trial_id"]]["miou"].dropna()
+        if scores.empty:
+            continue
+        fig.add_trace(go.Histogram(x=scores.tolist(), name=f"{top['method']} ({top['trial_id']})",
+                                   histnorm="probability", xbins={"start": 0, "end": 1.0001, "size": 0.05},
+                                   marker={"color": colors[top["method"]]}, opacity=0.6,
+                                   hovertemplate=f"{hover_text(top, hyperparameters(study.trials))}"
+                                   "<br>mIoU_i %{x}<br>share %{y:.3f}<extra></extra>"))
+    if not fig.data:
+        return None
+    fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA}")
+    fig.update_layout(barmode="overlay", xaxis_title="mIoU_i", yaxis_title="share of images (all seeds)",
+                      xaxis_range=[0, 1])
+    return fig
+
+
+def pareto_mask(points, maximize) -> np.ndarray:
+    """True for the non-dominated rows of points [n, k]; rows with NaN are never on the front.
+
+    A row is dominated when another is at least as good in every column and better in one.
+    """
+    points = np.asarray(points, dtype=float).reshape(len(points), -1)
+    signs = np.where(np.asarray(maximize, dtype=bool), 1.0, -1.0)
+    scores = points * signs  # all columns: larger is better
+    valid = ~np.isnan(scores).any(axis=1)
+    mask = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = scores[valid]
+        mask[i] = not (np.all(others >= scores[i], axis=1) & np.any(others > scores[i], axis=1)).any()
+    return mask
+
+
+def pareto_front(study) -> go.Figure | None:
+    """Completed trials in the three pairs of (miou_img, hp_acc, var); the Pareto front as diamonds."""
+    done = _numeric(study.completed, PARETO_METRICS)
+    if done.empty:
+        return None
+    done = done.assign(front=pareto_mask(done[list(PARETO_METRICS)].to_numpy(),
+                                         [higher_is_better(m) for m in PARETO_METRICS]))
+    pairs = [("miou_img", "hp_acc"), ("miou_img", "var"), ("hp_acc", "var")]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{y} vs {x}" for x, y in pairs])
+    colors = method_colors(study)
+    for method in methods(study):
+        for on_front in (False, True):
+            mine = done[(done["method"] == method) & (done["front"] == on_front)]
+            if mine.empty:
+                continue
+            name = f"{method} (Pareto front)" if on_front else method
+            for col, (x, y) in enumerate(pairs, start=1):
+                fig.add_trace(go.Scatter(
+                    x=mine[x].tolist(), y=mine[y].tolist(), mode="markers", name=name, legendgroup=name,
+                    showlegend=col == 1, text=_hover(mine, study),
+                    marker={"color": colors[method], "size": 13 if on_front else 7,
+                            "symbol": "diamond" if on_front else "circle-open"},
+                    hovertemplate=f"%{{text}}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra>{html.escape(name)}</extra>"),
+                    row=1, col=col)
+                fig.update_xaxes(title_text=x, row=1, col=col)
+                fig.update_yaxes(title_text=y, row=1, col=col)
+    return fig
+
+
+def miou_vs_gflops(study) -> go.Figure | None:
+    """mIoU of each method's best trial against its GFLOPs; bubble area = parameters (SD paper, Fig. 1)."""
+    best = _numeric(best_trials(study), ["miou", "flops"])
+    if best.empty:
+        return None
+    params = pd.to_numeric(best["params"], errors="coerce")
+    sizeref = 2 * params.max() / 45**2 if params.notna().any() and params.max() > 0 else None
+    fig, colors = go.Figure(), method_colors(study)
+    for index, top in best.iterrows():
+        size = params[index] if sizeref and not math.isnan(params[index]) else None
+        std = pd.to_numeric(pd.Series([top.get("miou_std")]), errors="coerce").fillna(0).tolist()
+        fig.add_trace(go.Scatter(
+            x=[top["flops"] / 1e9], y=[top["miou"]], mode="markers+text", name=top["method"],
+            text=[top["method"]], textposition="top center", error_y={"type": "data", "array": std},
+            marker={"color": colors[top["method"]], "size": [size] if size else [14],
+                    "sizemode": "area", "sizeref": sizeref or 1, "sizemin": 6},
+            customdata=[[hover_text(top, hyperparameters(study.trials)), f"{params[index]:,.0f}"]],
+            hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}<br>params %{customdata[1]}"
+                          "<extra></extra>"))
+    fig.update_layout(xaxis_title="GFLOPs (one forward pass)", yaxis_title="mIoU", showlegend=True)
+    return fig
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """Class indices [H,W] to RGB with the fixed palette; void (255) black."""
+    rgb = CLASS_PALETTE[np.asarray(mask, dtype=np.int64) % len(CLASS_PALETTE)]
+    rgb[np.asarray(mask) == 255] = 0
+    return rgb
+
+
+def _png(rgb: np.ndarray) -> str:
+    # A PNG data URI is a small fraction of the size of the pixel list go.Image(z=...) would embed.
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _first_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    seeds = pd.to_numeric(frame["seed"], errors="coerce")
+    return frame[seeds == (0 if (seeds == 0).any() else seeds.min())]
+
+
+def segmentation_samples(study, fixed: int = 3) -> go.Figure | None:
+    """Input, ground truth and each method's best-trial prediction on the same images: the first
+    `fixed` images and the hardest image (lowest mIoU_i, first seed) of each method's best trial."""
+    samples = study.samples()
+    if samples is None or len(samples.get("ids", [])) == 0:
+        return None
+    ids = [str(i) for i in samples["ids"]]
+    columns = []  # (best trial, {image id: prediction}, {image id: mIoU_i})
+    for _, top in best_trials(study).iterrows():
+        predictions = study.predictions(top["trial_id"])
+        if predictions is None:
+            continue
+        scores = _first_seed(study.per_image[study.per_image["trial_id"] == top["trial_id"]]).dropna(subset=["miou"])
+        columns.append((top, dict(zip(map(str, predictions["ids"]), predictions["predictions"], strict=False)),
+                        dict(zip(scores["image_id"].astype(str), scores["miou"], strict=True))))
+    if not columns:
+        return None
+    rows = {i: [] for i in ids[:fixed]}  # image id -> why it is shown (besides being one of the first)
+    for top, predicted, scores in columns:
+        known = {k: v for k, v in scores.items() if k in ids and k in predicted}
+        if known:
+            rows.setdefault(min(known, key=known.get), []).append(f"hardest for {top['method']}")
+    rows = [(i, ", ".join(why)) for i, why in rows.items()]
+    titles = []
+    for image_id, label in rows:
+        titles += [f"{image_id} {label}".strip(), "ground truth"]
+        for top, _, scores in columns:
+            score = scores.get(image_id)
+            titles.append(f"{top['method']}" + (f": mIoU_i {score:.2f}" if score is not None else ""))
+    n_rows, n_cols = len(rows), 2 + len(columns)
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=min(0.08, 0.4 / n_rows))
+    hp = hyperparameters(study.trials)
+    for r, (image_id, _) in enumerate(rows, start=1):
+        index = ids.index(image_id)
+        cells = [(samples["images"][index], f"input {image_id}"), (colorize(samples["masks"][index]), "ground truth")]
+        for top, predicted, _ in columns:
+            prediction = predicted.get(image_id)
+            label = f"{hover_text(top, hp)}<br>image {html.escape(image_id)}"
+            cells.append((colorize(prediction) if prediction is not None else None, label))
+        for c, (rgb, label) in enumerate(cells, start=1):
+            if rgb is not None:
+                fig.add_trace(go.Image(source=_png(rgb), hovertemplate=f"{label}<extra></extra>"), row=r, col=c)
+    classes = [str(c) for c in samples.get("classes", [])][: len(CLASS_PALETTE)]
+    for k, name in enumerate(classes):  # legend entries for the class colours
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, showlegend=True,
+                                 marker={"color": "rgb({},{},{})".format(*CLASS_PALETTE[k]), "symbol": "square",
+                                         "size": 12}), row=1, col=1)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(height=240 * n_rows + 100, legend_title="class", margin={"t": 60, "l": 10, "r": 10})
+    return fig
+
+
+def curves(study) -> go.Figure | None:
+    """Per-epoch loss terms and validation metrics of each method's best trial, first seed."""
+    best, data = best_trials(study), study.curves
+    if best.empty or data.empty:
+        return None
+    data = data[data["trial_id"].isin(best["trial_id"])]
+    data = pd.concat([_first_seed(part) for _, part in data.groupby("trial_id")]) if not data.empty else data
+    losses = ["loss", *sorted(c for c in data.columns if c.startswith("loss_"))]
+    names = [c for c in [*losses, "lr", *METRICS] if c in data and pd.to_numeric(data[c], errors="coerce").notna().any()]
+    if not names:
+        return None
+    cols = min(3, len(names))
+    n_rows = math.ceil(len(names) / cols)
+    height = 300 * n_rows + 80
+    # ~110 px between rows leaves room for a row's x-axis title and the next row's subplot titles
+    spacing = min(110 / height, 0.9 / max(1, n_rows - 1))
+    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=names, vertical_spacing=spacing)
+    colors, hp = method_colors(study), hyperparameters(study.trials)
+    for _, top in best.iterrows():
+        mine, legend = data[data["trial_id"] == top["trial_id"]].sort_values("epoch"), True
+        for k, name in enumerate(names):
+            values = pd.to_numeric(mine[name], errors="coerce")
+            points = mine[values.notna()]
+            if points.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=points["epoch"].tolist(), y=values[values.notna()].tolist(), mode="lines+markers",
+                name=top["method"], legendgroup=top["method"], showlegend=legend,
+                marker={"color": colors[top["method"]], "size": 5}, line={"color": colors[top["method"]]},
+                text=[f"stage {s}" for s in points["stage"].astype(str)],
+                hovertemplate=f"{hover_text(top, hp)}<br>%{{text}}<br>epoch %{{x}}<br>{name} %{{y:.4g}}"
+                              "<extra></extra>"),
+                row=k // cols + 1, col=k % cols + 1)
+            legend = False  # one legend entry per method
+    if not fig.data:
+        return None
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=height)
+    return fig
+
+
+def optuna_figures(study) -> list[tuple[str, go.Figure | str]]:
+    """Optuna's optimisation history, parallel coordinates and parameter importances, read from the
+    journal. A figure Optuna cannot draw (too few trials, parameters not shared by all trials ...) comes
+    back as (title, note) with the reason instead of a figure."""
+    path = study.journal()
+    if path is None:
+        return []
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # reasons go in the notes
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        name = study.config.get("name") or study.name
+        optimized = optuna.load_study(study_name=name, storage=storage)
+    except Exception as error:  # a journal of another study or a damaged file: report it, draw the rest
+        return [("Optuna", f"the journal {path.name} could not be read: {type(error).__name__}: {error}")]
+    first = objective(study)
+    target = {"target": lambda t: t.values[0], "target_name": first} if len(optimized.directions) > 1 else {
+        "target_name": first}
+    plots = [("Optimisation history", optuna.visualization.plot_optimization_history),
+             ("Parallel coordinates", optuna.visualization.plot_parallel_coordinate),
+             ("Parameter importances", optuna.visualization.plot_param_importances)]
+    out = []
+    for title, plot in plots:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's experimental warnings are not the reader's concern
+                figure = plot(optimized, **target)
+            if not figure.data:
+                raise ValueError("no completed trials with values")
+            out.append((title, figure))
+        except Exception as error:
+            out.append((title, f"not drawn: {type(error).__name__}: {error}"))
+    return out

@@ -1,0 +1,258 @@
+"""One self-contained HTML report of a study: `python -m analysis.report RUN_DIR [--out FILE]`.
+
+The file opens offline: plotly.js is inlined once, no CDN, no external script. A partial or empty
+study (still running, all trials failed) gives a valid report with notes in place of figures.
+
+For automated checks the page sets, once plotly has drawn, `document.body.dataset.figures` (plots
+drawn), `.errors` (JavaScript errors caught on the page) and `.expected` (plots embedded).
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from analysis import figures, tables
+from analysis.load import load
+
+NO_TRIALS = "No completed trials yet: this section fills in as trials finish."
+# (title, figure function, caption: what it shows and what to look for, note when there is nothing to draw)
+FIGURES = [
+    ("HP-Acc against Var", figures.hp_acc_vs_var,
+     "One point per completed trial (SD paper, Fig. 8). HP-Acc is the share of validation images with "
+     "mIoU_i > 0.75, Var the spread of mIoU_i. Look up and to the left: robust methods score many images "
+     "well and few badly.", NO_TRIALS),
+    ("ESD: the ratio r", figures.esd_ratio,
+     "mIoU and HP-Acc of every completed trial with a proximity-domain ratio r (SD paper, Fig. 7); "
+     "error bars are the standard deviation over the trial's seeds. Look for the r where both peak; "
+     "other hyperparameters vary between points too.", "No completed trial has a ratio r (no ESD trials yet)."),
+    ("Per-image mIoU of the best trials", figures.per_image_histograms,
+     "Distribution of mIoU_i of each method's best trial over all its seeds and validation images "
+     "(SD paper, Fig. 5). Look for mass moved right of the θ = 0.75 line and a thinner left tail.",
+     "No per-image scores of a best trial yet."),
+    ("Pareto front", figures.pareto_front,
+     "Completed trials in the three pairs of miou_img (higher is better), hp_acc (higher) and var (lower). "
+     "Diamonds are the non-dominated trials over all three: no other trial is at least as good in every "
+     "metric and better in one. Look for which methods own the front.", NO_TRIALS),
+    ("Accuracy against cost", figures.miou_vs_gflops,
+     "mIoU of each method's best trial against the GFLOPs of one forward pass; bubble area is the number "
+     "of parameters (SD paper, Fig. 1). Up and to the left is a better accuracy per computation.",
+     "No best trial with both mIoU and FLOPs yet."),
+    ("Segmentation samples", figures.segmentation_samples,
+     "Input, ground truth and the prediction of each method's best trial (first seed) on the first three "
+     "validation images and on the image each method found hardest (lowest mIoU_i). Void pixels are black. "
+     "Look for where the methods disagree: thin structures, borders, shadows.",
+     "The study saved no sample images or no predictions of a best trial."),
+    ("Training curves", figures.curves,
+     "Loss terms and validation metrics per epoch of each method's best trial (first seed); the stages of "
+     "a recipe follow each other on the epoch axis. Look for diverging or still-falling losses.",
+     "No training curves of a best trial yet."),
+]
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+th { background: #f0f2f6; }
+td:nth-child(-n+2) { text-align: left; }
+.note { color: #8a5a00; background: #fff7e0; padding: 0.4em 0.8em; border-left: 4px solid #e0a800; }
+.caption { color: #444; max-width: 80em; }
+td.error, .failed td { white-space: pre-wrap; text-align: left; font-family: monospace; }
+dl.header { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dl.header dt { font-weight: bold; }
+dl.header dd { margin: 0; }
+"""
+# The error listener is registered before plotly.js so that errors while it loads are counted too.
+ERROR_LISTENER = """<script>
+window.segkdErrors = 0;
+window.addEventListener("error", function () { window.segkdErrors += 1; });
+window.addEventListener("unhandledrejection", function () { window.segkdErrors += 1; });
+</script>"""
+# Plotly draws SVG plots during newPlot; the timeout leaves room for asynchronous parts (WebGL, images).
+COUNTER = """<script>
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    var drawn = 0;
+    document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
+      if (el.querySelector("svg.main-svg")) { drawn += 1; }
+    });
+    document.body.dataset.figures = drawn;
+    document.body.dataset.errors = window.segkdErrors;
+  }, 500);
+});
+</script>"""
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _number(value, digits: int = 3) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _text(value, missing: str) -> str:
+    return value if isinstance(value, str) else missing
+
+
+def _with_ci(mean, half, digits: int) -> str:
+    text = _number(mean, digits)
+    return text if text == "–" or _number(half, digits) == "–" else f"{text} ± {_number(half, digits)}"
+
+
+def _table(frame: pd.DataFrame, css: str = "") -> str:
+    return frame.to_html(index=False, escape=True, na_rep="–", border=0, classes=css or None)
+
+
+def summary_html(study) -> str:
+    summary = tables.method_summary(study)
+    if summary.empty:
+        return _note("No methods configured and no trials recorded yet.")
+    digits = {"miou": 3, "miou_img": 3, "hp_acc": 3, "var": 4}
+    shown = pd.DataFrame({
+        "method": summary["method"],
+        "trials (completed / failed / stopped)": [f"{t} ({c} / {f} / {s})" for t, c, f, s in
+                                                  summary[["trials", "completed", "failed", "stopped"]].values],
+        "best trial": [_text(v, "–") for v in summary["best_trial"]],
+        "hyperparameters": [_text(v, "") for v in summary["hyperparameters"]],
+        "seeds": [_number(s, 0) for s in summary["seeds"]],
+        **{f"{m} ± 95% CI": [_with_ci(a, b, d) for a, b in zip(summary[m], summary[f"{m}_ci"], strict=True)]
+           for m, d in digits.items()},
+        "CI from": [_text(v, "–") for v in summary["ci_from"]],
+        "params (M)": [_number(p / 1e6, 2) for p in summary["params"]],
+        "GFLOPs": [_number(g, 2) for g in summary["gflops"]],
+    })
+    objective = tables.objective(study)
+    direction = "highest" if tables.higher_is_better(objective) else "lowest"
+    text = (f"<p class=\"caption\">Best trial of each method = {direction} {html.escape(objective)} (the study's "
+            "first objective). Means over that trial's seeds with 95 % Student-t intervals (none for one seed); "
+            "miou_img, hp_acc (share of images with mIoU_i &gt; 0.75) and var (population variance of mIoU_i) "
+            "recomputed per seed from the per-image scores, miou from the trials table.</p>")
+    note = _note(NO_TRIALS) if study.completed.empty else ""
+    return note + text + _table(shown)
+
+
+def paired_html(study) -> str:
+    paired = tables.paired_comparison(study)
+    text = ("<p class=\"caption\">Each method's best trial against the baseline's best trial on the same "
+            "(seed, validation image) pairs. mean diff = mean of mIoU_i(method) − mIoU_i(baseline); p: two-sided "
+            "Wilcoxon signed-rank test (zero differences dropped; p = 1 when all are zero); effect size: "
+            "matched-pairs rank-biserial correlation (R+ − R−)/(R+ + R−) of the ranks of |differences|, "
+            "+1 = the method wins every pair, −1 = the baseline does.</p>")
+    if paired.empty:
+        return text + _note(paired.attrs.get("note", "Nothing to compare."))
+    shown = paired.assign(mean_diff=[_number(v, 4) for v in paired["mean_diff"]],
+                          p_value=[f"{p:.3g}" if not math.isnan(p) else "–" for p in paired["p_value"]],
+                          effect_size=[_number(v, 3) for v in paired["effect_size"]],
+                          significant=["yes (p < 0.05)" if s else "no" for s in paired["significant"]])
+    return text + _table(shown)
+
+
+def failed_html(study) -> str:
+    failed = tables.failed_trials(study)
+    if failed.empty:
+        return "<p>No failed trials.</p>"
+    return _table(failed.fillna({"error": "unknown error"}), "failed")
+
+
+def header_html(study) -> str:
+    config, trials = study.config, study.trials
+    counts = trials["status"].value_counts()
+    requested = config.get("trials")
+    if config.get("sampler") == "grid":
+        requested = len(config.get("methods") or [])  # a grid runs each method once
+    try:
+        pending = max(0, int(requested) - len(trials))
+    except (TypeError, ValueError):
+        pending, requested = "?", "?"
+    objectives = config.get("objectives") or []
+    items = {
+        "methods": ", ".join(config.get("methods") or tables.methods(study)) or "–",
+        "data": config.get("data", "–"),
+        "sampler": config.get("sampler", "–"),
+        "objectives": ", ".join(f"{o} ({'max' if tables.higher_is_better(o) else 'min'})" for o in objectives) or "–",
+        "seeds per trial": config.get("seeds", "–"),
+        "trials": (f"{int(counts.get('completed', 0))} completed, {int(counts.get('failed', 0))} failed, "
+                   f"{int(counts.get('stopped', 0))} stopped, {pending} running or not started, of {requested} "
+                   "requested"),
+        "run folder": str(study.run_dir),
+    }
+    rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
+    return f"<h1>Study {html.escape(str(study.name))}</h1><dl class=\"header\">{rows}</dl>"
+
+
+def _figure_html(figure) -> str:
+    return pio.to_html(figure, include_plotlyjs=False, full_html=False, default_height="480px",
+                       config={"displaylogo": False, "responsive": True})
+
+
+def write_report(run_dir, out=None) -> Path:
+    """Write the study's report (default RUN_DIR/report.html) and return its path."""
+    study = load(run_dir)
+    out = Path(out) if out is not None else study.run_dir / "report.html"
+    parts, plots = [header_html(study)], 0
+    if study.completed.empty:
+        parts.append(_note(NO_TRIALS))
+    parts += ["<h2>Methods</h2>", summary_html(study), "<h2>Against the baseline</h2>", paired_html(study)]
+    for title, build, caption, empty in FIGURES:
+        parts.append(f"<h2>{html.escape(title)}</h2><p class=\"caption\">{html.escape(caption)}</p>")
+        figure = build(study)
+        if figure is None:
+            parts.append(_note(NO_TRIALS if study.completed.empty else empty))
+        else:
+            parts.append(_figure_html(figure))
+            plots += 1
+    parts.append("<h2>Optuna</h2><p class=\"caption\">Optuna's own views of the search, read from the journal: "
+                 "objective value per trial, the hyperparameters of every trial, and how much each parameter "
+                 "explains of the objective (first objective when there are several).</p>")
+    optuna_parts = figures.optuna_figures(study)
+    if not optuna_parts:
+        parts.append(_note("No Optuna journal in this run folder."))
+    for title, figure in optuna_parts:
+        parts.append(f"<h3>{html.escape(title)}</h3>")
+        if isinstance(figure, str):
+            parts.append(_note(figure))
+        else:
+            parts.append(_figure_html(figure))
+            plots += 1
+    parts += ["<h2>Failed trials</h2>", failed_html(study)]
+    script = f"<script>{get_plotlyjs()}</script>" if plots else ""
+    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(str(study.name))}: SegKD study report</title><style>{STYLE}</style></head>\n"
+            f"<body data-expected=\"{plots}\">\n{ERROR_LISTENER}\n{script}\n" + "\n".join(parts)
+            + f"\n{COUNTER}\n</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(out)  # a browser refreshing during a study never reads half a report
+    return out
+
+
+def main(argv=None) -> int:
+    from kd.errors import UserInputError
+
+    parser = argparse.ArgumentParser(prog="python -m analysis.report",
+                                     description="Write a study's self-contained HTML report.")
+    parser.add_argument("run_dir", help="the study's run folder, e.g. runs/default")
+    parser.add_argument("--out", help="the report file (default: RUN_DIR/report.html)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.run_dir, args.out)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

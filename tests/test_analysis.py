@@ -1,0 +1,372 @@
+"""analysis: tables, figures and the HTML report on run folders made by hand (no Ray, no training)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from scipy import stats
+
+import analysis
+from analysis import figures, tables
+from analysis.report import main, write_report
+
+IMAGES = ["img0", "img1", "img2", "img3"]
+# Baseline b1, per seed: mIoU_i of the four images; miou_img per seed 0.5, 0.6, 0.7.
+B1 = {0: [0.4, 0.6, 0.5, 0.5], 1: [0.5, 0.7, 0.6, 0.6], 2: [0.6, 0.8, 0.7, 0.7]}
+# sd's best trial s1 = b1 + these differences, pair by pair (seed-major, image order).
+DIFF = [0.1, 0.2, -0.05, 0.3, 0.15, 0.05, -0.1, 0.25, 0.12, 0.08, 0.0, 0.22]
+
+
+def trial(trial_id, method, status="completed", **values):
+    row = {"trial_id": trial_id, "method": method, "status": status, "split_point": "stage5", "seeds": 3,
+           "params": 1_000_000, "flops": 2_500_000_000, "duration_s": 10.0, "error": None,
+           "trial_dir": f"trials/{trial_id}"}
+    for metric in tables.METRICS:
+        row[metric] = np.nan if status != "completed" else 0.5
+        row[f"{metric}_std"] = np.nan if status != "completed" else 0.01
+    row.update(values)
+    return row
+
+
+def trial_rows():
+    return [
+        trial("b1", "baseline", lr=0.01, miou=0.62, miou_img=0.6, hp_acc=0.083, var=0.005, miou_std=0.05),
+        trial("b2", "baseline", lr=0.05, miou_img=0.55, var=0.001),
+        trial("s1", "sd", lr=0.01, feature_lr=0.003, miou_img=0.7, hp_acc=0.3, var=0.004, params=800_000,
+              flops=1_000_000_000),
+        trial("s2", "sd", "failed", lr=0.5, feature_lr=0.9, error="NonFiniteLossError: loss term 'kd' is nan"),
+        trial("e1", "esd", lr=0.01, r=3.0, miou=0.55, hp_acc=0.2, var=0.006, miou_std=0.02, hp_acc_std=0.05),
+        trial("e2", "esd", lr=0.02, r=0.0, miou=0.45, hp_acc=0.1, var=0.009, miou_std=0.03, hp_acc_std=0.04),
+        trial("e3", "esd", lr=0.03, r=1.0, miou=0.60, hp_acc=0.25, var=0.004, miou_std=0.01, hp_acc_std=0.02),
+    ]
+
+
+def per_image_rows():
+    rows = []
+    k = 0
+    for seed, scores in B1.items():
+        for image, score in zip(IMAGES, scores, strict=True):
+            rows.append({"trial_id": "b1", "method": "baseline", "seed": seed, "image_id": image, "miou": score})
+            rows.append({"trial_id": "s1", "method": "sd", "seed": seed, "image_id": image,
+                         "miou": score + DIFF[k]})
+            k += 1
+    rng = np.random.default_rng(0)
+    for trial_id in ("e1", "e2", "e3"):
+        for seed in range(3):
+            rows += [{"trial_id": trial_id, "method": "esd", "seed": seed, "image_id": image,
+                      "miou": float(rng.uniform(0.3, 0.9))} for image in IMAGES]
+    for row in rows:  # esd's best trial e1 finds img3 hardest: a fourth row of samples
+        if (row["trial_id"], row["seed"], row["image_id"]) == ("e1", 0, "img3"):
+            row["miou"] = 0.1
+
+    return rows
+
+
+def curve_rows(trial_id, method):
+    rows, shift = [], {"baseline": 0.0, "sd": 0.05, "esd": 0.1}[method]  # lines apart in the screenshot
+    for epoch in range(4):
+        rows.append({"trial_id": trial_id, "method": method, "seed": 0, "epoch": epoch, "stage": epoch // 2,
+                     "stage_epoch": epoch % 2, "loss": 1.0 / (epoch + 1) + shift, "loss_ce": 0.5 / (epoch + 1) + shift,
+                     "loss_kd": 0.1 if method != "baseline" else np.nan, "lr": 0.01, "seconds": 1.0,
+                     "miou": 0.5 + 0.05 * epoch + shift if epoch % 2 else np.nan, "miou_img": np.nan, "hp_acc": np.nan,
+                     "var": np.nan})
+    return rows
+
+
+def journal(path: Path, name: str, directions=("maximize",), n_trials: int = 8, fail: bool = False) -> None:
+    def objective(t):  # define-by-run with a conditional parameter, as the study's search spaces
+        method = t.suggest_categorical("method", ["baseline", "esd"])
+        lr = t.suggest_float(f"{method}.lr", 1e-4, 1e-1, log=True)
+        r = t.suggest_float("esd.r", 0.0, 10.0) if method == "esd" else 0.0
+        if fail:
+            raise RuntimeError("diverged")
+        value = 0.5 + 0.1 * math.log10(lr) / 4 + 0.01 * r
+        return value if len(directions) == 1 else (value, 0.01 / (1 + r))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=JournalStorage(JournalFileBackend(str(path))), study_name=name,
+                                directions=list(directions), sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=n_trials, catch=(RuntimeError,))
+
+
+def make_run(root: Path, *, config=None, trials=True, per_image=True, curves=True, samples=True,
+             predictions=True, with_journal=True, rows=None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    config = {"name": "hand", "methods": ["baseline", "sd", "esd"], "objectives": ["miou_img"], "sampler": "tpe",
+              "seeds": 3, "trials": 10, "data": "synthetic", **(config or {})}
+    (root / "config.json").write_text(json.dumps(config))
+    rows = trial_rows() if rows is None else rows
+    if trials:
+        pd.DataFrame(rows).to_parquet(root / "trials.parquet")
+    if per_image:
+        pd.DataFrame(per_image_rows()).to_parquet(root / "per_image.parquet")
+    if curves:
+        frames = [curve_rows("b1", "baseline"), curve_rows("s1", "sd"), curve_rows("e1", "esd")]
+        pd.DataFrame([r for f in frames for r in f]).to_parquet(root / "curves.parquet")
+    rng = np.random.default_rng(1)
+    masks = rng.integers(0, 2, (4, 12, 16), dtype=np.uint8)
+    masks[:, 0, :] = 255
+    if samples:
+        np.savez(root / "samples.npz", ids=np.array(IMAGES), images=rng.integers(0, 255, (4, 12, 16, 3), dtype=np.uint8),
+                 masks=masks, classes=np.array(["background", "road"]))
+    if predictions:
+        for row in rows:
+            folder = root / "trials" / row["trial_id"]
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / "predictions.npz", ids=np.array(IMAGES), predictions=rng.integers(0, 2, masks.shape,
+                                                                                               dtype=np.uint8))
+    if with_journal:
+        journal(root / "optuna.journal", config["name"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def study(run):
+    return analysis.load(run)
+
+
+# ---------------------------------------------------------------- tables
+
+def test_confidence_interval_by_hand(study):
+    summary = tables.method_summary(study).set_index("method")
+    base = summary.loc["baseline"]
+    assert base["best_trial"] == "b1" and base["ci_from"] == "per_image" and base["seeds"] == 3
+    assert base["miou_img"] == pytest.approx(0.6)
+    assert base["miou_img_ci"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3))
+    assert base["hp_acc"] == pytest.approx(1 / 12)  # only 0.8 of seed 2 is above 0.75
+    assert base["var"] == pytest.approx(0.005)  # population variance per seed, equal on every seed
+    assert base["var_ci"] == pytest.approx(0.0, abs=1e-12)
+    # miou comes from the trials table: the stored sd is the population sd over the 3 seeds
+    assert base["miou"] == pytest.approx(0.62)
+    assert base["miou_ci"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.05 * math.sqrt(3 / 2) / math.sqrt(3))
+    assert base["params"] == 1_000_000 and base["gflops"] == pytest.approx(2.5)
+    assert (base["trials"], base["completed"], base["failed"]) == (2, 2, 0)
+    assert summary.loc["sd", "failed"] == 1 and summary.loc["sd", "best_trial"] == "s1"
+    assert "feature_lr=0.003" in summary.loc["sd", "hyperparameters"]
+    assert ", r=" not in summary.loc["sd", "hyperparameters"]  # NaN: sd has no r
+
+
+def test_mean_ci_edge_cases():
+    assert tables.mean_ci([0.5, 0.6, 0.7])[1] == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3))
+    mean, half = tables.mean_ci([0.4])
+    assert mean == 0.4 and math.isnan(half)
+    assert all(math.isnan(v) for v in tables.mean_ci([]))
+
+
+def test_best_trial_is_direction_aware(run):
+    study = analysis.load(run)
+    assert dict(tables.best_trials(study)[["method", "trial_id"]].values) == {
+        "baseline": "b1", "sd": "s1", "esd": "e1"}  # all esd have miou_img 0.5: the first
+    study.config["objectives"] = ["var", "miou_img"]  # var is minimised
+    assert dict(tables.best_trials(study)[["method", "trial_id"]].values) == {
+        "baseline": "b2", "sd": "s1", "esd": "e3"}
+
+
+def test_wilcoxon_and_rank_biserial_by_hand():
+    d = [1.0, 2.0, -3.0, 4.0, 0.0]
+    p, effect = tables.wilcoxon_rank_biserial(d)
+    assert p == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert effect == pytest.approx((7 - 3) / 10)  # ranks of |d| without the zero: 1, 2, 3, 4; R- = 3
+    assert tables.wilcoxon_rank_biserial([0.0, 0.0, 0.0]) == (1.0, 0.0)
+
+
+def test_paired_comparison(study):
+    paired = tables.paired_comparison(study).set_index("method")
+    assert "baseline" not in paired.index
+    sd = paired.loc["sd"]
+    merged = (study.per_image[study.per_image.trial_id == "s1"]
+              .merge(study.per_image[study.per_image.trial_id == "b1"], on=["seed", "image_id"]))
+    d = (merged["miou_x"] - merged["miou_y"]).to_numpy()
+    assert sd["n_pairs"] == 12 and sd["baseline_trial"] == "b1"
+    assert sd["mean_diff"] == pytest.approx(np.mean(DIFF))
+    assert sd["p_value"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    nonzero = d[np.abs(d) > 1e-12]
+    ranks = stats.rankdata(np.abs(nonzero))
+    assert sd["effect_size"] == pytest.approx((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum())
+    assert sd["better"] == "sd" and sd["significant"]
+
+
+def test_paired_comparison_without_baseline(tmp_path):
+    rows = [r for r in trial_rows() if r["method"] != "baseline"]
+    study = analysis.load(make_run(tmp_path, rows=rows, with_journal=False))
+    paired = tables.paired_comparison(study)
+    assert paired.empty and list(paired.columns) == tables.PAIRED_COLUMNS
+    assert "baseline" in paired.attrs["note"]
+
+
+def test_failed_trials(study):
+    failed = tables.failed_trials(study)
+    assert failed["trial_id"].tolist() == ["s2"]
+    assert "NonFiniteLossError" in failed.loc[0, "error"] and "feature_lr=0.9" in failed.loc[0, "hyperparameters"]
+
+
+def test_pareto_mask_by_hand():
+    points = [[0.6, 0.3, 0.01],   # front
+              [0.5, 0.2, 0.02],   # dominated by the first
+              [0.7, 0.1, 0.03],   # front: best miou_img
+              [0.6, 0.3, 0.01],   # a duplicate of a front point is not dominated by it
+              [np.nan, 0.9, 0.0],  # NaN: never on the front
+              [0.55, 0.35, 0.005],  # front
+              [0.6, 0.3, 0.02]]   # dominated by the first: same accuracy, larger var
+    mask = figures.pareto_mask(points, [True, True, False])
+    assert mask.tolist() == [True, False, True, True, False, True, False]
+
+
+# ---------------------------------------------------------------- figures
+
+def test_hp_acc_vs_var_numbers(study):
+    fig = figures.hp_acc_vs_var(study)
+    esd = next(t for t in fig.data if t.name == "esd")
+    assert list(esd.x) == [0.006, 0.009, 0.004] and list(esd.y) == [0.2, 0.1, 0.25]
+    assert "trial e1" in esd.text[0] and "r=3" in esd.text[0] and "method esd" in esd.text[0]
+    assert {t.name for t in fig.data} == {"baseline", "sd", "esd"}
+
+
+def test_esd_ratio_sorted(study):
+    fig = figures.esd_ratio(study)
+    miou, hp_acc = fig.data
+    assert list(miou.x) == [0.0, 1.0, 3.0] and list(miou.y) == [0.45, 0.60, 0.55]
+    assert list(miou.error_y.array) == [0.03, 0.01, 0.02]
+    assert list(hp_acc.y) == [0.1, 0.25, 0.2]
+
+
+def test_other_figures(study):
+    hist = figures.per_image_histograms(study)
+    assert len(next(t for t in hist.data if t.name.startswith("baseline")).x) == 12
+    front = figures.pareto_front(study)
+    assert any("Pareto front" in t.name for t in front.data)
+    cost = figures.miou_vs_gflops(study)
+    sd = next(t for t in cost.data if t.name == "sd")
+    assert list(sd.x) == [1.0] and list(sd.y) == [0.5]
+    samples = figures.segmentation_samples(study)
+    images = [t for t in samples.data if t.type == "image"]
+    assert len(images) == 4 * 5  # rows: the first 3 images + img3 (hardest for esd); columns: 2 + 3 methods
+    assert all(t.source.startswith("data:image/png;base64,") for t in images)
+    curves = figures.curves(study)
+    assert {t.name for t in curves.data} == {"baseline", "sd", "esd"}
+    names = [a.text for a in curves.layout.annotations]
+    assert "loss_kd" in names and "miou" in names and "var" not in names  # all-NaN columns left out
+
+
+def test_segmentation_samples_rows(study):
+    # The hardest image at seed 0: b1 img0 (0.4), s1 img2 (0.45), both among the first three; e1 img3.
+    fig = figures.segmentation_samples(study)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[0].startswith("img0") and "hardest for baseline" in titles[0]
+    assert "hardest for sd" in titles[2 * 5] and titles[3 * 5] == "img3 hardest for esd"
+
+
+def test_colorize_void_is_black():
+    rgb = figures.colorize(np.array([[0, 1, 255]], dtype=np.uint8))
+    assert rgb[0, 2].tolist() == [0, 0, 0] and rgb[0, 0].tolist() != rgb[0, 1].tolist()
+
+
+def test_optuna_figures(study, tmp_path):
+    drawn = dict(figures.optuna_figures(study))
+    assert set(drawn) == {"Optimisation history", "Parallel coordinates", "Parameter importances"}
+    assert not isinstance(drawn["Optimisation history"], str)
+    multi = make_run(tmp_path / "multi", trials=False, per_image=False, curves=False, samples=False,
+                     predictions=False, with_journal=False, config={"objectives": ["miou_img", "var"]})
+    journal(multi / "optuna.journal", "hand", directions=("maximize", "minimize"))
+    parts = figures.optuna_figures(analysis.load(multi))
+    assert not isinstance(dict(parts)["Optimisation history"], str)  # target= given for multi-objective
+    failed = make_run(tmp_path / "failed", with_journal=False)
+    journal(failed / "optuna.journal", "hand", n_trials=2, fail=True)
+    parts = figures.optuna_figures(analysis.load(failed))  # nothing to draw: notes, no exception
+    assert len(parts) == 3 and all(isinstance(part, str) for _, part in parts)
+    other = analysis.load(failed)
+    other.config["name"] = "another study"
+    [(title, note)] = figures.optuna_figures(other)
+    assert "could not be read" in note
+
+
+def test_figures_none_when_nothing_to_draw(tmp_path):
+    study = analysis.load(make_run(tmp_path, trials=False, per_image=False, curves=False, samples=False,
+                                   predictions=False, with_journal=False))
+    for build in (figures.hp_acc_vs_var, figures.esd_ratio, figures.per_image_histograms, figures.pareto_front,
+                  figures.miou_vs_gflops, figures.segmentation_samples, figures.curves):
+        assert build(study) is None
+    assert figures.optuna_figures(study) == []
+
+
+# ---------------------------------------------------------------- report
+
+PLOTLY_JS = re.compile(r"<script>/\*\*\s*\* plotly\.js v.*?</script>", re.S)
+
+
+def test_report_is_self_contained(run):
+    path = write_report(run)
+    assert path == run / "report.html"
+    page = path.read_text()
+    assert page.count("* plotly.js v") == 1
+    rest = PLOTLY_JS.sub("", page)  # plotly.js's own source names map-tile servers it never uses here
+    assert "cdn." not in rest and "https://cdn" not in rest and "https://" not in rest
+    assert "<script src" not in page.lower()
+    expected = int(re.search(r'data-expected="(\d+)"', page).group(1))
+    assert expected == rest.count('class="plotly-graph-div"') == 7 + 3
+    for text in ("Study hand", "6 completed, 1 failed", "3 running or not started",
+                 "NonFiniteLossError", "0.600 ± 0.248"):
+        assert text in page
+
+
+@pytest.mark.parametrize("case", ["empty", "partial", "all_failed", "one_method", "no_baseline"])
+def test_partial_studies_give_a_report(tmp_path, case):
+    if case == "empty":
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"name": "empty", "methods": ["baseline"], "trials": 4}))
+        notes = ["No completed trials yet", "0 completed, 0 failed, 0 stopped, 4 running", "No failed trials"]
+    elif case == "partial":
+        run = make_run(tmp_path / "run", per_image=False, curves=False, samples=False, predictions=False,
+                       with_journal=False)
+        notes = ["trials table", "has no per-image scores", "No per-image scores of a best trial yet"]
+        summary = tables.method_summary(analysis.load(run)).set_index("method")
+        assert summary.loc["baseline", "miou_img_ci"] == pytest.approx(
+            stats.t.ppf(0.975, 2) * 0.01 * math.sqrt(3 / 2) / math.sqrt(3))
+    elif case == "all_failed":
+        rows = [trial(f"f{i}", m, "failed", lr=0.1, error=f"RuntimeError: boom {i}")
+                for i, m in enumerate(["baseline", "sd"])]
+        run = make_run(tmp_path / "run", rows=rows, per_image=False, curves=False, with_journal=False)
+        notes = ["No completed trials yet", "RuntimeError: boom 1", "0 completed, 2 failed"]
+    elif case == "one_method":
+        rows = [r for r in trial_rows() if r["method"] == "esd"]
+        run = make_run(tmp_path / "run", rows=rows, config={"methods": ["esd"]})
+        notes = ["No completed trial of the &#x27;baseline&#x27; method", "No failed trials"]
+    else:
+        rows = [r for r in trial_rows() if r["method"] != "baseline"]
+        run = make_run(tmp_path / "run", rows=rows, config={"methods": ["sd", "esd"]}, with_journal=False)
+        notes = ["No completed trial of the &#x27;baseline&#x27; method", "No Optuna journal"]
+    page = write_report(run).read_text()
+    for note in notes:
+        assert note in page, note
+    assert page.rstrip().endswith("</html>")
+
+
+def test_main_writes_and_prints(run, tmp_path, capsys):
+    out = tmp_path / "elsewhere" / "r.html"
+    assert main([str(run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out) and out.is_file()
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_module_entry_point_missing_folder(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "nope")], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2 and "not a folder" in done.stderr and "Traceback" not in done.stderr
+    assert "RuntimeWarning" not in done.stderr
