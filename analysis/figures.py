@@ -66,6 +66,7 @@ def hp_acc_vs_var(study) -> go.Figure | None:
                                      "hp_acc %{y:.3f}<extra></extra>"))
     fig.update_layout(xaxis_title="Var of mIoU_i (lower is better)", yaxis_title=f"HP-Acc (share of mIoU_i > {THETA})",
                       legend_title="method")
+    fig.update_xaxes(tickformat=".2~e")  # variances are small: SI prefixes would print "329µ"
     return fig
 
 
@@ -157,8 +158,8 @@ def pareto_front(study) -> go.Figure | None:
                             "symbol": "diamond" if on_front else "circle-open"},
                     hovertemplate=f"%{{text}}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra>{html.escape(name)}</extra>"),
                     row=1, col=col)
-                fig.update_xaxes(title_text=x, row=1, col=col)
-                fig.update_yaxes(title_text=y, row=1, col=col)
+                fig.update_xaxes(title_text=x, row=1, col=col, **({"tickformat": ".2~e"} if x == "var" else {}))
+                fig.update_yaxes(title_text=y, row=1, col=col, **({"tickformat": ".2~e"} if y == "var" else {}))
     return fig
 
 
@@ -182,6 +183,7 @@ def miou_vs_gflops(study) -> go.Figure | None:
             hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}<br>params %{customdata[1]}"
                           "<extra></extra>"))
     fig.update_layout(xaxis_title="GFLOPs (one forward pass)", yaxis_title="mIoU", showlegend=True)
+    fig.update_xaxes(tickformat=".3~g")
     return fig
 
 

@@ -100,6 +100,15 @@ def _number(value, digits: int = 3) -> str:
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _significant(value) -> str:
+    """Three significant digits: tiny students on small images have GFLOPs far below 0.01."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return "–" if math.isnan(value) else f"{value:.3g}"
+
+
 def _text(value, missing: str) -> str:
     return value if isinstance(value, str) else missing
 
@@ -128,8 +137,8 @@ def summary_html(study) -> str:
         **{f"{m} ± 95% CI": [_with_ci(a, b, d) for a, b in zip(summary[m], summary[f"{m}_ci"], strict=True)]
            for m, d in digits.items()},
         "CI from": [_text(v, "–") for v in summary["ci_from"]],
-        "params (M)": [_number(p / 1e6, 2) for p in summary["params"]],
-        "GFLOPs": [_number(g, 2) for g in summary["gflops"]],
+        "params (M)": [_significant(p / 1e6) for p in summary["params"]],
+        "GFLOPs": [_significant(g) for g in summary["gflops"]],
     })
     objective = tables.objective(study)
     direction = "highest" if tables.higher_is_better(objective) else "lowest"

@@ -1,5 +1,6 @@
 """Studies end to end with a real local Ray (num_cpus=2), real Optuna and real training."""
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -23,8 +24,13 @@ def smoke(tmp_path, **changes):
     return study_config.resolve("smoke", overrides={"out": str(tmp_path), **changes})
 
 
-def test_smoke_study_writes_the_tables(local_ray, tmp_path):
-    run_dir = run_study(smoke(tmp_path), say=lambda line: None)
+@pytest.fixture(scope="module")
+def smoke_run(local_ray, tmp_path_factory):
+    return run_study(smoke(tmp_path_factory.mktemp("smoke")), say=lambda line: None)
+
+
+def test_smoke_study_writes_the_tables(smoke_run):
+    run_dir = smoke_run
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 3 and trials["trial_id"].is_unique
     assert set(trials["status"]) == {"completed"}
@@ -111,3 +117,14 @@ def test_multi_objective_study(local_ray, tmp_path):
     study = optuna.load_study(study_name="pareto", storage=storage)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
     assert len(study.best_trials) >= 1 and all(len(t.values) == 3 for t in study.best_trials)
+
+
+def test_the_study_writes_its_report_and_it_draws_in_a_browser(smoke_run):
+    from test_report_browser import _chromium, _headless
+
+    report = smoke_run / "report.html"
+    text = report.read_text()
+    assert "Study smoke" in text and "HP-Acc against Var" in text and "Segmentation samples" in text
+    done = _headless(_chromium(), "--dump-dom", report.as_uri())
+    values = dict(re.findall(r'data-(figures|errors|expected)="(\d+)"', done.stdout))
+    assert values["errors"] == "0" and int(values["figures"]) == int(values["expected"]) > 0
