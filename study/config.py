@@ -57,6 +57,7 @@ class StudyConfig:
     objectives: list[str] = field(default_factory=lambda: ["miou_img"])  # several: multi-objective
     scheduler: str = "none"  # asha: early stopping on the first seed's per-epoch metric (one objective only)
     max_concurrent: int = 0  # 0: as many trials at once as the resources allow
+    retries: int = 1  # a trial whose worker process or node died is run again this many times
     # data
     data: str = "synthetic"  # synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH, folder:IMAGES,MASKS
     label_set: str = "binary"
@@ -172,6 +173,8 @@ def problems(config: StudyConfig) -> list[str]:
         found.append("scheduler 'asha' stops trials on one metric: use it with a single objective and a searching sampler")
     if config.evaluate not in EVALUATE:
         found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")
+    if not _whole(config.retries, 0):
+        found.append(f"retries must be a whole number >= 0, got {config.retries!r}")
     if not _whole(config.max_concurrent, 0):
         found.append(f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}")
     found += _data_problems(config)

@@ -69,6 +69,9 @@ class ResultsWriter(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
+        if result.get("failed"):  # the trial's own error (divergence, out of memory, a bug in a component)
+            self._record(trial, "failed", result, error=result["failed"])
+            return
         status = "completed" if result.get("final") else "stopped"  # stopped: early-stopped by the scheduler
         self._record(trial, status, result, error=None)
 
@@ -102,7 +105,7 @@ class ResultsWriter(Callback):
             row[f"{name}_std"] = result.get(f"{name}_std") if status == "completed" else None
         row.update({"params": result.get("params"), "flops": result.get("flops"),
                     "duration_s": result.get("seconds", time.time() - self.started.get(trial.trial_id, time.time())),
-                    "error": error, "trial_dir": self._trial_dir(trial)})
+                    "error": error, "trial_dir": self._trial_dir(trial), "node": result.get("node")})
         if trial.trial_id in self.rows:
             return  # finished before an interruption and reported again on resume: listed once
         self.rows[trial.trial_id] = row
@@ -129,6 +132,7 @@ def _line(done: int, total: int, row: dict) -> str:
 
 
 _NOT_PARAMS = {"trial_id", "method", "status", "seeds", "params", "flops", "duration_s", "error", "overrides", "trial_dir",
+               "node",
                *METRICS, *(f"{m}_std" for m in METRICS)}
 
 

@@ -55,6 +55,7 @@ def _finished_only_optuna_search():
         """
 
         def on_trial_complete(self, trial_id, result=None, error=False):
+            error = error or bool(result and result.get("failed"))
             if error or (result is not None and not result.get("final")):
                 result = None
             super().on_trial_complete(trial_id, result, error)
@@ -98,6 +99,20 @@ def _quiet_ray() -> None:
     warnings.filterwarnings("ignore", module="ray")
 
 
+def _check_writable(run_dir: Path) -> None:
+    """Fail before any training if results could not be saved."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserInputError(
+            f"cannot write the study's results to {run_dir} ({err.strerror or err}); "
+            "choose another --out, or make that folder writable."
+        ) from None
+
+
 def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory."""
     study_config.validate(config)
@@ -108,6 +123,7 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
             config = saved  # a resumed study runs what it started with
     elif (run_dir / "config.json").exists():
         raise UserInputError(f"{run_dir} already holds a study; add --resume to continue it, or choose another --name.")
+    _check_writable(run_dir)
     _quiet_ray()
     import ray
     from ray import tune
@@ -159,7 +175,7 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
         total = config.trials
     writer = ResultsWriter(run_dir, total, say=say)
     run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[writer], verbose=0,
-                                failure_config=tune.FailureConfig(max_failures=0))
+                                failure_config=tune.FailureConfig(max_failures=config.retries))
     ray_dir = run_dir / RAY_DIR
     if resume and tune.Tuner.can_restore(str(ray_dir)):
         say(f"resuming: {len(writer.rows)} trial(s) already finished")
@@ -212,6 +228,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
     parser.add_argument("--address", help="join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)")
     parser.add_argument("--resume", action="store_true", help="continue the study --name (its saved configuration)")
+    parser.add_argument("--retries", type=int, help="runs again a trial whose worker or node died (default 1)")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for configuration errors too")
     return parser.parse_args(argv)
 
 
@@ -222,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         "sampler": args.sampler, "objectives": split(args.objectives), "scheduler": args.scheduler,
         "name": args.name, "out": args.out, "cpus_per_trial": args.cpus_per_trial,
         "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent, "address": args.address,
+        "retries": args.retries,
     }
     return study_config.resolve(args.preset, args.config, overrides)
 
@@ -235,6 +254,8 @@ def main(argv=None) -> int:
             config = saved
         run_study(config, resume=args.resume)
     except UserInputError as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

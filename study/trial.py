@@ -195,6 +195,7 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
     """The Ray Tune function trainable."""
     import json
 
+    import ray
     from ray import tune
 
     config = StudyConfig(**context.config)
@@ -210,40 +211,55 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
     # Engine checkpoints (for a trial restarted by --resume) stay out of Ray's trial folder, which Ray
     # copies to the run folder: weights of every seed would fill it.
     scratch = Path(config.out).resolve() / config.name / "scratch" / str(tune.get_context().get_trial_id())
-    asha = config.scheduler == "asha"
-    started, finals, per_image, curves = time.perf_counter(), [], [], []
-    student = None
+    started = time.perf_counter()
+    holder = {"student": None}
     try:
-        for seed in range(config.seeds):
-            torch.manual_seed(seed)
-            student = student_for(method, recipe, config, teacher, split_point, context.num_classes)
-
-            def report_epoch(metrics, first_seed=(seed == 0)):
-                if asha and first_seed:  # ASHA judges the first seed's learning curve
-                    tune.report({k: metrics[k] for k in (*METRICS, "epoch") if k in metrics})
-
-            settings = settings_for(config, seed, device, evaluate="epoch" if asha and seed == 0 else None)
-            engine = Engine(recipe, student, teacher, data, settings, progress=None, callback=report_epoch,
-                            checkpoint_dir=scratch / f"seed{seed}")
-            result = engine.run()
-            finals.append(result.final)
-            per_image += [{"seed": seed, **row} for row in result.per_image]
-            curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history]
-            if seed == 0 and trial_dir:
-                save_predictions(student, data, device, f"{trial_dir}/predictions.npz")
-        size = data.val[0]["image"].shape[-2:]
-        flops = count_flops(student, (1, 3, *size))
-        report = {"final": True, "method": method, "split_point": split_point, "seeds": config.seeds,
-                  "params": result.params, "flops": flops, "seconds": time.perf_counter() - started,
-                  "per_image": per_image, "curves": curves}
-        for name in METRICS:
-            values = [final[name] for final in finals]
-            report[name] = statistics.fmean(values)
-            report[f"{name}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0
+        report = _train_seeds(config, method, recipe, split_point, data, teacher, device, trial_dir, scratch,
+                              context.num_classes, holder)
+    except Exception as err:  # the trial's own failure: recorded, not retried by Ray (it would fail alike)
+        report = {"final": True, "failed": f"{type(err).__name__}: {err}", "method": method,
+                  "split_point": split_point}
+    report.update(seconds=time.perf_counter() - started, node=ray.get_runtime_context().get_node_id())
+    try:
         tune.report(report)
         shutil.rmtree(scratch, ignore_errors=True)  # checkpoints matter only while the trial runs
     finally:
-        del student, teacher
+        del holder, teacher
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next trial in this worker starts with the GPU's memory free
+
+
+def _train_seeds(config, method, recipe, split_point, data, teacher, device, trial_dir, scratch, num_classes,
+                 holder) -> dict:
+    """Train every seed of a trial; the final report (mean and std over seeds, per-image scores, curves)."""
+    from ray import tune
+
+    asha = config.scheduler == "asha"
+    finals, per_image, curves = [], [], []
+    for seed in range(config.seeds):
+        torch.manual_seed(seed)
+        student = holder["student"] = student_for(method, recipe, config, teacher, split_point, num_classes)
+
+        def report_epoch(metrics, first_seed=(seed == 0)):
+            if asha and first_seed:  # ASHA judges the first seed's learning curve
+                tune.report({k: metrics[k] for k in (*METRICS, "epoch") if k in metrics})
+
+        settings = settings_for(config, seed, device, evaluate="epoch" if asha and seed == 0 else None)
+        engine = Engine(recipe, student, teacher, data, settings, progress=None, callback=report_epoch,
+                        checkpoint_dir=scratch / f"seed{seed}")
+        result = engine.run()
+        finals.append(result.final)
+        per_image += [{"seed": seed, **row} for row in result.per_image]
+        curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history]
+        if seed == 0 and trial_dir:
+            save_predictions(student, data, device, f"{trial_dir}/predictions.npz")
+    size = data.val[0]["image"].shape[-2:]
+    report = {"final": True, "method": method, "split_point": split_point, "seeds": config.seeds,
+              "params": result.params, "flops": count_flops(holder["student"], (1, 3, *size)),
+              "per_image": per_image, "curves": curves}
+    for name in METRICS:
+        values = [final[name] for final in finals]
+        report[name] = statistics.fmean(values)
+        report[f"{name}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return report

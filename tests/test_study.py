@@ -128,3 +128,14 @@ def test_the_study_writes_its_report_and_it_draws_in_a_browser(smoke_run):
     done = _headless(_chromium(), "--dump-dom", report.as_uri())
     values = dict(re.findall(r'data-(figures|errors|expected)="(\d+)"', done.stdout))
     assert values["errors"] == "0" and int(values["figures"]) == int(values["expected"]) > 0
+
+
+def test_same_study_file_and_seed_give_the_same_trials(local_ray, tmp_path):
+    # Sequential trials: the sampler sees results in the same order, and training is deterministic on CPU.
+    tables = []
+    for name in ("first", "second"):
+        config = smoke(tmp_path, name=name, max_concurrent=1)
+        tables.append(pd.read_parquet(run_study(config, say=lambda line: None) / "trials.parquet"))
+    same = ["method", "split_point", "r", "lr", "feature_lr", "frozen_lr", "miou", "miou_img", "hp_acc", "var", "params"]
+    columns = [c for c in same if c in tables[0].columns]
+    pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])
