@@ -84,6 +84,9 @@ class StudyConfig:
     gpus_per_trial: float = 0.0
     address: str | None = None  # an existing Ray cluster ("auto" or host:port); None: a local Ray
     space: dict[str, dict] = field(default_factory=dict)
+    # Python modules imported in the driver and in every trial before anything is built: a place
+    # for your own students, teachers or loss terms (they register themselves in kd's dicts).
+    imports: list[str] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -148,10 +151,10 @@ def _number(value, low: float = 0.0) -> bool:
 
 def problems(config: StudyConfig) -> list[str]:
     """Every problem with the configuration, cheapest checks first; nothing is trained or started."""
+    found = import_plugins(config)
     from kd.methods import RECIPES
     from kd.models.registry import STUDENTS, TEACHERS, model_names
 
-    found = []
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(config.name)):
         found.append(f"name {config.name!r} must be a plain folder name (letters, digits, '_', '-', '.')")
     unknown = [m for m in config.methods if m not in RECIPES]
@@ -190,6 +193,20 @@ def problems(config: StudyConfig) -> list[str]:
     found += _resource_problems(config)
     if not found:
         found += _space_problems(config)
+    return found
+
+
+def import_plugins(config: StudyConfig) -> list[str]:
+    """Import the study's `imports`; the problems, if any."""
+    import importlib
+
+    found = []
+    for name in config.imports:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # a plugin's own bug or a wrong name: both are the user's to fix
+            found.append(f"imports: cannot import {name!r} ({type(err).__name__}: {err}); "
+                         "is its folder on PYTHONPATH on every node?")
     return found
 
 

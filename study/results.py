@@ -26,7 +26,12 @@ TRIALS, PER_IMAGE, CURVES = "trials.parquet", "per_image.parquet", "curves.parqu
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
     partial = path.with_suffix(f".tmp{os.getpid()}")
-    frame.to_parquet(partial, index=False)
+    try:
+        frame.to_parquet(partial, index=False)
+    except OSError as err:  # a full disk, a folder gone read-only: the previous table stays as it was
+        partial.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); the previous version is "
+                                 "intact: free space or fix the folder, then continue with --resume") from err
     os.replace(partial, path)  # readers never see a half-written table
 
 

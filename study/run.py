@@ -113,6 +113,15 @@ def _check_writable(run_dir: Path) -> None:
         ) from None
 
 
+def verify_data(data, say=print) -> None:
+    """Decode every image and mask from files now: a corrupt file stops the study before Ray starts, named."""
+    for dataset in (data.target, data.val, data.proximity):
+        if dataset is not None and hasattr(dataset, "verify"):
+            started = time.perf_counter()
+            dataset.verify()
+            say(f"checked {len(dataset)} {dataset.name} images in {time.perf_counter() - started:.1f} s")
+
+
 def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory."""
     study_config.validate(config)
@@ -138,6 +147,7 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
         f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
     study_config.save(config, run_dir)
     data = open_data(config)
+    verify_data(data, say)
     num_classes = data.target.num_classes
     split_points = points_of(config.teacher)
     teacher_state = prepare_teacher(config, num_classes, say=say)

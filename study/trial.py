@@ -35,7 +35,7 @@ from kd.metrics import count_flops
 from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
 from kd.models.registry import SPLIT_STUDENTS
 from kd.models.teacher_training import TeacherTraining
-from study.config import SPLITS, StudyConfig
+from study.config import SPLITS, StudyConfig, import_plugins
 
 METRICS = ("miou", "miou_img", "hp_acc", "var")
 
@@ -199,6 +199,7 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
     from ray import tune
 
     config = StudyConfig(**context.config)
+    import_plugins(config)  # a fresh worker process has not imported the user's modules yet
     torch.set_num_threads(max(1, int(config.cpus_per_trial)))
     method, overrides, split_point = trial_choice(trial_config, config, context.split_points)
     recipe = recipe_for(config, method, overrides)

@@ -56,3 +56,113 @@ def test_a_read_only_run_folder_is_refused(tmp_path, capsys):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="unknown method"):
         main(["--preset", "smoke", "--methods", "distil", "--out", str(tmp_path), "--debug"])
+
+
+PLUGIN = '''
+"""A user's own students, registered the way kd's are: one runs out of GPU memory, one has a bug."""
+import torch
+from kd.models.pspnet import pspnet
+from kd.models.registry import STUDENTS
+
+
+def _failing(message, error):
+    def build(num_classes):
+        model = pspnet("resnet18_half", num_classes)
+
+        def broken_head(features):
+            raise error(message)
+
+        model.head.forward = broken_head
+        return model
+    return build
+
+
+# Out of memory cannot be caused on a CPU-only machine: this raises the error CUDA would.
+STUDENTS["oom_student"] = _failing("CUDA out of memory (simulated)", torch.cuda.OutOfMemoryError)
+STUDENTS["buggy_student"] = _failing("my head has a bug", ValueError)
+'''
+
+
+@pytest.mark.slow
+def test_failing_components_fail_their_trial_with_the_reason_and_the_study_goes_on(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "faulty_parts.py").write_text(PLUGIN)
+    study_file = tmp_path / "study.toml"
+    study_file.write_text('name = "faulty"\nmethods = ["baseline", "ifvd", "cwd"]\nsampler = "grid"\n'
+                          'imports = ["faulty_parts"]\n[students]\nifvd = "oom_student"\ncwd = "buggy_student"\n')
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path / 'plugins'}"}
+    done = subprocess.run([sys.executable, "-m", "study.run", "--preset", "smoke", "--config", str(study_file),
+                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "faulty" / "trials.parquet").set_index("method")
+    assert trials.loc["baseline", "status"] == "completed"
+    assert trials.loc["ifvd", "status"] == "failed"
+    assert trials.loc["ifvd", "error"].startswith("OutOfMemoryError: CUDA out of memory (simulated)")
+    assert trials.loc["cwd", "status"] == "failed" and trials.loc["cwd", "error"] == "ValueError: my head has a bug"
+    assert "FAILED: ValueError: my head has a bug" in done.stdout
+
+
+def test_an_import_that_fails_is_a_configuration_error(tmp_path, capsys):
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--config", str(_file(tmp_path, 'imports = ["nowhere_mod"]'))]) == 2
+    assert "cannot import 'nowhere_mod'" in capsys.readouterr().err
+
+
+def _file(tmp_path, text):
+    path = tmp_path / "study.toml"
+    path.write_text(text + "\n")
+    return path
+
+
+def test_a_corrupt_image_stops_the_study_before_ray_naming_the_file(tmp_path, capsys):
+    import numpy as np
+    from conftest import write_png
+
+    noise = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        write_png(tmp_path / "img" / f"{name}.png", noise.integers(0, 255, (32, 48, 3), dtype=np.uint8))
+        write_png(tmp_path / "ann" / f"{name}.png", np.zeros((32, 48), np.uint8))
+    broken = tmp_path / "img" / "b.png"
+    broken.write_bytes(broken.read_bytes()[:2000])  # the header survives, half the pixels do not
+    data = f"folder:{tmp_path / 'img'},{tmp_path / 'ann'}"
+    study = _file(tmp_path, f'data = "{data}"\nclasses = ["road", "other"]\nmethods = ["baseline"]\n'
+                            'source_images = 3\ntarget_images = 3\nval_images = 3')
+    assert main(["--preset", "smoke", "--config", str(study), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot decode image file {broken}" in err and "Traceback" not in err
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_a_truncated_teacher_checkpoint_is_named(tmp_path, capsys):
+    import torch
+
+    from kd.models import build_teacher
+
+    path = tmp_path / "teacher.pth"
+    torch.save(build_teacher(num_classes=2, pretrained=False).state_dict(), path)
+    path.write_bytes(path.read_bytes()[:1000])
+    study = _file(tmp_path, f'teacher_checkpoint = "{path}"\nmethods = ["baseline"]')
+    assert main(["--preset", "smoke", "--config", str(study), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err
+
+
+def test_a_full_disk_leaves_the_previous_table_intact(tmp_path, monkeypatch):
+    import errno
+
+    from study.results import _write
+
+    table = tmp_path / "trials.parquet"
+    _write(pd.DataFrame({"trial_id": ["a"], "miou": [0.5]}), table)
+
+    def disk_full(self, path, **kwargs):  # ENOSPC cannot be caused safely on a shared machine
+        Path(path).write_bytes(b"PAR1 half a table")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    with pytest.raises(OSError, match=f"could not write {table} .No space left on device.*--resume"):
+        _write(pd.DataFrame({"trial_id": ["a", "b"], "miou": [0.5, 0.6]}), table)
+    monkeypatch.undo()
+    assert pd.read_parquet(table)["trial_id"].tolist() == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]  # no partial file left behind
