@@ -24,7 +24,7 @@ def two_node_cluster():
 def test_trials_land_on_more_than_one_node(two_node_cluster, tmp_path):
     import ray
 
-    ray.init(address=two_node_cluster.address)  # as `--address HOST:PORT` does, in the driver
+    assert not ray.is_initialized()  # the study itself joins the cluster, as `--address HOST:PORT` does
     config = study_config.resolve("smoke", overrides={
         "out": str(tmp_path), "name": "cluster", "trials": 4, "address": two_node_cluster.address,
     })
