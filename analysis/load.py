@@ -8,7 +8,7 @@ with their columns).
     run_dir/curves.parquet       trial_id, method, seed, epoch, stage, stage_epoch, loss, loss_<term>, lr,
                                  seconds, miou, miou_img, hp_acc, var (NaN where not evaluated)
     run_dir/samples.npz          ids, images uint8 [N,H,W,3], masks uint8 [N,H,W] (255 = void), classes
-    <trial_dir>/predictions.npz  ids, predictions uint8 [N,H,W] of the trial's first seed
+    run_dir/predictions/<key>.npz  ids, predictions uint8 [N,H,W] of a trial's first seed (column `predictions`)
     run_dir/optuna.journal       the Optuna study
 """
 from __future__ import annotations
@@ -54,9 +54,15 @@ class Study:
     def predictions(self, trial_id: str) -> dict | None:
         """{"ids", "predictions"} of a trial's first seed, or None if it saved none."""
         row = self.trials[self.trials["trial_id"] == trial_id]
-        if row.empty or not isinstance(row.iloc[0].get("trial_dir"), str):
+        if row.empty:
             return None
-        path = Path(row.iloc[0]["trial_dir"]) / "predictions.npz"
+        row = row.iloc[0]
+        if isinstance(row.get("predictions"), str):
+            path = Path(row["predictions"])
+        elif isinstance(row.get("trial_dir"), str):  # studies written before predictions had their own folder
+            path = Path(row["trial_dir"]) / "predictions.npz"
+        else:
+            return None
         if not path.is_absolute():
             path = self.run_dir / path
         if not path.is_file():

@@ -54,7 +54,7 @@ def plain_epoch(model, dataset, transform, batch_size, epoch, optimizer, total_s
     return time.perf_counter() - start, step
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", default="pspnet_resnet18_half")
     parser.add_argument("--size", default="128x256", help="image size HxW")
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     height, width = (int(v) for v in args.size.split("x"))
     device = device_of(args.device)
     dataset = InMemory(SyntheticRoadScenes("target", size=args.images, image_size=(height, width), label_set="binary"))
@@ -97,6 +97,9 @@ def main() -> None:
     print(f"  engine    : {1000 * engine_step:8.1f} ms/step")
     print(f"  overhead  : {100 * overhead:+.1f} % (goal within {100 * GOAL_OVERHEAD:.0f} %): "
           f"{'met' if overhead <= GOAL_OVERHEAD else 'NOT met'}")
+    return {"plain_ms_per_step": 1000 * plain, "engine_ms_per_step": 1000 * engine_step, "ratio": engine_step / plain,
+            "goal": f"ratio <= {1 + GOAL_OVERHEAD}", "met": overhead <= GOAL_OVERHEAD,
+            "setup": f"{args.student}, {args.images} images {height}x{width}, batch {args.batch_size}, {device}"}
 
 
 if __name__ == "__main__":

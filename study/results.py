@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from ray.tune import Callback
 
-from study.trial import METRICS
+from study.trial import METRICS, PREDICTIONS, trial_key
 
 TRIALS, PER_IMAGE, CURVES = "trials.parquet", "per_image.parquet", "curves.parquet"
 
@@ -110,7 +110,8 @@ class ResultsWriter(Callback):
             row[f"{name}_std"] = result.get(f"{name}_std") if status == "completed" else None
         row.update({"params": result.get("params"), "flops": result.get("flops"),
                     "duration_s": result.get("seconds", time.time() - self.started.get(trial.trial_id, time.time())),
-                    "error": error, "trial_dir": self._trial_dir(trial), "node": result.get("node")})
+                    "error": error, "trial_dir": self._trial_dir(trial), "node": result.get("node"),
+                    "predictions": f"{PREDICTIONS}/{trial_key(trial.config)}.npz"})
         if trial.trial_id in self.rows:
             return  # finished before an interruption and reported again on resume: listed once
         self.rows[trial.trial_id] = row
@@ -137,7 +138,7 @@ def _line(done: int, total: int, row: dict) -> str:
 
 
 _NOT_PARAMS = {"trial_id", "method", "status", "seeds", "params", "flops", "duration_s", "error", "overrides", "trial_dir",
-               "node",
+               "node", "predictions",
                *METRICS, *(f"{m}_std" for m in METRICS)}
 
 

@@ -184,6 +184,17 @@ def _process_data(config_json: str) -> RunData:
     return open_data(StudyConfig(**json.loads(config_json)))
 
 
+PREDICTIONS = "predictions"
+
+
+def trial_key(trial_config: dict) -> str:
+    """A trial's name from its configuration, the same in the driver and in the worker."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(trial_config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def trial_choice(trial_config: dict, config: StudyConfig, split_points: list[str]) -> tuple[str, dict, str | None]:
     if "grid" in trial_config:  # ablation grid: no search
         point = trial_config["grid"]
@@ -208,14 +219,16 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
     teacher = _teacher_shell(config, context.num_classes)
     teacher.load_state_dict(context.teacher_state)
     teacher.to(device).eval()
-    trial_dir = tune.get_context().get_trial_dir()
-    # Engine checkpoints (for a trial restarted by --resume) stay out of Ray's trial folder, which Ray
-    # copies to the run folder: weights of every seed would fill it.
-    scratch = Path(config.out).resolve() / config.name / "scratch" / str(tune.get_context().get_trial_id())
+    # Files go straight to the run folder, named by the trial's configuration: a worker reused for
+    # several trials keeps the first trial's Ray context, and Ray's trial folder is copied around.
+    run_dir = Path(config.out).resolve() / config.name
+    key = trial_key(trial_config)
+    predictions = run_dir / PREDICTIONS / f"{key}.npz"
+    scratch = run_dir / "scratch" / key  # engine checkpoints, for a trial restarted by --resume
     started = time.perf_counter()
     holder = {"student": None}
     try:
-        report = _train_seeds(config, method, recipe, split_point, data, teacher, device, trial_dir, scratch,
+        report = _train_seeds(config, method, recipe, split_point, data, teacher, device, predictions, scratch,
                               context.num_classes, holder)
     except Exception as err:  # the trial's own failure: recorded, not retried by Ray (it would fail alike)
         report = {"final": True, "failed": f"{type(err).__name__}: {err}", "method": method,
@@ -231,7 +244,7 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
             torch.cuda.empty_cache()  # the next trial in this worker starts with the GPU's memory free
 
 
-def _train_seeds(config, method, recipe, split_point, data, teacher, device, trial_dir, scratch, num_classes,
+def _train_seeds(config, method, recipe, split_point, data, teacher, device, predictions, scratch, num_classes,
                  holder) -> dict:
     """Train every seed of a trial; the final report (mean and std over seeds, per-image scores, curves)."""
     from ray import tune
@@ -253,8 +266,9 @@ def _train_seeds(config, method, recipe, split_point, data, teacher, device, tri
         finals.append(result.final)
         per_image += [{"seed": seed, **row} for row in result.per_image]
         curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history]
-        if seed == 0 and trial_dir:
-            save_predictions(student, data, device, f"{trial_dir}/predictions.npz")
+        if seed == 0:
+            predictions.parent.mkdir(parents=True, exist_ok=True)
+            save_predictions(student, data, device, predictions)
     size = data.val[0]["image"].shape[-2:]
     report = {"final": True, "method": method, "split_point": split_point, "seeds": config.seeds,
               "params": result.params, "flops": count_flops(holder["student"], (1, 3, *size)),
