@@ -102,21 +102,39 @@ def student_vs_teacher() -> dict:
     return figures
 
 
-def _tree_rss(root_pid: int) -> int:
-    import psutil
+def _descendants(root_pid: int) -> list[int]:
+    """The process and all its descendants, from /proc (Linux)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    found, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += parents.get(pid, [])
+    return found
 
-    try:
-        root = psutil.Process(root_pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
+
+def _tree_memory(root_pid: int) -> tuple[int, int]:
+    """(PSS, RSS) in bytes summed over a process and its descendants.
+
+    RSS counts the shared pages of torch's libraries once per process; PSS splits them
+    between the processes that share them, so its sum is what the machine really holds.
+    """
+    pss = rss = 0
+    for pid in _descendants(root_pid):
         try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in rollup[1:] if line.split()[1:]}
+        pss, rss = pss + fields.get("Pss", 0), rss + fields.get("Rss", 0)
+    return pss, rss
 
 
 def default_study_memory() -> dict:
@@ -124,13 +142,15 @@ def default_study_memory() -> dict:
     with tempfile.TemporaryDirectory() as out:
         study = subprocess.Popen([sys.executable, "-m", "study.run", "--out", out], cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        peak, started = 0, time.perf_counter()
+        peak = peak_rss = 0
+        started = time.perf_counter()
         stop = threading.Event()
 
         def sample():
-            nonlocal peak
+            nonlocal peak, peak_rss
             while not stop.is_set():
-                peak = max(peak, _tree_rss(study.pid))
+                pss, rss = _tree_memory(study.pid)
+                peak, peak_rss = max(peak, pss), max(peak_rss, rss)
                 time.sleep(0.25)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -139,9 +159,11 @@ def default_study_memory() -> dict:
         stop.set()
         sampler.join()
     gib = peak / 2**30
-    print(f"default study: peak memory {gib:.2f} GiB over all its processes (goal < {GOAL_MEMORY_GIB} GiB), "
+    print(f"default study: peak memory {gib:.2f} GiB PSS over all its processes, Ray's included (goal < "
+          f"{GOAL_MEMORY_GIB} GiB; summed RSS, shared libraries counted per process: {peak_rss / 2**30:.2f} GiB), "
           f"{time.perf_counter() - started:.0f} s, exit code {code}")
-    return {"peak_gib": gib, "seconds": time.perf_counter() - started, "exit_code": code,
+    return {"peak_gib": gib, "peak_rss_sum_gib": peak_rss / 2**30, "seconds": time.perf_counter() - started,
+            "exit_code": code,
             "goal": f"< {GOAL_MEMORY_GIB} GiB", "met": gib < GOAL_MEMORY_GIB and code == 0}
 
 
@@ -161,7 +183,7 @@ def markdown(results: dict) -> str:
         "fractional_gpus": lambda r: r.get("skipped") or str(r.get("trials_per_hour")),
         "student_vs_teacher": lambda r: (f"FLOPs {r['flops_share']:.1%} of the teacher (paper 41.8 %), "
                                          f"latency {r['latency_share']:.1%}"),
-        "memory": lambda r: f"{r['peak_gib']:.2f} GiB peak",
+        "memory": lambda r: f"{r['peak_gib']:.2f} GiB peak PSS (summed RSS {r['peak_rss_sum_gib']:.2f} GiB)",
     }
     for name, result in results.items():
         if "error" in result:
