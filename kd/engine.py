@@ -32,7 +32,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
-from torchvision.transforms import v2
 
 from kd.data import Augmented, MixedDataset, PairedTransform
 from kd.errors import NonFiniteLossError, UserInputError
@@ -100,10 +99,6 @@ class RunResult:
     teacher_forwards: int  # images the teacher ran on (cache misses included), over the whole run
     params: int
     seconds: float
-
-
-def _normalises(transform: PairedTransform) -> bool:
-    return any(isinstance(step, v2.Normalize) for step in transform.pipeline.transforms)
 
 
 def _derive(*numbers: int) -> int:
@@ -184,7 +179,7 @@ class Engine:
                     "logit distillation needs the same classes"
                 )
         for name, transform in (("train_transform", data.train_transform), ("eval_transform", data.eval_transform)):
-            if _normalises(transform):
+            if transform.normalizes:
                 problems.append(f"{name} normalises: use PairedTransform(normalize=False); each model normalises its own copy")
         if data.eval_transform.random:
             problems.append("eval_transform is random (crop/flip): evaluation must see fixed images")

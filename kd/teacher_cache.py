@@ -57,7 +57,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
-from torchvision.transforms import v2
 
 from kd.data.transforms import PairedTransform
 from kd.errors import UserInputError
@@ -112,7 +111,7 @@ class TeacherCache:
             raise UserInputError(f"teacher cache: views must be a whole number of at least 1, got {views!r}.")
         if dtype not in DTYPES:
             raise UserInputError(f"teacher cache: dtype must be 'float32' or 'float16', got {dtype!r}.")
-        if any(isinstance(step, v2.Normalize) for step in transform.pipeline.transforms):
+        if transform.normalizes:
             raise UserInputError(
                 "teacher cache: the transform normalises images; pass PairedTransform(..., normalize=False) so "
                 "batches stay in [0, 1] and the teacher (and each student) normalises its own copy."

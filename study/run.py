@@ -138,10 +138,11 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     import ray
     from ray import tune
 
-    from kd.models import build_teacher
     from kd.models.registry import split_points as points_of
     from study.results import ResultsWriter
-    from study.trial import StudyContext, fill_caches, open_data, prepare_teacher, run_trial, save_samples
+    from study.trial import (
+        StudyContext, fill_caches, open_data, prepare_teacher, run_trial, save_samples, teacher_shell,
+    )
 
     started = time.perf_counter()
     say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {config.trials} trials x "
@@ -152,8 +153,7 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     num_classes = data.target.num_classes
     split_points = points_of(config.teacher)
     teacher_state = prepare_teacher(config, num_classes, say=say)
-    teacher = build_teacher(config.teacher, num_classes=num_classes,
-                            **({"pretrained": False} if config.teacher == "deeplabv3_efficientnet_lite0" else {}))
+    teacher = teacher_shell(config, num_classes)
     teacher.load_state_dict(teacher_state)
     teacher.eval()
     save_samples(data, run_dir / "samples.npz")

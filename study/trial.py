@@ -119,7 +119,7 @@ def save_predictions(student, data: RunData, device: str, path) -> None:
     np.savez_compressed(path, ids=np.array(ids), predictions=np.concatenate(predictions))
 
 
-def _teacher_shell(config: StudyConfig, num_classes: int):
+def teacher_shell(config: StudyConfig, num_classes: int):
     # The ImageNet weights would be overwritten at once by the study's teacher weights.
     options = {"pretrained": False} if config.teacher == "deeplabv3_efficientnet_lite0" else {}
     return build_teacher(config.teacher, num_classes=num_classes, **options)
@@ -216,7 +216,7 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
     recipe = recipe_for(config, method, overrides)
     data = _process_data(json.dumps(context.config, sort_keys=True))
     device = "cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    teacher = _teacher_shell(config, context.num_classes)
+    teacher = teacher_shell(config, context.num_classes)
     teacher.load_state_dict(context.teacher_state)
     teacher.to(device).eval()
     # Files go straight to the run folder, named by the trial's configuration: a worker reused for

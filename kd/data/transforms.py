@@ -71,6 +71,7 @@ class PairedTransform:
         if normalize:
             steps.append(v2.Normalize(mean=list(mean), std=list(std)))
         self.random = crop is not None or hflip
+        self.normalizes = normalize
         self.pipeline = v2.Compose(steps)
 
     def __call__(self, sample: dict, seed: int = 0, view: int = 0) -> dict:
