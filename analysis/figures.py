@@ -19,7 +19,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.tables import (METRICS, THETA, best_trials, format_value, higher_is_better, hyperparameters, methods,
+from analysis.tables import (METRICS, THETA, best_trials, entries, format_value, higher_is_better, hyperparameters, methods,
                              objective, trial_hyperparameters)
 
 PARETO_METRICS = ("miou_img", "hp_acc", "var")
@@ -30,7 +30,8 @@ CLASS_PALETTE = np.array([plotly.colors.hex_to_rgb(c) for c in plotly.colors.qua
 
 def method_colors(study) -> dict[str, str]:
     palette = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3
-    return {name: palette[i % len(palette)] for i, name in enumerate(methods(study))}
+    names = dict.fromkeys([*methods(study), *entries(study)])  # a grid's variants get their own colours
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def hover_text(row: pd.Series, columns: list[str]) -> str:
@@ -105,9 +106,9 @@ def per_image_histograms(study) -> go.Figure | None:
         scores = study.per_image[study.per_image["trial_id"] == top["trial_id"]]["miou"].dropna()
         if scores.empty:
             continue
-        fig.add_trace(go.Histogram(x=scores.tolist(), name=f"{top['method']} ({top['trial_id']})",
+        fig.add_trace(go.Histogram(x=scores.tolist(), name=f"{top['label']} ({top['trial_id']})",
                                    histnorm="probability", xbins={"start": 0, "end": 1.0001, "size": 0.05},
-                                   marker={"color": colors[top["method"]]}, opacity=0.6,
+                                   marker={"color": colors[top["label"]]}, opacity=0.6,
                                    hovertemplate=f"{hover_text(top, hyperparameters(study.trials))}"
                                    "<br>mIoU_i %{x}<br>share %{y:.3f}<extra></extra>"))
     if not fig.data:
@@ -175,9 +176,9 @@ def miou_vs_gflops(study) -> go.Figure | None:
         size = params[index] if sizeref and not math.isnan(params[index]) else None
         std = pd.to_numeric(pd.Series([top.get("miou_std")]), errors="coerce").fillna(0).tolist()
         fig.add_trace(go.Scatter(
-            x=[top["flops"] / 1e9], y=[top["miou"]], mode="markers+text", name=top["method"],
-            text=[top["method"]], textposition="top center", error_y={"type": "data", "array": std},
-            marker={"color": colors[top["method"]], "size": [size] if size else [14],
+            x=[top["flops"] / 1e9], y=[top["miou"]], mode="markers+text", name=top["label"],
+            text=[top["label"]], textposition="top center", error_y={"type": "data", "array": std},
+            marker={"color": colors[top["label"]], "size": [size] if size else [14],
                     "sizemode": "area", "sizeref": sizeref or 1, "sizemin": 6},
             customdata=[[hover_text(top, hyperparameters(study.trials)), f"{params[index]:,.0f}"]],
             hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}<br>params %{customdata[1]}"
@@ -229,14 +230,14 @@ def segmentation_samples(study, fixed: int = 3) -> go.Figure | None:
     for top, predicted, scores in columns:
         known = {k: v for k, v in scores.items() if k in ids and k in predicted}
         if known:
-            rows.setdefault(min(known, key=known.get), []).append(f"hardest for {top['method']}")
+            rows.setdefault(min(known, key=known.get), []).append(f"hardest for {top['label']}")
     rows = [(i, ", ".join(why)) for i, why in rows.items()]
     titles = []
     for image_id, label in rows:
         titles += [f"{image_id} {label}".strip(), "ground truth"]
         for top, _, scores in columns:
             score = scores.get(image_id)
-            titles.append(f"{top['method']}" + (f": mIoU_i {score:.2f}" if score is not None else ""))
+            titles.append(f"{top['label']}" + (f": mIoU_i {score:.2f}" if score is not None else ""))
     n_rows, n_cols = len(rows), 2 + len(columns)
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.01,
                         vertical_spacing=min(0.08, 0.4 / n_rows))
@@ -290,8 +291,8 @@ def curves(study) -> go.Figure | None:
                 continue
             fig.add_trace(go.Scatter(
                 x=points["epoch"].tolist(), y=values[values.notna()].tolist(), mode="lines+markers",
-                name=top["method"], legendgroup=top["method"], showlegend=legend,
-                marker={"color": colors[top["method"]], "size": 5}, line={"color": colors[top["method"]]},
+                name=top["label"], legendgroup=top["label"], showlegend=legend,
+                marker={"color": colors[top["label"]], "size": 5}, line={"color": colors[top["label"]]},
                 text=[f"stage {s}" for s in points["stage"].astype(str)],
                 hovertemplate=f"{hover_text(top, hp)}<br>%{{text}}<br>epoch %{{x}}<br>{name} %{{y:.4g}}"
                               "<extra></extra>"),

@@ -173,12 +173,23 @@ def failed_html(study) -> str:
     return _table(failed.fillna({"error": "unknown error"}), "failed")
 
 
+def grid_size(config: dict) -> int:
+    """How many points a grid study runs: one per method, times the choices its space crosses."""
+    try:
+        import search_spaces
+        from kd.models.registry import split_points
+
+        return len(search_spaces.grid(config["methods"], split_points(config["teacher"]), config.get("space")))
+    except Exception:  # a study from another version, or a plugin not imported here: the lower bound
+        return len(config.get("methods") or [])
+
+
 def header_html(study) -> str:
     config, trials = study.config, study.trials
     counts = trials["status"].value_counts()
     requested = config.get("trials")
     if config.get("sampler") == "grid":
-        requested = len(config.get("methods") or [])  # a grid runs each method once
+        requested = grid_size(config)
     try:
         pending = max(0, int(requested) - len(trials))
     except (TypeError, ValueError):

@@ -31,7 +31,7 @@ from scipy import stats
 METRICS = ("miou", "miou_img", "hp_acc", "var")
 THETA = 0.75  # HP-Acc threshold of the SD paper
 LOWER_IS_BETTER = {"var", "params", "flops", "duration_s", "seconds", "loss"}
-NOT_HYPERPARAMETERS = {"trial_id", "method", "status", "seeds", "params", "flops", "duration_s", "error",
+NOT_HYPERPARAMETERS = {"trial_id", "method", "variant", "label", "status", "seeds", "params", "flops", "duration_s", "error",
                        "trial_dir", "overrides", *METRICS, *(f"{m}_std" for m in METRICS)}
 SUMMARY_COLUMNS = ["method", "trials", "completed", "failed", "stopped", "best_trial", "hyperparameters", "seeds",
                    *(c for m in METRICS for c in (m, f"{m}_ci")), "ci_from", "params", "gflops"]
@@ -56,6 +56,23 @@ def methods(study) -> list[str]:
     for name in study.trials["method"].dropna().tolist():
         if name not in names:
             names.append(name)
+    return names
+
+
+def labels(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's name in summaries: its grid variant ("esd r=0.5") where it has one, else its method."""
+    if "variant" not in trials:
+        return trials["method"]
+    return trials["variant"].where(trials["variant"].map(lambda v: isinstance(v, str) and v != ""), trials["method"])
+
+
+def entries(study) -> list[str]:
+    """What the summaries compare, in the study's order: each method, or a grid's variants of it."""
+    trials = study.trials.sort_values("trial_id", kind="stable")  # a grid's trial ids follow its points
+    named = labels(trials)
+    names = []
+    for method in methods(study):
+        names += list(dict.fromkeys(named[trials["method"] == method].tolist())) or [method]
     return names
 
 
@@ -86,15 +103,16 @@ def _missing(value) -> bool:
 
 
 def best_trials(study, metric: str | None = None) -> pd.DataFrame:
-    """One row per method: its best completed trial by `metric` (default: the first objective)."""
+    """One row per method (or grid variant, see `entries`): its best completed trial by `metric`
+    (default: the first objective). The column `label` names the entry."""
     metric = metric or objective(study)
     done = study.completed
     if metric not in done.columns:
-        return done.iloc[0:0]
-    done = done[pd.to_numeric(done[metric], errors="coerce").notna()]
+        return done.iloc[0:0].assign(label=pd.Series(dtype=object))
+    done = done[pd.to_numeric(done[metric], errors="coerce").notna()].assign(label=lambda d: labels(d))
     rows = []
-    for method in methods(study):
-        mine = done[done["method"] == method]
+    for name in entries(study):
+        mine = done[done["label"] == name]
         if mine.empty:
             continue
         values = pd.to_numeric(mine[metric])
@@ -141,10 +159,10 @@ def _number(value) -> float:
 def method_summary(study) -> pd.DataFrame:
     """Per method: trial counts and its best trial's metrics with 95 % intervals over the seeds."""
     trials, columns = study.trials, hyperparameters(study.trials)
-    best = best_trials(study).set_index("method") if not study.completed.empty else pd.DataFrame()
-    rows = []
-    for method in methods(study):
-        mine = trials[trials["method"] == method]
+    best = best_trials(study).set_index("label") if not study.completed.empty else pd.DataFrame()
+    named, rows = labels(trials), []
+    for method in entries(study):
+        mine = trials[named == method]
         status = mine["status"].value_counts()
         row = {"method": method, "trials": len(mine), "completed": int(status.get("completed", 0)),
                "failed": int(status.get("failed", 0)), "stopped": int(status.get("stopped", 0))}
@@ -193,17 +211,17 @@ def paired_comparison(study, baseline: str = "baseline") -> pd.DataFrame:
     if best.empty:
         empty.attrs["note"] = "No completed trials yet."
         return empty
-    if baseline not in set(best["method"]):
+    if baseline not in set(best["label"]):
         empty.attrs["note"] = f"No completed trial of the {baseline!r} method to compare against."
         return empty
     per_image = study.per_image.dropna(subset=["miou"])
-    base = best[best["method"] == baseline].iloc[0]
+    base = best[best["label"] == baseline].iloc[0]
     base_images = per_image[per_image["trial_id"] == base["trial_id"]][["seed", "image_id", "miou"]]
     if base_images.empty:
         empty.attrs["note"] = f"The {baseline!r} best trial {base['trial_id']} has no per-image scores."
         return empty
     rows = []
-    for _, top in best[best["method"] != baseline].iterrows():
+    for _, top in best[best["label"] != baseline].iterrows():
         mine = per_image[per_image["trial_id"] == top["trial_id"]][["seed", "image_id", "miou"]]
         pairs = mine.merge(base_images, on=["seed", "image_id"], suffixes=("", "_base"))
         if pairs.empty:
@@ -211,8 +229,8 @@ def paired_comparison(study, baseline: str = "baseline") -> pd.DataFrame:
         d = pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)
         p, effect = wilcoxon_rank_biserial(d)
         mean = float(d.mean())
-        better = top["method"] if mean > 0 else baseline if mean < 0 else "tie"
-        rows.append({"method": top["method"], "trial_id": top["trial_id"], "baseline_trial": base["trial_id"],
+        better = top["label"] if mean > 0 else baseline if mean < 0 else "tie"
+        rows.append({"method": top["label"], "trial_id": top["trial_id"], "baseline_trial": base["trial_id"],
                      "n_pairs": len(d), "mean_diff": mean, "p_value": p, "effect_size": effect,
                      "better": better, "significant": bool(p < 0.05)})
     if not rows:

@@ -114,16 +114,26 @@ def trial_overrides(config: dict, split_points: list[str], study_values: dict | 
 
 
 def grid(methods: list[str], split_points: list[str], study_values: dict | None = None) -> list[dict]:
-    """One point per method (ablation studies, no search): fixed values, else the papers' defaults.
+    """The points of an ablation grid (no search): per method, the papers' defaults or fixed values,
+    crossed with every parameter the study lists choices for (`r = {choices = [0, 0.5, 1, 5]}` gives
+    four ESD points). A param without a default is left out, so the recipe keeps its own value.
 
-    A param without a default is left out, so the recipe keeps its own value.
+    Each point is {"method", "overrides", "split_point", "values"}; `values` holds the crossed
+    parameters by name, so results can be told apart (and plotted against r).
     """
+    import itertools
+
     points = []
     for method, params in spaces_for(methods, split_points, study_values).items():
+        given = (study_values or {}).get(method) or {}
+        crossed = [n for n, p in params.items() if isinstance(p, Choice) and n in given]
         chosen = {n: default_value(p) for n, p in params.items()}
-        kept = {n: p for n, p in params.items() if chosen[n] is not None}
-        overrides, point = to_overrides(kept, chosen)
-        points.append({"method": method, "overrides": overrides, "split_point": point})
+        for combination in itertools.product(*(params[n].choices for n in crossed)):
+            chosen.update(zip(crossed, combination))
+            kept = {n: p for n, p in params.items() if chosen[n] is not None}
+            overrides, point = to_overrides(kept, chosen)
+            points.append({"method": method, "overrides": overrides, "split_point": point,
+                           "values": dict(zip(crossed, combination))})
     return points
 
 

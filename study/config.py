@@ -109,6 +109,27 @@ PRESETS = {
     },
     # The embedded default: baseline, SD, ESD and IFVD with TPE on synthetic road scenes, minutes on CPU.
     "default": {},
+    # The SD paper's protocol on CamVid: binary road against background, the first 64 training images
+    # as the labelled target, the 101 val-sequence images as unlabelled proximity images, every
+    # test image evaluated. One grid point per method at the papers' settings, ESD at four r.
+    # The recipes' own epochs (baseline 30, SD 20/20/10); images are halved (180x240) so that it
+    # ends in about an hour on 2 CPU cores.
+    "camvid-sd": {
+        "name": "camvid-sd", "data": "camvid", "label_set": "binary", "image_size": [180, 240],
+        "methods": ["baseline", "ftt", "sd", "esd", "ifvd"], "sampler": "grid", "seeds": 3,
+        "space": {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}},
+        "source_images": None, "target_images": 64, "proximity_images": None, "val_images": None,
+        "teacher_epochs": 4, "epochs": None, "batch_size": 4, "views": 2,
+    },
+    # The IFVD paper's comparison on the 11 CamVid classes: the PSPNet-ResNet18 student alone and
+    # distilled by KD, IFVD, SKD and CWD from the same teacher, every test image evaluated.
+    "camvid-11": {
+        "name": "camvid-11", "data": "camvid", "label_set": "full", "image_size": [180, 240],
+        "methods": ["baseline", "ifvd_kd", "ifvd", "skd", "cwd"], "sampler": "grid", "seeds": 3,
+        "students": {"baseline": "pspnet_resnet18"},
+        "source_images": None, "target_images": None, "val_images": None,
+        "teacher_epochs": 6, "epochs": 10, "batch_size": 8, "views": 2,
+    },
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
@@ -133,11 +154,19 @@ def resolve(preset: str = "default", study_file: str | Path | None = None, overr
     if study_file is not None:
         values.update(read_study_file(study_file))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "space" in PRESETS[preset] and values.get("space") is PRESETS[preset]["space"]:
+        # a preset's settings for a method the user left out are the preset's, not a mistake
+        values["space"] = {m: v for m, v in values["space"].items() if m in (values.get("methods") or [])}
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserInputError(
             f"unknown study setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}."
         )
+    if str(values.get("data", "")).strip().lower() == "camvid":  # the presets' "camvid": wherever it is here
+        from kd.data import locate_camvid
+
+        found = locate_camvid()
+        values["data"] = f"camvid:{found.resolve()}" if found else "camvid"
     return StudyConfig(**values)
 
 
@@ -217,6 +246,10 @@ def _data_problems(config: StudyConfig) -> list[str]:
     elif config.kind != "synthetic":
         location = config.data.partition(":")[2]
         paths = location.split(",") if config.kind == "folder" else [location]
+        if config.data.strip().lower() == "camvid":
+            paths = []
+            found.append("data 'camvid' names no folder and none was found: set SEGKD_CAMVID=PATH or write "
+                         "data = \"camvid:PATH\" (the SegNet layout: train/, trainannot/, test/, ...)")
         for path in paths:
             if not path or not Path(path).is_dir():
                 found.append(f"data {config.data!r}: folder {path or '(none given)'} does not exist")

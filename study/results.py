@@ -103,6 +103,10 @@ class ResultsWriter(Callback):
                "split_point": result.get("split_point", choice.get(f"{method}.split_point"))}
         row.update({key.split(".", 1)[1]: value for key, value in choice.items() if "." in key})
         if "grid" in trial.config:
+            crossed = trial.config["grid"].get("values") or {}
+            row.update(crossed)  # the crossed parameters, as searched ones are
+            if crossed:  # the analysis summarises each grid point on its own under this name
+                row["variant"] = f"{method} " + ", ".join(f"{k}={_short(v)}" for k, v in crossed.items())
             row["overrides"] = json.dumps(trial.config["grid"]["overrides"], sort_keys=True)
         row["seeds"] = result.get("seeds")
         for name in METRICS:
@@ -137,7 +141,7 @@ def _line(done: int, total: int, row: dict) -> str:
             f"var {row['var']:.4f}, miou {row['miou']:.3f} ({row['duration_s']:.0f} s)")
 
 
-_NOT_PARAMS = {"trial_id", "method", "status", "seeds", "params", "flops", "duration_s", "error", "overrides", "trial_dir",
+_NOT_PARAMS = {"trial_id", "method", "variant", "status", "seeds", "params", "flops", "duration_s", "error", "overrides", "trial_dir",
                "node", "predictions",
                *METRICS, *(f"{m}_std" for m in METRICS)}
 

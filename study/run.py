@@ -138,6 +138,8 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     import ray
     from ray import tune
 
+    import search_spaces
+
     from kd.models.registry import split_points as points_of
     from study.results import ResultsWriter
     from study.trial import (
@@ -145,13 +147,15 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     )
 
     started = time.perf_counter()
-    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {config.trials} trials x "
+    split_points = points_of(config.teacher)
+    planned = len(search_spaces.grid(config.methods, split_points, config.space)) if config.sampler == "grid" \
+        else config.trials
+    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {planned} trials x "
         f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
     study_config.save(config, run_dir)
     data = open_data(config)
     verify_data(data, say)
     num_classes = data.target.num_classes
-    split_points = points_of(config.teacher)
     teacher_state = prepare_teacher(config, num_classes, say=say)
     teacher = teacher_shell(config, num_classes)
     teacher.load_state_dict(teacher_state)
@@ -168,8 +172,6 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
 
     if config.sampler == "grid":
-        import search_spaces
-
         points = search_spaces.grid(config.methods, split_points, config.space)
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=config.max_concurrent or None,
                                       reuse_actors=True)
@@ -230,9 +232,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", metavar="FILE", help="a TOML study file (keys as in study/config.py; "
                         "[space.METHOD] and [students] tables); command-line values override it")
     parser.add_argument("--preset", default="default", choices=list(PRESETS),
-                        help="starting point: smoke (a few tiny trials, about a minute) or default (minutes)")
+                        help="starting point: smoke (a few tiny trials, about a minute), default (minutes), "
+                        "camvid-sd (the SD paper's binary CamVid protocol, a few hours on 2 CPU cores) or "
+                        "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)")
     parser.add_argument("--methods", help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)")
     parser.add_argument("--trials", type=int, help="Optuna trials over all methods")
+    parser.add_argument("--epochs", type=int, help="every stage's epochs (default: the preset's)")
     parser.add_argument("--seeds", type=int, help="training seeds per trial (mean and std are reported)")
     parser.add_argument("--data", help="synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "gp", "grid"),
@@ -254,7 +259,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None  # noqa: E731
     overrides = {
-        "methods": split(args.methods), "trials": args.trials, "seeds": args.seeds, "data": args.data,
+        "methods": split(args.methods), "trials": args.trials, "seeds": args.seeds, "epochs": args.epochs, "data": args.data,
         "sampler": args.sampler, "objectives": split(args.objectives), "scheduler": args.scheduler,
         "name": args.name, "out": args.out, "cpus_per_trial": args.cpus_per_trial,
         "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent, "address": args.address,

@@ -158,21 +158,26 @@ def recipe_for(config: StudyConfig, method: str, overrides: dict):
 
 
 def fill_caches(config: StudyConfig, teacher, data: RunData, split_points: list[str], num_classes: int, say=print) -> int:
-    """Compute, once per study, the teacher outputs of every (method, split point) the search may pick."""
+    """Compute, once per study, the teacher outputs of every (method, split point) the study may pick."""
     forwards, seen = 0, set()
-    for method in config.methods:
-        space = search_spaces.space_for(method, split_points, config.space.get(method))
-        choice = space.get("split_point")
-        points = list(getattr(choice, "choices", ())) or [getattr(choice, "value", None)]
-        for point in points:
-            recipe = recipe_for(config, method, {})
-            student = student_for(method, recipe, config, teacher, point, num_classes)
-            engine = Engine(recipe, student, teacher, data, settings_for(config, 0, "cpu"), progress=None)
-            for cache in engine.caches.values():
-                if cache.key not in seen:
-                    seen.add(cache.key)
-                    if cache.missing:
-                        forwards += cache.fill(batch_size=config.batch_size, progress=None)
+    if config.sampler == "grid":  # only the grid's points, not every point the space allows
+        grid = search_spaces.grid(config.methods, split_points, config.space)
+        pairs = list(dict.fromkeys((p["method"], p["split_point"]) for p in grid))
+    else:
+        pairs = []
+        for method in config.methods:
+            choice = search_spaces.space_for(method, split_points, config.space.get(method)).get("split_point")
+            pairs += [(method, point) for point in list(getattr(choice, "choices", ()))
+                      or [getattr(choice, "value", None)]]
+    for method, point in pairs:
+        recipe = recipe_for(config, method, {})
+        student = student_for(method, recipe, config, teacher, point, num_classes)
+        engine = Engine(recipe, student, teacher, data, settings_for(config, 0, "cpu"), progress=None)
+        for cache in engine.caches.values():
+            if cache.key not in seen:
+                seen.add(cache.key)
+                if cache.missing:
+                    forwards += cache.fill(batch_size=config.batch_size, progress=None)
     say(f"teacher-output caches: {len(seen)} (method x split point x domain), {forwards} teacher forwards")
     return forwards
 

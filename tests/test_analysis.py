@@ -209,6 +209,34 @@ def test_paired_comparison_without_baseline(tmp_path):
     assert "baseline" in paired.attrs["note"]
 
 
+def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
+    """ESD at several r in one grid: one summary row, one comparison and one colour per r."""
+    rows = [trial("b1", "baseline", miou_img=0.6), trial("s1", "sd", miou_img=0.7)]
+    rows += [trial(t, "esd", r=r, variant=f"esd r={r:g}", miou_img=m)
+             for t, r, m in (("e1", 3.0, 0.65), ("e2", 0.0, 0.5), ("e3", 1.0, 0.75))]
+    config = {"sampler": "grid", "teacher": "deeplabv3_efficientnet_lite0",
+              "space": {"esd": {"r": {"choices": [3.0, 0.0, 1.0]}}}}
+    study = analysis.load(make_run(tmp_path, rows=rows, config=config, with_journal=False))
+    assert tables.entries(study) == ["baseline", "sd", "esd r=3", "esd r=0", "esd r=1"]
+    summary = tables.method_summary(study).set_index("method")
+    assert list(summary.index) == tables.entries(study)
+    assert summary.loc["esd r=0", "best_trial"] == "e2" and summary.loc["esd r=0", "trials"] == 1
+    assert summary.loc["esd r=1", "miou_img"] == pytest.approx(np.mean([s for s in per_image_scores("e3")]))
+    paired = tables.paired_comparison(study)
+    assert sorted(paired["method"]) == ["esd r=0", "esd r=1", "esd r=3", "sd"]
+    assert len(set(figures.method_colors(study)[n] for n in tables.entries(study))) == 5
+    names = {trace.name for trace in figures.miou_vs_gflops(study).data}
+    assert {"esd r=0", "esd r=1", "esd r=3"} <= names
+    page = write_report(study.run_dir).read_text()
+    assert "5 completed, 0 failed, 0 stopped, 0 running or not started, of 5 requested" in page
+
+
+def per_image_scores(trial_id):
+    """Each seed's mean mIoU_i of a trial in per_image_rows()."""
+    frame = pd.DataFrame(per_image_rows())
+    return frame[frame["trial_id"] == trial_id].groupby("seed")["miou"].mean().tolist()
+
+
 def test_failed_trials(study):
     failed = tables.failed_trials(study)
     assert failed["trial_id"].tolist() == ["s2"]

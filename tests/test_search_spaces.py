@@ -172,3 +172,16 @@ def test_grid_gives_the_papers_defaults():
     assert by_method["sd"]["split_point"] == "stage5" and by_method["ifvd"]["split_point"] is None
     assert "kd.temperature" not in by_method["ifvd"]["overrides"]  # no paper value: the kd term's own
     assert math.isclose(by_method["cwd"]["overrides"]["lambda_cwd"], 3.0)
+    assert all(p["values"] == {} for p in points)  # fixed values are not crossed
+
+
+def test_grid_crosses_the_choices_a_study_lists():
+    points = grid(["baseline", "esd"], POINTS, {"esd": {"r": {"choices": [0, 0.5, 5]},
+                                                        "split_point": ["stage5", "stage7"]}})
+    assert [p["method"] for p in points] == ["baseline"] + ["esd"] * 6
+    esd = [p for p in points if p["method"] == "esd"]
+    assert sorted((p["values"]["r"], p["values"]["split_point"]) for p in esd) == sorted(
+        (r, s) for r in (0.0, 0.5, 5.0) for s in ("stage5", "stage7"))
+    for p in esd:  # the recorded values are the ones trained with
+        assert p["overrides"]["r"] == p["values"]["r"] and p["split_point"] == p["values"]["split_point"]
+        assert build_recipe("esd", p["overrides"]).stages[0].ratio == p["values"]["r"]

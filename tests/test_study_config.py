@@ -81,3 +81,41 @@ def test_help_explains(capsys):
     for flag in ("--config", "--preset", "--methods", "--trials", "--seeds", "--data", "--name", "--out",
                  "--cpus-per-trial", "--gpus-per-trial", "--address", "--resume"):
         assert flag in out
+
+
+@pytest.mark.parametrize("preset", ["camvid-sd", "camvid-11"])
+def test_camvid_presets_find_the_data_and_validate(preset, camvid_root):
+    config = study_config.resolve(preset)
+    assert config.data == f"camvid:{camvid_root.resolve()}" and config.sampler == "grid" and config.seeds >= 3
+    assert config.val_images is None  # every test image is evaluated
+    assert study_config.validate(config) is config
+
+
+def test_camvid_sd_preset_follows_the_sd_protocol(camvid_root):
+    import search_spaces
+    from kd.models.registry import split_points
+
+    config = study_config.resolve("camvid-sd")
+    assert (config.label_set, config.target_images, config.proximity_images) == ("binary", 64, None)
+    points = search_spaces.grid(config.methods, split_points(config.teacher), config.space)
+    assert sorted(p["values"]["r"] for p in points if p["method"] == "esd") == [0.0, 0.5, 1.0, 5.0]
+    assert [p["method"] for p in points if p["method"] != "esd"] == ["baseline", "ftt", "sd", "ifvd"]
+
+
+def test_a_preset_space_for_a_method_left_out_is_dropped(camvid_root):
+    config = study_config.resolve("camvid-sd", overrides={"methods": ["baseline", "sd"]})
+    assert config.space == {} and study_config.validate(config) is config
+    config = study_config.resolve("camvid-sd", overrides={"methods": ["esd"]})
+    assert config.space == {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}}
+
+
+def test_camvid_without_a_folder_says_how_to_give_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEGKD_CAMVID", str(tmp_path / "absent"))
+    config = study_config.resolve("camvid-sd")
+    assert config.data == f"camvid:{(tmp_path / 'absent').resolve()}"
+    with pytest.raises(UserInputError, match="absent does not exist"):
+        study_config.validate(config)
+    monkeypatch.setattr("kd.data.locate_camvid", lambda: None)
+    config = study_config.resolve("smoke", overrides={"data": "camvid"})
+    with pytest.raises(UserInputError, match="set SEGKD_CAMVID=PATH or write"):
+        study_config.validate(config)
