@@ -1,4 +1,4 @@
-"""One self-contained HTML report of a study: `python -m analysis.report RUN_DIR [--out FILE]`.
+"""One self-contained HTML report of a study: `python -m analysis.report RUN_DIR [--out FILE] [--export DIR]`.
 
 The file opens offline: plotly.js is inlined once, no CDN, no external script. A partial or empty
 study (still running, all trials failed) gives a valid report with notes in place of figures.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -122,12 +123,10 @@ def _table(frame: pd.DataFrame, css: str = "") -> str:
     return frame.to_html(index=False, escape=True, na_rep="–", border=0, classes=css or None)
 
 
-def summary_html(study) -> str:
-    summary = tables.method_summary(study)
-    if summary.empty:
-        return _note("No methods configured and no trials recorded yet.")
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """method_summary as it is shown: means with their 95 % intervals, formatted."""
     digits = {"miou": 3, "miou_img": 3, "hp_acc": 3, "var": 4}
-    shown = pd.DataFrame({
+    return pd.DataFrame({
         "method": summary["method"],
         "trials (completed / failed / stopped)": [f"{t} ({c} / {f} / {s})" for t, c, f, s in
                                                   summary[["trials", "completed", "failed", "stopped"]].values],
@@ -140,6 +139,13 @@ def summary_html(study) -> str:
         "params (M)": [_significant(p / 1e6) for p in summary["params"]],
         "GFLOPs": [_significant(g) for g in summary["gflops"]],
     })
+
+
+def summary_html(study) -> str:
+    summary = tables.method_summary(study)
+    if summary.empty:
+        return _note("No methods configured and no trials recorded yet.")
+    shown = summary_frame(summary)
     objective = tables.objective(study)
     direction = "highest" if tables.higher_is_better(objective) else "lowest"
     text = (f"<p class=\"caption\">Best trial of each method = {direction} {html.escape(objective)} (the study's "
@@ -159,11 +165,14 @@ def paired_html(study) -> str:
             "+1 = the method wins every pair, −1 = the baseline does.</p>")
     if paired.empty:
         return text + _note(paired.attrs.get("note", "Nothing to compare."))
-    shown = paired.assign(mean_diff=[_number(v, 4) for v in paired["mean_diff"]],
+    return text + _table(paired_frame(paired))
+
+
+def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
+    return paired.assign(mean_diff=[_number(v, 4) for v in paired["mean_diff"]],
                           p_value=[f"{p:.3g}" if not math.isnan(p) else "–" for p in paired["p_value"]],
                           effect_size=[_number(v, 3) for v in paired["effect_size"]],
                           significant=["yes (p < 0.05)" if s else "no" for s in paired["significant"]])
-    return text + _table(shown)
 
 
 def failed_html(study) -> str:
@@ -257,6 +266,45 @@ def write_report(run_dir, out=None) -> Path:
     return out
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    cells = frame.astype(object).where(frame.notna(), "–").astype(str)
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in cells.values.tolist()]
+    return "\n".join(lines) + "\n"
+
+
+def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
+    """Write the report's tables as markdown (`tables.md`) and its figures as PNGs into `folder`.
+
+    PNGs are drawn by Kaleido in a headless Chrome or Chromium (Debian: apt-get install chromium).
+    """
+    from kd.errors import UserInputError
+
+    study = load(run_dir)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary, paired = tables.method_summary(study), tables.paired_comparison(study)
+    text = [f"# {study.name}: tables\n", "## Methods (means over seeds, 95 % Student-t intervals)\n",
+            markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
+            "\n## Against the baseline (paired per seed and image, Wilcoxon signed-rank)\n",
+            markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n"]
+    written = [folder / "tables.md"]
+    written[0].write_text("\n".join(text))
+    for title, build, _, _ in FIGURES:
+        figure = build(study)
+        if figure is None:
+            continue
+        path = folder / (re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_") + ".png")
+        tall = figure.layout.height or height
+        try:
+            figure.write_image(path, width=width, height=tall, scale=1)
+        except Exception as error:  # Kaleido's errors for a missing browser vary by version
+            raise UserInputError(f"cannot draw {path.name}: {error}. PNG export needs Chrome or Chromium "
+                                 "(Debian: apt-get install chromium; or run plotly_get_chrome).") from None
+        written.append(path)
+    return written
+
+
 def main(argv=None) -> int:
     from kd.errors import UserInputError
 
@@ -264,13 +312,17 @@ def main(argv=None) -> int:
                                      description="Write a study's self-contained HTML report.")
     parser.add_argument("run_dir", help="the study's run folder, e.g. runs/default")
     parser.add_argument("--out", help="the report file (default: RUN_DIR/report.html)")
+    parser.add_argument("--export", metavar="DIR", help="also write the tables as markdown (DIR/tables.md) and "
+                        "the figures as PNGs into DIR, e.g. for a paper or docs/RESULTS.md")
     args = parser.parse_args(argv)
     try:
         path = write_report(args.run_dir, args.out)
+        exported = export(args.run_dir, args.export) if args.export else []
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(path)
+    for written in [path, *exported]:
+        print(written)
     return 0
 
 

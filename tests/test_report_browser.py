@@ -50,3 +50,19 @@ def test_report_draws_every_figure_without_errors(tmp_path):
     if folder != tmp_path:
         shutil.copy(shot, folder / shot.name)
     print(f"screenshot: {folder / shot.name}")
+
+
+def test_export_writes_markdown_tables_and_pngs(tmp_path):
+    _chromium()  # Kaleido drives the same browser
+    from analysis.report import FIGURES, main
+
+    folder = tmp_path / "export"
+    assert main([str(make_run(tmp_path / "run")), "--export", str(folder)]) == 0
+    pngs = sorted(p.name for p in folder.glob("*.png"))
+    assert len(pngs) == len(FIGURES) and "hp_acc_against_var.png" in pngs
+    for png in folder.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+    tables_md = (folder / "tables.md").read_text()
+    assert "| method |" in tables_md and "| sd |" in tables_md
+    assert "0.600 ± 0.248" in tables_md  # the baseline's miou_img with its interval, as in the HTML
+    assert "| sd | s1 | b1 | 12 |" in tables_md  # the paired comparison's row
