@@ -123,6 +123,43 @@ def verify_data(data, say=print) -> None:
             say(f"checked {len(dataset)} {dataset.name} images in {time.perf_counter() - started:.1f} s")
 
 
+# glibc gives every thread that allocates its own malloc arena; torch's intra-op threads then keep
+# hundreds of MB of freed memory per worker. Two arenas hold a worker's peak close to its live data.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
+def _shared_artefacts(config: StudyConfig, run_dir: Path, split_points: list[str], say) -> tuple[dict, int]:
+    """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches.
+
+    Returns (teacher weights, number of classes); the datasets and the teacher itself are dropped
+    when this returns, so the driver does not hold them while the trials run.
+    """
+    from study.trial import fill_caches, open_data, prepare_teacher, save_samples, teacher_shell
+
+    data = open_data(config)
+    verify_data(data, say)
+    num_classes = data.target.num_classes
+    teacher_state = prepare_teacher(config, num_classes, say=say)
+    teacher = teacher_shell(config, num_classes)
+    teacher.load_state_dict(teacher_state)
+    teacher.eval()
+    save_samples(data, run_dir / "samples.npz")
+    fill_caches(config, teacher, data, split_points, num_classes, say=say)
+    return teacher_state, num_classes
+
+
+def _release_memory() -> None:
+    """Give freed heap memory back to the system (glibc only; elsewhere a no-op)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory."""
     study_config.validate(config)
@@ -142,9 +179,7 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
 
     from kd.models.registry import split_points as points_of
     from study.results import ResultsWriter
-    from study.trial import (
-        StudyContext, fill_caches, open_data, prepare_teacher, run_trial, save_samples, teacher_shell,
-    )
+    from study.trial import StudyContext, run_trial
 
     started = time.perf_counter()
     split_points = points_of(config.teacher)
@@ -153,20 +188,13 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {planned} trials x "
         f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
     study_config.save(config, run_dir)
-    data = open_data(config)
-    verify_data(data, say)
-    num_classes = data.target.num_classes
-    teacher_state = prepare_teacher(config, num_classes, say=say)
-    teacher = teacher_shell(config, num_classes)
-    teacher.load_state_dict(teacher_state)
-    teacher.eval()
-    save_samples(data, run_dir / "samples.npz")
-    forwards = fill_caches(config, teacher, data, split_points, num_classes, say=say)
-    say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s (teacher forwards for the caches: {forwards})")
+    teacher_state, num_classes = _shared_artefacts(config, run_dir, split_points, say)
+    _release_memory()
+    say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
 
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=True)
+                 log_to_driver=False, configure_logging=True, runtime_env={"env_vars": WORKER_ENV})
     context = StudyContext(config.to_dict(), split_points, teacher_state, num_classes)
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
