@@ -9,6 +9,7 @@ with their columns).
                                  seconds, miou, miou_img, hp_acc, var (NaN where not evaluated)
     run_dir/samples.npz          ids, images uint8 [N,H,W,3], masks uint8 [N,H,W] (255 = void), classes
     run_dir/predictions/<key>.npz  ids, predictions uint8 [N,H,W] of a trial's first seed (column `predictions`)
+    run_dir/teacher.json         the teacher's name, its scores on the validation images, params, flops
     run_dir/optuna.journal       the Optuna study
 """
 from __future__ import annotations
@@ -69,6 +70,17 @@ class Study:
             return None
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
+
+    def teacher(self) -> dict | None:
+        """The teacher's own scores on the validation images (name, miou, miou_img, hp_acc, var, params,
+        flops), or None for a study that saved none."""
+        path = self.run_dir / "teacher.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            return None
 
     def journal(self) -> Path | None:
         path = self.run_dir / "optuna.journal"

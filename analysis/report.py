@@ -193,6 +193,21 @@ def grid_size(config: dict) -> int:
         return len(config.get("methods") or [])
 
 
+def teacher_line(teacher: dict | None) -> str:
+    if not teacher:
+        return "– (not recorded)"
+    scores = ", ".join(f"{m} {_number(teacher.get(m), 4 if m == 'var' else 3)}" for m in ("miou", "miou_img", "hp_acc", "var"))
+    return (f"{teacher.get('name', '?')} on the validation images: {scores}; "
+            f"{_significant(_float(teacher.get('params')) / 1e6)} M params, {_significant(_float(teacher.get('flops')) / 1e9)} GFLOPs")
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def header_html(study) -> str:
     config, trials = study.config, study.trials
     counts = trials["status"].value_counts()
@@ -213,6 +228,7 @@ def header_html(study) -> str:
         "trials": (f"{int(counts.get('completed', 0))} completed, {int(counts.get('failed', 0))} failed, "
                    f"{int(counts.get('stopped', 0))} stopped, {pending} running or not started, of {requested} "
                    "requested"),
+        "teacher (reference)": teacher_line(study.teacher()),
         "run folder": str(study.run_dir),
     }
     rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
@@ -284,7 +300,7 @@ def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     summary, paired = tables.method_summary(study), tables.paired_comparison(study)
-    text = [f"# {study.name}: tables\n", "## Methods (means over seeds, 95 % Student-t intervals)\n",
+    text = [f"# {study.name}: tables\n", f"Teacher (reference): {teacher_line(study.teacher())}\n", "## Methods (means over seeds, 95 % Student-t intervals)\n",
             markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
             "\n## Against the baseline (paired per seed and image, Wilcoxon signed-rank)\n",
             markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n"]

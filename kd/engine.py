@@ -112,6 +112,28 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
+def evaluate(model: Segmenter, dataset, transform, batch_size: int = 8, device: str = "cpu", theta: float = 0.75,
+             num_workers: int = 0) -> tuple[dict, list[dict]]:
+    """(mIoU, per-image mIoU, HP-Acc and variance of `model` on `dataset`, [{"id", "miou"} per image])."""
+    loader = DataLoader(Augmented(dataset, transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=collate)
+    meter = ConfusionMeter(model.num_classes, dataset.ignore_index)
+    per_image, ids = [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            images, masks = batch["image"].to(device), batch["mask"].to(device)
+            pred = model(model.normalize(images)).argmax(1)
+            meter.update(pred, masks)
+            per_image.append(per_image_miou(pred, masks, model.num_classes, dataset.ignore_index).cpu())
+            ids += list(batch["id"])
+    model.train(was_training)
+    scores = torch.cat(per_image)
+    metrics = {"miou": meter.compute()["miou"], **robustness(scores, theta)}
+    return metrics, [{"id": i, "miou": float(v)} for i, v in zip(ids, scores, strict=True)]
+
+
 class Engine:
     """Validates everything at construction (before any training); `run()` trains."""
 
@@ -345,26 +367,10 @@ class Engine:
 
     def evaluate(self) -> tuple[dict, list[dict]]:
         """mIoU, per-image mIoU, HP-Acc and variance of the student on the validation images."""
-        data, student = self.data, self.student
-        loader = DataLoader(
-            Augmented(data.val, data.eval_transform), batch_size=self.settings.eval_batch_size or self.settings.batch_size,
-            shuffle=False, num_workers=self.settings.num_workers, collate_fn=collate,
-        )
-        meter = ConfusionMeter(student.num_classes, data.val.ignore_index)
-        per_image, ids = [], []
-        was_training = student.training
-        student.eval()
-        with torch.no_grad(), self._autocast():
-            for batch in loader:
-                images, masks = batch["image"].to(self.device), batch["mask"].to(self.device)
-                pred = student(student.normalize(images)).argmax(1)
-                meter.update(pred, masks)
-                per_image.append(per_image_miou(pred, masks, student.num_classes, data.val.ignore_index).cpu())
-                ids += list(batch["id"])
-        student.train(was_training)
-        scores = torch.cat(per_image)
-        metrics = {"miou": meter.compute()["miou"], **robustness(scores, self.settings.theta)}
-        return metrics, [{"id": i, "miou": float(v)} for i, v in zip(ids, scores)]
+        s = self.settings
+        with self._autocast():
+            return evaluate(self.student, self.data.val, self.data.eval_transform, s.eval_batch_size or s.batch_size,
+                            self.device, s.theta, s.num_workers)
 
     # ---- checkpoints ---------------------------------------------------------------------
 

@@ -129,12 +129,13 @@ WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 def _shared_artefacts(config: StudyConfig, run_dir: Path, split_points: list[str], say) -> tuple[dict, int]:
-    """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches.
+    """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches,
+    score the teacher.
 
     Returns (teacher weights, number of classes); the datasets and the teacher itself are dropped
     when this returns, so the driver does not hold them while the trials run.
     """
-    from study.trial import fill_caches, open_data, prepare_teacher, save_samples, teacher_shell
+    from study.trial import evaluate_teacher, fill_caches, open_data, prepare_teacher, save_samples, teacher_shell
 
     data = open_data(config)
     verify_data(data, say)
@@ -145,6 +146,9 @@ def _shared_artefacts(config: StudyConfig, run_dir: Path, split_points: list[str
     teacher.eval()
     save_samples(data, run_dir / "samples.npz")
     fill_caches(config, teacher, data, split_points, num_classes, say=say)
+    scores = evaluate_teacher(config, teacher, data, run_dir)
+    say(f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "
+        f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}")
     return teacher_state, num_classes
 
 

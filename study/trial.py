@@ -182,6 +182,25 @@ def fill_caches(config: StudyConfig, teacher, data: RunData, split_points: list[
     return forwards
 
 
+TEACHER = "teacher.json"
+
+
+def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir) -> dict:
+    """The teacher's own scores on the validation images, the reference every student is read against;
+    written to run_dir/teacher.json."""
+    import json
+
+    from kd.engine import evaluate
+    from kd.metrics import count_parameters
+
+    metrics, _ = evaluate(teacher, data.val, data.eval_transform, config.batch_size)
+    size = data.val[0]["image"].shape[-2:]
+    record = {"name": teacher.name, **metrics, "params": count_parameters(teacher),
+              "flops": count_flops(teacher, (1, 3, *size))}
+    (Path(run_dir) / TEACHER).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 @lru_cache(maxsize=2)
 def _process_data(config_json: str) -> RunData:
     import json

@@ -231,6 +231,19 @@ def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
     assert "5 completed, 0 failed, 0 stopped, 0 running or not started, of 5 requested" in page
 
 
+def test_the_teacher_is_the_reference_in_header_and_export(tmp_path):
+    run = make_run(tmp_path / "run", with_journal=False)
+    assert analysis.load(run).teacher() is None and "– (not recorded)" in write_report(run).read_text()
+    (run / "teacher.json").write_text(json.dumps({"name": "deeplabv3_lite0", "miou": 0.8123, "miou_img": 0.79,
+                                                  "hp_acc": 0.6, "var": 0.0123, "params": 3_400_000,
+                                                  "flops": 2.75e9}))
+    line = ("deeplabv3_lite0 on the validation images: miou 0.812, miou_img 0.790, hp_acc 0.600, var 0.0123; "
+            "3.4 M params, 2.75 GFLOPs")
+    assert line in write_report(run).read_text()
+    from analysis.report import teacher_line
+    assert teacher_line(analysis.load(run).teacher()) == line
+
+
 def per_image_scores(trial_id):
     """Each seed's mean mIoU_i of a trial in per_image_rows()."""
     frame = pd.DataFrame(per_image_rows())

@@ -57,6 +57,9 @@ def test_smoke_study_writes_the_tables(smoke_run):
         predicted = study.predictions(trial_id)
         assert list(predicted["ids"]) == list(samples["ids"]) and predicted["predictions"].max() <= 1
     assert not (run_dir / "scratch").exists()  # engine checkpoints are gone once trials finish
+    teacher = study.teacher()  # the reference the students are read against, on the same 4 images
+    assert teacher["name"].startswith("deeplabv3_efficientnet_lite0") and 0 <= teacher["miou"] <= 1
+    assert teacher["params"] > trials["params"].max() and teacher["flops"] > 0
     assert (run_dir / "optuna.journal").is_file()
     import optuna
     from optuna.storages import JournalStorage
