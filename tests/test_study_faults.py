@@ -14,6 +14,19 @@ from study.run import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `ancestor` is among the parents of `pid` (Linux /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return False
+
+
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
     study_file = tmp_path / "study.toml"
@@ -25,6 +38,8 @@ def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
     killed, deadline = None, time.time() + 240
     while killed is None and time.time() < deadline and study.poll() is None:
         found = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc.train"], capture_output=True, text=True).stdout.split()
+        # only this study's worker: another study on the machine must not lose one
+        found = [pid for pid in found if _descends_from(int(pid), study.pid)]
         if found:
             killed = int(found[0])
             os.kill(killed, signal.SIGKILL)  # the trial's worker dies mid-training
