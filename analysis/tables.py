@@ -32,7 +32,7 @@ METRICS = ("miou", "miou_img", "hp_acc", "var")
 THETA = 0.75  # HP-Acc threshold of the SD paper
 LOWER_IS_BETTER = {"var", "params", "flops", "duration_s", "seconds", "loss"}
 NOT_HYPERPARAMETERS = {"trial_id", "method", "variant", "label", "status", "seeds", "params", "flops", "duration_s", "error",
-                       "trial_dir", "overrides", *METRICS, *(f"{m}_std" for m in METRICS)}
+                       "trial_dir", "node", "predictions", "overrides", *METRICS, *(f"{m}_std" for m in METRICS)}
 SUMMARY_COLUMNS = ["method", "trials", "completed", "failed", "stopped", "best_trial", "hyperparameters", "seeds",
                    *(c for m in METRICS for c in (m, f"{m}_ci")), "ci_from", "params", "gflops"]
 PAIRED_COLUMNS = ["method", "trial_id", "baseline_trial", "n_pairs", "mean_diff", "p_value", "effect_size",

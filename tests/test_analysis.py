@@ -30,7 +30,7 @@ DIFF = [0.1, 0.2, -0.05, 0.3, 0.15, 0.05, -0.1, 0.25, 0.12, 0.08, 0.0, 0.22]
 def trial(trial_id, method, status="completed", **values):
     row = {"trial_id": trial_id, "method": method, "status": status, "split_point": "stage5", "seeds": 3,
            "params": 1_000_000, "flops": 2_500_000_000, "duration_s": 10.0, "error": None,
-           "trial_dir": f"trials/{trial_id}"}
+           "trial_dir": f"trials/{trial_id}", "node": "n0"}
     for metric in tables.METRICS:
         row[metric] = np.nan if status != "completed" else 0.5
         row[f"{metric}_std"] = np.nan if status != "completed" else 0.01
@@ -212,7 +212,7 @@ def test_paired_comparison_without_baseline(tmp_path):
 def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
     """ESD at several r in one grid: one summary row, one comparison and one colour per r."""
     rows = [trial("b1", "baseline", miou_img=0.6), trial("s1", "sd", miou_img=0.7)]
-    rows += [trial(t, "esd", r=r, variant=f"esd r={r:g}", miou_img=m)
+    rows += [trial(t, "esd", r=r, variant=f"esd r={r:g}", miou_img=m, predictions=f"predictions/{t}.npz")
              for t, r, m in (("e1", 3.0, 0.65), ("e2", 0.0, 0.5), ("e3", 1.0, 0.75))]
     config = {"sampler": "grid", "teacher": "deeplabv3_efficientnet_lite0",
               "space": {"esd": {"r": {"choices": [3.0, 0.0, 1.0]}}}}
@@ -221,6 +221,7 @@ def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
     summary = tables.method_summary(study).set_index("method")
     assert list(summary.index) == tables.entries(study)
     assert summary.loc["esd r=0", "best_trial"] == "e2" and summary.loc["esd r=0", "trials"] == 1
+    assert summary.loc["esd r=0", "hyperparameters"] == "split_point=stage5, r=0"  # where it ran is no hyperparameter
     assert summary.loc["esd r=1", "miou_img"] == pytest.approx(np.mean([s for s in per_image_scores("e3")]))
     paired = tables.paired_comparison(study)
     assert sorted(paired["method"]) == ["esd r=0", "esd r=1", "esd r=3", "sd"]
