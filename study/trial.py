@@ -166,7 +166,7 @@ def fill_caches(config: StudyConfig, teacher, data: RunData, split_points: list[
     else:
         pairs = []
         for method in config.methods:
-            choice = search_spaces.space_for(method, split_points, config.space.get(method)).get("split_point")
+            choice = search_spaces.space_for(method, split_points, config.space).get("split_point")
             pairs += [(method, point) for point in list(getattr(choice, "choices", ()))
                       or [getattr(choice, "value", None)]]
     for method, point in pairs:

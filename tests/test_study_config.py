@@ -119,3 +119,20 @@ def test_camvid_without_a_folder_says_how_to_give_one(monkeypatch, tmp_path):
     config = study_config.resolve("smoke", overrides={"data": "camvid"})
     with pytest.raises(UserInputError, match="set SEGKD_CAMVID=PATH or write"):
         study_config.validate(config)
+
+
+def test_a_grid_fills_the_teacher_caches_of_its_own_points_only():
+    from study.trial import fill_caches, open_data, teacher_shell
+
+    def caches(sampler, space):
+        config = study_config.resolve("smoke", overrides={"methods": ["sd"], "sampler": sampler, "space": space})
+        data, lines = open_data(config), []
+        teacher = teacher_shell(config, data.target.num_classes).eval()
+        fill_caches(config, teacher, data, ["stage5", "stage7", "top"], data.target.num_classes, say=lines.append)
+        return int(lines[-1].split(":")[1].split()[0])  # "teacher-output caches: N (...)"
+
+    one_point = caches("grid", {})  # the grid runs sd at its default point only
+    assert one_point > 0
+    assert caches("tpe", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point  # a search may pick either
+    assert caches("tpe", {}) == 3 * one_point  # every point the teacher offers
+    assert caches("grid", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point  # crossed: both
