@@ -298,9 +298,14 @@ def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
 
     study = load(run_dir)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # checked before any figure is drawn
+        raise UserInputError(f"cannot export into {folder}: {error.strerror or error}; choose a folder you can "
+                             "write (--export DIR).") from None
     summary, paired = tables.method_summary(study), tables.paired_comparison(study)
-    text = [f"# {study.name}: tables\n", f"Teacher (reference): {teacher_line(study.teacher())}\n", "## Methods (means over seeds, 95 % Student-t intervals)\n",
+    text = [f"# {study.name}: tables\n", f"Teacher (reference): {teacher_line(study.teacher())}\n",
+            "## Methods (means over seeds, 95 % Student-t intervals)\n",
             markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
             "\n## Against the baseline (paired per seed and image, Wilcoxon signed-rank)\n",
             markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n"]

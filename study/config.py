@@ -113,7 +113,7 @@ PRESETS = {
     # as the labelled target, the 101 val-sequence images as unlabelled proximity images, every
     # test image evaluated. One grid point per method at the papers' settings, ESD at four r.
     # The recipes' own epochs (baseline 30, SD 20/20/10); images are halved (180x240) so that it
-    # ends in about an hour on 2 CPU cores.
+    # ends in about 1.5 h on 2 CPU cores.
     "camvid-sd": {
         "name": "camvid-sd", "data": "camvid", "label_set": "binary", "image_size": [180, 240],
         "methods": ["baseline", "ftt", "sd", "esd", "ifvd"], "sampler": "grid", "seeds": 3,

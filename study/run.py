@@ -187,9 +187,9 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
 
     started = time.perf_counter()
     split_points = points_of(config.teacher)
-    planned = len(search_spaces.grid(config.methods, split_points, config.space)) if config.sampler == "grid" \
-        else config.trials
-    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {planned} trials x "
+    points = search_spaces.grid(config.methods, split_points, config.space) if config.sampler == "grid" else None
+    total = len(points) if points is not None else config.trials
+    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {total} trials x "
         f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
     study_config.save(config, run_dir)
     teacher_state, num_classes = _shared_artefacts(config, run_dir, split_points, say)
@@ -204,11 +204,9 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
 
     if config.sampler == "grid":
-        points = search_spaces.grid(config.methods, split_points, config.space)
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=config.max_concurrent or None,
                                       reuse_actors=True)
         param_space = {"grid": tune.grid_search(points)}
-        total = len(points)
     else:
         scheduler = None
         metric = mode = None
@@ -220,7 +218,6 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
                                       # A worker keeps torch, the datasets and the teacher loaded between trials.
                                       reuse_actors=True)
         param_space = None
-        total = config.trials
     writer = ResultsWriter(run_dir, total, say=say)
     run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[writer], verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=config.retries))
@@ -265,7 +262,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "[space.METHOD] and [students] tables); command-line values override it")
     parser.add_argument("--preset", default="default", choices=list(PRESETS),
                         help="starting point: smoke (a few tiny trials, about a minute), default (minutes), "
-                        "camvid-sd (the SD paper's binary CamVid protocol, a few hours on 2 CPU cores) or "
+                        "camvid-sd (the SD paper's binary CamVid protocol, about 1.5 h on 2 CPU cores) or "
                         "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)")
     parser.add_argument("--methods", help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)")
     parser.add_argument("--trials", type=int, help="Optuna trials over all methods")

@@ -245,6 +245,15 @@ def test_the_teacher_is_the_reference_in_header_and_export(tmp_path):
     assert teacher_line(analysis.load(run).teacher()) == line
 
 
+def test_export_into_a_folder_that_cannot_be_made_says_so(tmp_path, capsys):
+    run = make_run(tmp_path / "run", with_journal=False)
+    (tmp_path / "a_file").write_text("")
+    assert main([str(run), "--export", str(tmp_path / "a_file" / "figures")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot export into" in err and "a_file/figures" in err and "Traceback" not in err
+    assert (run / "report.html").is_file()  # the report itself is written before the export
+
+
 def per_image_scores(trial_id):
     """Each seed's mean mIoU_i of a trial in per_image_rows()."""
     frame = pd.DataFrame(per_image_rows())
