@@ -130,7 +130,9 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
         "method": summary["method"],
         "trials (completed / failed / stopped)": [f"{t} ({c} / {f} / {s})" for t, c, f, s in
                                                   summary[["trials", "completed", "failed", "stopped"]].values],
-        "best trial": [_text(v, "–") for v in summary["best_trial"]],
+        "degenerate trials": [str(d) for d in summary["degenerate"]],
+        "best trial": [_text(v, "–") + (" DEGENERATE" if d is True else "")
+                       for v, d in zip(summary["best_trial"], summary["best_degenerate"], strict=True)],
         "hyperparameters": [_text(v, "") for v in summary["hyperparameters"]],
         "seeds": [_number(s, 0) for s in summary["seeds"]],
         **{f"{m} ± 95% CI": [_with_ci(a, b, d) for a, b in zip(summary[m], summary[f"{m}_ci"], strict=True)]
@@ -138,6 +140,8 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
         "CI from": [_text(v, "–") for v in summary["ci_from"]],
         "params (M)": [_significant(p / 1e6) for p in summary["params"]],
         "GFLOPs": [_significant(g) for g in summary["gflops"]],
+        "steps per stage": [_text(v, "–") for v in summary["steps"]],
+        "stage-1 feature ratio": [_number(v, 2) for v in summary["stage1_feature_ratio"]],
     })
 
 
@@ -151,7 +155,11 @@ def summary_html(study) -> str:
     text = (f"<p class=\"caption\">Best trial of each method = {direction} {html.escape(objective)} (the study's "
             "first objective). Means over that trial's seeds with 95 % Student-t intervals (none for one seed); "
             "miou_img, hp_acc (share of images with mIoU_i &gt; 0.75) and var (population variance of mIoU_i) "
-            "recomputed per seed from the per-image scores, miou from the trials table.</p>")
+            "recomputed per seed from the per-image scores, miou from the trials table. Steps per stage: the "
+            "optimiser steps each stage took (mean over seeds): the budget. Stage-1 feature ratio: the final "
+            "feature loss over that of predicting each channel's mean (1 = stage 1 learned nothing). A "
+            "DEGENERATE trial predicts one class on every validation pixel: its mIoU is no evidence of "
+            "learning.</p>")
     note = _note(NO_TRIALS) if study.completed.empty else ""
     return note + text + _table(shown)
 

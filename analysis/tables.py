@@ -32,9 +32,12 @@ METRICS = ("miou", "miou_img", "hp_acc", "var")
 THETA = 0.75  # HP-Acc threshold of the SD paper
 LOWER_IS_BETTER = {"var", "params", "flops", "duration_s", "seconds", "loss"}
 NOT_HYPERPARAMETERS = {"trial_id", "method", "variant", "label", "status", "seeds", "params", "flops", "duration_s", "error",
-                       "trial_dir", "node", "predictions", "overrides", *METRICS, *(f"{m}_std" for m in METRICS)}
-SUMMARY_COLUMNS = ["method", "trials", "completed", "failed", "stopped", "best_trial", "hyperparameters", "seeds",
-                   *(c for m in METRICS for c in (m, f"{m}_ci")), "ci_from", "params", "gflops"]
+                       "trial_dir", "node", "predictions", "overrides", "degenerate", "stage1_feature_ratio",
+                       *METRICS, *(f"{m}_std" for m in METRICS)}
+STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took
+SUMMARY_COLUMNS = ["method", "trials", "completed", "failed", "stopped", "degenerate", "best_trial", "hyperparameters",
+                   "seeds", *(c for m in METRICS for c in (m, f"{m}_ci")), "ci_from", "params", "gflops", "steps",
+                   "stage1_feature_ratio", "best_degenerate"]
 PAIRED_COLUMNS = ["method", "trial_id", "baseline_trial", "n_pairs", "mean_diff", "p_value", "effect_size",
                   "better", "significant"]
 FAILED_COLUMNS = ["trial_id", "method", "hyperparameters", "error"]
@@ -77,7 +80,8 @@ def entries(study) -> list[str]:
 
 
 def hyperparameters(trials: pd.DataFrame) -> list[str]:
-    return [c for c in trials.columns if c not in NOT_HYPERPARAMETERS and trials[c].notna().any()]
+    return [c for c in trials.columns
+            if c not in NOT_HYPERPARAMETERS and not c.startswith(STEPS) and trials[c].notna().any()]
 
 
 def format_value(value) -> str:
@@ -165,10 +169,13 @@ def method_summary(study) -> pd.DataFrame:
         mine = trials[named == method]
         status = mine["status"].value_counts()
         row = {"method": method, "trials": len(mine), "completed": int(status.get("completed", 0)),
-               "failed": int(status.get("failed", 0)), "stopped": int(status.get("stopped", 0))}
+               "failed": int(status.get("failed", 0)), "stopped": int(status.get("stopped", 0)),
+               "degenerate": int(_flags(mine, "degenerate").sum())}
         if method in best.index:
             top = best.loc[method]
-            row.update(best_trial=top["trial_id"], hyperparameters=describe(top, columns))
+            row.update(best_trial=top["trial_id"], hyperparameters=describe(top, columns),
+                       steps=stage_steps(top), stage1_feature_ratio=_number(top.get("stage1_feature_ratio")),
+                       best_degenerate=bool(_flags(top.to_frame().T, "degenerate").any()))
             images = study.per_image[study.per_image["trial_id"] == top["trial_id"]]
             seeds = seed_scores(images)
             row["seeds"] = len(seeds) if len(seeds) else _number(top.get("seeds"))
@@ -183,6 +190,19 @@ def method_summary(study) -> pd.DataFrame:
             row["gflops"] = _number(top.get("flops")) / 1e9
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _flags(trials: pd.DataFrame, column: str) -> pd.Series:
+    """A boolean column as booleans (missing: False), for tables written before it existed."""
+    if column not in trials:
+        return pd.Series(False, index=trials.index)
+    return trials[column].map(lambda v: bool(v) if isinstance(v, (bool, np.bool_)) else False)
+
+
+def stage_steps(row: pd.Series) -> str:
+    """The optimiser steps each stage of a trial took ("feature 640, frozen 480"), from its steps_<stage> columns."""
+    steps = {c[len(STEPS):]: row[c] for c in row.index if c.startswith(STEPS) and not _missing(row[c])}
+    return ", ".join(f"{stage} {format_value(float(n))}" for stage, n in steps.items())
 
 
 def wilcoxon_rank_biserial(differences) -> tuple[float, float]:

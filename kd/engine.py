@@ -100,6 +100,20 @@ class RunResult:
     params: int
     seconds: float
 
+    @property
+    def stages(self) -> list[dict]:
+        """Per stage: its name, the epochs and optimiser steps it took, how it ended ("plateau" or
+        "max") and, for a stage with a feature loss, its feature_ratio."""
+        summary: dict[str, dict] = {}
+        for row in self.history:
+            entry = summary.setdefault(row["stage"], {"stage": row["stage"], "epochs": 0, "steps": 0})
+            entry["epochs"] += 1
+            entry["steps"] += row["steps"]
+            for key in ("stage_end", "feature_ratio"):
+                if key in row:
+                    entry[key] = row[key]
+        return list(summary.values())
+
 
 def _derive(*numbers: int) -> int:
     return int(np.random.SeedSequence([int(n) % 2**63 for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
@@ -114,7 +128,8 @@ def collate(samples: list[dict]) -> dict:
 
 def evaluate(model: Segmenter, dataset, transform, batch_size: int = 8, device: str = "cpu", theta: float = 0.75,
              num_workers: int = 0) -> tuple[dict, list[dict]]:
-    """(mIoU, per-image mIoU, HP-Acc and variance of `model` on `dataset`, [{"id", "miou"} per image])."""
+    """(mIoU, per-image mIoU, HP-Acc, variance and the number of classes `model` predicts on `dataset`,
+    [{"id", "miou"} per image])."""
     loader = DataLoader(Augmented(dataset, transform), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate)
     meter = ConfusionMeter(model.num_classes, dataset.ignore_index)
@@ -130,7 +145,8 @@ def evaluate(model: Segmenter, dataset, transform, batch_size: int = 8, device: 
             ids += list(batch["id"])
     model.train(was_training)
     scores = torch.cat(per_image)
-    metrics = {"miou": meter.compute()["miou"], **robustness(scores, theta)}
+    overall = meter.compute()
+    metrics = {"miou": overall["miou"], **robustness(scores, theta), "classes_predicted": overall["classes_predicted"]}
     return metrics, [{"id": i, "miou": float(v)} for i, v in zip(ids, scores, strict=True)]
 
 
@@ -288,24 +304,36 @@ class Engine:
             critic = _optimizer(critic_params, stage.critic or DEFAULT_CRITIC)
         return losses, optimizer, critic
 
+    def _head_trained(self, stage: Stage) -> bool:
+        """Whether the student's predictions mean anything after `stage` (not after fe-only stage 1)."""
+        return any(group != "fe" for group in stage.train) or any(
+            "head" in s.train or "student" in s.train for s in self.recipe.stages[: self.recipe.stages.index(stage)]
+        )
+
     def _set_modes(self, stage: Stage) -> None:
         self.student.train()
         trained = {id(m) for group in stage.train for m in self.groups[group]}
         for module in self.groups["student"]:
             if id(module) not in trained:
                 module.eval()  # frozen BatchNorm keeps its statistics
+            elif stage.batchnorm == "frozen":
+                for layer in module.modules():
+                    if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                        layer.eval()
 
-    def _loader(self, index: int, stage: Stage, epoch: int, global_epoch: int) -> DataLoader:
+    def _loader(self, index: int, stage: Stage, epoch: int, global_epoch: int, train: bool = True) -> DataLoader:
         s = self.settings
         target = Augmented(self.data.target, self.data.train_transform, s.augment_seed, s.views, choice_seed=s.seed)
         dataset = target
         if stage.stream == "mix":
             proximity = Augmented(self.data.proximity, self.data.train_transform, s.augment_seed, s.views, s.seed)
-            dataset = MixedDataset(target, proximity, stage.ratio, s.stream_length, seed=_derive(s.seed, index))
+            length = s.stream_length or (len(self.data.target) if stage.mix_epoch == "target" else None)
+            dataset = MixedDataset(target, proximity, stage.ratio, length, seed=_derive(s.seed, index))
         dataset.set_epoch(global_epoch)
         generator = torch.Generator().manual_seed(_derive(s.seed, index, epoch))
         return DataLoader(
-            dataset, batch_size=s.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > s.batch_size,
+            dataset, batch_size=s.batch_size, shuffle=train, generator=generator,
+            drop_last=train and len(dataset) > s.batch_size,
             num_workers=s.num_workers, collate_fn=collate, persistent_workers=False,
         )
 
@@ -372,6 +400,53 @@ class Engine:
             return evaluate(self.student, self.data.val, self.data.eval_transform, s.eval_batch_size or s.batch_size,
                             self.device, s.theta, s.num_workers)
 
+    def recalibrate_batchnorm(self, index: int, stage: Stage, global_epoch: int) -> None:
+        """Recompute the BatchNorm statistics of the modules `stage` trains over the images of its last
+        epoch, as exact averages for the final weights ("precise BN")."""
+        trained = [m for group in stage.train for m in self.groups[group]]
+        norms = [layer for module in trained for layer in module.modules()
+                 if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [layer.momentum for layer in norms]
+        for layer in norms:
+            layer.reset_running_stats()
+            layer.momentum = None  # a cumulative average over the pass
+        self._set_modes(dataclasses.replace(stage, batchnorm="train"))
+        want = ("features",) if set(stage.train) == {"fe"} else ("logits",)
+        with torch.no_grad():
+            for batch in self._loader(index, stage, stage.epochs - 1, global_epoch - 1, train=False):
+                images = batch["image"].to(self.device)
+                with self._autocast():
+                    self.student.forward_parts(self.student.normalize(images), self.student_point, want=want)
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+
+    def feature_ratio(self, index: int, stage: Stage, losses: WeightedSum, global_epoch: int) -> float:
+        """How much of the teacher's features the student reproduces: its feature loss (eval mode)
+        over the images of the stage's last epoch, divided by the loss of predicting each channel's
+        mean over those images. 1.0: it learned no more than the channel means; 0: all of it."""
+        term = losses.terms["feature"]
+        loader = self._loader(index, stage, stage.epochs - 1, global_epoch - 1, train=False)
+        was_training = self.student.training
+        self.student.eval()
+        error, sums, squares, positions = 0.0, 0.0, 0.0, 0
+        with torch.no_grad():
+            for batch in loader:
+                images = batch["image"].to(self.device)
+                teacher = self._teacher(batch, images, ("features",))["features"].double()
+                with self._autocast():
+                    student = self.student.forward_parts(self.student.normalize(images), self.student_point,
+                                                         want=("features",))["features"]
+                student = term.adapt(student.float(), teacher.float()).double()
+                error += float((student - teacher).square().sum())
+                sums = sums + teacher.sum(dim=(0, 2, 3))
+                squares = squares + teacher.square().sum(dim=(0, 2, 3))
+                positions += teacher.numel() // teacher.shape[1]
+        self.student.train(was_training)
+        spread = float((squares - sums.square() / positions).sum())  # squared error of the channel means
+        return error / spread if spread > 0 else float("nan")
+
     # ---- checkpoints ---------------------------------------------------------------------
 
     def fingerprint(self) -> str:
@@ -422,7 +497,7 @@ class Engine:
             first_stage, first_epoch = state["stage"], state["epoch"]
             self.say(f"{self.recipe.name}: resuming at stage {first_stage + 1}, epoch {first_epoch + 1}")
         stages = self.recipe.stages
-        global_epoch = sum(s.epochs for s in stages[:first_stage]) + first_epoch
+        global_epoch = len(self.history)  # epochs run so far: stages that stopped early count what they ran
         evaluation = None
         for index in range(first_stage, len(stages)):
             stage = stages[index]
@@ -435,6 +510,7 @@ class Engine:
                     critic.load_state_dict(state["critic"])
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
+            plateau = Plateau(stage, [row["loss"] for row in self.history if row["stage_index"] == index])
             for epoch in range(start_epoch, stage.epochs):
                 torch.manual_seed(_derive(self.settings.seed, index, epoch))
                 self._set_modes(stage)
@@ -455,8 +531,18 @@ class Engine:
                 active = stage.active_losses()
                 metrics["loss"] = sum(active[n] * sums[n] / max(steps, 1) for n in active if n in sums)
                 metrics.update({f"loss_{name}": value / max(steps, 1) for name, value in sums.items()})
-                last_of_stage = epoch + 1 == stage.epochs
-                if self.settings.evaluate == "epoch" or (self.settings.evaluate == "stage" and last_of_stage):
+                metrics["epochs_since_best"] = plateau.update(metrics["loss"])
+                stopped = plateau.stop()
+                last_of_stage = stopped or epoch + 1 == stage.epochs
+                if last_of_stage:
+                    metrics["stage_end"] = "plateau" if stopped else "max"
+                    if stage.batchnorm == "precise":
+                        self.recalibrate_batchnorm(index, stage, global_epoch)
+                    if "feature" in active:
+                        metrics["feature_ratio"] = self.feature_ratio(index, stage, losses, global_epoch)
+                if self.settings.evaluate == "epoch" or (
+                    self.settings.evaluate == "stage" and last_of_stage and self._head_trained(stage)
+                ):
                     evaluation = self.evaluate()
                     metrics.update(evaluation[0])
                 else:
@@ -464,14 +550,17 @@ class Engine:
                 self.history.append(metrics)
                 self.say(_progress_line(metrics, stage))
                 if self.checkpoint_path is not None:
-                    self._save({
-                        "stage": index, "epoch": epoch + 1, "student": self.student.state_dict(),
-                        "losses": losses.state_dict(), "optimizer": optimizer.state_dict(),
-                        "critic": critic.state_dict() if critic is not None else None,
-                        "history": self.history, "teacher_forwards": self.teacher_forwards,
-                    })
+                    # A stage that stopped early resumes at the next stage, with that stage's fresh optimiser.
+                    at = {"stage": index + 1, "epoch": 0} if stopped else {
+                        "stage": index, "epoch": epoch + 1, "losses": losses.state_dict(),
+                        "optimizer": optimizer.state_dict(), "critic": critic.state_dict() if critic is not None else None,
+                    }
+                    self._save({**at, "student": self.student.state_dict(), "history": self.history,
+                                "teacher_forwards": self.teacher_forwards})
                 if self.callback is not None:
                     self.callback(metrics)  # after the checkpoint: a callback that stops the run loses nothing
+                if stopped:
+                    break
         if evaluation is None:
             evaluation = self.evaluate()
         result = RunResult(
@@ -484,6 +573,27 @@ class Engine:
             self._save({"stage": len(stages), "epoch": 0, "student": self.student.state_dict(), "history": self.history,
                         "teacher_forwards": self.teacher_forwards, "result": dataclasses.asdict(result)})
         return result
+
+
+class Plateau:
+    """Epochs since a stage's mean training loss last fell below (1 - min_delta) x its best;
+    `stop()` once that reaches the stage's patience (never without one)."""
+
+    def __init__(self, stage: Stage, losses: list[float] = ()):
+        self.patience, self.min_delta = stage.patience, stage.min_delta
+        self.best, self.since_best = math.inf, 0
+        for loss in losses:  # a resumed stage replays the epochs it already ran
+            self.update(loss)
+
+    def update(self, loss: float) -> int:
+        if loss < self.best * (1 - self.min_delta) or self.best == math.inf:
+            self.best, self.since_best = loss, 0
+        else:
+            self.since_best += 1
+        return self.since_best
+
+    def stop(self) -> bool:
+        return self.patience is not None and self.since_best >= self.patience
 
 
 def _optimizer(parameters, settings: Optimizer) -> torch.optim.Optimizer:

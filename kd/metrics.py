@@ -72,6 +72,8 @@ class ConfusionMeter:
             "miou": float(iou.nanmean()),
             "iou": iou.tolist(),
             "pixel_acc": float(self.confusion.diagonal().sum()) / total if total else math.nan,
+            # 1: one class predicted on every labelled pixel, a degenerate model whatever its mIoU
+            "classes_predicted": int((self.confusion.sum(dim=0) > 0).sum()),
         }
 
 

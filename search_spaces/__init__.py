@@ -33,7 +33,8 @@ from collections.abc import Callable
 from kd.errors import UserInputError
 from search_spaces import ablations, baseline, cwd, esd, ftt, ifvd, sd, skd
 from search_spaces.base import (
-    Choice, Fixed, Float, Int, Param, default_value, report, resolve, resolve_problems, suggest, to_overrides,
+    Choice, Fixed, Float, Int, Param, default_value, report, resolve, resolve_problems, split_student_options, suggest,
+    to_overrides,
 )
 
 SPACES: dict[str, Callable[[list[str]], dict[str, Param]]] = {
@@ -139,5 +140,5 @@ def grid(methods: list[str], split_points: list[str], study_values: dict | None 
 
 __all__ = [
     "SPACES", "Choice", "Fixed", "Float", "Int", "Param", "define_by_run", "grid", "resolve", "space_for",
-    "spaces_for", "suggest", "to_overrides", "trial_overrides",
+    "spaces_for", "split_student_options", "suggest", "to_overrides", "trial_overrides",
 ]

@@ -2,8 +2,9 @@
 
 A method's space is a dict `{name: Param}`. Each Param names its `target`: the
 `kd.methods` override key it sets ("r", "lambda_kd", "kd.temperature",
-"feature.optimizer.lr", ...) or "split_point". `default` is the paper's value, used by
-ablation grids; None leaves the recipe's own default (for a Choice: the last choice).
+"feature.optimizer.lr", ...), "split_point", or "student.<option>" (an option of the SD
+student's capacity: groups, output_stride, head_width). `default` is the paper's value,
+used by ablation grids; None leaves the recipe's own default (for a Choice: the last choice).
 """
 from __future__ import annotations
 
@@ -34,9 +35,13 @@ class Int:
 
 @dataclass(frozen=True)
 class Choice:
+    """`search=False`: offered to study files (a list of choices searches them, a value fixes
+    it) but, left alone, fixed at its default rather than searched."""
+
     choices: tuple
     target: str = ""
     default: Any = None
+    search: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,33 @@ Param = Float | Int | Choice | Fixed
 def split_point(split_points: list[str]) -> Choice:
     """The teacher's split point, for methods whose student is built from the teacher's front."""
     return Choice(tuple(split_points), target="split_point")
+
+
+STUDENT = "student."
+
+
+def sd_capacity() -> dict[str, Param]:
+    """The SD student's capacity (kd.models.sd.SDCapacity), fixed at the default variant ("table")
+    unless a study file lists choices: `groups = ["gcd", "table", "dense"]` searches it, a grid crosses
+    `groups = {choices = [...]}`."""
+    from kd.models.sd import SD_VARIANTS, sd_capacity as default_capacity
+
+    default = default_capacity()
+    return {
+        "groups": Choice(("gcd", "table", "cap:8", "cap:4", "cap:2", "dense"), f"{STUDENT}groups", default.groups,
+                         search=False),
+        "output_stride": Choice(("teacher", 8, 16, 32), f"{STUDENT}output_stride",
+                                default.output_stride or "teacher", search=False),
+        "head_width": Choice(tuple(sorted({v.head_width for v in SD_VARIANTS.values()} | {128, 256})),
+                             f"{STUDENT}head_width", default.head_width, search=False),
+    }
+
+
+def split_student_options(overrides: dict) -> tuple[dict, dict]:
+    """(recipe overrides, student options): "student.<option>" targets build the student."""
+    recipe = {k: v for k, v in overrides.items() if not k.startswith(STUDENT)}
+    student = {k[len(STUDENT):]: v for k, v in overrides.items() if k.startswith(STUDENT)}
+    return recipe, student
 
 
 def lowest(target: str) -> tuple[float, bool] | None:
@@ -122,6 +154,8 @@ def resolve_problems(method: str, params: dict[str, Param], study_values: dict |
         except ValueError as error:
             problems.append(f"{method}.{name}: {error}")
     for name, p in resolved.items():
+        if isinstance(p, Choice) and not p.search:
+            resolved[name] = p = Fixed(default_value(p), p.target)
         problems += [f"{method}.{name} {message}" for message in _check(p)]
     return resolved, problems
 
@@ -146,6 +180,8 @@ def _apply(param: Param, given) -> Param:
     if isinstance(param, Fixed):
         return Fixed(given, param.target)
     if isinstance(param, Choice):
+        if isinstance(given, dict) and set(given) == {"choices"}:  # as a Float's {choices = [...]} is written
+            given = given["choices"] if isinstance(given["choices"], list) else [given["choices"]]
         picked = []
         for choice in given if isinstance(given, list) else [given]:
             picked += [] if choice in picked else [choice]

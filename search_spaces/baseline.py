@@ -7,11 +7,12 @@ lr in [1e-3, 1e-1], log-uniform: SD trains the student with SGD at 1e-2, in the 
 """
 from __future__ import annotations
 
-from search_spaces.base import Float, Param, split_point
+from search_spaces.base import Float, Param, sd_capacity, split_point
 
 
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),
+        **sd_capacity(),
         "lr": Float(1e-3, 1e-1, log=True, target="train.optimizer.lr", default=1e-2),
     }

@@ -8,12 +8,13 @@ Stage 3 (fine-tuning at 5e-5) keeps the paper's rate: it only polishes.
 """
 from __future__ import annotations
 
-from search_spaces.base import Float, Param, split_point
+from search_spaces.base import Float, Param, sd_capacity, split_point
 
 
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),
+        **sd_capacity(),
         "feature_lr": Float(1e-4, 1e-2, log=True, target="feature.optimizer.lr", default=3e-3),
         "frozen_lr": Float(1e-3, 1e-1, log=True, target="frozen.optimizer.lr", default=1e-2),
     }

@@ -78,7 +78,7 @@ class StudyConfig:
     epochs: int | None = 6  # every stage's epochs (None: the recipes' own)
     batch_size: int = 4
     views: int = 4
-    evaluate: str = "end"
+    evaluate: str = "stage"  # after every stage that trains the head: the curves show what stage 3 adds
     # resources
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0

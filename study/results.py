@@ -112,6 +112,9 @@ class ResultsWriter(Callback):
         for name in METRICS:
             row[name] = result.get(name) if status == "completed" else None
             row[f"{name}_std"] = result.get(f"{name}_std") if status == "completed" else None
+        row["degenerate"] = result.get("degenerate") if status == "completed" else None
+        row["stage1_feature_ratio"] = result.get("stage1_feature_ratio")
+        row.update({k: v for k, v in result.items() if k.startswith(STEPS)})
         row.update({"params": result.get("params"), "flops": result.get("flops"),
                     "duration_s": result.get("seconds", time.time() - self.started.get(trial.trial_id, time.time())),
                     "error": error, "trial_dir": self._trial_dir(trial), "node": result.get("node"),
@@ -131,18 +134,24 @@ class ResultsWriter(Callback):
 
 
 def _line(done: int, total: int, row: dict) -> str:
-    chosen = ", ".join(f"{k}={_short(v)}" for k, v in row.items() if k not in _NOT_PARAMS and v is not None)
+    chosen = ", ".join(f"{k}={_short(v)}" for k, v in row.items()
+                       if k not in _NOT_PARAMS and not k.startswith(STEPS) and v is not None)
     head = f"[{done}/{total}] {row['trial_id']} {row['method']}" + (f" ({chosen})" if chosen else "")
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']}"
     if row["status"] == "stopped":
         return f"{head}: stopped early by the scheduler"
+    ratio = row.get("stage1_feature_ratio")
     return (f"{head}: miou_img {row['miou_img']:.3f} +- {row['miou_img_std']:.3f}, hp_acc {row['hp_acc']:.2f}, "
-            f"var {row['var']:.4f}, miou {row['miou']:.3f} ({row['duration_s']:.0f} s)")
+            f"var {row['var']:.4f}, miou {row['miou']:.3f}"
+            + (f", stage-1 feature ratio {ratio:.2f}" if ratio is not None else "")
+            + (" DEGENERATE: one class predicted everywhere" if row.get("degenerate") else "")
+            + f" ({row['duration_s']:.0f} s)")
 
 
+STEPS = "steps_"  # steps_<stage>: the optimiser steps each stage took (mean over seeds)
 _NOT_PARAMS = {"trial_id", "method", "variant", "status", "seeds", "params", "flops", "duration_s", "error", "overrides", "trial_dir",
-               "node", "predictions",
+               "node", "predictions", "degenerate", "stage1_feature_ratio",
                *METRICS, *(f"{m}_std" for m in METRICS)}
 
 

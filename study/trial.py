@@ -141,8 +141,14 @@ def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
     return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
 
 
-def student_for(method: str, recipe, config: StudyConfig, teacher, split_point: str | None, num_classes: int):
+def student_for(method: str, recipe, config: StudyConfig, teacher, split_point: str | None, num_classes: int,
+                overrides: dict | None = None):
+    """The method's student; the SD student's capacity comes from the "student.<option>" overrides."""
     name = config.students.get(method, recipe.student)
+    options = search_spaces.split_student_options(overrides or {})[1]
+    if name == "sd":
+        return build_student(name, num_classes, teacher=teacher, split_point=split_point or teacher.split_points[-1],
+                             **options)
     if name in SPLIT_STUDENTS:
         return build_student(name, num_classes, teacher=teacher, split_point=split_point or teacher.split_points[-1])
     return build_student(name, num_classes)
@@ -154,7 +160,8 @@ def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | No
 
 
 def recipe_for(config: StudyConfig, method: str, overrides: dict):
-    return build_recipe(method, ({"epochs": config.epochs} if config.epochs else {}) | overrides)
+    recipe_overrides = search_spaces.split_student_options(overrides)[0]
+    return build_recipe(method, ({"epochs": config.epochs} if config.epochs else {}) | recipe_overrides)
 
 
 def fill_caches(config: StudyConfig, teacher, data: RunData, split_points: list[str], num_classes: int, say=print) -> int:
@@ -253,7 +260,7 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
     holder = {"student": None}
     try:
         report = _train_seeds(config, method, recipe, split_point, data, teacher, device, predictions, scratch,
-                              context.num_classes, holder)
+                              context.num_classes, holder, overrides)
     except Exception as err:  # the trial's own failure: recorded, not retried by Ray (it would fail alike)
         report = {"final": True, "failed": f"{type(err).__name__}: {err}", "method": method,
                   "split_point": split_point}
@@ -269,15 +276,15 @@ def run_trial(trial_config: dict, context: StudyContext) -> None:
 
 
 def _train_seeds(config, method, recipe, split_point, data, teacher, device, predictions, scratch, num_classes,
-                 holder) -> dict:
+                 holder, overrides) -> dict:
     """Train every seed of a trial; the final report (mean and std over seeds, per-image scores, curves)."""
     from ray import tune
 
     asha = config.scheduler == "asha"
-    finals, per_image, curves = [], [], []
+    finals, per_image, curves, stages = [], [], [], []
     for seed in range(config.seeds):
         torch.manual_seed(seed)
-        student = holder["student"] = student_for(method, recipe, config, teacher, split_point, num_classes)
+        student = holder["student"] = student_for(method, recipe, config, teacher, split_point, num_classes, overrides)
 
         def report_epoch(metrics, first_seed=(seed == 0)):
             if asha and first_seed:  # ASHA judges the first seed's learning curve
@@ -288,6 +295,7 @@ def _train_seeds(config, method, recipe, split_point, data, teacher, device, pre
                         checkpoint_dir=scratch / f"seed{seed}")
         result = engine.run()
         finals.append(result.final)
+        stages.append(result.stages)
         per_image += [{"seed": seed, **row} for row in result.per_image]
         curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history]
         if seed == 0:
@@ -301,4 +309,19 @@ def _train_seeds(config, method, recipe, split_point, data, teacher, device, pre
         values = [final[name] for final in finals]
         report[name] = statistics.fmean(values)
         report[f"{name}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return report
+    report["degenerate"] = any(final["classes_predicted"] <= 1 for final in finals)
+    return report | stage_summary(stages)
+
+
+def stage_summary(stages: list[list[dict]]) -> dict:
+    """Per stage, the optimiser steps it took (mean over seeds) as `steps_<stage>`, and the first
+    feature stage's `stage1_feature_ratio` (mean over seeds; see Engine.feature_ratio)."""
+    summary, ratios = {}, []
+    for name in dict.fromkeys(entry["stage"] for seed in stages for entry in seed):
+        steps = [entry["steps"] for seed in stages for entry in seed if entry["stage"] == name]
+        summary[f"steps_{name}"] = statistics.fmean(steps)
+    for seed in stages:
+        ratios += [next((e["feature_ratio"] for e in seed if "feature_ratio" in e), None)]
+    if all(r is not None for r in ratios) and ratios:
+        summary["stage1_feature_ratio"] = statistics.fmean(ratios)
+    return summary

@@ -55,7 +55,8 @@ def same_weights(a, b):
 def test_every_recipe_runs_end_to_end(name, teacher, data):
     recipe = build_recipe(name, {"epochs": 1})
     engine, result = run(recipe, teacher, data)
-    assert set(result.final) == {"miou", "miou_img", "hp_acc", "var"}
+    assert set(result.final) == {"miou", "miou_img", "hp_acc", "var", "classes_predicted"}
+    assert result.final["classes_predicted"] in (1, 2)
     assert 0 <= result.final["miou"] <= 1
     assert [h["stage"] for h in result.history] == recipe.stage_names
     assert len(result.per_image) == 3 and {p["id"] for p in result.per_image} == set(data.val.ids)
@@ -172,18 +173,29 @@ def test_teacher_cache_runs_the_teacher_once_per_view(teacher, data, tmp_path):
     _, again = run(feature_only, teacher, data, dataclasses.replace(settings, seed=5), cache_root=tmp_path)
     assert again.teacher_forwards == 0  # another seed reuses the stored outputs
     _, uncached = run(feature_only, teacher, data, dataclasses.replace(settings, cache=False))
-    assert uncached.teacher_forwards == 6 * 4
+    assert uncached.teacher_forwards == 6 * 4 + 6  # and once more per image for the stage's feature ratio
     # Same views, same batches: the same training up to float rounding between batch compositions.
     for a, b in zip(cached.history, uncached.history, strict=True):
         assert a["loss_feature"] == pytest.approx(b["loss_feature"], rel=1e-4)
 
 
 def test_esd_reads_both_domains(teacher, data, tmp_path):
-    recipe = build_recipe("esd", {"epochs": 1, "r": 0.5})
+    recipe = build_recipe("esd", {"epochs": 1, "r": 0.5, "feature.mix_epoch": "paper"})
     _, result = run(recipe, teacher, data, RunSettings(batch_size=3, views=1, evaluate="end"), cache_root=tmp_path)
-    # r = 0.5: every target image (6) plus 12 proximity draws from 6 images, each image x view cached once
+    # the paper's epoch at r = 0.5: every target image (6) plus 12 proximity draws from 6 images
     assert result.history[0]["steps"] == 6
-    assert result.teacher_forwards == 6 + 6
+    assert result.teacher_forwards == 6 + 6  # each image x view cached once
+
+
+def test_sd_and_esd_at_every_r_take_the_same_stage_1_steps(teacher, data, tmp_path):
+    settings = RunSettings(batch_size=3, views=1, evaluate="end")
+    steps = {}
+    for name, r in (("sd", None), ("esd", 0.0), ("esd", 0.5), ("esd", 5.0)):
+        recipe = build_recipe(name, {"epochs": 1, "feature.epochs": 2} | ({"r": r} if r is not None else {}))
+        _, result = run(recipe, teacher, data, settings, cache_root=tmp_path)
+        steps[(name, r)] = result.stages[0]["steps"]
+        assert result.stages[0]["epochs"] == 2
+    assert set(steps.values()) == {2 * 6 // 3}  # an epoch of the mixed stream is as long as SD's
 
 
 @pytest.mark.parametrize("change, words", [
@@ -225,3 +237,92 @@ def test_mixed_precision_path_runs(name, teacher, data):
     result = engine.run()
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
     assert 0 <= result.final["miou"] <= 1
+
+
+def test_a_stage_stops_on_a_plateau_and_resumes_at_the_next_stage(teacher, data, tmp_path):
+    # A learning rate this small leaves the loss where it is: the plateau comes after `patience` epochs.
+    recipe = build_recipe("sd", {"epochs": 1, "frozen.epochs": 30, "frozen.patience": 2, "frozen.optimizer.lr": 1e-12})
+    settings = RunSettings(batch_size=3, views=1, evaluate="stage")
+    engine, result = run(recipe, teacher, data, settings, checkpoint_dir=tmp_path)
+    frozen = [h for h in result.history if h["stage"] == "frozen"]
+    assert len(frozen) == 3 and [h["epochs_since_best"] for h in frozen] == [0, 1, 2]
+    assert frozen[-1]["stage_end"] == "plateau" and "miou" in frozen[-1]
+    assert result.stages[1] == {"stage": "frozen", "epochs": 3, "steps": 3 * 2, "stage_end": "plateau"}
+    assert [h["stage"] for h in result.history] == ["feature", "frozen", "frozen", "frozen", "finetune"]
+    # a run interrupted right after the early stop goes on with the next stage, not with more of it
+
+    def interrupt(metrics):
+        if metrics.get("stage_end") == "plateau":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, teacher, data, settings, checkpoint_dir=tmp_path / "again", callback=interrupt)
+    resumed = Engine(recipe, student_for(recipe, teacher), teacher, data, settings, checkpoint_dir=tmp_path / "again",
+                     progress=None).run()
+    assert [h["stage"] for h in resumed.history] == ["feature", "frozen", "frozen", "frozen", "finetune"]
+    assert resumed.history[-1]["loss"] == pytest.approx(result.history[-1]["loss"])
+
+
+def test_without_patience_a_stage_runs_all_its_epochs(teacher, data):
+    recipe = build_recipe("baseline", {"epochs": 3, "train.optimizer.lr": 1e-12})
+    _, result = run(recipe, teacher, data, RunSettings(batch_size=3, views=1))
+    assert len(result.history) == 3 and result.history[-1]["stage_end"] == "max"
+    assert result.history[-1]["epochs_since_best"] >= 1  # a plateau, noted but not acted on
+
+
+def test_frozen_batchnorm_keeps_its_statistics_but_trains_its_scale(teacher, data):
+    recipe = build_recipe("baseline", {"epochs": 1, "train.batchnorm": "frozen"})
+    student = student_for(recipe, teacher)
+    norms = [m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.weight.detach().clone()) for m in norms]
+    run(recipe, teacher, data, student=student)
+    assert all(torch.equal(m.running_mean, mean) for m, (mean, _) in zip(norms, before))
+    assert any(not torch.equal(m.weight, weight) for m, (_, weight) in zip(norms, before))
+    with pytest.raises(UserInputError, match="batchnorm must be one of train, precise, frozen"):
+        build_recipe("baseline", {"train.batchnorm": "fixed"})
+
+
+def test_feature_ratio_is_the_feature_loss_over_the_channel_means_loss(teacher, data):
+    recipe = build_recipe("sd", {"epochs": 1, "feature.epochs": 3})
+    feature_only = dataclasses.replace(recipe, stages=recipe.stages[:1])
+    settings = RunSettings(batch_size=3, views=1, evaluate="end")
+    engine, result = run(feature_only, teacher, data, settings)
+    ratio = result.history[-1]["feature_ratio"]
+    assert result.stages[0]["feature_ratio"] == ratio
+    # by hand: one view per image, so the last epoch saw every target image in its only view
+    student = engine.student.eval()
+    views = [data.train_transform(data.target[i], settings.augment_seed, 0) for i in range(len(data.target))]
+    images = torch.stack([v["image"].as_subclass(torch.Tensor) for v in views])
+    with torch.no_grad():
+        fs = student.features(student.normalize(images), POINT).double()
+        ft = teacher.eval().features(teacher.normalize(images), POINT).double()
+    channel_means = ft.mean(dim=(0, 2, 3), keepdim=True)
+    assert ratio == pytest.approx(float((fs - ft).square().sum() / (ft - channel_means).square().sum()), rel=1e-4)
+    assert 0 < ratio
+
+
+def test_stage_evaluation_skips_the_feature_stage(teacher, data):
+    _, result = run(build_recipe("sd", {"epochs": 1}), teacher, data, RunSettings(batch_size=3, views=1, evaluate="stage"))
+    assert ["miou" in h for h in result.history] == [False, True, True]  # stage 1 leaves the head untrained
+
+
+def test_precise_batchnorm_recomputes_the_statistics_of_the_final_weights(teacher, data):
+    recipe = build_recipe("baseline", {"epochs": 2, "train.batchnorm": "precise"})
+    settings = RunSettings(batch_size=3, views=1, evaluate="end")
+    engine, result = run(recipe, teacher, data, settings)
+    student = engine.student
+    layer = next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert layer.momentum is not None  # its own momentum is restored after the pass
+    # by hand: the batch statistics of every target image (one view each) through the final weights
+    seen = []
+    handle = layer.register_forward_hook(lambda m, inputs, output: seen.append(inputs[0].detach()))
+    views = [data.train_transform(data.target[i], settings.augment_seed, 0) for i in range(len(data.target))]
+    images = torch.stack([v["image"].as_subclass(torch.Tensor) for v in views])
+    with torch.no_grad():
+        student.eval()(student.normalize(images))
+    handle.remove()
+    inputs = seen[0]
+    assert torch.allclose(layer.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)
+    plain = run(build_recipe("baseline", {"epochs": 2}), teacher, data, settings)[0].student
+    plain_layer = next(m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.allclose(plain_layer.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)

@@ -61,6 +61,11 @@ def test_overrides_reach_every_field_and_leave_the_original_alone():
 
 
 def test_term_options_override():
+    # SD's stage and its loss term share the name "feature": stage fields win, other keys are the term's
+    recipe = build_recipe("sd", {"feature.reduction": "mean", "feature.epochs": 3})
+    assert recipe.stages[0].loss_options == {"feature": {"reduction": "mean"}} and recipe.stages[0].epochs == 3
+    with pytest.raises(UserInputError, match="no field or option 'temprature'"):
+        build_recipe("ifvd", {"kd.temprature": 2.0})
     recipe = build_recipe("ifvd", {"kd.temperature": 2.0})
     assert recipe.stages[0].loss_options["kd"] == {"temperature": 2.0}
     assert build_recipe("cwd", {"cwd.temperature": 1.0}).stages[0].loss_options["cwd"] == {"temperature": 1.0}
@@ -70,7 +75,9 @@ def test_term_options_override():
     ({"r": 0.5}, "no stage reading the mixed"),
     ({"lambda_ifv": 1.0}, "no stage of recipe 'sd' uses loss term 'ifv'"),
     ({"nonsense": 1}, "unknown override 'nonsense'"),
-    ({"feature.optimiser.lr": 1}, "no field 'optimiser'"),
+    ({"feature.optimiser.lr": 1}, "no field or option 'optimiser.lr'.*'feature' takes reduction"),
+    ({"kd.temprature": 1}, "unknown override 'kd.temprature'"),  # sd has no kd term
+    ({"feature.reduction": "max"}, "reduction must be one of channel_sum, mean"),
     ({"feature.epochs": 0}, "epochs must be a whole number >= 1"),
     ({"frozen.optimizer.lr": -1.0}, "lr must be a finite number >= 0"),
     ({"lambda_ce": float("nan")}, "weight of 'ce' must be a finite number >= 0"),

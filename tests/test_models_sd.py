@@ -11,8 +11,10 @@ from torchvision.models import mobilenet_v3_small, resnet18, resnet50
 from kd.errors import UserInputError
 from kd.metrics import count_parameters
 from kd.models import Segmenter, group_conv_copy
-from kd.models.adapters import FeatureAdapter, make_adapter, needs_adapter
-from kd.models.sd import SDHead, constructed_teacher, sd_student
+from kd.models.adapters import FeatureAdapter, ResizeAdapter, make_adapter, needs_adapter
+from kd.models.dilation import output_stride, set_output_stride
+from kd.models.group_conv import GroupPolicy, group_policy
+from kd.models.sd import SD_VARIANTS, SDHead, constructed_teacher, head_widths, sd_capacity, sd_student
 
 SIZE = (65, 97)  # odd, so every stride rounds
 
@@ -95,7 +97,7 @@ def test_sd_head_is_grouped_and_returns_signed_logits():
 
 @pytest.mark.parametrize("point", ["stem", "layer1", "layer2", "layer3", "layer4"])
 def test_sd_student_at_every_split_point(teacher, point):
-    student = sd_student(teacher, point).eval()
+    student = sd_student(teacher, point, variant="text").eval()
     assert student.split_points == teacher.split_points[: teacher.split_points.index(point) + 1]
     assert student.name == f"sd_student_resnet18@{point}"
     x = torch.randn(1, 3, *SIZE)
@@ -171,8 +173,101 @@ def test_constructed_teacher_resnet50_size():
     total = count_parameters(ct)
     assert abs(total - 23.6e6) < 0.2e6, total
     assert count_parameters(ct, trainable_only=True) == count_parameters(ct.head)
-    student = sd_student(teacher, "layer4")
+    student = sd_student(teacher, "layer4", variant="text")
     assert count_parameters(student) < total / 10
+
+
+def test_the_table_variant_is_calibrated_to_the_papers_table_ii():
+    # Table II at 512x1024: S has 9.5 M parameters and 41.8 % of CT's FLOPs (169.4 / 405.7 GFLOPs).
+    from kd.metrics import count_flops
+    from kd.models import build_teacher
+
+    with torch.device("meta"):
+        teacher = build_teacher("deeplabv3_resnet50", num_classes=2)
+        student, ct = sd_student(teacher, "layer4", variant="table"), constructed_teacher(teacher, "layer4")
+    assert abs(count_parameters(student) / 9.5e6 - 1) < 0.15
+    share = count_flops(student, (1, 3, 512, 1024)) / count_flops(ct, (1, 3, 512, 1024))
+    assert abs(share / 0.418 - 1) < 0.15
+    assert output_stride(nn.Sequential(*student.stages.values())) == 8  # Table IV: the FE at 1/8, as the dilated teacher
+
+
+def test_variants_order_the_students_by_size(teacher):
+    sizes = [count_parameters(sd_student(teacher, "layer4", variant=v)) for v in ("text", "table", "dense")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    dense = sd_student(teacher, "layer4", variant="dense")
+    assert all(conv.groups == 1 for _, conv in convs(dense.stages))  # the teacher's own architecture
+    narrow = sd_student(teacher, "layer4", variant="dense", head_width=128)
+    assert count_parameters(narrow.head) < count_parameters(dense.head)
+    assert narrow.head.block1[0][0].out_channels == 128
+
+
+def test_group_policies():
+    wide = nn.Conv2d(64, 256, 1)
+    spatial = nn.Conv2d(64, 64, 3, padding=1)
+    assert group_policy("gcd").groups(wide) == 64 and group_policy("gcd").groups(spatial) == 64
+    assert group_policy("dense").groups(wide) == 1 and group_policy("dense").groups(spatial) == 1
+    assert group_policy("table") == GroupPolicy(2, 4)
+    assert group_policy("table").groups(wide) == 2 and group_policy("table").groups(spatial) == 4
+    assert group_policy("cap:8").groups(spatial) == 8 and group_policy("cap:2,16").groups(spatial) == 16
+    assert group_policy("cap:3").groups(spatial) == 1  # gcd(64, 64, 3)
+    depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+    assert group_policy("dense").groups(depthwise) == 32  # already grouped convolutions stay so
+    for bad in ("gdc", "cap:0", "cap:x", "cap:1,2,3"):
+        with pytest.raises(UserInputError, match="group policy"):
+            group_policy(bad)
+
+
+def test_capacity_problems_are_named_at_once():
+    with pytest.raises(UserInputError, match="unknown SD student variant 'huge'"):
+        sd_capacity("huge")
+    with pytest.raises(UserInputError, match="group policy 'x'.*output_stride must be one of 8, 16, 32.*head_width"):
+        sd_capacity(groups="x", output_stride=12, head_width=3)
+    assert sd_capacity("text", output_stride="teacher").output_stride is None
+    assert sd_capacity().groups == "table"  # the default: the Table II reading
+
+
+def test_head_widths_keep_channels_mixing():
+    assert head_widths(384) == (384, 160, 128, 96, 80, 64)
+    for width in (128, 256, 512):
+        widths = head_widths(width)
+        assert widths[0] == width and all(w % 16 == 0 for w in widths)
+        assert all(math.gcd(a, b) < b for a, b in zip(widths, widths[1:]))  # no conv is depthwise
+
+
+def test_output_stride_by_dilation_keeps_the_weights_meaning(teacher):
+    # A plain ResNet-18 (output stride 32) made denser: sizes grow, parameters stay, and a stride-16
+    # copy computes what the stride-32 one does on the part both see (dilation keeps the receptive field).
+    amg, _ = teacher.split("layer4")
+    base = copy.deepcopy(amg).eval()
+    assert output_stride(base) == 32
+    for goal in (16, 8):
+        dense = set_output_stride(copy.deepcopy(amg), goal).eval()
+        assert output_stride(dense) == goal
+        assert count_parameters(dense) == count_parameters(base)
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            assert dense(x).shape[-1] == 64 // goal
+            # every `goal/32`-th position of the denser map is the original network's output
+            step = 32 // goal
+            assert torch.allclose(dense(x)[..., ::step, ::step], base(x), atol=1e-4)
+    with pytest.raises(UserInputError, match="can be made denser"):
+        set_output_stride(set_output_stride(copy.deepcopy(amg), 8), 16)
+    with pytest.raises(UserInputError, match="one of 8, 16, 32"):
+        set_output_stride(copy.deepcopy(amg), 4)
+
+
+def test_output_stride_of_an_efficientnet_student():
+    from kd.models import build_teacher
+
+    teacher = build_teacher("deeplabv3_efficientnet_lite0", num_classes=2, pretrained=False)
+    student = sd_student(teacher, "top", output_stride=8).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert student.features(x, "top").shape[-2:] == (8, 12)
+        assert teacher.eval().features(x, "top").shape[-2:] == (2, 3)
+        assert student(x).shape == (1, 2, 64, 96)
+    # stochastic depth is off in the student: train mode gives eval mode's features
+    assert all(rate == 0 for stage in student.stages.values() for rate in getattr(stage, "drop_connect_rates", []))
 
 
 def test_adapter_maps_channels_and_size():
@@ -185,6 +280,14 @@ def test_adapter_maps_channels_and_size():
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is not None for p in adapter.parameters())
     assert adapter(x).shape == (2, 32, 9, 13)  # without a size, channels only
+
+
+def test_resize_adapter_when_only_the_size_differs():
+    adapter = make_adapter((2, 16, 8, 12), (2, 16, 2, 3))
+    assert isinstance(adapter, ResizeAdapter) and not list(adapter.parameters())
+    x = torch.arange(2 * 16 * 8 * 12, dtype=torch.float32).view(2, 16, 8, 12)
+    assert torch.allclose(adapter(x, (2, 3)), nn.functional.avg_pool2d(x, 4))  # the mean of each 4x4 block
+    assert adapter(x[..., :2, :3], (8, 12)).shape == (2, 16, 8, 12)  # coarser students are upsampled
 
 
 def test_adapter_is_identity_when_shapes_match():

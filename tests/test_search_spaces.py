@@ -6,7 +6,7 @@ import pytest
 from kd.errors import UserInputError
 from kd.methods import RECIPES, build_recipe
 from search_spaces import SPACES, Choice, Fixed, Float, define_by_run, grid, space_for, trial_overrides
-from search_spaces.base import resolve
+from search_spaces.base import resolve, split_student_options
 
 POINTS = ["stage3", "stage5", "stage7"]
 SPLIT_METHODS = {"baseline", "ftt", "sd", "esd"}
@@ -30,9 +30,10 @@ def test_a_trial_has_exactly_its_methods_parameters(method):
     trial, returned = ask([method])
     params = space_for(method, POINTS)
     assert returned == {"method": method}
-    assert set(trial.params) == {f"{method}.{name}" for name in params}
+    searched = {name: p for name, p in params.items() if not isinstance(p, Fixed)}
+    assert set(trial.params) == {f"{method}.{name}" for name in searched}
     assert ("split_point" in params) == (method in SPLIT_METHODS)
-    for name, p in params.items():
+    for name, p in searched.items():
         value, dist = trial.params[f"{method}.{name}"], trial.distributions[f"{method}.{name}"]
         if isinstance(p, Choice):
             assert value in POINTS and list(dist.choices) == POINTS
@@ -109,7 +110,7 @@ def test_bad_study_values_are_all_reported_at_once():
         define_by_run(["esd", "ifvd", "sd"], POINTS, values)
     message = str(caught.value)
     for expected in ("esd.r must be >= 0", "'stage9' is not valid; valid: stage3, stage5, stage7",
-                     "no parameter 'gamma'", "its parameters: split_point, feature_lr, frozen_lr, r",
+                     "no parameter 'gamma'", "its parameters: split_point, groups, output_stride, head_width, feature_lr, frozen_lr, r",
                      "low < high", "ifvd.lambda_kd must be >= 0", "ifvd.lr must be > 0", "expected a number"):
         assert expected in message, expected
 
@@ -151,8 +152,12 @@ def test_trial_overrides_build_valid_recipes(method):
         name, overrides, point = trial_overrides(config, POINTS)
         assert name == method and (point in POINTS) == (method in SPLIT_METHODS)
         assert point is None or point == trial.params[f"{method}.split_point"]
-        build_recipe(method, overrides)
-        assert len(overrides) == len(trial.params) - (point is not None)
+        recipe_overrides, student = split_student_options(overrides)
+        build_recipe(method, recipe_overrides)
+        assert len(recipe_overrides) == len(trial.params) - (point is not None)
+        # the SD student's capacity is fixed at the default variant unless a study asks to search it
+        assert student == ({"groups": "table", "output_stride": "teacher", "head_width": 512}
+                           if method in {"baseline", "sd", "esd"} else {})
 
 
 def test_trial_overrides_notice_a_changed_space():
@@ -165,7 +170,7 @@ def test_grid_gives_the_papers_defaults():
     assert [p["method"] for p in points] == list(RECIPES)
     by_method = {p["method"]: p for p in points}
     for method, point in by_method.items():
-        recipe = build_recipe(method, point["overrides"])
+        recipe = build_recipe(method, split_student_options(point["overrides"])[0])
         if method != "esd":  # grid defaults are the recipes' own values
             assert recipe == build_recipe(method), method
     assert by_method["esd"]["overrides"]["r"] == 0.5 and by_method["esd"]["split_point"] == "stage7"
@@ -184,4 +189,22 @@ def test_grid_crosses_the_choices_a_study_lists():
         (r, s) for r in (0.0, 0.5, 5.0) for s in ("stage5", "stage7"))
     for p in esd:  # the recorded values are the ones trained with
         assert p["overrides"]["r"] == p["values"]["r"] and p["split_point"] == p["values"]["split_point"]
-        assert build_recipe("esd", p["overrides"]).stages[0].ratio == p["values"]["r"]
+        assert build_recipe("esd", split_student_options(p["overrides"])[0]).stages[0].ratio == p["values"]["r"]
+
+
+def test_student_capacity_is_fixed_unless_a_study_lists_choices():
+    assert isinstance(space_for("sd", POINTS)["groups"], Fixed)
+    values = {"sd": {"groups": ["gcd", "dense"], "output_stride": {"choices": [8, "teacher"]}, "head_width": 256}}
+    space = space_for("sd", POINTS, values)
+    assert space["groups"].choices == ("gcd", "dense") and space["output_stride"].choices == (8, "teacher")
+    assert space["head_width"] == Fixed(256, "student.head_width")
+    trial, returned = ask(["sd"], values)
+    assert trial.params["sd.groups"] in ("gcd", "dense")
+    _, overrides, _ = trial_overrides({**returned, **trial.params}, POINTS, values)
+    assert split_student_options(overrides)[1]["head_width"] == 256
+    # a grid crosses them: does distillation help small students more than large ones?
+    points = grid(["sd"], POINTS, {"sd": {"groups": {"choices": ["gcd", "table", "dense"]}}})
+    assert [split_student_options(p["overrides"])[1]["groups"] for p in points] == ["gcd", "table", "dense"]
+    assert [p["values"] for p in points] == [{"groups": g} for g in ("gcd", "table", "dense")]
+    with pytest.raises(UserInputError, match="'huge' is not valid; valid: gcd, table"):
+        space_for("sd", POINTS, {"sd": {"groups": "huge"}})

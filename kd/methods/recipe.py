@@ -19,6 +19,7 @@ Overrides address any field by a dotted path; a few shorthands cover what studie
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -27,6 +28,14 @@ from kd.errors import UserInputError
 STREAMS = ("target", "mix")
 GROUPS = ("fe", "head", "student")
 OPTIMIZERS = ("sgd", "adam")
+# "train": batch statistics in training, running averages kept (PyTorch's default); "precise": the
+# same, then the statistics recomputed over the stage's images once it ends (batches of 4 leave
+# running averages that lag the weights); "frozen": statistics fixed, scale and shift still train.
+BATCHNORM = ("train", "precise", "frozen")
+# How long one epoch of the mixed stream is: "target" holds as many images as the target set, so
+# SD and ESD at every r take the same optimiser steps per epoch (equal budgets); "paper" holds
+# every target image once plus n_target / r proximity images, so its length depends on r.
+MIX_EPOCHS = ("target", "paper")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,11 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage. `epochs` is its length, or its maximum when `patience` is set: then it stops
+    once the epoch's mean training loss has not fallen below (1 - min_delta) x its best for
+    `patience` epochs ("until convergence"). `batchnorm` says what happens to the BatchNorm
+    statistics of the modules it trains (BATCHNORM)."""
+
     name: str
     losses: dict[str, float]
     train: tuple[str, ...] = ("student",)
@@ -64,6 +78,10 @@ class Stage:
     ratio: float | None = None
     loss_options: dict[str, dict] = field(default_factory=dict)  # {"kd": {"temperature": 1.0}}
     critic: Optimizer | None = None  # for terms with a critic (adv); None: Adam lr 4e-4 (IFVD's code)
+    patience: int | None = None
+    min_delta: float = 0.01
+    batchnorm: str = "train"
+    mix_epoch: str = "target"
 
     def active_losses(self) -> dict[str, float]:
         return {name: weight for name, weight in self.losses.items() if weight != 0}
@@ -120,12 +138,33 @@ class Recipe:
                 isinstance(stage.ratio, (int, float)) and math.isfinite(stage.ratio) and stage.ratio >= 0
             ):
                 problems.append(f"{where}: the mixed stream needs ratio r >= 0 (0 = proximity only), got {stage.ratio!r}")
+            if stage.patience is not None and not (isinstance(stage.patience, int) and stage.patience >= 1):
+                problems.append(f"{where}: patience must be a whole number of epochs >= 1 (or None), got {stage.patience!r}")
+            if not (isinstance(stage.min_delta, (int, float)) and 0 <= stage.min_delta < 1):
+                problems.append(f"{where}: min_delta must be a fraction in [0, 1), got {stage.min_delta!r}")
+            if stage.batchnorm not in BATCHNORM:
+                problems.append(f"{where}: batchnorm must be one of {', '.join(BATCHNORM)}, got {stage.batchnorm!r}")
+            if stage.mix_epoch not in MIX_EPOCHS:
+                problems.append(f"{where}: mix_epoch must be one of {', '.join(MIX_EPOCHS)}, got {stage.mix_epoch!r}")
             problems += stage.optimizer.problems(f"{where}: optimizer")
             if stage.critic is not None:
                 problems += stage.critic.problems(f"{where}: critic")
             stray = sorted(set(stage.loss_options) - set(stage.losses))
             if stray:
                 problems.append(f"{where} has loss_options for terms it does not use: {', '.join(stray)}")
+            for term, options in stage.loss_options.items():
+                if term in known_losses and not isinstance(known_losses, (list, tuple, set)):
+                    accepted = list(inspect.signature(known_losses[term]).parameters)
+                    unknown = [o for o in options if o not in accepted]
+                    if unknown:
+                        fields = ", ".join(f.name for f in dataclasses.fields(Stage))
+                        problems.append(f"{where}: no field or option {', '.join(map(repr, unknown))}: loss term "
+                                        f"{term!r} takes {', '.join(accepted) or 'no options'}; stage fields: {fields}")
+                    else:
+                        try:  # terms check their option values when built (cheap: shapes come later)
+                            known_losses[term](**options)
+                        except UserInputError as err:
+                            problems.append(f"{where}: {str(err).rstrip('.')}")
         if problems:
             raise UserInputError(f"recipe {self.name!r}: " + "; ".join(problems) + ".")
         return self
@@ -187,10 +226,12 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
             recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["losses", term], value, key))
         return recipe
     head, _, rest = key.partition(".")
-    if head in recipe.stage_names and rest:
+    stage_fields = {f.name for f in dataclasses.fields(Stage)}
+    term_stages = [i for i, s in enumerate(stages) if head in s.losses]
+    # SD's stage "feature" uses the term "feature": "feature.epochs" is the stage's, "feature.reduction" the term's
+    if head in recipe.stage_names and rest and (rest.split(".")[0] in stage_fields or not term_stages):
         index = recipe.stage_names.index(head)
         return _replace_stage(recipe, index, _set_path(stages[index], rest.split("."), value, key))
-    term_stages = [i for i, s in enumerate(stages) if head in s.losses]
     if term_stages and rest:  # "kd.temperature": an option of that term in every stage that uses it
         for i in term_stages:
             recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["loss_options", head, rest], value, key))

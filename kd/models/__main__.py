@@ -3,10 +3,15 @@
     python -m kd.models --list
     python -m kd.models --summary                        # params, GFLOPs at 512x1024, CPU latency
     python -m kd.models --summary --models pspnet_resnet18,sd --size 256x512 --no-latency
+    python -m kd.models --summary --json --no-latency --models deeplabv3_resnet50
+
+A teacher named in --models brings its constructed teacher (ct) and every SD-student variant
+(sd-text, sd-table, sd-dense: kd.models.sd.SD_VARIANTS) at its split point with it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -15,9 +20,11 @@ import torch
 from kd.errors import UserInputError
 from kd.metrics import count_flops, count_parameters, latency
 from kd.models.registry import SPLIT_STUDENTS, STUDENTS, TEACHERS, build_student, build_teacher, model_names, split_points
+from kd.models.sd import SD_VARIANTS
 
-# The SD paper's setting: DeepLabV3-ResNet50 split after layer4; and the project's default teacher.
-SPLIT_EXAMPLES = (("deeplabv3_resnet50", "layer4"), ("deeplabv3_efficientnet_lite0", "stage7"))
+# The SD paper's setting: DeepLabV3-ResNet50 split after layer4; and the project's default teacher
+# at the split point its studies use.
+SPLIT_EXAMPLES = (("deeplabv3_resnet50", "layer4"), ("deeplabv3_efficientnet_lite0", "top"))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -40,6 +47,8 @@ def parse_args(argv):
     parser.add_argument("--classes", type=int, default=2, help="output classes (default 2, the SD paper's road vs background)")
     parser.add_argument("--repeats", type=int, default=2, help="timed forward passes per model (default 2)")
     parser.add_argument("--no-latency", action="store_true", help="skip the timing (FLOPs are counted without compute)")
+    parser.add_argument("--json", action="store_true",
+                        help='print the summary as a JSON list of {"name", "params", "gflops"[, "latency_ms"]}')
     return parser.parse_args(argv)
 
 
@@ -60,12 +69,19 @@ def summary_rows(wanted: set[str] | None, num_classes: int):
     for name in STUDENTS:
         if wanted is None or name in wanted:
             yield name, lambda name=name: build_student(name, num_classes)
-    for student in SPLIT_STUDENTS:
-        for teacher, point in SPLIT_EXAMPLES:
-            if wanted is None or student in wanted:
-                yield f"{student} ({teacher}@{point})", lambda s=student, t=teacher, p=point: build_student(
-                    s, num_classes, teacher=build_teacher(t, num_classes), split_point=p
+    for teacher, point in SPLIT_EXAMPLES:
+        variants = [("ct", {})] + [(f"sd-{name}", {"variant": name}) for name in SD_VARIANTS]
+        for label, options in variants:
+            student = label.partition("-")[0]
+            if wanted is None or student in wanted or teacher in wanted:
+                yield f"{label} ({teacher}@{point})", lambda s=student, t=teacher, p=point, o=options: build_student(
+                    s, num_classes, teacher=build_teacher(t, num_classes, **_no_weights(t)), split_point=p, **o
                 )
+
+
+def _no_weights(teacher: str) -> dict:
+    # Sizes and FLOPs do not depend on the weights; loading Lite0's ImageNet file would only cost time.
+    return {"pretrained": False} if teacher == "deeplabv3_efficientnet_lite0" else {}
 
 
 @torch.no_grad()
@@ -76,15 +92,23 @@ def summarise(args) -> None:
         if unknown:
             raise UserInputError(f"unknown model(s) {', '.join(sorted(unknown))}; see python -m kd.models --list.")
     height, width = args.size
-    print(f"input 1x3x{height}x{width}, {args.classes} classes, FLOPs = 2 x multiply-adds, latency on CPU "
-          f"({torch.get_num_threads()} threads, median of {args.repeats})")
-    print(f"{'model':<48} {'params (M)':>11} {'GFLOPs':>9} {'latency (ms)':>13}")
+    if not args.json:
+        print(f"input 1x3x{height}x{width}, {args.classes} classes, FLOPs = 2 x multiply-adds, latency on CPU "
+              f"({torch.get_num_threads()} threads, median of {args.repeats})")
+        print(f"{'model':<48} {'params (M)':>11} {'GFLOPs':>9} {'latency (ms)':>13}")
+    rows = []
     for label, build in summary_rows(wanted, args.classes):
         model = build().eval()
-        params = count_parameters(model) / 1e6
-        gflops = count_flops(model, (1, 3, height, width)) / 1e9
-        ms = "-" if args.no_latency else f"{latency(model, (1, 3, height, width), warmup=1, repeats=args.repeats)['median_ms']:.0f}"
-        print(f"{label:<48} {params:>11.2f} {gflops:>9.1f} {ms:>13}", flush=True)
+        row = {"name": label, "params": count_parameters(model),
+               "gflops": count_flops(model, (1, 3, height, width)) / 1e9}
+        if not args.no_latency:
+            row["latency_ms"] = latency(model, (1, 3, height, width), warmup=1, repeats=args.repeats)["median_ms"]
+        rows.append(row)
+        if not args.json:
+            ms = f"{row['latency_ms']:.0f}" if "latency_ms" in row else "-"
+            print(f"{label:<48} {row['params'] / 1e6:>11.2f} {row['gflops']:>9.1f} {ms:>13}", flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=1))
 
 
 def main(argv=None) -> int:
@@ -95,7 +119,7 @@ def main(argv=None) -> int:
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.summary:
+    if args.summary and not args.json:
         print(f"({time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -3,8 +3,10 @@
 An adapter maps the student's features to the teacher's shape (a FitNets-style regressor).
 It belongs to the student side: its parameters are trained with the student's, the
 teacher's features are left as they are (a target), and it is discarded at inference,
-where only the student's logits are used. The SD student needs none: its feature
-extractor reproduces the AMG's output shape.
+where only the student's logits are used. The SD student needs none at the AMG's output
+stride; a denser SD feature extractor (output stride 8 under a stride-32 teacher) has the
+teacher's channels at a finer size, and is averaged down to the teacher's positions without
+any learned part, so the feature extractor itself must reproduce the teacher's features.
 """
 from __future__ import annotations
 
@@ -27,6 +29,17 @@ class FeatureAdapter(nn.Module):
         return x
 
 
+class ResizeAdapter(nn.Module):
+    """No parameters: average-pools a finer student map to the teacher's size (bilinear if coarser)."""
+
+    def forward(self, student_features: torch.Tensor, teacher_size=None) -> torch.Tensor:
+        if teacher_size is None or tuple(student_features.shape[-2:]) == tuple(teacher_size):
+            return student_features
+        if all(s >= t for s, t in zip(student_features.shape[-2:], teacher_size)):
+            return F.adaptive_avg_pool2d(student_features, tuple(teacher_size))
+        return F.interpolate(student_features, size=tuple(teacher_size), mode="bilinear", align_corners=False)
+
+
 class IdentityAdapter(nn.Identity):
     """nn.Identity that takes (and ignores) teacher_size, so every adapter is called alike."""
 
@@ -40,7 +53,10 @@ def needs_adapter(student_shape, teacher_shape) -> bool:
 
 
 def make_adapter(student_shape, teacher_shape) -> nn.Module:
-    """A FeatureAdapter, or an IdentityAdapter when the shapes ([N,]C,H,W) already match."""
+    """IdentityAdapter when the shapes ([N,]C,H,W) match, ResizeAdapter when only the size
+    differs, else a FeatureAdapter."""
     if not needs_adapter(student_shape, teacher_shape):
         return IdentityAdapter()
+    if tuple(student_shape)[-3] == tuple(teacher_shape)[-3]:
+        return ResizeAdapter()
     return FeatureAdapter(tuple(student_shape)[-3], tuple(teacher_shape)[-3])

@@ -71,11 +71,12 @@ def build_teacher(name: str = DEFAULT_TEACHER, num_classes: int = 2, **options) 
 def build_student(
     name: str, num_classes: int, teacher: Segmenter | None = None, split_point: str | None = None, **options
 ) -> Segmenter:
-    """A student by name. "sd" and "ct" are built from `teacher` split at `split_point`."""
+    """A student by name. "sd" and "ct" are built from `teacher` split at `split_point`; the SD
+    student takes its capacity as options (variant=, groups=, output_stride=, head_width=)."""
     if name in SPLIT_STUDENTS:
         if teacher is None or split_point is None:
             raise UserInputError(f"student {name!r} is built from a teacher's split: pass teacher= and split_point=.")
-        return SPLIT_STUDENTS[name](teacher, split_point, num_classes)
+        return SPLIT_STUDENTS[name](teacher, split_point, num_classes, **options)
     return _build_named(name, num_classes, STUDENTS, "student", **options)
 
 

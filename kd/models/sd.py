@@ -4,9 +4,11 @@ A teacher split at a point gives the activation map generator (AMG, the stages u
 including the point) and the teacher head. From it:
 
 - `sd_student`: the student S = feature extractor FE (the AMG's architecture with every
-  convolution a group convolution, groups = gcd(in, out), freshly initialised) + `SDHead`.
-  The FE's output has the AMG output's shape, so the feature loss (eq. 2, MSE between FE
-  and AMG activations) needs no adapter.
+  convolution a group convolution, freshly initialised) + `SDHead`. How small S is, is a
+  setting (`SDCapacity`): the group policy of the FE (kd.models.group_conv: the text's gcd,
+  or the Table II calibration), its output stride, and the head's width. At the AMG's own
+  output stride the FE's output has the AMG output's shape, so the feature loss (eq. 2)
+  needs no adapter; a denser FE is compared at the teacher's resolution.
 - `constructed_teacher`: CT = a frozen copy of the AMG + a trainable `SDHead`; the
   transfer-learning baseline of the paper.
 """
@@ -15,13 +17,15 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from itertools import pairwise
 
 import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import UserInputError
-from kd.models.group_conv import group_conv_copy
+from kd.models.dilation import OUTPUT_STRIDES, set_output_stride
+from kd.models.group_conv import group_conv_copy, group_policy
 from kd.models.segmenter import Segmenter
 
 # Not all equal, so that gcd(in, out) < out and every conv mixes a few channels (equal
@@ -29,6 +33,71 @@ from kd.models.segmenter import Segmenter
 # has 91 k parameters with 2 classes, 102 k with 19; fan-in per output channel
 # (in / groups) is 16, 12, 5, 4, 6, 5, then 32..64 for the classifier.
 SD_HEAD_WIDTHS = (384, 160, 128, 96, 80, 64)
+
+
+def head_widths(width: int) -> tuple[int, ...]:
+    """SD_HEAD_WIDTHS scaled so the first conv is `width` wide: multiples of 16, none dividing the
+    width before it, so that no gcd-grouped conv of the head is depthwise (every group mixes channels)."""
+    widths = [width]
+    for base in SD_HEAD_WIDTHS[1:]:
+        w = max(16, round(base * width / SD_HEAD_WIDTHS[0] / 16) * 16)
+        while widths[-1] % w == 0:
+            w += 16
+        widths.append(w)
+    return tuple(widths)
+
+
+@dataclass(frozen=True)
+class SDCapacity:
+    """How large the SD student is: the FE's group policy, its output stride (None, or "teacher"
+    in study files: the AMG's own) and the width of the head's first conv (Table V: 512)."""
+
+    groups: str = "gcd"
+    output_stride: int | None = None
+    head_width: int = SD_HEAD_WIDTHS[0]
+
+    def problems(self) -> list[str]:
+        found = []
+        try:
+            group_policy(self.groups)
+        except UserInputError as err:
+            found.append(str(err).rstrip("."))
+        if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES:
+            found.append(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))} or None "
+                         f"(the teacher's), got {self.output_stride!r}")
+        if not (isinstance(self.head_width, int) and self.head_width >= 16):
+            found.append(f"head_width must be a whole number >= 16, got {self.head_width!r}")
+        return found
+
+
+# The two readings of the paper, and the uncompressed copy. `text`: groups = gcd(in, out) as
+# section III says, the narrow head. `table`: calibrated to Table II (9.5 M parameters, 41.8 % of
+# CT's FLOPs on DeepLabV3-ResNet50 at layer4) with a 512-wide head (Table V). `dense`: the AMG's
+# own architecture, freshly initialised. All at the AMG's output stride, as Table IV has it (1/8
+# on the dilated ResNet-50; 1/32 on EfficientNet-Lite0's top).
+SD_VARIANTS = {
+    "text": SDCapacity("gcd", None, SD_HEAD_WIDTHS[0]),
+    "table": SDCapacity("table", None, 512),
+    "dense": SDCapacity("dense", None, 512),
+}
+DEFAULT_VARIANT = "table"
+
+
+def sd_capacity(variant: str | SDCapacity | None = None, **changes) -> SDCapacity:
+    """A named variant (default DEFAULT_VARIANT) with some fields changed; every problem at once."""
+    if not isinstance(variant, SDCapacity):
+        name = DEFAULT_VARIANT if variant is None else variant
+        if name not in SD_VARIANTS:
+            raise UserInputError(f"unknown SD student variant {name!r}; choose one of {', '.join(SD_VARIANTS)}.")
+        variant = SD_VARIANTS[name]
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("output_stride") == "teacher":
+        changes["output_stride"] = None
+    capacity = SDCapacity(**{**variant.__dict__, **changes})
+    problems = capacity.problems()
+    if problems:
+        raise UserInputError("SD student: " + "; ".join(problems) + ".")
+    return capacity
 
 
 def _group_conv(in_channels: int, out_channels: int, bias: bool) -> nn.Conv2d:
@@ -102,35 +171,47 @@ def _num_classes(teacher: Segmenter, num_classes: int | None) -> int:
     return num_classes
 
 
-def _head(teacher: Segmenter, split_point: str, num_classes: int) -> SDHead:
+def _head(teacher: Segmenter, split_point: str, num_classes: int, width: int = SD_HEAD_WIDTHS[0]) -> SDHead:
     parameter = next(teacher.parameters())
-    head = SDHead(teacher.stage_channels()[split_point], num_classes)
+    head = SDHead(teacher.stage_channels()[split_point], num_classes, head_widths(width))
     return head.to(device=parameter.device, dtype=parameter.dtype)
 
 
-def sd_student(teacher: Segmenter, split_point: str, num_classes: int | None = None) -> Segmenter:
-    """The SD student: group-conv copy of the teacher's AMG at `split_point` + `SDHead`.
+def sd_student(teacher: Segmenter, split_point: str, num_classes: int | None = None,
+               variant: str | SDCapacity | None = None, *, groups: str | None = None,
+               output_stride: int | None = None, head_width: int | None = None) -> Segmenter:
+    """The SD student: grouped copy of the teacher's AMG at `split_point` + `SDHead`.
 
-    The FE keeps the stage names, so the student's split points are the AMG's and
-    `student.features(x, split_point)` has the shape of the teacher's AMG output. The FE is
-    freshly initialised throughout: its convs have new shapes, and the teacher's BatchNorm
-    weights and running statistics belong to the teacher's kernels, not to these.
+    `variant` names an SDCapacity (SD_VARIANTS; default DEFAULT_VARIANT); `groups`,
+    `output_stride` and `head_width` change single fields of it. The FE keeps the stage names,
+    so the student's split points are the AMG's. It is freshly initialised throughout: its
+    convs have new shapes, and the teacher's BatchNorm statistics belong to the teacher's
+    kernels. Inherited stochastic depth (EfficientNet's drop-connect) is switched off: a head
+    trained on the frozen FE's eval-mode features (stage 2) would see other features when
+    fine-tuning puts the FE back in train mode, and 64 images do not need it.
     """
-    fe = group_conv_copy(nn.Sequential(_amg_stages(teacher, split_point)))
+    capacity = sd_capacity(variant, groups=groups, output_stride=output_stride, head_width=head_width)
+    fe = group_conv_copy(nn.Sequential(_amg_stages(teacher, split_point)), capacity.groups)
     for module in fe.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
+        if hasattr(module, "drop_connect_rates"):
+            module.drop_connect_rates = [0.0] * len(module.drop_connect_rates)
+    if capacity.output_stride is not None:
+        set_output_stride(fe, capacity.output_stride)
     fe.requires_grad_(True)
     num_classes = _num_classes(teacher, num_classes)
     return Segmenter(
-        OrderedDict(fe.named_children()), _head(teacher, split_point, num_classes),
+        OrderedDict(fe.named_children()), _head(teacher, split_point, num_classes, capacity.head_width),
         num_classes, name=f"sd_student_{teacher.name}@{split_point}",
         input_mean=teacher.input_mean, input_std=teacher.input_std,  # it mimics the teacher on the same inputs
     )
 
 
-def constructed_teacher(teacher: Segmenter, split_point: str, num_classes: int | None = None) -> Segmenter:
-    """CT: a frozen deep copy of the teacher's AMG at `split_point` + a trainable `SDHead`.
+def constructed_teacher(teacher: Segmenter, split_point: str, num_classes: int | None = None,
+                        head_width: int | None = None) -> Segmenter:
+    """CT: a frozen deep copy of the teacher's AMG at `split_point` + a trainable `SDHead` (as wide
+    as the default SD student's, unless `head_width` says otherwise).
 
     The copy leaves the teacher untouched by CT's training. Each stage is wrapped, so its
     parameters are named `stages.<point>.module.<...>`.
@@ -139,6 +220,6 @@ def constructed_teacher(teacher: Segmenter, split_point: str, num_classes: int |
     num_classes = _num_classes(teacher, num_classes)
     return Segmenter(
         OrderedDict((name, _Frozen(stage)) for name, stage in stages.items()),
-        _head(teacher, split_point, num_classes), num_classes,
+        _head(teacher, split_point, num_classes, sd_capacity(head_width=head_width).head_width), num_classes,
         name=f"ct_{teacher.name}@{split_point}", input_mean=teacher.input_mean, input_std=teacher.input_std,
     )

@@ -1,0 +1,160 @@
+"""Does each recipe's student learn at least as well as a plain PyTorch loop on the same data?
+
+    python benchmarks/learning_parity.py                                  # plain loop, engine, baseline, ftt, sd
+    python benchmarks/learning_parity.py --entries plain,engine --seeds 0,1,2,3,4
+    python benchmarks/learning_parity.py --eval test                      # the issue's measurement, on test
+
+The data are the `camvid-sd` preset's: binary road against background, the first 64 CamVid
+training images at 180x240, batch 4. The plain loop is what anyone writes in 30 lines: a
+5-block CNN (three strided and two dilated conv-BN-ReLU blocks, a 1x1 classifier), SGD lr
+1e-2 momentum 0.9, cross-entropy, 100 epochs, no augmentation, no schedule. `engine` trains
+the same CNN from the same initial weights with the `baseline` recipe through kd.engine;
+`baseline`, `ftt` and `sd` are the recipes with the preset's students and teacher.
+
+Evaluation is on `dev` by default: every third CamVid training image after the first 64 (101
+images the target set never contains), so that the check never looks at the test images the
+studies report; `--eval test` scores the 233 test images instead. A recipe that trails the
+plain loop by more than the spread over seeds is a bug until shown otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import InMemory  # noqa: E402
+
+from kd.data import PairedTransform, locate_camvid, open_dataset  # noqa: E402
+from kd.engine import Engine, RunData, RunSettings, evaluate  # noqa: E402
+from kd.methods import build_recipe  # noqa: E402
+from kd.models.segmenter import Segmenter  # noqa: E402
+
+SIZE = (180, 240)
+TARGET_IMAGES = 64
+ENTRIES = ("plain", "engine", "baseline", "ftt", "sd")
+
+
+def plain_cnn(seed: int) -> Segmenter:
+    """Three stride-2 and two dilated 3x3 conv-BN-ReLU blocks (16, 32, 64, 64, 64) and a 1x1 classifier."""
+    torch.manual_seed(seed)
+    layers, channels = [], 3
+    for index, width in enumerate((16, 32, 64, 64, 64)):
+        strided = index < 3
+        layers += [nn.Conv2d(channels, width, 3, stride=2 if strided else 1, padding=1 if strided else 2,
+                             dilation=1 if strided else 2), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        channels = width
+    return Segmenter(OrderedDict(body=nn.Sequential(*layers)), nn.Conv2d(channels, 2, 1), 2, name="plain_cnn")
+
+
+def plain_loop(model: Segmenter, target, epochs: int, seed: int) -> Segmenter:
+    """The 30-line loop: whole images, shuffled, SGD at a constant rate."""
+    transform = PairedTransform(resize=SIZE, normalize=False)
+    samples = [transform(target[i]) for i in range(len(target))]
+    images = torch.stack([s["image"].as_subclass(torch.Tensor) for s in samples])
+    masks = torch.stack([s["mask"].as_subclass(torch.Tensor) for s in samples])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(order) - 3, 4):
+            batch = order[start:start + 4]
+            loss = F.cross_entropy(model(model.normalize(images[batch])), masks[batch], ignore_index=255)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def datasets(root: Path, split: str):
+    target = InMemory(open_dataset(f"camvid:{root}", "train", label_set="binary", first_n=TARGET_IMAGES))
+    if split == "test":
+        val = open_dataset(f"camvid:{root}", "test", label_set="binary")
+    else:
+        val = InMemory(open_dataset(f"camvid:{root}", "train", label_set="binary"))
+        val.samples = val.samples[TARGET_IMAGES::3]
+        val.ids = [s["id"] for s in val.samples]
+    return target, InMemory(val) if split == "test" else val
+
+
+def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -> dict:
+    from study.config import resolve
+    from study.trial import recipe_for, student_for
+
+    resize = PairedTransform(resize=SIZE, normalize=False)
+    if entry == "plain":
+        model = plain_loop(plain_cnn(seed), target, epochs or 100, seed)
+        return evaluate(model, val, resize)[0]
+    config = resolve("camvid-sd")
+    method = "baseline" if entry == "engine" else entry
+    recipe = recipe_for(config, method, {"epochs": epochs} if epochs else {})
+    if entry == "engine":
+        recipe = build_recipe("baseline", {"epochs": epochs or 100})
+        student = plain_cnn(seed)
+    else:
+        torch.manual_seed(seed)
+        student = student_for(method, recipe, config, teacher, None, 2)
+    data = RunData(target, val, None, train_transform=PairedTransform(resize=SIZE, hflip=config.hflip, normalize=False),
+                   eval_transform=resize)
+    settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
+    return Engine(recipe, student, teacher, data, settings, progress=None).run().final
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", default=",".join(ENTRIES), help=f"some of {', '.join(ENTRIES)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--eval", choices=("dev", "test"), default="dev")
+    parser.add_argument("--epochs", type=int, default=None, help="every stage's epochs (default: the recipes' own)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    root = locate_camvid()
+    if root is None:
+        print("skipped: no CamVid copy (set SEGKD_CAMVID or put it in ../shared/data/camvid)")
+        return {"skipped": "no CamVid copy"}
+    torch.set_num_threads(args.threads)
+    entries = [e.strip() for e in args.entries.split(",") if e.strip()]
+    unknown = sorted(set(entries) - set(ENTRIES))
+    if unknown:
+        parser.error(f"unknown entries {', '.join(unknown)}; choose from {', '.join(ENTRIES)}")
+    target, val = datasets(root, args.eval)
+    teacher = None
+    if set(entries) & {"ftt", "sd"}:
+        from study.config import resolve
+        from study.trial import prepare_teacher, teacher_shell
+
+        config = resolve("camvid-sd")
+        teacher = teacher_shell(config, 2)
+        teacher.load_state_dict(prepare_teacher(config, 2, say=lambda line: None))
+        teacher.eval()
+    results = {}
+    for entry in entries:
+        scores = []
+        for seed in (int(s) for s in args.seeds.split(",")):
+            started = time.perf_counter()
+            final = run_entry(entry, seed, target, val, teacher, args.epochs)
+            scores.append(final["miou_img"])
+            print(f"{entry:<9} seed {seed}: miou_img {final['miou_img']:.3f} hp_acc {final['hp_acc']:.2f} "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+        results[entry] = {"miou_img": scores, "mean": statistics.fmean(scores),
+                          "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+    plain = results.get("plain", {}).get("mean")
+    print(f"\nmIoU_img on {args.eval} ({len(val)} images), mean and sd over seeds:")
+    for entry, row in results.items():
+        gap = f", {row['mean'] - plain:+.3f} against the plain loop" if plain is not None and entry != "plain" else ""
+        print(f"  {entry:<9} {row['mean']:.3f} +- {row['sd']:.3f}{gap}")
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
