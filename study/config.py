@@ -75,7 +75,9 @@ class StudyConfig:
     teacher_epochs: int = 3
     students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
     # training
-    epochs: int | None = 6  # every stage's epochs (None: the recipes' own)
+    # Each method's epochs in all, its stages sharing them in the recipe's proportions, so that
+    # methods get the same number of optimiser steps (None: the recipes' own, 100 for every one)
+    epochs: int | None = 6
     batch_size: int = 4
     views: int = 4
     evaluate: str = "stage"  # after every stage that trains the head: the curves show what stage 3 adds
@@ -105,18 +107,18 @@ PRESETS = {
     "smoke": {
         "name": "smoke", "methods": ["baseline", "esd"], "trials": 3, "seeds": 1, "image_size": [32, 64],
         "source_images": 16, "target_images": 8, "proximity_images": 8, "val_images": 4, "teacher_epochs": 1,
-        "epochs": 1, "views": 2, "batch_size": 4,
+        "epochs": 3, "views": 2, "batch_size": 4,
     },
     # The embedded default: baseline, SD, ESD and IFVD with TPE on synthetic road scenes, minutes on CPU.
     "default": {},
     # The SD paper's protocol on CamVid: binary road against background, the first 64 training images
     # as the labelled target, the 101 val-sequence images as unlabelled proximity images, every
     # test image evaluated. One grid point per method at the papers' settings, ESD at four r.
-    # The recipes' own epochs (baseline 30, SD 20/20/10); images are halved (180x240) so that it
-    # ends in about 1.5 h on 2 CPU cores.
+    # The recipes' own budget, equal for every method (100 epochs: SD/ESD 40/40/20), 5 seeds;
+    # images are halved (180x240). About 7 h on 2 CPU cores (continue with --resume), minutes on a GPU.
     "camvid-sd": {
         "name": "camvid-sd", "data": "camvid", "label_set": "binary", "image_size": [180, 240],
-        "methods": ["baseline", "ftt", "sd", "esd", "ifvd"], "sampler": "grid", "seeds": 3,
+        "methods": ["baseline", "ftt", "sd", "esd", "ifvd"], "sampler": "grid", "seeds": 5,
         "space": {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}},
         "source_images": None, "target_images": 64, "proximity_images": None, "val_images": None,
         "teacher_epochs": 4, "epochs": None, "batch_size": 4, "views": 2,
@@ -195,6 +197,12 @@ def problems(config: StudyConfig) -> list[str]:
             found.append(f"{key} must be a whole number >= 1, got {getattr(config, key)!r}")
     if config.epochs is not None and not _whole(config.epochs):
         found.append(f"epochs must be a whole number >= 1 (or left out for the recipes' own), got {config.epochs!r}")
+    elif config.epochs is not None:  # a budget shared by the stages: each needs one epoch at least
+        stages = {m: len(RECIPES[m]().stages) for m in config.methods if m in RECIPES}
+        short = sorted(m for m, n in stages.items() if n > config.epochs)
+        if short:
+            found.append(f"epochs = {config.epochs} is each method's total over its stages, but "
+                         f"{', '.join(short)} need(s) {max(stages.values())} (one per stage); raise epochs")
     if config.sampler not in SAMPLERS:
         found.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
     bad_objectives = [o for o in config.objectives if o not in OBJECTIVES]

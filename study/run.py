@@ -262,11 +262,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "[space.METHOD] and [students] tables); command-line values override it")
     parser.add_argument("--preset", default="default", choices=list(PRESETS),
                         help="starting point: smoke (a few tiny trials, about a minute), default (minutes), "
-                        "camvid-sd (the SD paper's binary CamVid protocol, about 1.5 h on 2 CPU cores) or "
+                        "camvid-sd (the SD paper's binary CamVid protocol, about 7 h on 2 CPU cores, continued with --resume) or "
                         "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)")
     parser.add_argument("--methods", help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)")
     parser.add_argument("--trials", type=int, help="Optuna trials over all methods")
-    parser.add_argument("--epochs", type=int, help="every stage's epochs (default: the preset's)")
+    parser.add_argument("--epochs", type=int, help="each method's epochs over all its stages (an equal budget; "
+                        "SD/ESD split them 40/40/20); default: the preset's")
     parser.add_argument("--seeds", type=int, help="training seeds per trial (mean and std are reported)")
     parser.add_argument("--data", help="synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "gp", "grid"),

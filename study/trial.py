@@ -161,7 +161,7 @@ def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | No
 
 def recipe_for(config: StudyConfig, method: str, overrides: dict):
     recipe_overrides = search_spaces.split_student_options(overrides)[0]
-    return build_recipe(method, ({"epochs": config.epochs} if config.epochs else {}) | recipe_overrides)
+    return build_recipe(method, ({"total_epochs": config.epochs} if config.epochs else {}) | recipe_overrides)
 
 
 def fill_caches(config: StudyConfig, teacher, data: RunData, split_points: list[str], num_classes: int, say=print) -> int:

@@ -18,11 +18,32 @@ def test_sd_has_the_papers_three_stages_and_optimisers():
     assert recipe.stage_names == ["feature", "frozen", "finetune"]
     feature, frozen, finetune = recipe.stages
     assert feature.losses == {"feature": 1.0} and feature.train == ("fe",)
-    assert (feature.optimizer.lr, feature.optimizer.momentum) == (3e-3, 0.99)
+    assert (feature.optimizer.kind, feature.optimizer.lr) == ("adam", 1e-3)  # our reading: see kd.methods.recipes
     assert frozen.losses == {"ce": 1.0} and frozen.train == ("head",)
     assert (frozen.optimizer.lr, frozen.optimizer.momentum) == (1e-2, 0.9)
     assert finetune.train == ("student",) and (finetune.optimizer.lr, finetune.optimizer.momentum) == (5e-5, 0.99)
-    assert {s.optimizer.weight_decay for s in recipe.stages} == {3e-3}
+    assert {s.optimizer.weight_decay for s in recipe.stages[1:]} == {3e-3}
+    assert [s.epochs for s in recipe.stages] == [40, 40, 20]
+
+
+def test_the_papers_stage_one_optimiser_is_a_named_reading():
+    paper = build_recipe("sd", {"feature.optimizer": "sd-paper"}).stages[0].optimizer
+    assert (paper.kind, paper.lr, paper.momentum, paper.weight_decay) == ("sgd", 3e-3, 0.99, 3e-3)
+    later = build_recipe("sd", {"feature.optimizer": "sd-paper", "feature.optimizer.lr": 1e-3}).stages[0].optimizer
+    assert (later.kind, later.lr) == ("sgd", 1e-3)  # overrides apply in order
+    with pytest.raises(UserInputError, match="unknown optimiser 'rmsprop'; named ones: adam, sd-paper"):
+        build_recipe("sd", {"feature.optimizer": "rmsprop"})
+
+
+def test_a_total_budget_is_shared_in_the_recipes_proportions():
+    assert [s.epochs for s in build_recipe("sd", {"total_epochs": 100}).stages] == [40, 40, 20]
+    assert [s.epochs for s in build_recipe("sd", {"total_epochs": 6}).stages] == [3, 2, 1]  # ties: earlier stage
+    for total in (3, 4, 7, 11, 250):
+        stages = build_recipe("esd", {"total_epochs": total}).stages
+        assert sum(s.epochs for s in stages) == total and min(s.epochs for s in stages) >= 1
+    assert build_recipe("baseline", {"total_epochs": 7}).stages[0].epochs == 7
+    with pytest.raises(UserInputError, match="needs a whole number of epochs >= 3"):
+        build_recipe("sd", {"total_epochs": 2})
 
 
 def test_esd_is_sd_with_the_mixed_stream_in_stage_one_only():
@@ -56,7 +77,7 @@ def test_overrides_reach_every_field_and_leave_the_original_alone():
     assert recipe.stage("frozen").optimizer.lr == 0.02
     assert recipe.stage("frozen").losses["ce"] == 2.0 and recipe.stage("finetune").losses["ce"] == 2.0
     assert recipe.stage("finetune").train == ("head",)
-    assert original.stage("feature").epochs == 20 and original.stage("frozen").optimizer.lr == 1e-2
+    assert original.stage("feature").epochs == 40 and original.stage("frozen").optimizer.lr == 1e-2
     assert [s.epochs for s in original.override({"epochs": 1}).stages] == [1, 1, 1]
 
 
@@ -103,6 +124,6 @@ def test_unknown_recipe():
 def test_cli_prints_defaults(capsys):
     assert methods_main(["sd", "esd"]) == 0
     out = capsys.readouterr().out
-    assert "feature: 1*feature; trains fe; 20 epochs on target; sgd lr 0.003 momentum 0.99" in out
+    assert "feature: 1*feature; trains fe; 40 epochs on target; adam lr 0.001 momentum 0 wd 0 poly 0.9; batchnorm precise" in out
     assert "mix r=1" in out
     assert methods_main(["nope"]) == 2

@@ -71,7 +71,7 @@ def test_smoke_study_writes_the_tables(smoke_run):
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(local_ray, tmp_path):
     # A real failure: baseline at lr 1e10 diverges; ESD at its defaults trains.
-    config = smoke(tmp_path, name="failing", sampler="grid", epochs=2, space={"baseline": {"lr": 1e10}})
+    config = smoke(tmp_path, name="failing", sampler="grid", epochs=3, space={"baseline": {"lr": 1e10}})
     lines = []
     run_dir = run_study(config, say=lines.append)
     trials = pd.read_parquet(run_dir / "trials.parquet").set_index("method")

@@ -53,6 +53,7 @@ def test_search_space_problems_are_listed_together():
     ({"teacher": "resnet9000"}, "unknown teacher"),
     ({"students": {"ifvd": "alexnet"}}, "is not a known student"),
     ({"cpus_per_trial": 0}, "cpus_per_trial must be a number > 0"),
+    ({"epochs": 2}, r"epochs = 2 is each method's total over its stages, but esd need\(s\) 3"),
 ])
 def test_bad_settings_are_named(overrides, words):
     with pytest.raises(UserInputError, match=words):
@@ -100,6 +101,11 @@ def test_camvid_sd_preset_follows_the_sd_protocol(camvid_root):
     points = search_spaces.grid(config.methods, split_points(config.teacher), config.space)
     assert sorted(p["values"]["r"] for p in points if p["method"] == "esd") == [0.0, 0.5, 1.0, 5.0]
     assert [p["method"] for p in points if p["method"] != "esd"] == ["baseline", "ftt", "sd", "ifvd"]
+    assert config.seeds >= 5 and config.epochs is None  # every method at the recipes' equal budget
+    from study.trial import recipe_for
+
+    budgets = {m: sum(s.epochs for s in recipe_for(config, m, {}).stages) for m in config.methods}
+    assert set(budgets.values()) == {100}, budgets
 
 
 def test_a_preset_space_for_a_method_left_out_is_dropped(camvid_root):

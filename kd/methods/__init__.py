@@ -31,6 +31,8 @@ def describe(recipe: Recipe) -> str:
         lines.append(
             f"  {stage.name}: {losses}; trains {'+'.join(stage.train)}; {stage.epochs} epochs on {stream}; "
             f"{opt.kind} lr {opt.lr:g} momentum {opt.momentum:g} wd {opt.weight_decay:g} poly {opt.poly_power:g}"
+            + (f"; batchnorm {stage.batchnorm}" if stage.batchnorm != "train" else "")
+            + (f"; stops after {stage.patience} epochs without a {stage.min_delta:g} gain" if stage.patience else "")
         )
         for term, options in stage.loss_options.items():
             lines.append(f"    {term}: {', '.join(f'{k}={v}' for k, v in options.items())}")

@@ -15,6 +15,11 @@ Overrides address any field by a dotted path; a few shorthands cover what studie
 
     recipe.override({"feature.epochs": 5, "frozen.optimizer.lr": 2e-2,
                      "lambda_kd": 10, "r": 0.5, "epochs": 3, "kd.temperature": 2})
+
+"epochs" sets every stage's length; "total_epochs" is a budget: the stages share it in the
+recipe's own proportions (SD's 40/40/20 of 100), so methods with one stage and methods with
+three train for the same number of epochs. "<stage>.optimizer" also takes a named optimiser
+from OPTIMIZER_READINGS (kd.methods.recipes), e.g. SD's stage 1 as the paper's text states it.
 """
 from __future__ import annotations
 
@@ -207,6 +212,8 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
     stages = recipe.stages
     if key == "epochs":
         return dataclasses.replace(recipe, stages=tuple(dataclasses.replace(s, epochs=value) for s in stages))
+    if key == "total_epochs":
+        return dataclasses.replace(recipe, stages=_share(stages, value, key))
     if key == "r":
         mixed = [i for i, s in enumerate(stages) if s.stream == "mix"]
         if not mixed:
@@ -226,6 +233,13 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
             recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["losses", term], value, key))
         return recipe
     head, _, rest = key.partition(".")
+    if rest == "optimizer" and isinstance(value, str) and head in recipe.stage_names:
+        from kd.methods.recipes import OPTIMIZER_READINGS
+
+        if value not in OPTIMIZER_READINGS:
+            raise UserInputError(f"override {key!r}: unknown optimiser {value!r}; "
+                                 f"named ones: {', '.join(OPTIMIZER_READINGS)}.")
+        value = OPTIMIZER_READINGS[value]
     stage_fields = {f.name for f in dataclasses.fields(Stage)}
     term_stages = [i for i, s in enumerate(stages) if head in s.losses]
     # SD's stage "feature" uses the term "feature": "feature.epochs" is the stage's, "feature.reduction" the term's
@@ -237,7 +251,23 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
             recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["loss_options", head, rest], value, key))
         return recipe
     raise UserInputError(
-        f"unknown override {key!r} for recipe {recipe.name!r}; use 'epochs', 'r', 'lambda_<term>', "
+        f"unknown override {key!r} for recipe {recipe.name!r}; use 'epochs', 'total_epochs', 'r', 'lambda_<term>', "
         f"'<term>.<option>' or '<stage>.<field>' with stages {', '.join(recipe.stage_names)} "
         "(fields: losses.<term>, train, epochs, optimizer.lr, optimizer.momentum, ..., stream, ratio, critic.lr)."
     )
+
+
+def _share(stages: tuple[Stage, ...], total, key: str) -> tuple[Stage, ...]:
+    """Every stage's epochs scaled so that they add up to `total` (largest remainders; each >= 1)."""
+    if not (isinstance(total, int) and not isinstance(total, bool) and total >= len(stages)):
+        raise UserInputError(f"override {key!r}: needs a whole number of epochs >= {len(stages)} "
+                             f"(one per stage), got {total!r}.")
+    weights = [max(s.epochs, 1) for s in stages]
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [max(1, math.floor(x)) for x in exact]
+    by_remainder = sorted(range(len(stages)), key=lambda i: exact[i] - math.floor(exact[i]), reverse=True)
+    for i in by_remainder[:total - sum(shares)]:
+        shares[i] += 1
+    while sum(shares) > total:  # a stage raised to 1 took an epoch from the largest
+        shares[shares.index(max(shares))] -= 1
+    return tuple(dataclasses.replace(s, epochs=n) for s, n in zip(stages, shares))
