@@ -307,7 +307,8 @@ def test_stage_evaluation_skips_the_feature_stage(teacher, data):
 
 
 def test_precise_batchnorm_recomputes_the_statistics_of_the_final_weights(teacher, data):
-    recipe = build_recipe("baseline", {"epochs": 2, "train.batchnorm": "precise"})
+    recipe = build_recipe("baseline", {"epochs": 2})
+    assert recipe.stages[0].batchnorm == "precise"  # the default of every stage
     settings = RunSettings(batch_size=3, views=1, evaluate="end")
     engine, result = run(recipe, teacher, data, settings)
     student = engine.student
@@ -323,6 +324,6 @@ def test_precise_batchnorm_recomputes_the_statistics_of_the_final_weights(teache
     handle.remove()
     inputs = seen[0]
     assert torch.allclose(layer.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)
-    plain = run(build_recipe("baseline", {"epochs": 2}), teacher, data, settings)[0].student
+    plain = run(build_recipe("baseline", {"epochs": 2, "train.batchnorm": "train"}), teacher, data, settings)[0].student
     plain_layer = next(m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert not torch.allclose(plain_layer.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)

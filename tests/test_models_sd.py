@@ -10,7 +10,7 @@ from torchvision.models import mobilenet_v3_small, resnet18, resnet50
 
 from kd.errors import UserInputError
 from kd.metrics import count_parameters
-from kd.models import Segmenter, group_conv_copy
+from kd.models import Segmenter, build_student, build_teacher, group_conv_copy
 from kd.models.adapters import FeatureAdapter, ResizeAdapter, make_adapter, needs_adapter
 from kd.models.dilation import output_stride, set_output_stride
 from kd.models.group_conv import GroupPolicy, group_policy
@@ -310,3 +310,10 @@ def test_group_conv_copy_keeps_conv_subclasses_and_their_padding():
     assert [type(m) for m in originals] == [type(m) for m in copies]
     x = torch.zeros(1, 3, 65, 97)
     assert grouped.eval()(x).shape == stages.eval()(x).shape
+
+
+def test_the_student_batchnorm_uses_pytorchs_momentum_not_the_lite0_ports():
+    teacher = build_teacher("deeplabv3_efficientnet_lite0", num_classes=2)
+    assert any(m.momentum == pytest.approx(0.01) for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    student = build_student("sd", 2, teacher=teacher, split_point="top")
+    assert {m.momentum for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}

@@ -33,9 +33,9 @@ from kd.errors import UserInputError
 STREAMS = ("target", "mix")
 GROUPS = ("fe", "head", "student")
 OPTIMIZERS = ("sgd", "adam")
-# "train": batch statistics in training, running averages kept (PyTorch's default); "precise": the
-# same, then the statistics recomputed over the stage's images once it ends (batches of 4 leave
-# running averages that lag the weights); "frozen": statistics fixed, scale and shift still train.
+# "train": batch statistics in training, running averages kept (PyTorch's default); "precise" (the
+# default): the same, then the statistics recomputed over the stage's images once it ends (batches
+# of 4 leave running averages that lag the weights); "frozen": statistics fixed, scale and shift train.
 BATCHNORM = ("train", "precise", "frozen")
 # How long one epoch of the mixed stream is: "target" holds as many images as the target set, so
 # SD and ESD at every r take the same optimiser steps per epoch (equal budgets); "paper" holds
@@ -85,7 +85,7 @@ class Stage:
     critic: Optimizer | None = None  # for terms with a critic (adv); None: Adam lr 4e-4 (IFVD's code)
     patience: int | None = None
     min_delta: float = 0.01
-    batchnorm: str = "train"
+    batchnorm: str = "precise"
     mix_epoch: str = "target"
 
     def active_losses(self) -> dict[str, float]:
