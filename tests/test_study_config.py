@@ -142,3 +142,16 @@ def test_a_grid_fills_the_teacher_caches_of_its_own_points_only():
     assert caches("tpe", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point  # a search may pick either
     assert caches("tpe", {}) == 3 * one_point  # every point the teacher offers
     assert caches("grid", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point  # crossed: both
+
+
+def test_the_default_gives_every_method_the_same_budget_and_student():
+    from study.trial import recipe_for
+
+    config = study_config.validate(study_config.resolve("default"))
+    budgets = {m: sum(s.epochs for s in recipe_for(config, m, {}).stages) for m in config.methods}
+    assert set(budgets.values()) == {config.epochs}, budgets
+    assert config.students == {"ifvd": "sd"}  # IFVD on the student the others train
+    for method in ("baseline", "sd", "esd"):  # the shallow points put the 512-wide head at 1/2 resolution
+        assert config.space[method]["split_point"] == ["stage5", "stage7", "top"]
+    narrowed = study_config.resolve("default", overrides={"methods": ["ifvd"]})
+    assert narrowed.space == {}  # the preset's settings for methods left out are dropped, not errors
