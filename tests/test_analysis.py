@@ -421,3 +421,18 @@ def test_module_entry_point_missing_folder(tmp_path):
                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 2 and "not a folder" in done.stderr and "Traceback" not in done.stderr
     assert "RuntimeWarning" not in done.stderr
+
+
+@pytest.mark.slow  # two exports with PNGs: about a minute
+def test_the_committed_tables_alone_rebuild_every_table(tmp_path):
+    # docs/results/<study>/ holds only the tables (no images: their licence); RESULTS.md's numbers
+    # must come back from those files alone, identical to the full run folder's.
+    full = make_run(tmp_path / "full", with_journal=False)
+    tables_only = tmp_path / "tables"
+    tables_only.mkdir()
+    for name in ("config.json", "trials.parquet", "per_image.parquet", "curves.parquet"):
+        (tables_only / name).write_bytes((full / name).read_bytes())
+    assert main([str(full), "--export", str(tmp_path / "a")]) == 0
+    assert main([str(tables_only), "--export", str(tmp_path / "b")]) == 0
+    rebuilt = (tmp_path / "b" / "tables.md").read_text()
+    assert rebuilt == (tmp_path / "a" / "tables.md").read_text() and "| esd |" in rebuilt
