@@ -94,9 +94,9 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
     if entry == "plain":
         model = plain_loop(plain_cnn(seed), target, epochs or 100, seed)
         return evaluate(model, val, resize)[0]
-    config = resolve("camvid-sd")
+    config = resolve("camvid-sd", overrides={"epochs": epochs})  # None: the recipes' own (100 for every method)
     method = "baseline" if entry == "engine" else entry
-    recipe = recipe_for(config, method, {"epochs": epochs} if epochs else {})
+    recipe = recipe_for(config, method, {})
     if entry == "engine":
         recipe = build_recipe("baseline", {"epochs": epochs or 100})
         student = plain_cnn(seed)
@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--entries", default=",".join(ENTRIES), help=f"some of {', '.join(ENTRIES)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval", choices=("dev", "test"), default="dev")
-    parser.add_argument("--epochs", type=int, default=None, help="every stage's epochs (default: the recipes' own)")
+    parser.add_argument("--epochs", type=int, default=None, help="each method's epochs in all (default: the recipes' own, 100)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     root = locate_camvid()
