@@ -436,3 +436,22 @@ def test_the_committed_tables_alone_rebuild_every_table(tmp_path):
     assert main([str(tables_only), "--export", str(tmp_path / "b")]) == 0
     rebuilt = (tmp_path / "b" / "tables.md").read_text()
     assert rebuilt == (tmp_path / "a" / "tables.md").read_text() and "| esd |" in rebuilt
+
+
+def test_degenerate_trials_steps_and_stage1_ratio_reach_the_summary_and_report(tmp_path):
+    rows = trial_rows()
+    for row in rows:
+        row.update(degenerate=False)
+    b1 = next(row for row in rows if row["trial_id"] == "b1")
+    b1.update(degenerate=True, steps_train=1600)  # the baseline's best trial predicts one class
+    s1 = next(row for row in rows if row["trial_id"] == "s1")
+    s1.update(stage1_feature_ratio=0.45, steps_feature=640, steps_frozen=640, steps_finetune=320)
+    run = make_run(tmp_path / "run", rows=rows, with_journal=False)
+    study = analysis.load(run)
+    summary = tables.method_summary(study).set_index("method")
+    assert summary.loc["baseline", "degenerate"] == 1 and summary.loc["baseline", "best_degenerate"]
+    assert summary.loc["sd", "degenerate"] == 0 and not summary.loc["sd", "best_degenerate"]
+    assert summary.loc["sd", "stage1_feature_ratio"] == pytest.approx(0.45)
+    assert "steps_feature" not in tables.hyperparameters(study.trials)
+    html = write_report(run).read_text()
+    assert "b1 DEGENERATE" in html and "feature 640, frozen 640, finetune 320" in html

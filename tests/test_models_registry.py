@@ -77,6 +77,20 @@ def test_cli_summary_prints_params_flops_and_latency(capsys):
     assert float(rows["ct (deeplabv3_resnet50@layer4)"][0]) == pytest.approx(23.6, abs=0.05), "the SD paper's CT size"
 
 
+def test_cli_summary_json_lists_the_teacher_its_ct_and_every_sd_variant(capsys):
+    import json
+
+    assert main(["--summary", "--json", "--no-latency", "--models", "deeplabv3_resnet50", "--size", "64x128"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}  # nothing but the JSON list
+    assert list(rows) == ["deeplabv3_resnet50", "ct (deeplabv3_resnet50@layer4)", "sd-text (deeplabv3_resnet50@layer4)",
+                          "sd-table (deeplabv3_resnet50@layer4)", "sd-dense (deeplabv3_resnet50@layer4)"]
+    assert all(set(row) == {"name", "params", "gflops"} and isinstance(row["params"], int) for row in rows.values())
+    ct, table = rows["ct (deeplabv3_resnet50@layer4)"], rows["sd-table (deeplabv3_resnet50@layer4)"]
+    assert table["params"] == pytest.approx(9.5e6, rel=0.15)  # Table II: S = 9.5 M
+    assert table["gflops"] / ct["gflops"] == pytest.approx(0.418, rel=0.15)  # Table II: 41.8 % of CT's FLOPs
+    assert rows["sd-text (deeplabv3_resnet50@layer4)"]["params"] < 0.3e6 and rows["sd-dense (deeplabv3_resnet50@layer4)"]["params"] == ct["params"]
+
+
 def test_cli_refuses_unknown_models_and_sizes(capsys):
     assert main(["--summary", "--models", "resnet9000"]) == 2
     assert "unknown model(s) resnet9000" in capsys.readouterr().err

@@ -41,6 +41,12 @@ def test_smoke_study_writes_the_tables(smoke_run):
     assert trials["miou_img"].between(0, 1).all() and (trials["params"] > 0).all()
     esd = trials[trials["method"] == "esd"]
     assert esd["r"].notna().all()  # a hyperparameter of its method only
+    # smoke's 3 epochs in all: ESD 1/1/1 steps-wise 2 steps each (8 images, batch 4), baseline 3 x 2
+    assert (esd[["steps_feature", "steps_frozen", "steps_finetune"]] == 2).all().all()
+    assert (esd["stage1_feature_ratio"] > 0).all() and trials["degenerate"].dtype == bool
+    if (trials["method"] == "baseline").any():
+        baseline = trials[trials["method"] == "baseline"]
+        assert (baseline["steps_train"] == 6).all() and baseline["stage1_feature_ratio"].isna().all()
     if (trials["method"] == "baseline").any():
         assert trials.loc[trials["method"] == "baseline", "r"].isna().all()
     per_image = pd.read_parquet(run_dir / "per_image.parquet")
