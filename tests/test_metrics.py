@@ -113,3 +113,14 @@ def test_parameters_and_flops_of_a_known_layer():
 def test_latency_reports_positive_times():
     result = latency(torch.nn.Conv2d(3, 4, 3), (1, 3, 32, 32), warmup=1, repeats=3)
     assert 0 < result["min_ms"] <= result["median_ms"] and result["mean_ms"] > 0
+
+
+def test_classes_predicted_counts_the_classes_a_model_ever_outputs():
+    from kd.metrics import ConfusionMeter
+
+    meter = ConfusionMeter(3)
+    target = torch.tensor([[[0, 1], [2, 255]]])
+    meter.update(torch.zeros(1, 2, 2, dtype=torch.long), target)  # one class everywhere: degenerate
+    assert meter.compute()["classes_predicted"] == 1
+    meter.update(torch.tensor([[[0, 2], [2, 1]]]), target)
+    assert meter.compute()["classes_predicted"] == 2  # labelled pixels only: the 1 falls on a void pixel

@@ -155,3 +155,13 @@ def test_the_default_gives_every_method_the_same_budget_and_student():
         assert config.space[method]["split_point"] == ["stage5", "stage7", "top"]
     narrowed = study_config.resolve("default", overrides={"methods": ["ifvd"]})
     assert narrowed.space == {}  # the preset's settings for methods left out are dropped, not errors
+
+
+def test_stage_summary_averages_steps_and_the_first_feature_ratio_over_seeds():
+    from study.trial import stage_summary
+
+    seed0 = [{"stage": "feature", "steps": 640, "feature_ratio": 0.4}, {"stage": "frozen", "steps": 640}]
+    seed1 = [{"stage": "feature", "steps": 600, "feature_ratio": 0.6}, {"stage": "frozen", "steps": 640}]
+    assert stage_summary([seed0, seed1]) == pytest.approx(
+        {"steps_feature": 620, "steps_frozen": 640, "stage1_feature_ratio": 0.5})
+    assert stage_summary([[{"stage": "train", "steps": 1600}]]) == {"steps_train": 1600}  # no feature stage
