@@ -27,7 +27,7 @@ def test_trials_land_on_more_than_one_node(two_node_cluster, tmp_path):
     assert not ray.is_initialized()  # the study itself joins the cluster, as `--address HOST:PORT` does
     config = study_config.resolve("smoke", overrides={
         "out": str(tmp_path), "name": "cluster", "trials": 4, "address": two_node_cluster.address,
-        "epochs": 15,  # trials long enough that the second node's worker is up before the first node is free
+        "epochs": 45,  # each method in all (ESD: 15 a stage): trials long enough that the second node's worker is up before the first node is free
     })
     run_dir = run_study(config, say=lambda line: None)
     trials = pd.read_parquet(run_dir / "trials.parquet")
