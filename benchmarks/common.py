@@ -1,4 +1,4 @@
-"""Shared set-up of the training benchmarks: synthetic images rendered once into memory."""
+"""Shared set-up of the training benchmarks: images decoded or rendered once into memory."""
 from __future__ import annotations
 
 import statistics
@@ -13,7 +13,9 @@ class InMemory(torch.utils.data.Dataset):
         self.samples = [dataset[i] for i in range(len(dataset))]
         for name in ("classes", "num_classes", "ignore_index", "labelled", "ids", "name", "label_set"):
             setattr(self, name, getattr(dataset, name))
-        self.seed, self.image_size = getattr(dataset, "seed", None), getattr(dataset, "image_size", None)
+        for name in ("seed", "image_size", "pairs"):  # what fingerprints the content (synthetic / files)
+            if hasattr(dataset, name):
+                setattr(self, name, getattr(dataset, name))
 
     def __len__(self) -> int:
         return len(self.samples)
