@@ -86,6 +86,17 @@ def datasets(root: Path, split: str):
     return target, InMemory(val) if split == "test" else val
 
 
+def camvid_sd_teacher():
+    """The camvid-sd preset's teacher (its head trained as the study trains it; cached)."""
+    from study.config import resolve
+    from study.trial import prepare_teacher, teacher_shell
+
+    config = resolve("camvid-sd")
+    teacher = teacher_shell(config, 2)
+    teacher.load_state_dict(prepare_teacher(config, 2, say=lambda line: None))
+    return teacher.eval()
+
+
 def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -> dict:
     from study.config import resolve
     from study.trial import recipe_for, student_for
@@ -127,15 +138,7 @@ def main(argv=None) -> dict:
     if unknown:
         parser.error(f"unknown entries {', '.join(unknown)}; choose from {', '.join(ENTRIES)}")
     target, val = datasets(root, args.eval)
-    teacher = None
-    if set(entries) & {"ftt", "sd"}:
-        from study.config import resolve
-        from study.trial import prepare_teacher, teacher_shell
-
-        config = resolve("camvid-sd")
-        teacher = teacher_shell(config, 2)
-        teacher.load_state_dict(prepare_teacher(config, 2, say=lambda line: None))
-        teacher.eval()
+    teacher = camvid_sd_teacher() if set(entries) & {"ftt", "sd"} else None
     results = {}
     for entry in entries:
         scores = []

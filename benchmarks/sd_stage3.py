@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_parity import SIZE, datasets  # noqa: E402
+from learning_parity import SIZE, camvid_sd_teacher, datasets  # noqa: E402
 
 from kd.data import PairedTransform, locate_camvid  # noqa: E402
 from kd.engine import Engine, RunData, RunSettings  # noqa: E402
@@ -40,12 +40,10 @@ def main(argv=None) -> list[dict]:
         return []
     torch.set_num_threads(args.threads)
     from study.config import resolve
-    from study.trial import prepare_teacher, student_for, teacher_shell
+    from study.trial import student_for
 
     config = resolve("camvid-sd")
-    teacher = teacher_shell(config, 2)
-    teacher.load_state_dict(prepare_teacher(config, 2, say=lambda line: None))
-    teacher.eval()
+    teacher = camvid_sd_teacher()
     target, dev = datasets(root, "dev")
     data = RunData(target, dev, None, train_transform=PairedTransform(resize=SIZE, hflip=True, normalize=False),
                    eval_transform=PairedTransform(resize=SIZE, normalize=False))
