@@ -20,6 +20,11 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+# The scores every run reports, and whether a study maximises or minimises each.
+OBJECTIVES = {"miou": "max", "miou_img": "max", "hp_acc": "max", "var": "min"}
+METRICS = tuple(OBJECTIVES)
+THETA = 0.75  # the SD paper's HP-Acc threshold: an image counts as well segmented above it
+
 
 def _check_labels(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
     if pred.shape != target.shape:
@@ -89,7 +94,7 @@ def per_image_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, i
     return iou_per_class(confusion).nanmean(dim=1)
 
 
-def robustness(per_image, theta: float = 0.75) -> dict:
+def robustness(per_image, theta: float = THETA) -> dict:
     """The SD paper's robustness figures from per-image mIoU_i.
 
     miou_img: mean of mIoU_i; hp_acc: share of images with mIoU_i > theta;
