@@ -2,14 +2,17 @@
 
     import analysis
     study = analysis.load("runs/default")      # study.trials, study.per_image, study.curves
-    analysis.method_summary(study)             # best trial per method, 95 % intervals over seeds
+    analysis.method_summary(study)             # best trial per variant, 95 % intervals over seeds
     analysis.paired_comparison(study)          # Wilcoxon signed-rank against the baseline
     python -m analysis.report runs/default     # writes runs/default/report.html
+
+A variant is what the tables and figures compare: a method, or one point of a grid over it
+("esd r=0.5"); `analysis.variants(trials)` names each trial's.
 """
-from analysis.load import Study, load
+from analysis.load import Study, load, variants
 from analysis.tables import failed_trials, method_summary, paired_comparison
 
-__all__ = ["Study", "load", "method_summary", "paired_comparison", "failed_trials", "write_report"]
+__all__ = ["Study", "load", "variants", "method_summary", "paired_comparison", "failed_trials", "write_report"]
 
 
 def __getattr__(name):

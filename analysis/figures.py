@@ -1,6 +1,7 @@
 """Plotly figures of a study. Each returns a go.Figure, or None when there is nothing to draw yet.
-Points carry the trial id, the method and its hyperparameters in their hover text; a method has the
-same colour in every figure.
+Traces are per variant (a method, or one grid point of it; see analysis.tables); a variant has the
+same colour in every figure. Points carry the trial id, the method and its hyperparameters in their
+hover text.
 
 Everything is drawn as SVG (no 3-D or WebGL traces of our own) so that the report also renders in
 browsers without WebGL; only Optuna's parallel-coordinates plot needs WebGL.
@@ -19,8 +20,9 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.tables import (METRICS, THETA, best_trials, entries, format_value, higher_is_better, hyperparameters, methods,
-                             objective, trial_hyperparameters)
+from analysis.tables import (best_trials, format_value, higher_is_better, hyperparameters, objective, ordered_variants,
+                             trial_hyperparameters)
+from kd.metrics import METRICS, THETA
 
 PARETO_METRICS = ("miou_img", "hp_acc", "var")
 # Classes by index; void (255) is black. Fixed, so a class has one colour in every study.
@@ -28,10 +30,17 @@ CLASS_PALETTE = np.array([plotly.colors.hex_to_rgb(c) for c in plotly.colors.qua
                           + plotly.colors.qualitative.Light24], dtype=np.uint8)
 
 
-def method_colors(study) -> dict[str, str]:
+def variant_colors(study) -> dict[str, str]:
     palette = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3
-    names = dict.fromkeys([*methods(study), *entries(study)])  # a grid's variants get their own colours
-    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    return {name: palette[i % len(palette)] for i, name in enumerate(ordered_variants(study))}
+
+
+def _by_variant(study, frame: pd.DataFrame):
+    """(variant, its rows of `frame`) in the study's order, for the variants with rows."""
+    for variant in ordered_variants(study):
+        mine = frame[frame["variant"] == variant]
+        if not mine.empty:
+            yield variant, mine
 
 
 def hover_text(row: pd.Series, columns: list[str]) -> str:
@@ -57,16 +66,13 @@ def hp_acc_vs_var(study) -> go.Figure | None:
     done = _numeric(study.completed, ["hp_acc", "var"])
     if done.empty:
         return None
-    fig, colors = go.Figure(), method_colors(study)
-    for method in methods(study):
-        mine = done[done["method"] == method]
-        if not mine.empty:
-            fig.add_trace(go.Scatter(x=mine["var"].tolist(), y=mine["hp_acc"].tolist(), mode="markers",
-                                     name=method, marker={"color": colors[method], "size": 9},
-                                     text=_hover(mine, study), hovertemplate="%{text}<br>var %{x:.4g}<br>"
-                                     "hp_acc %{y:.3f}<extra></extra>"))
-    fig.update_layout(xaxis_title="Var of mIoU_i (lower is better)", yaxis_title=f"HP-Acc (share of mIoU_i > {THETA})",
-                      legend_title="method")
+    fig, colors = go.Figure(), variant_colors(study)
+    for variant, mine in _by_variant(study, done):
+        fig.add_trace(go.Scatter(x=mine["var"].tolist(), y=mine["hp_acc"].tolist(), mode="markers", name=variant,
+                                 marker={"color": colors[variant], "size": 9}, text=_hover(mine, study),
+                                 hovertemplate="%{text}<br>var %{x:.4g}<br>hp_acc %{y:.3f}<extra></extra>"))
+    fig.update_layout(xaxis_title="Var of mIoU_i (lower is better)",
+                      yaxis_title=f"HP-Acc (share of mIoU_i > {THETA:g})", legend_title="variant")
     fig.update_xaxes(tickformat=".2~e")  # variances are small: SI prefixes would print "329µ"
     return fig
 
@@ -78,17 +84,16 @@ def esd_ratio(study) -> go.Figure | None:
     done = _numeric(study.completed, ["r"]).sort_values("r", kind="stable")
     if done.empty:
         return None
-    fig, colors = make_subplots(rows=1, cols=2, subplot_titles=("mIoU", "HP-Acc")), method_colors(study)
-    for method in methods(study):
-        mine = done[done["method"] == method]
+    fig, colors = make_subplots(rows=1, cols=2, subplot_titles=("mIoU", "HP-Acc")), variant_colors(study)
+    for variant, mine in _by_variant(study, done):
         for col, metric in enumerate(("miou", "hp_acc"), start=1):
-            if mine.empty or mine[metric].isna().all():
+            if mine[metric].isna().all():
                 continue
             std = pd.to_numeric(mine.get(f"{metric}_std"), errors="coerce")
             fig.add_trace(go.Scatter(x=mine["r"].tolist(), y=pd.to_numeric(mine[metric]).tolist(),
                                      error_y={"type": "data", "array": std.fillna(0).tolist(), "visible": True},
-                                     mode="lines+markers", name=method, legendgroup=method, showlegend=col == 1,
-                                     marker={"color": colors[method], "size": 8}, line={"color": colors[method]},
+                                     mode="lines+markers", name=variant, legendgroup=variant, showlegend=col == 1,
+                                     marker={"color": colors[variant], "size": 8}, line={"color": colors[variant]},
                                      text=_hover(mine, study),
                                      hovertemplate=f"%{{text}}<br>r %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>"),
                           row=1, col=col)
@@ -99,21 +104,21 @@ def esd_ratio(study) -> go.Figure | None:
 
 
 def per_image_histograms(study) -> go.Figure | None:
-    """The distribution of mIoU_i of each method's best trial over all its seeds (SD paper, Fig. 5)."""
-    best, colors = best_trials(study), method_colors(study)
+    """The distribution of mIoU_i of each variant's best trial over all its seeds (SD paper, Fig. 5)."""
+    best, colors = best_trials(study), variant_colors(study)
     fig = go.Figure()
     for _, top in best.iterrows():
         scores = study.per_image[study.per_image["trial_id"] == top["trial_id"]]["miou"].dropna()
         if scores.empty:
             continue
-        fig.add_trace(go.Histogram(x=scores.tolist(), name=f"{top['label']} ({top['trial_id']})",
+        fig.add_trace(go.Histogram(x=scores.tolist(), name=f"{top['variant']} ({top['trial_id']})",
                                    histnorm="probability", xbins={"start": 0, "end": 1.0001, "size": 0.05},
-                                   marker={"color": colors[top["label"]]}, opacity=0.6,
+                                   marker={"color": colors[top["variant"]]}, opacity=0.6,
                                    hovertemplate=f"{hover_text(top, hyperparameters(study.trials))}"
                                    "<br>mIoU_i %{x}<br>share %{y:.3f}<extra></extra>"))
     if not fig.data:
         return None
-    fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA}")
+    fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA:g}")
     fig.update_layout(barmode="overlay", xaxis_title="mIoU_i", yaxis_title="share of images (all seeds)",
                       xaxis_range=[0, 1])
     return fig
@@ -144,18 +149,18 @@ def pareto_front(study) -> go.Figure | None:
                                          [higher_is_better(m) for m in PARETO_METRICS]))
     pairs = [("miou_img", "hp_acc"), ("miou_img", "var"), ("hp_acc", "var")]
     fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{y} vs {x}" for x, y in pairs])
-    colors = method_colors(study)
-    for method in methods(study):
+    colors = variant_colors(study)
+    for variant, rows in _by_variant(study, done):
         for on_front in (False, True):
-            mine = done[(done["method"] == method) & (done["front"] == on_front)]
+            mine = rows[rows["front"] == on_front]
             if mine.empty:
                 continue
-            name = f"{method} (Pareto front)" if on_front else method
+            name = f"{variant} (Pareto front)" if on_front else variant
             for col, (x, y) in enumerate(pairs, start=1):
                 fig.add_trace(go.Scatter(
                     x=mine[x].tolist(), y=mine[y].tolist(), mode="markers", name=name, legendgroup=name,
                     showlegend=col == 1, text=_hover(mine, study),
-                    marker={"color": colors[method], "size": 13 if on_front else 7,
+                    marker={"color": colors[variant], "size": 13 if on_front else 7,
                             "symbol": "diamond" if on_front else "circle-open"},
                     hovertemplate=f"%{{text}}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra>{html.escape(name)}</extra>"),
                     row=1, col=col)
@@ -165,20 +170,20 @@ def pareto_front(study) -> go.Figure | None:
 
 
 def miou_vs_gflops(study) -> go.Figure | None:
-    """mIoU of each method's best trial against its GFLOPs; bubble area = parameters (SD paper, Fig. 1)."""
+    """mIoU of each variant's best trial against its GFLOPs; bubble area = parameters (SD paper, Fig. 1)."""
     best = _numeric(best_trials(study), ["miou", "flops"])
     if best.empty:
         return None
     params = pd.to_numeric(best["params"], errors="coerce")
     sizeref = 2 * params.max() / 45**2 if params.notna().any() and params.max() > 0 else None
-    fig, colors = go.Figure(), method_colors(study)
+    fig, colors = go.Figure(), variant_colors(study)
     for index, top in best.iterrows():
         size = params[index] if sizeref and not math.isnan(params[index]) else None
         std = pd.to_numeric(pd.Series([top.get("miou_std")]), errors="coerce").fillna(0).tolist()
         fig.add_trace(go.Scatter(
-            x=[top["flops"] / 1e9], y=[top["miou"]], mode="markers+text", name=top["label"],
-            text=[top["label"]], textposition="top center", error_y={"type": "data", "array": std},
-            marker={"color": colors[top["label"]], "size": [size] if size else [14],
+            x=[top["flops"] / 1e9], y=[top["miou"]], mode="markers+text", name=top["variant"],
+            text=[top["variant"]], textposition="top center", error_y={"type": "data", "array": std},
+            marker={"color": colors[top["variant"]], "size": [size] if size else [14],
                     "sizemode": "area", "sizeref": sizeref or 1, "sizemin": 6},
             customdata=[[hover_text(top, hyperparameters(study.trials)), f"{params[index]:,.0f}"]],
             hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}<br>params %{customdata[1]}"
@@ -210,37 +215,18 @@ def _first_seed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def segmentation_samples(study, fixed: int = 3) -> go.Figure | None:
-    """Input, ground truth and each method's best-trial prediction on the same images: the first
-    `fixed` images and the hardest image (lowest mIoU_i, first seed) of each method's best trial."""
+    """Input, ground truth and each variant's best-trial prediction on the same images: the first
+    `fixed` images and the hardest image (lowest mIoU_i, first seed) of each variant's best trial."""
     samples = study.samples()
     if samples is None or len(samples.get("ids", [])) == 0:
         return None
     ids = [str(i) for i in samples["ids"]]
-    columns = []  # (best trial, {image id: prediction}, {image id: mIoU_i})
-    for _, top in best_trials(study).iterrows():
-        predictions = study.predictions(top["trial_id"])
-        if predictions is None:
-            continue
-        scores = _first_seed(study.per_image[study.per_image["trial_id"] == top["trial_id"]]).dropna(subset=["miou"])
-        columns.append((top, dict(zip(map(str, predictions["ids"]), predictions["predictions"], strict=False)),
-                        dict(zip(scores["image_id"].astype(str), scores["miou"], strict=True))))
+    columns = _sample_columns(study)
     if not columns:
         return None
-    rows = {i: [] for i in ids[:fixed]}  # image id -> why it is shown (besides being one of the first)
-    for top, predicted, scores in columns:
-        known = {k: v for k, v in scores.items() if k in ids and k in predicted}
-        if known:
-            rows.setdefault(min(known, key=known.get), []).append(f"hardest for {top['label']}")
-    rows = [(i, ", ".join(why)) for i, why in rows.items()]
-    titles = []
-    for image_id, label in rows:
-        titles += [f"{image_id} {label}".strip(), "ground truth"]
-        for top, _, scores in columns:
-            score = scores.get(image_id)
-            titles.append(f"{top['label']}" + (f": mIoU_i {score:.2f}" if score is not None else ""))
-    n_rows, n_cols = len(rows), 2 + len(columns)
-    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.01,
-                        vertical_spacing=min(0.08, 0.4 / n_rows))
+    rows = _sample_rows(ids, columns, fixed)
+    fig = make_subplots(rows=len(rows), cols=2 + len(columns), subplot_titles=_sample_titles(rows, columns),
+                        horizontal_spacing=0.01, vertical_spacing=min(0.08, 0.4 / len(rows)))
     hp = hyperparameters(study.trials)
     for r, (image_id, _) in enumerate(rows, start=1):
         index = ids.index(image_id)
@@ -260,12 +246,46 @@ def segmentation_samples(study, fixed: int = 3) -> go.Figure | None:
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_annotations(font_size=11)
-    fig.update_layout(height=240 * n_rows + 100, legend_title="class", margin={"t": 60, "l": 10, "r": 10})
+    fig.update_layout(height=240 * len(rows) + 100, legend_title="class", margin={"t": 60, "l": 10, "r": 10})
     return fig
 
 
+def _sample_columns(study) -> list[tuple[pd.Series, dict, dict]]:
+    """(best trial, {image id: prediction}, {image id: mIoU_i at the first seed}) of each variant that
+    saved predictions."""
+    columns = []
+    for _, top in best_trials(study).iterrows():
+        predictions = study.predictions(top["trial_id"])
+        if predictions is None:
+            continue
+        scores = _first_seed(study.per_image[study.per_image["trial_id"] == top["trial_id"]]).dropna(subset=["miou"])
+        columns.append((top, dict(zip(map(str, predictions["ids"]), predictions["predictions"], strict=False)),
+                        dict(zip(scores["image_id"].astype(str), scores["miou"], strict=True))))
+    return columns
+
+
+def _sample_rows(ids: list[str], columns, fixed: int) -> list[tuple[str, str]]:
+    """(image id, why it is shown besides being one of the first `fixed`) per row of the figure."""
+    rows = {i: [] for i in ids[:fixed]}
+    for top, predicted, scores in columns:
+        known = {k: v for k, v in scores.items() if k in ids and k in predicted}
+        if known:
+            rows.setdefault(min(known, key=known.get), []).append(f"hardest for {top['variant']}")
+    return [(i, ", ".join(why)) for i, why in rows.items()]
+
+
+def _sample_titles(rows, columns) -> list[str]:
+    titles = []
+    for image_id, why in rows:
+        titles += [f"{image_id} {why}".strip(), "ground truth"]
+        for top, _, scores in columns:
+            score = scores.get(image_id)
+            titles.append(f"{top['variant']}" + (f": mIoU_i {score:.2f}" if score is not None else ""))
+    return titles
+
+
 def curves(study) -> go.Figure | None:
-    """Per-epoch loss terms and validation metrics of each method's best trial, first seed."""
+    """Per-epoch loss terms and validation metrics of each variant's best trial, first seed."""
     best, data = best_trials(study), study.curves
     if best.empty or data.empty:
         return None
@@ -281,7 +301,7 @@ def curves(study) -> go.Figure | None:
     # ~110 px between rows leaves room for a row's x-axis title and the next row's subplot titles
     spacing = min(110 / height, 0.9 / max(1, n_rows - 1))
     fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=names, vertical_spacing=spacing)
-    colors, hp = method_colors(study), hyperparameters(study.trials)
+    colors, hp = variant_colors(study), hyperparameters(study.trials)
     for _, top in best.iterrows():
         mine, legend = data[data["trial_id"] == top["trial_id"]].sort_values("epoch"), True
         for k, name in enumerate(names):
@@ -291,13 +311,13 @@ def curves(study) -> go.Figure | None:
                 continue
             fig.add_trace(go.Scatter(
                 x=points["epoch"].tolist(), y=values[values.notna()].tolist(), mode="lines+markers",
-                name=top["label"], legendgroup=top["label"], showlegend=legend,
-                marker={"color": colors[top["label"]], "size": 5}, line={"color": colors[top["label"]]},
+                name=top["variant"], legendgroup=top["variant"], showlegend=legend,
+                marker={"color": colors[top["variant"]], "size": 5}, line={"color": colors[top["variant"]]},
                 text=[f"stage {s}" for s in points["stage"].astype(str)],
                 hovertemplate=f"{hover_text(top, hp)}<br>%{{text}}<br>epoch %{{x}}<br>{name} %{{y:.4g}}"
                               "<extra></extra>"),
                 row=k // cols + 1, col=k % cols + 1)
-            legend = False  # one legend entry per method
+            legend = False  # one legend entry per variant
     if not fig.data:
         return None
     fig.update_xaxes(title_text="epoch")

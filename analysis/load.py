@@ -3,10 +3,9 @@ stopped midway, and when some or all of its trials failed (missing tables come b
 with their columns).
 
     run_dir/config.json          the resolved study configuration
-    run_dir/trials.parquet       one row per trial
-    run_dir/per_image.parquet    trial_id, method, seed, image_id, miou
-    run_dir/curves.parquet       trial_id, method, seed, epoch, stage, stage_epoch, loss, loss_<term>, lr,
-                                 seconds, miou, miou_img, hp_acc, var (NaN where not evaluated)
+    run_dir/trials.parquet       one row per trial (the columns of all three: study/schema.py)
+    run_dir/per_image.parquet    one row per trial, seed and validation image
+    run_dir/curves.parquet       one row per trial, seed and epoch; also a loss_<term> per loss term
     run_dir/samples.npz          ids, images uint8 [N,H,W,3], masks uint8 [N,H,W] (255 = void), classes
     run_dir/predictions/<key>.npz  ids, predictions uint8 [N,H,W] of a trial's first seed (column `predictions`)
     run_dir/teacher.json         the teacher's name, its scores on the validation images, params, flops
@@ -21,11 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-METRICS = ("miou", "miou_img", "hp_acc", "var")
-TRIAL_COLUMNS = ["trial_id", "method", "status", "split_point", "seeds", *METRICS, *(f"{m}_std" for m in METRICS),
-                 "params", "flops", "duration_s", "error", "trial_dir"]
-PER_IMAGE_COLUMNS = ["trial_id", "method", "seed", "image_id", "miou"]
-CURVE_COLUMNS = ["trial_id", "method", "seed", "epoch", "stage", "stage_epoch", "loss", "lr", "seconds", *METRICS]
+from study.schema import CURVE_COLUMNS, CURVES, PER_IMAGE, PER_IMAGE_COLUMNS, TRIAL_COLUMNS, TRIALS
 
 
 @dataclass
@@ -46,11 +41,7 @@ class Study:
 
     def samples(self) -> dict | None:
         """Validation images and ground truth as the trials saw them, or None if the study saved none."""
-        path = self.run_dir / "samples.npz"
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return _npz(self.run_dir / "samples.npz")
 
     def predictions(self, trial_id: str) -> dict | None:
         """{"ids", "predictions"} of a trial's first seed, or None if it saved none."""
@@ -64,12 +55,7 @@ class Study:
             path = Path(row["trial_dir"]) / "predictions.npz"
         else:
             return None
-        if not path.is_absolute():
-            path = self.run_dir / path
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return _npz(path if path.is_absolute() else self.run_dir / path)
 
     def teacher(self) -> dict | None:
         """The teacher's own scores on the validation images (name, miou, miou_img, hp_acc, var, params,
@@ -87,9 +73,27 @@ class Study:
         return path if path.is_file() else None
 
 
-def _table(path: Path, columns: list[str]) -> pd.DataFrame:
+def _npz(path: Path) -> dict | None:
     if not path.is_file():
-        return pd.DataFrame(columns=columns)
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def variants(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's variant, what summaries compare: a grid point's name ("esd r=0.5"), else the method.
+
+    Tables written before the driver named every row's variant have it only for grid points.
+    """
+    if "variant" not in trials:
+        return trials["method"]
+    named = trials["variant"].map(lambda v: isinstance(v, str) and v != "")
+    return trials["variant"].where(named, trials["method"])
+
+
+def _table(path: Path, columns) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame(columns=list(columns))
     frame = pd.read_parquet(path)
     for column in columns:  # tables written by older versions or hand-made ones may lack some
         if column not in frame.columns:
@@ -104,11 +108,11 @@ def load(run_dir: str | Path) -> Study:
 
         raise UserInputError(f"{run_dir} is not a folder; give a study's run folder, e.g. runs/default.")
     config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    trials = _table(run_dir / TRIALS, TRIAL_COLUMNS)
     return Study(
         run_dir=run_dir,
-        config=config,
-        trials=_table(run_dir / "trials.parquet", TRIAL_COLUMNS),
-        per_image=_table(run_dir / "per_image.parquet", PER_IMAGE_COLUMNS),
-        curves=_table(run_dir / "curves.parquet", CURVE_COLUMNS),
+        config=json.loads(config_path.read_text()) if config_path.is_file() else {},
+        trials=trials.assign(variant=variants(trials)),  # one column to group by, whichever version wrote it
+        per_image=_table(run_dir / PER_IMAGE, PER_IMAGE_COLUMNS),
+        curves=_table(run_dir / CURVES, CURVE_COLUMNS),
     )

@@ -21,37 +21,38 @@ from plotly.offline import get_plotlyjs
 
 from analysis import figures, tables
 from analysis.load import load
+from kd.metrics import METRICS, OBJECTIVES, THETA
 
 NO_TRIALS = "No completed trials yet: this section fills in as trials finish."
 # (title, figure function, caption: what it shows and what to look for, note when there is nothing to draw)
 FIGURES = [
     ("HP-Acc against Var", figures.hp_acc_vs_var,
      "One point per completed trial (SD paper, Fig. 8). HP-Acc is the share of validation images with "
-     "mIoU_i > 0.75, Var the spread of mIoU_i. Look up and to the left: robust methods score many images "
-     "well and few badly.", NO_TRIALS),
+     f"mIoU_i > {THETA:g}, Var the spread of mIoU_i. Look up and to the left: robust variants score many "
+     "images well and few badly.", NO_TRIALS),
     ("ESD: the ratio r", figures.esd_ratio,
      "mIoU and HP-Acc of every completed trial with a proximity-domain ratio r (SD paper, Fig. 7); "
      "error bars are the standard deviation over the trial's seeds. Look for the r where both peak; "
      "other hyperparameters vary between points too.", "No completed trial has a ratio r (no ESD trials yet)."),
     ("Per-image mIoU of the best trials", figures.per_image_histograms,
-     "Distribution of mIoU_i of each method's best trial over all its seeds and validation images "
-     "(SD paper, Fig. 5). Look for mass moved right of the θ = 0.75 line and a thinner left tail.",
+     "Distribution of mIoU_i of each variant's best trial over all its seeds and validation images "
+     f"(SD paper, Fig. 5). Look for mass moved right of the θ = {THETA:g} line and a thinner left tail.",
      "No per-image scores of a best trial yet."),
     ("Pareto front", figures.pareto_front,
      "Completed trials in the three pairs of miou_img (higher is better), hp_acc (higher) and var (lower). "
      "Diamonds are the non-dominated trials over all three: no other trial is at least as good in every "
-     "metric and better in one. Look for which methods own the front.", NO_TRIALS),
+     "metric and better in one. Look for which variants own the front.", NO_TRIALS),
     ("Accuracy against cost", figures.miou_vs_gflops,
-     "mIoU of each method's best trial against the GFLOPs of one forward pass; bubble area is the number "
+     "mIoU of each variant's best trial against the GFLOPs of one forward pass; bubble area is the number "
      "of parameters (SD paper, Fig. 1). Up and to the left is a better accuracy per computation.",
      "No best trial with both mIoU and FLOPs yet."),
     ("Segmentation samples", figures.segmentation_samples,
-     "Input, ground truth and the prediction of each method's best trial (first seed) on the first three "
-     "validation images and on the image each method found hardest (lowest mIoU_i). Void pixels are black. "
-     "Look for where the methods disagree: thin structures, borders, shadows.",
+     "Input, ground truth and the prediction of each variant's best trial (first seed) on the first three "
+     "validation images and on the image each variant found hardest (lowest mIoU_i). Void pixels are black. "
+     "Look for where the variants disagree: thin structures, borders, shadows.",
      "The study saved no sample images or no predictions of a best trial."),
     ("Training curves", figures.curves,
-     "Loss terms and validation metrics per epoch of each method's best trial (first seed); the stages of "
+     "Loss terms and validation metrics per epoch of each variant's best trial (first seed); the stages of "
      "a recipe follow each other on the epoch axis. Look for diverging or still-falling losses.",
      "No training curves of a best trial yet."),
 ]
@@ -119,15 +120,18 @@ def _with_ci(mean, half, digits: int) -> str:
     return text if text == "–" or _number(half, digits) == "–" else f"{text} ± {_number(half, digits)}"
 
 
+def _digits(metric: str) -> int:
+    return 4 if metric == "var" else 3  # variances of mIoU_i are small
+
+
 def _table(frame: pd.DataFrame, css: str = "") -> str:
     return frame.to_html(index=False, escape=True, na_rep="–", border=0, classes=css or None)
 
 
 def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """method_summary as it is shown: means with their 95 % intervals, formatted."""
-    digits = {"miou": 3, "miou_img": 3, "hp_acc": 3, "var": 4}
     return pd.DataFrame({
-        "method": summary["method"],
+        "variant": summary["variant"],
         "trials (completed / failed / stopped)": [f"{t} ({c} / {f} / {s})" for t, c, f, s in
                                                   summary[["trials", "completed", "failed", "stopped"]].values],
         "degenerate trials": [str(d) for d in summary["degenerate"]],
@@ -135,8 +139,8 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
                        for v, d in zip(summary["best_trial"], summary["best_degenerate"], strict=True)],
         "hyperparameters": [_text(v, "") for v in summary["hyperparameters"]],
         "seeds": [_number(s, 0) for s in summary["seeds"]],
-        **{f"{m} ± 95% CI": [_with_ci(a, b, d) for a, b in zip(summary[m], summary[f"{m}_ci"], strict=True)]
-           for m, d in digits.items()},
+        **{f"{m} ± 95% CI": [_with_ci(mean, half, _digits(m))
+                             for mean, half in zip(summary[m], summary[f"{m}_ci"], strict=True)] for m in METRICS},
         "CI from": [_text(v, "–") for v in summary["ci_from"]],
         "params (M)": [_significant(p / 1e6) for p in summary["params"]],
         "GFLOPs": [_significant(g) for g in summary["gflops"]],
@@ -152,9 +156,10 @@ def summary_html(study) -> str:
     shown = summary_frame(summary)
     objective = tables.objective(study)
     direction = "highest" if tables.higher_is_better(objective) else "lowest"
-    text = (f"<p class=\"caption\">Best trial of each method = {direction} {html.escape(objective)} (the study's "
-            "first objective). Means over that trial's seeds with 95 % Student-t intervals (none for one seed); "
-            "miou_img, hp_acc (share of images with mIoU_i &gt; 0.75) and var (population variance of mIoU_i) "
+    text = (f"<p class=\"caption\">Best trial of each variant (a method, or one point of a grid over it) = "
+            f"{direction} {html.escape(objective)} (the study's first objective). Means over that trial's seeds "
+            "with 95 % Student-t intervals (none for one seed); miou_img, hp_acc (share of images with mIoU_i "
+            f"&gt; {THETA:g}) and var (population variance of mIoU_i) "
             "recomputed per seed from the per-image scores, miou from the trials table. Steps per stage: the "
             "optimiser steps each stage took (mean over seeds): the budget. Stage-1 feature ratio: the final "
             "feature loss over that of predicting each channel's mean (1 = stage 1 learned nothing). A "
@@ -166,11 +171,11 @@ def summary_html(study) -> str:
 
 def paired_html(study) -> str:
     paired = tables.paired_comparison(study)
-    text = ("<p class=\"caption\">Each method's best trial against the baseline's best trial on the same "
-            "(seed, validation image) pairs. mean diff = mean of mIoU_i(method) − mIoU_i(baseline); p: two-sided "
+    text = ("<p class=\"caption\">Each variant's best trial against the baseline's best trial on the same "
+            "(seed, validation image) pairs. mean diff = mean of mIoU_i(variant) − mIoU_i(baseline); p: two-sided "
             "Wilcoxon signed-rank test (zero differences dropped; p = 1 when all are zero); effect size: "
             "matched-pairs rank-biserial correlation (R+ − R−)/(R+ + R−) of the ranks of |differences|, "
-            "+1 = the method wins every pair, −1 = the baseline does.</p>")
+            "+1 = the variant wins every pair, −1 = the baseline does.</p>")
     if paired.empty:
         return text + _note(paired.attrs.get("note", "Nothing to compare."))
     return text + _table(paired_frame(paired))
@@ -193,10 +198,10 @@ def failed_html(study) -> str:
 def grid_size(config: dict) -> int:
     """How many points a grid study runs: one per method, times the choices its space crosses."""
     try:
-        import search_spaces
         from kd.models.registry import split_points
+        from study.space import resolve_space
 
-        return len(search_spaces.grid(config["methods"], split_points(config["teacher"]), config.get("space")))
+        return len(resolve_space(config["methods"], split_points(config["teacher"]), config.get("space")).grid())
     except Exception:  # a study from another version, or a plugin not imported here: the lower bound
         return len(config.get("methods") or [])
 
@@ -204,9 +209,10 @@ def grid_size(config: dict) -> int:
 def teacher_line(teacher: dict | None) -> str:
     if not teacher:
         return "– (not recorded)"
-    scores = ", ".join(f"{m} {_number(teacher.get(m), 4 if m == 'var' else 3)}" for m in ("miou", "miou_img", "hp_acc", "var"))
+    scores = ", ".join(f"{m} {_number(teacher.get(m), _digits(m))}" for m in METRICS)
+    params, gflops = _float(teacher.get("params")) / 1e6, _float(teacher.get("flops")) / 1e9
     return (f"{teacher.get('name', '?')} on the validation images: {scores}; "
-            f"{_significant(_float(teacher.get('params')) / 1e6)} M params, {_significant(_float(teacher.get('flops')) / 1e9)} GFLOPs")
+            f"{_significant(params)} M params, {_significant(gflops)} GFLOPs")
 
 
 def _float(value) -> float:
@@ -231,7 +237,7 @@ def header_html(study) -> str:
         "methods": ", ".join(config.get("methods") or tables.methods(study)) or "–",
         "data": config.get("data", "–"),
         "sampler": config.get("sampler", "–"),
-        "objectives": ", ".join(f"{o} ({'max' if tables.higher_is_better(o) else 'min'})" for o in objectives) or "–",
+        "objectives": ", ".join(f"{o} ({OBJECTIVES.get(o, '?')})" for o in objectives) or "–",
         "seeds per trial": config.get("seeds", "–"),
         "trials": (f"{int(counts.get('completed', 0))} completed, {int(counts.get('failed', 0))} failed, "
                    f"{int(counts.get('stopped', 0))} stopped, {pending} running or not started, of {requested} "
@@ -248,36 +254,39 @@ def _figure_html(figure) -> str:
                        config={"displaylogo": False, "responsive": True})
 
 
+def figures_html(study) -> tuple[str, int]:
+    """The figure sections, with a note in place of a figure there is nothing for yet, and how many plots they embed."""
+    parts, plots = [], 0
+    for title, build, caption, empty in FIGURES:
+        parts.append(f"<h2>{html.escape(title)}</h2><p class=\"caption\">{html.escape(caption)}</p>")
+        figure = build(study)
+        parts.append(_note(NO_TRIALS if study.completed.empty else empty) if figure is None else _figure_html(figure))
+        plots += figure is not None
+    return "\n".join(parts), plots
+
+
+def optuna_html(study) -> tuple[str, int]:
+    """The Optuna section and how many plots it embeds."""
+    parts = ["<h2>Optuna</h2><p class=\"caption\">Optuna's own views of the search, read from the journal: "
+             "objective value per trial, the hyperparameters of every trial, and how much each parameter "
+             "explains of the objective (first objective when there are several).</p>"]
+    drawn = figures.optuna_figures(study)
+    if not drawn:
+        parts.append(_note("No Optuna journal in this run folder."))
+    for title, figure in drawn:
+        parts += [f"<h3>{html.escape(title)}</h3>", _note(figure) if isinstance(figure, str) else _figure_html(figure)]
+    return "\n".join(parts), sum(not isinstance(figure, str) for _, figure in drawn)
+
+
 def write_report(run_dir, out=None) -> Path:
     """Write the study's report (default RUN_DIR/report.html) and return its path."""
     study = load(run_dir)
     out = Path(out) if out is not None else study.run_dir / "report.html"
-    parts, plots = [header_html(study)], 0
-    if study.completed.empty:
-        parts.append(_note(NO_TRIALS))
-    parts += ["<h2>Methods</h2>", summary_html(study), "<h2>Against the baseline</h2>", paired_html(study)]
-    for title, build, caption, empty in FIGURES:
-        parts.append(f"<h2>{html.escape(title)}</h2><p class=\"caption\">{html.escape(caption)}</p>")
-        figure = build(study)
-        if figure is None:
-            parts.append(_note(NO_TRIALS if study.completed.empty else empty))
-        else:
-            parts.append(_figure_html(figure))
-            plots += 1
-    parts.append("<h2>Optuna</h2><p class=\"caption\">Optuna's own views of the search, read from the journal: "
-                 "objective value per trial, the hyperparameters of every trial, and how much each parameter "
-                 "explains of the objective (first objective when there are several).</p>")
-    optuna_parts = figures.optuna_figures(study)
-    if not optuna_parts:
-        parts.append(_note("No Optuna journal in this run folder."))
-    for title, figure in optuna_parts:
-        parts.append(f"<h3>{html.escape(title)}</h3>")
-        if isinstance(figure, str):
-            parts.append(_note(figure))
-        else:
-            parts.append(_figure_html(figure))
-            plots += 1
-    parts += ["<h2>Failed trials</h2>", failed_html(study)]
+    (figure_part, figure_plots), (optuna_part, optuna_plots) = figures_html(study), optuna_html(study)
+    plots = figure_plots + optuna_plots
+    parts = [header_html(study), _note(NO_TRIALS) if study.completed.empty else "",
+             "<h2>Methods</h2>", summary_html(study), "<h2>Against the baseline</h2>", paired_html(study),
+             figure_part, optuna_part, "<h2>Failed trials</h2>", failed_html(study)]
     script = f"<script>{get_plotlyjs()}</script>" if plots else ""
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(str(study.name))}: SegKD study report</title><style>{STYLE}</style></head>\n"

@@ -1,10 +1,12 @@
-"""Result tables: the best trial of each method with confidence intervals, paired tests against the
+"""Result tables: the best trial of each variant with confidence intervals, paired tests against the
 baseline, failed trials. Every function works on empty and partial studies (no completed trials,
-one method, NaN metrics, trials without per-image rows) and then returns empty or NaN cells.
+one variant, NaN metrics, trials without per-image rows) and then returns empty or NaN cells.
+
+A variant is what the tables compare: a method, or one point of a grid over it ("esd r=0.5").
 
 Statistics:
 - Per seed, from `per_image` (as kd.metrics.robustness; images with NaN mIoU_i are left out):
-  miou_img = mean of mIoU_i, hp_acc = share of images with mIoU_i > 0.75,
+  miou_img = mean of mIoU_i, hp_acc = share of images with mIoU_i > kd.metrics.THETA,
   var = population variance of mIoU_i (1/n).
 - 95 % confidence interval of a mean over a trial's K seeds: Student's t,
   half-width = t.ppf(0.975, K-1) * sd / sqrt(K) with the sample sd (ddof=1); K = 1: NaN.
@@ -12,12 +14,12 @@ Statistics:
   interval always comes from the trials table: mean `miou`, sd = `miou_std` * sqrt(K/(K-1))
   because study/trial.py stores the population sd (pstdev) over the seeds. The same is used for
   miou_img, hp_acc and var when a trial has no per-image rows (column `ci_from` says which).
-- Paired comparison: pairs (seed, image_id) of the method's and the baseline's best trials
-  (inner join); d = mIoU_i(method) - mIoU_i(baseline). p-value: scipy.stats.wilcoxon(d) (two-sided,
+- Paired comparison: pairs (seed, image_id) of a variant's and the baseline's best trials
+  (inner join); d = mIoU_i(variant) - mIoU_i(baseline). p-value: scipy.stats.wilcoxon(d) (two-sided,
   zero differences dropped, scipy's default); all differences zero: p = 1.0 (no evidence of a
   difference) and effect size 0. Effect size: matched-pairs rank-biserial correlation
   r = (R+ - R-) / (R+ + R-), R+/R- the sums of the ranks of |d| (ties averaged, zeros dropped as in
-  the test) over positive/negative d; +1: the method wins every pair, -1: the baseline does.
+  the test) over positive/negative d; +1: the variant wins every pair, -1: the baseline does.
   Images seen under several seeds count once per seed, so the pairs are not fully independent.
 """
 from __future__ import annotations
@@ -28,27 +30,23 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-METRICS = ("miou", "miou_img", "hp_acc", "var")
-THETA = 0.75  # HP-Acc threshold of the SD paper
-LOWER_IS_BETTER = {"var", "params", "flops", "duration_s", "seconds", "loss"}
-NOT_HYPERPARAMETERS = {"trial_id", "method", "variant", "label", "status", "seeds", "params", "flops", "duration_s", "error",
-                       "trial_dir", "node", "predictions", "overrides", "degenerate", "stage1_feature_ratio",
-                       *METRICS, *(f"{m}_std" for m in METRICS)}
-STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took
-SUMMARY_COLUMNS = ["method", "trials", "completed", "failed", "stopped", "degenerate", "best_trial", "hyperparameters",
-                   "seeds", *(c for m in METRICS for c in (m, f"{m}_ci")), "ci_from", "params", "gflops", "steps",
-                   "stage1_feature_ratio", "best_degenerate"]
-PAIRED_COLUMNS = ["method", "trial_id", "baseline_trial", "n_pairs", "mean_diff", "p_value", "effect_size",
+from kd.metrics import METRICS, OBJECTIVES, THETA
+from study.schema import STEPS, is_hyperparameter
+
+SUMMARY_COLUMNS = ["variant", "method", "trials", "completed", "failed", "stopped", "degenerate", "best_trial",
+                   "hyperparameters", "seeds", *(c for m in METRICS for c in (m, f"{m}_ci")), "ci_from", "params",
+                   "gflops", "steps", "stage1_feature_ratio", "best_degenerate"]
+PAIRED_COLUMNS = ["variant", "trial_id", "baseline_trial", "n_pairs", "mean_diff", "p_value", "effect_size",
                   "better", "significant"]
 FAILED_COLUMNS = ["trial_id", "method", "hyperparameters", "error"]
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+    return OBJECTIVES.get(metric) != "min"
 
 
 def objective(study) -> str:
-    """The metric that picks a method's best trial: the study's first objective."""
+    """The metric that picks a variant's best trial: the study's first objective."""
     objectives = study.config.get("objectives") or ["miou_img"]
     return objectives[0] if isinstance(objectives, list) else str(objectives)
 
@@ -56,32 +54,21 @@ def objective(study) -> str:
 def methods(study) -> list[str]:
     """The configured methods first (in the study's order), then any other method seen in the tables."""
     names = [m for m in study.config.get("methods") or [] if isinstance(m, str)]
-    for name in study.trials["method"].dropna().tolist():
-        if name not in names:
-            names.append(name)
-    return names
+    return list(dict.fromkeys([*names, *study.trials["method"].dropna()]))
 
 
-def labels(trials: pd.DataFrame) -> pd.Series:
-    """Each trial's name in summaries: its grid variant ("esd r=0.5") where it has one, else its method."""
-    if "variant" not in trials:
-        return trials["method"]
-    return trials["variant"].where(trials["variant"].map(lambda v: isinstance(v, str) and v != ""), trials["method"])
-
-
-def entries(study) -> list[str]:
-    """What the summaries compare, in the study's order: each method, or a grid's variants of it."""
+def ordered_variants(study) -> list[str]:
+    """The variants in the study's order: by method, a grid's points in the order it ran them. A
+    method with no trials yet is its own variant, so that the summary shows it as pending."""
     trials = study.trials.sort_values("trial_id", kind="stable")  # a grid's trial ids follow its points
-    named = labels(trials)
     names = []
     for method in methods(study):
-        names += list(dict.fromkeys(named[trials["method"] == method].tolist())) or [method]
+        names += list(dict.fromkeys(trials.loc[trials["method"] == method, "variant"].dropna())) or [method]
     return names
 
 
 def hyperparameters(trials: pd.DataFrame) -> list[str]:
-    return [c for c in trials.columns
-            if c not in NOT_HYPERPARAMETERS and not c.startswith(STEPS) and trials[c].notna().any()]
+    return [c for c in trials.columns if is_hyperparameter(c) and trials[c].notna().any()]
 
 
 def format_value(value) -> str:
@@ -107,21 +94,16 @@ def _missing(value) -> bool:
 
 
 def best_trials(study, metric: str | None = None) -> pd.DataFrame:
-    """One row per method (or grid variant, see `entries`): its best completed trial by `metric`
-    (default: the first objective). The column `label` names the entry."""
+    """One row per variant: its best completed trial by `metric` (default: the first objective);
+    the first such trial on ties."""
     metric = metric or objective(study)
     done = study.completed
-    if metric not in done.columns:
-        return done.iloc[0:0].assign(label=pd.Series(dtype=object))
-    done = done[pd.to_numeric(done[metric], errors="coerce").notna()].assign(label=lambda d: labels(d))
-    rows = []
-    for name in entries(study):
-        mine = done[done["label"] == name]
-        if mine.empty:
-            continue
-        values = pd.to_numeric(mine[metric])
-        rows.append(mine.loc[values.idxmax() if higher_is_better(metric) else values.idxmin()])
-    return pd.DataFrame(rows).reset_index(drop=True) if rows else done.iloc[0:0]
+    if metric not in done:
+        return done.iloc[0:0]
+    scores = pd.to_numeric(done[metric], errors="coerce").dropna()
+    by_variant = scores.groupby(done.loc[scores.index, "variant"])
+    best = by_variant.idxmax() if higher_is_better(metric) else by_variant.idxmin()
+    return done.loc[[best[v] for v in ordered_variants(study) if v in best.index]].reset_index(drop=True)
 
 
 def seed_scores(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -160,43 +142,44 @@ def _number(value) -> float:
     return float(value) if not pd.isna(value) else math.nan
 
 
+def _flag(value) -> bool:
+    """A boolean cell as a boolean; missing (tables written before the column existed) is False."""
+    return bool(value) if isinstance(value, (bool, np.bool_)) else False
+
+
 def method_summary(study) -> pd.DataFrame:
-    """Per method: trial counts and its best trial's metrics with 95 % intervals over the seeds."""
-    trials, columns = study.trials, hyperparameters(study.trials)
-    best = best_trials(study).set_index("label") if not study.completed.empty else pd.DataFrame()
-    named, rows = labels(trials), []
-    for method in entries(study):
-        mine = trials[named == method]
+    """Per variant: trial counts and its best trial's metrics with 95 % intervals over the seeds."""
+    trials, best = study.trials, best_trials(study).set_index("variant", drop=False)
+    rows = []
+    for variant in ordered_variants(study):
+        mine = trials[trials["variant"] == variant]
         status = mine["status"].value_counts()
-        row = {"method": method, "trials": len(mine), "completed": int(status.get("completed", 0)),
-               "failed": int(status.get("failed", 0)), "stopped": int(status.get("stopped", 0)),
-               "degenerate": int(_flags(mine, "degenerate").sum())}
-        if method in best.index:
-            top = best.loc[method]
-            row.update(best_trial=top["trial_id"], hyperparameters=describe(top, columns),
-                       steps=stage_steps(top), stage1_feature_ratio=_number(top.get("stage1_feature_ratio")),
-                       best_degenerate=bool(_flags(top.to_frame().T, "degenerate").any()))
-            images = study.per_image[study.per_image["trial_id"] == top["trial_id"]]
-            seeds = seed_scores(images)
-            row["seeds"] = len(seeds) if len(seeds) else _number(top.get("seeds"))
-            row["ci_from"] = "per_image" if len(seeds) else "trials table"
-            for metric in METRICS:
-                if len(seeds) and metric in seeds:
-                    row[metric], row[f"{metric}_ci"] = mean_ci(seeds[metric])
-                else:
-                    row[metric] = _number(top.get(metric))
-                    row[f"{metric}_ci"] = ci_from_summary(top.get(metric), top.get(f"{metric}_std"), row["seeds"])
-            row["params"] = _number(top.get("params"))
-            row["gflops"] = _number(top.get("flops")) / 1e9
+        row = {"variant": variant, "method": mine["method"].iloc[0] if len(mine) else variant, "trials": len(mine),
+               "completed": int(status.get("completed", 0)), "failed": int(status.get("failed", 0)),
+               "stopped": int(status.get("stopped", 0)), "degenerate": int(mine["degenerate"].map(_flag).sum())}
+        if variant in best.index:
+            row.update(_best_trial_scores(study, best.loc[variant]))
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _flags(trials: pd.DataFrame, column: str) -> pd.Series:
-    """A boolean column as booleans (missing: False), for tables written before it existed."""
-    if column not in trials:
-        return pd.Series(False, index=trials.index)
-    return trials[column].map(lambda v: bool(v) if isinstance(v, (bool, np.bool_)) else False)
+def _best_trial_scores(study, top: pd.Series) -> dict:
+    """A variant's best trial in the summary: per-seed means and intervals from its per-image rows when
+    it has them, else from the trials table."""
+    seeds = seed_scores(study.per_image[study.per_image["trial_id"] == top["trial_id"]])
+    n = len(seeds) if len(seeds) else _number(top.get("seeds"))
+    row = {"best_trial": top["trial_id"], "hyperparameters": describe(top, hyperparameters(study.trials)),
+           "seeds": n, "ci_from": "per_image" if len(seeds) else "trials table",
+           "params": _number(top.get("params")), "gflops": _number(top.get("flops")) / 1e9,
+           "steps": stage_steps(top), "stage1_feature_ratio": _number(top.get("stage1_feature_ratio")),
+           "best_degenerate": _flag(top.get("degenerate"))}
+    for metric in METRICS:
+        if metric in seeds and len(seeds):
+            row[metric], row[f"{metric}_ci"] = mean_ci(seeds[metric])
+        else:
+            row[metric] = _number(top.get(metric))
+            row[f"{metric}_ci"] = ci_from_summary(top.get(metric), top.get(f"{metric}_std"), n)
+    return row
 
 
 def stage_steps(row: pd.Series) -> str:
@@ -222,44 +205,45 @@ def wilcoxon_rank_biserial(differences) -> tuple[float, float]:
 
 
 def paired_comparison(study, baseline: str = "baseline") -> pd.DataFrame:
-    """Each method's best trial against the baseline's best on the same (seed, image) pairs.
-
-    An empty table (with its columns) when there is nothing to compare; `.attrs["note"]` says why.
-    """
-    empty = pd.DataFrame(columns=PAIRED_COLUMNS)
+    """Each variant's best trial against the best trial of the variant `baseline` on the same
+    (seed, image) pairs. An empty table (with its columns) when there is nothing to compare;
+    `.attrs["note"]` says why."""
     best = best_trials(study)
     if best.empty:
-        empty.attrs["note"] = "No completed trials yet."
-        return empty
-    if baseline not in set(best["label"]):
-        empty.attrs["note"] = f"No completed trial of the {baseline!r} method to compare against."
-        return empty
-    per_image = study.per_image.dropna(subset=["miou"])
-    base = best[best["label"] == baseline].iloc[0]
-    base_images = per_image[per_image["trial_id"] == base["trial_id"]][["seed", "image_id", "miou"]]
-    if base_images.empty:
-        empty.attrs["note"] = f"The {baseline!r} best trial {base['trial_id']} has no per-image scores."
-        return empty
+        return _nothing_to_compare("No completed trials yet.")
+    if baseline not in set(best["variant"]):
+        return _nothing_to_compare(f"No completed trial of the {baseline!r} variant to compare against.")
+    base = best[best["variant"] == baseline].iloc[0]
+    scores = study.per_image.dropna(subset=["miou"])[["trial_id", "seed", "image_id", "miou"]]
+    base_scores = scores[scores["trial_id"] == base["trial_id"]].drop(columns="trial_id")
+    if base_scores.empty:
+        return _nothing_to_compare(f"The {baseline!r} best trial {base['trial_id']} has no per-image scores.")
     rows = []
-    for _, top in best[best["label"] != baseline].iterrows():
-        mine = per_image[per_image["trial_id"] == top["trial_id"]][["seed", "image_id", "miou"]]
-        pairs = mine.merge(base_images, on=["seed", "image_id"], suffixes=("", "_base"))
-        if pairs.empty:
-            continue
-        d = pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)
-        p, effect = wilcoxon_rank_biserial(d)
-        mean = float(d.mean())
-        better = top["label"] if mean > 0 else baseline if mean < 0 else "tie"
-        rows.append({"method": top["label"], "trial_id": top["trial_id"], "baseline_trial": base["trial_id"],
-                     "n_pairs": len(d), "mean_diff": mean, "p_value": p, "effect_size": effect,
-                     "better": better, "significant": bool(p < 0.05)})
-    if not rows:
-        if len(best) == 1:
-            empty.attrs["note"] = f"Only the {baseline!r} method has completed trials: nothing to compare."
-        else:
-            empty.attrs["note"] = "No method's best trial shares (seed, image) pairs with the baseline's."
-        return empty
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    for _, top in best[best["variant"] != baseline].iterrows():
+        pairs = scores[scores["trial_id"] == top["trial_id"]].merge(base_scores, on=["seed", "image_id"],
+                                                                    suffixes=("", "_base"))
+        if not pairs.empty:
+            rows.append(_paired_row(top, base, pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)))
+    if rows:
+        return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    if len(best) == 1:
+        return _nothing_to_compare(f"Only the {baseline!r} variant has completed trials: nothing to compare.")
+    return _nothing_to_compare("No variant's best trial shares (seed, image) pairs with the baseline's.")
+
+
+def _paired_row(top: pd.Series, base: pd.Series, d: np.ndarray) -> dict:
+    p, effect = wilcoxon_rank_biserial(d)
+    mean = float(d.mean())
+    better = top["variant"] if mean > 0 else base["variant"] if mean < 0 else "tie"
+    return {"variant": top["variant"], "trial_id": top["trial_id"], "baseline_trial": base["trial_id"],
+            "n_pairs": len(d), "mean_diff": mean, "p_value": p, "effect_size": effect, "better": better,
+            "significant": bool(p < 0.05)}
+
+
+def _nothing_to_compare(note: str) -> pd.DataFrame:
+    empty = pd.DataFrame(columns=PAIRED_COLUMNS)
+    empty.attrs["note"] = note
+    return empty
 
 
 def failed_trials(study) -> pd.DataFrame:

@@ -89,7 +89,7 @@ def datasets(root: Path, split: str):
 def camvid_sd_teacher():
     """The camvid-sd preset's teacher (its head trained as the study trains it; cached)."""
     from study.config import resolve
-    from study.trial import prepare_teacher, teacher_shell
+    from study.prepare import prepare_teacher, teacher_shell
 
     config = resolve("camvid-sd")
     teacher = teacher_shell(config, 2)
@@ -99,7 +99,8 @@ def camvid_sd_teacher():
 
 def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -> dict:
     from study.config import resolve
-    from study.trial import recipe_for, student_for
+    from study.contract import TrialChoice
+    from study.prepare import recipe_for, student_for
 
     resize = PairedTransform(resize=SIZE, normalize=False)
     if entry == "plain":
@@ -113,7 +114,7 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
         student = plain_cnn(seed)
     else:
         torch.manual_seed(seed)
-        student = student_for(method, recipe, config, teacher, None, 2)
+        student = student_for(config, TrialChoice(method, {}), recipe, teacher, 2)
     data = RunData(target, val, None, train_transform=PairedTransform(resize=SIZE, hflip=config.hflip, normalize=False),
                    eval_transform=resize)
     settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")

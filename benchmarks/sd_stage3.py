@@ -40,7 +40,8 @@ def main(argv=None) -> list[dict]:
         return []
     torch.set_num_threads(args.threads)
     from study.config import resolve
-    from study.trial import student_for
+    from study.contract import TrialChoice
+    from study.prepare import student_for
 
     config = resolve("camvid-sd")
     teacher = camvid_sd_teacher()
@@ -52,7 +53,7 @@ def main(argv=None) -> list[dict]:
     for seed in (int(s) for s in args.seeds.split(",")):
         settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
         torch.manual_seed(seed)
-        student = student_for("sd", sd, config, teacher, None, 2)
+        student = student_for(config, TrialChoice("sd", {}), sd, teacher, 2)
         stage2 = Engine(Recipe("sd-stages-1-2", sd.stages[:2], "sd"), student, teacher, data, settings,
                         progress=None).run()
         rows.append({"seed": seed, "after": "stage 2", "miou_img": stage2.final["miou_img"]})

@@ -20,8 +20,6 @@ lets a run resume mid-recipe and end with the same weights as an uninterrupted r
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import time
@@ -35,15 +33,15 @@ from torch.utils.data import DataLoader, default_collate
 
 from kd.data import Augmented, MixedDataset, PairedTransform
 from kd.errors import NonFiniteLossError, UserInputError
+from kd.io import atomic_write, content_key
 from kd.losses import TERMS, WeightedSum, build_term
-from kd.methods import Optimizer, Recipe, Stage
-from kd.metrics import ConfusionMeter, count_parameters, per_image_miou, robustness
+from kd.methods import DEFAULT_CRITIC, Optimizer, Recipe, Stage
+from kd.metrics import THETA, ConfusionMeter, count_parameters, per_image_miou, robustness
 from kd.models.segmenter import Segmenter, upsample
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "engine.pt"
 EVALUATE = ("epoch", "stage", "end")
-DEFAULT_CRITIC = Optimizer(kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0, betas=(0.9, 0.99))
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class RunSettings:
     stream_length: int | None = None  # ESD mixed stream entries per epoch; None: every target image once
     evaluate: str = "epoch"  # "epoch", "stage" (after each stage) or "end"
     eval_batch_size: int | None = None
-    theta: float = 0.75  # HP-Acc threshold on per-image mIoU
+    theta: float = THETA  # HP-Acc threshold on per-image mIoU
     num_workers: int = 0
     cache: bool = True  # teacher-output cache (needs a fixed bank of views or no random augmentation)
     cache_dtype: str = "float32"
@@ -126,7 +124,7 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
-def evaluate(model: Segmenter, dataset, transform, batch_size: int = 8, device: str = "cpu", theta: float = 0.75,
+def evaluate(model: Segmenter, dataset, transform, batch_size: int = 8, device: str = "cpu", theta: float = THETA,
              num_workers: int = 0) -> tuple[dict, list[dict]]:
     """(mIoU, per-image mIoU, HP-Acc, variance and the number of classes `model` predicts on `dataset`,
     [{"id", "miou"} per image])."""
@@ -176,9 +174,7 @@ class Engine:
         # A constructed teacher's AMG is frozen by construction; no stage may thaw it.
         self.trainable_ids = {id(p) for p in student.parameters() if p.requires_grad}
         self.shapes = None
-        self.teacher_outputs_needed = sorted(
-            {need for stage in recipe.stages for name in stage.active_losses() for need in TERMS[name].teacher_needs}
-        )
+        self.teacher_outputs_needed = sorted({need for needs in recipe.teacher_terms.values() for need in needs})
         self.caches = self._caches(cache_root) if self.teacher_outputs_needed else {}
         self.teacher_forwards = 0
         self.history: list[dict] = []
@@ -193,10 +189,10 @@ class Engine:
         recipe, data, student, teacher, settings = self.recipe, self.data, self.student, self.teacher, self.settings
         recipe.validate(TERMS)
         problems = settings.problems()
-        needs_teacher = sorted({n for s in recipe.stages for n in s.active_losses() if TERMS[n].teacher_needs})
-        if needs_teacher and teacher is None:
-            problems.append(f"recipe {recipe.name!r} distils from a teacher ({', '.join(needs_teacher)}): pass a teacher")
-        if any(s.stream == "mix" for s in recipe.stages) and data.proximity is None:
+        if recipe.needs_teacher and teacher is None:
+            problems.append(f"recipe {recipe.name!r} distils from a teacher ({', '.join(recipe.teacher_terms)}): "
+                            "pass a teacher")
+        if recipe.needs_proximity and data.proximity is None:
             problems.append(f"recipe {recipe.name!r} reads the ESD mixed stream: pass proximity images (RunData.proximity)")
         for name, dataset in (("target", data.target), ("val", data.val)):
             if getattr(dataset, "num_classes", student.num_classes) != student.num_classes:
@@ -209,8 +205,7 @@ class Engine:
         labelled_terms = {"ce", "ifv"}
         if any(labelled_terms & set(s.active_losses()) for s in recipe.stages) and not getattr(data.target, "labelled", True):
             problems.append("the target images are unlabelled, but the recipe trains with labels (ce/ifv)")
-        logit_terms = {n for s in recipe.stages for n in s.active_losses() if "logits" in TERMS[n].teacher_needs}
-        if teacher is not None and logit_terms:
+        if teacher is not None and any("logits" in needs for needs in recipe.teacher_terms.values()):
             if teacher.num_classes != student.num_classes:
                 problems.append(
                     f"teacher predicts {teacher.num_classes} classes, student {student.num_classes}: "
@@ -248,7 +243,7 @@ class Engine:
         from kd.teacher_cache import TeacherCache
 
         domains = {"target": self.data.target}
-        if self.data.proximity is not None and any(s.stream == "mix" for s in self.recipe.stages):
+        if self.data.proximity is not None and self.recipe.needs_proximity:
             domains["proximity"] = self.data.proximity
         return {
             domain: TeacherCache(
@@ -328,7 +323,7 @@ class Engine:
         if stage.stream == "mix":
             proximity = Augmented(self.data.proximity, self.data.train_transform, s.augment_seed, s.views, s.seed)
             length = s.stream_length or (len(self.data.target) if stage.mix_epoch == "target" else None)
-            dataset = MixedDataset(target, proximity, stage.ratio, length, seed=_derive(s.seed, index))
+            dataset = MixedDataset(target, proximity, stage.r, length, seed=_derive(s.seed, index))
         dataset.set_epoch(global_epoch)
         generator = torch.Generator().manual_seed(_derive(s.seed, index, epoch))
         return DataLoader(
@@ -453,15 +448,17 @@ class Engine:
         settings = dataclasses.asdict(self.settings)
         for machine_only in ("device", "num_workers", "eval_batch_size", "cache"):
             settings.pop(machine_only)
-        described = {"recipe": self.recipe.to_dict(), "settings": settings, "student": self.student.name,
+        recipe = self.recipe.to_dict()
+        for stage in recipe["stages"]:
+            stage["ratio"] = stage.pop("r")  # r's name until issue 14: checkpoints written before then still resume
+        described = {"recipe": recipe, "settings": settings, "student": self.student.name,
                      "teacher": self.teacher.name if self.teacher is not None else None}
-        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return content_key(described)
 
     def _save(self, state: dict) -> None:
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.checkpoint_path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint(), **state}, partial)
-        os.replace(partial, self.checkpoint_path)  # a crash mid-write leaves the previous checkpoint intact
+        state = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint(), **state}
+        atomic_write(self.checkpoint_path, lambda partial: torch.save(state, partial))
 
     def _load(self) -> dict | None:
         if self.checkpoint_path is None or not self.checkpoint_path.is_file():

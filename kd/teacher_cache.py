@@ -44,7 +44,6 @@ are hashed once, when the cache is opened.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -60,6 +59,7 @@ from numpy.lib.format import open_memmap
 
 from kd.data.transforms import PairedTransform
 from kd.errors import UserInputError
+from kd.io import content_key
 from kd.models.segmenter import Segmenter
 from kd.models.teacher_training import cache_root, dataset_fingerprint, digest_state
 
@@ -144,7 +144,7 @@ class TeacherCache:
             "dtype": dtype,
         }
         self.recipe = json.loads(json.dumps(self.recipe))  # as meta.json will give it back
-        self.key = hashlib.sha256(json.dumps(self.recipe, sort_keys=True).encode()).hexdigest()[:20]
+        self.key = content_key(self.recipe, length=20)
         self.path = self.root / self.key
         self.teacher_forwards = self.hits = self.misses = 0
         self._filled: np.ndarray | None = None
@@ -302,6 +302,8 @@ class TeacherCache:
         open_memmap(partial / "filled.npy", mode="w+", dtype=np.uint8, shape=grid).flush()
         meta = {"key": self.key, "recipe": self.recipe, "shapes": {name: list(shape) for name, shape in shapes.items()}}
         (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        # Not kd.io.atomic_write, which is for files: here losing the race is no error (the loser
+        # opens the winner's folder), and the loser's partial is a folder to remove.
         try:
             os.rename(partial, self.path)
         except OSError as err:

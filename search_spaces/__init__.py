@@ -1,8 +1,9 @@
 """Search spaces: which hyperparameters each method searches, over which ranges.
 
-One module per method (its docstring gives the ranges and the papers' values); each
-`params(split_points)` returns `{name: Float | Int | Choice | Fixed}` (search_spaces.base).
-A study file narrows or fixes them per method:
+One module per method (its docstring gives the ranges and the papers' values); each registers
+`params(split_points) -> {name: Float | Int | Choice | Fixed}` (search_spaces.base) with
+`@register("<method>")`. A parameter's name is the same in the study file, the searcher and the
+result tables. A study file narrows or fixes them per method:
 
 ```toml
 [space.esd]
@@ -15,41 +16,19 @@ frozen_lr = {low = 1e-3, high = 3e-2, log = true}
 temperature = {choices = [1.0, 4.0]}
 ```
 
-With Ray Tune and Optuna:
+    spaces = spaces_for(["sd", "esd"], split_points, study["space"])   # every problem raised here
 
-    space = define_by_run(["sd", "esd"], split_points, study["space"])   # every problem raised here
-    search = OptunaSearch(space=space, metric="miou", mode="max")
-    # in the trainable:
-    method, overrides, point = trial_overrides(config, split_points, study["space"])
-    recipe = kd.methods.build_recipe(method, overrides)
-
-Optuna's (and Tune's config) names are "<method>.<name>" ("esd.r"), so a parameter
-exists only in trials of its method and two methods' distributions never clash.
+study.space turns resolved spaces into trials: grid points and Optuna's define-by-run.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from kd.errors import UserInputError
-from search_spaces import ablations, baseline, cwd, esd, ftt, ifvd, sd, skd
-from search_spaces.base import (
-    Choice, Fixed, Float, Int, Param, default_value, report, resolve, resolve_problems, split_student_options, suggest,
-    to_overrides,
-)
 
-SPACES: dict[str, Callable[[list[str]], dict[str, Param]]] = {
-    "baseline": baseline.params,
-    "ftt": ftt.params,
-    "sd": sd.params,
-    "esd": esd.params,
-    "ifvd": ifvd.params,
-    "skd": skd.params,
-    "cwd": cwd.params,
-    "ifvd_kd": ablations.ifvd_kd,
-    "ifvd_adv": ablations.ifvd_adv,
-    "ifvd_ifv": ablations.ifvd_ifv,
-    "ifvd_kd_adv": ablations.ifvd_kd_adv,
-}
+# Imported for their @register, in kd.methods' order: a study lists methods in this order.
+from search_spaces import baseline, ftt, sd, esd, ifvd, skd, cwd, ablations  # noqa: F401, I001
+from search_spaces.base import (
+    SPACES, STUDENT, Choice, Fixed, Float, Int, Param, default_value, register, report, resolve, resolve_problems,
+)
 
 
 def spaces_for(methods: list[str], split_points: list[str], study_values: dict | None = None) -> dict[str, dict]:
@@ -57,6 +36,14 @@ def spaces_for(methods: list[str], split_points: list[str], study_values: dict |
 
     `study_values` is the study file's `[space]` table: {method: {name: value, range or choices}}.
     """
+    spaces, problems = space_problems(methods, split_points, study_values)
+    if problems:
+        raise UserInputError(report(problems))
+    return spaces
+
+
+def space_problems(methods: list[str], split_points: list[str], study_values: dict | None = None):
+    """(resolved spaces, every problem): as spaces_for, for callers that list problems of their own too."""
     problems, spaces = [], {}
     if not methods:
         problems.append("no methods given")
@@ -75,9 +62,7 @@ def spaces_for(methods: list[str], split_points: list[str], study_values: dict |
             given = None
         spaces[method], found = resolve_problems(method, SPACES[method](list(split_points)), given)
         problems += found
-    if problems:
-        raise UserInputError(report(problems))
-    return spaces
+    return spaces, problems
 
 
 def space_for(method: str, split_points: list[str], study_values: dict | None = None) -> dict[str, Param]:
@@ -86,59 +71,7 @@ def space_for(method: str, split_points: list[str], study_values: dict | None = 
     return spaces_for([method], split_points, mine)[method]
 
 
-def define_by_run(methods: list[str], split_points: list[str], study_values: dict | None = None):
-    """A define-by-run function for Optuna (and Ray's OptunaSearch); validates everything now."""
-    spaces = spaces_for(methods, split_points, study_values)
-    names = list(spaces)
-
-    def space(trial) -> dict:
-        method = trial.suggest_categorical("method", names) if len(names) > 1 else names[0]
-        suggest(trial, method, spaces[method])
-        # Ray adds the suggested values to the config itself; constants must be returned
-        return {"method": method}
-
-    return space
-
-
-def trial_overrides(config: dict, split_points: list[str], study_values: dict | None = None):
-    """(method, recipe overrides, split point or None) from a trial's config ("esd.r": 0.5, ...)."""
-    method = config.get("method")
-    if method not in SPACES:
-        raise UserInputError(f"trial config has method {method!r}; choose among {', '.join(SPACES)}.")
-    params = space_for(method, split_points, study_values)
-    missing = [f"{method}.{n}" for n, p in params.items() if not isinstance(p, Fixed) and f"{method}.{n}" not in config]
-    if missing:
-        raise UserInputError(f"trial config lacks {', '.join(missing)}: was the study's search space changed?")
-    values = {n: config.get(f"{method}.{n}") for n in params}
-    overrides, point = to_overrides(params, values)
-    return method, overrides, point
-
-
-def grid(methods: list[str], split_points: list[str], study_values: dict | None = None) -> list[dict]:
-    """The points of an ablation grid (no search): per method, the papers' defaults or fixed values,
-    crossed with every parameter the study lists choices for (`r = {choices = [0, 0.5, 1, 5]}` gives
-    four ESD points). A param without a default is left out, so the recipe keeps its own value.
-
-    Each point is {"method", "overrides", "split_point", "values"}; `values` holds the crossed
-    parameters by name, so results can be told apart (and plotted against r).
-    """
-    import itertools
-
-    points = []
-    for method, params in spaces_for(methods, split_points, study_values).items():
-        given = (study_values or {}).get(method) or {}
-        crossed = [n for n, p in params.items() if isinstance(p, Choice) and n in given]
-        chosen = {n: default_value(p) for n, p in params.items()}
-        for combination in itertools.product(*(params[n].choices for n in crossed)):
-            chosen.update(zip(crossed, combination))
-            kept = {n: p for n, p in params.items() if chosen[n] is not None}
-            overrides, point = to_overrides(kept, chosen)
-            points.append({"method": method, "overrides": overrides, "split_point": point,
-                           "values": dict(zip(crossed, combination))})
-    return points
-
-
 __all__ = [
-    "SPACES", "Choice", "Fixed", "Float", "Int", "Param", "define_by_run", "grid", "resolve", "space_for",
-    "spaces_for", "split_student_options", "suggest", "to_overrides", "trial_overrides",
+    "SPACES", "STUDENT", "Choice", "Fixed", "Float", "Int", "Param", "default_value", "register", "resolve",
+    "space_for", "space_problems", "spaces_for",
 ]

@@ -9,6 +9,7 @@ used by ablation grids; None leaves the recipe's own default (for a Choice: the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,13 +53,24 @@ class Fixed:
 
 Param = Float | Int | Choice | Fixed
 
+# method -> params(split_points): filled by @register next to each space, in kd.methods' order
+SPACES: dict[str, Callable[[list[str]], dict[str, Param]]] = {}
+
+
+def register(method: str):
+    """Decorator: `params(split_points)` is the search space of the recipe `method` (kd.registry's
+    rule: a name names one thing). A plugin module (a study's `imports`) registers its own the same way."""
+    from kd.registry import register as register_in
+
+    return lambda params: register_in(SPACES, "search space", method, params)
+
 
 def split_point(split_points: list[str]) -> Choice:
     """The teacher's split point, for methods whose student is built from the teacher's front."""
     return Choice(tuple(split_points), target="split_point")
 
 
-STUDENT = "student."
+STUDENT = "student."  # targets under this prefix build the student (kd.models.sd.SDCapacity), not the recipe
 
 
 def sd_capacity() -> dict[str, Param]:
@@ -78,56 +90,12 @@ def sd_capacity() -> dict[str, Param]:
     }
 
 
-def split_student_options(overrides: dict) -> tuple[dict, dict]:
-    """(recipe overrides, student options): "student.<option>" targets build the student."""
-    recipe = {k: v for k, v in overrides.items() if not k.startswith(STUDENT)}
-    student = {k[len(STUDENT):]: v for k, v in overrides.items() if k.startswith(STUDENT)}
-    return recipe, student
-
-
-def lowest(target: str) -> tuple[float, bool] | None:
-    """(smallest value, whether it is allowed) that the recipe accepts for `target`; None: no bound."""
-    if target == "r" or target.startswith("lambda_"):
-        return 0.0, True  # weight 0 switches a term off; r = 0 is ESD's proximity-only stream
-    if target.endswith(".lr") or target.endswith(".temperature"):
-        return 0.0, False
-    return None
-
-
 def default_value(param: Param) -> Any:
     if isinstance(param, Fixed):
         return param.value
     if isinstance(param, Choice):
         return param.default if param.default in param.choices else param.choices[-1]
     return param.default
-
-
-def suggest(trial, method: str, params: dict[str, Param]) -> dict[str, Any]:
-    """Ask `trial` for each parameter under the name "<method>.<name>"; Fixed ones are not asked."""
-    values = {}
-    for name, p in params.items():
-        key = f"{method}.{name}"
-        if isinstance(p, Fixed):
-            values[name] = p.value
-        elif isinstance(p, Float):
-            values[name] = trial.suggest_float(key, p.low, p.high, log=p.log)
-        elif isinstance(p, Int):
-            values[name] = trial.suggest_int(key, p.low, p.high, log=p.log)
-        else:
-            values[name] = trial.suggest_categorical(key, p.choices)
-    return values
-
-
-def to_overrides(params: dict[str, Param], values: dict[str, Any]) -> tuple[dict, str | None]:
-    """(recipe overrides keyed by target, split point or None); Fixed values need not be in `values`."""
-    overrides, point = {}, None
-    for name, p in params.items():
-        value = p.value if isinstance(p, Fixed) else values[name]
-        if p.target == "split_point":
-            point = value
-        else:
-            overrides[p.target] = value
-    return overrides, point
 
 
 def resolve(method: str, params: dict[str, Param], study_values: dict | None) -> dict[str, Param]:
@@ -156,8 +124,25 @@ def resolve_problems(method: str, params: dict[str, Param], study_values: dict |
     for name, p in resolved.items():
         if isinstance(p, Choice) and not p.search:
             resolved[name] = p = Fixed(default_value(p), p.target)
-        problems += [f"{method}.{name} {message}" for message in _check(p)]
+        found = [f"{method}.{name} {message}" for message in _check(p)]
+        problems += found or _recipe_problems(method, name, p)
     return resolved, problems
+
+
+def _recipe_problems(method: str, name: str, p: Param) -> list[str]:
+    """The recipe a parameter targets judges its values (each end of a range, each choice): one
+    rule and one message per value, whether it comes from a search, a grid or a recipe override."""
+    if p.target == "split_point" or p.target.startswith(STUDENT):  # checked by Choice: the valid ones are listed
+        return []
+    from kd.methods import build_recipe
+
+    values = [p.value] if isinstance(p, Fixed) else list(p.choices) if isinstance(p, Choice) else [p.low, p.high]
+    for value in values:
+        try:
+            build_recipe(method, {p.target: value})
+        except UserInputError as err:
+            return [f"{method}.{name} = {value!r}: {str(err).rstrip('.')}"]
+    return []
 
 
 def _number(value) -> bool:
@@ -213,25 +198,13 @@ def _apply(param: Param, given) -> Param:
 
 
 def _check(p: Param) -> list[str]:
-    """What is wrong with a resolved param (messages follow "<method>.<name>")."""
-    bound = lowest(p.target)
-    if isinstance(p, Fixed):
-        numbers = [p.value] if _number(p.value) else []
-    elif isinstance(p, Choice):
-        if not p.choices:
-            return ["has no choices" + (" (the teacher offers no split points)" if p.target == "split_point" else "")]
-        numbers = [c for c in p.choices if _number(c)]
-    else:
-        numbers = [p.low, p.high]
+    """What is wrong with a resolved param's range or choices (messages follow "<method>.<name>")."""
+    if isinstance(p, Choice) and not p.choices:
+        return ["has no choices" + (" (the teacher offers no split points)" if p.target == "split_point" else "")]
     found = []
     if isinstance(p, (Float, Int)):
         if p.low > p.high or (isinstance(p, Float) and p.low == p.high):
             found.append(f"range needs low {'<=' if isinstance(p, Int) else '<'} high, got [{p.low}, {p.high}]")
         if p.log and p.low <= 0:
             found.append(f"is sampled on a log scale, so low must be > 0, got {p.low}")
-    if bound is not None:
-        least, allowed = bound
-        bad = [v for v in numbers if v < least or (v == least and not allowed)]
-        if bad:
-            found.append(f"must be {'>=' if allowed else '>'} {least:g}, got {bad[0]}")
     return found

@@ -7,9 +7,10 @@ lr in [1e-3, 1e-1], log-uniform: SD trains the student with SGD at 1e-2, in the 
 """
 from __future__ import annotations
 
-from search_spaces.base import Float, Param, sd_capacity, split_point
+from search_spaces.base import Float, Param, register, sd_capacity, split_point
 
 
+@register("baseline")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),

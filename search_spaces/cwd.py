@@ -6,10 +6,11 @@ lr as for IFVD (search_spaces.ifvd): SGD at 1e-2, in [1e-3, 5e-2].
 """
 from __future__ import annotations
 
-from search_spaces.base import Float, Param
+from search_spaces.base import Float, Param, register
 from search_spaces.ifvd import LR
 
 
+@register("cwd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {"lambda_cwd": Float(0.3, 30.0, log=True, target="lambda_cwd", default=3.0),
             "temperature": Float(1.0, 8.0, target="cwd.temperature", default=4.0), "lr": LR}

@@ -9,8 +9,9 @@ a study file can say `r = {choices = [0, 0.2, 0.5, 1, 3, 5, 10]}`.
 from __future__ import annotations
 
 from search_spaces import sd
-from search_spaces.base import Float, Param
+from search_spaces.base import Float, Param, register
 
 
+@register("esd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {**sd.params(split_points), "r": Float(0.0, 10.0, target="r", default=1.0)}

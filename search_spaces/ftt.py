@@ -6,9 +6,10 @@ decade inside either end.
 """
 from __future__ import annotations
 
-from search_spaces.base import Float, Param, split_point
+from search_spaces.base import Float, Param, register, split_point
 
 
+@register("ftt")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),

@@ -11,7 +11,7 @@ kept lower than the SD family's because the distillation terms add to the gradie
 """
 from __future__ import annotations
 
-from search_spaces.base import Float, Param
+from search_spaces.base import Float, Param, register
 
 LAMBDA_KD = Float(1.0, 100.0, log=True, target="lambda_kd", default=10.0)
 LAMBDA_ADV = Float(0.01, 1.0, log=True, target="lambda_adv", default=0.1)
@@ -20,6 +20,7 @@ TEMPERATURE = Float(1.0, 4.0, target="kd.temperature")
 LR = Float(1e-3, 5e-2, log=True, target="train.optimizer.lr", default=1e-2)
 
 
+@register("ifvd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {"lambda_kd": LAMBDA_KD, "lambda_adv": LAMBDA_ADV, "lambda_ifv": LAMBDA_IFV,
             "temperature": TEMPERATURE, "lr": LR}

@@ -10,9 +10,10 @@ Stage 3 (fine-tuning at 5e-5) keeps the paper's rate: it only polishes.
 """
 from __future__ import annotations
 
-from search_spaces.base import Choice, Float, Param, sd_capacity, split_point
+from search_spaces.base import Choice, Float, Param, register, sd_capacity, split_point
 
 
+@register("sd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),

@@ -6,10 +6,11 @@ lambda_skd in [0.1, 10], log-uniform: the pairwise-similarity weight, paper 1.
 """
 from __future__ import annotations
 
-from search_spaces.base import Float, Param
+from search_spaces.base import Float, Param, register
 from search_spaces.ifvd import LAMBDA_ADV, LAMBDA_KD, LR, TEMPERATURE
 
 
+@register("skd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {"lambda_kd": LAMBDA_KD, "lambda_skd": Float(0.1, 10.0, log=True, target="lambda_skd", default=1.0),
             "lambda_adv": LAMBDA_ADV, "temperature": TEMPERATURE, "lr": LR}

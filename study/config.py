@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kd.errors import UserInputError
+from kd.metrics import OBJECTIVES
 
-OBJECTIVES = {"miou_img": "max", "hp_acc": "max", "var": "min", "miou": "max"}
 SAMPLERS = ("tpe", "nsga2", "gp", "grid")
 SCHEDULERS = ("none", "asha")
 EVALUATE = ("epoch", "stage", "end")
@@ -236,10 +236,7 @@ def problems(config: StudyConfig) -> list[str]:
             found.append(f"[students] names unknown method {method!r}")
         if student not in model_names() and student not in STUDENTS and ":" not in student:
             found.append(f"[students] {method} = {student!r} is not a known student ({', '.join(STUDENTS)}, sd, ct)")
-    found += _resource_problems(config)
-    if not found:
-        found += _space_problems(config)
-    return found
+    return found + _resource_problems(config)
 
 
 def import_plugins(config: StudyConfig) -> list[str]:
@@ -303,25 +300,19 @@ def _resource_problems(config: StudyConfig) -> list[str]:
     return found
 
 
-def _space_problems(config: StudyConfig) -> list[str]:
-    import search_spaces
-    from kd.models.registry import split_points
+def validate(config: StudyConfig):
+    """The study's search space (study.space.StudySpace), resolved once; every problem with the
+    configuration and the space in one UserInputError."""
+    found, space = problems(config), None
+    if not found:  # the space needs known methods and a known teacher
+        from kd.models.registry import split_points
+        from study.space import resolve_space_problems
 
-    unknown = sorted(set(config.space) - set(config.methods))
-    found = [f"[space.{m}] is given but {m!r} is not among the study's methods" for m in unknown]
-    try:
-        search_spaces.define_by_run(config.methods, split_points(config.teacher), config.space)
-    except UserInputError as err:
-        found.append(str(err).rstrip("."))
-    return found
-
-
-def validate(config: StudyConfig) -> StudyConfig:
-    found = problems(config)
+        space, found = resolve_space_problems(config.methods, split_points(config.teacher), config.space)
     if found:
         listing = "\n".join(f"  - {problem}" for problem in found)
         raise UserInputError(f"the study configuration has {len(found)} problem(s):\n{listing}")
-    return config
+    return space
 
 
 def save(config: StudyConfig, run_dir: Path) -> Path:

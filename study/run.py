@@ -14,90 +14,67 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from kd.errors import UserInputError
 from study import config as study_config
-from study.config import OBJECTIVES, PRESETS, StudyConfig
-
-RAY_DIR = "ray"
-JOURNAL = "optuna.journal"
+from kd.metrics import OBJECTIVES
+from study.config import PRESETS, StudyConfig
 
 
-class SearchSpace:
-    """The define-by-run space as a picklable object: Ray saves the searcher with the experiment."""
+def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
+    """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory."""
+    config, space = _checked(config, resume)
+    from study.prepare import prepare
+    from study.results import ResultsTables
+    from study.trial import SCRATCH, StudyContext
+    from study.tuner import make_tuner, quiet_ray, start_ray
 
-    def __init__(self, methods: list[str], split_points: list[str], values: dict):
-        import search_spaces
-
-        self.methods, self.split_points, self.values = methods, split_points, values
-        search_spaces.define_by_run(methods, split_points, values)  # validates now, not in the first trial
-
-    def __call__(self, trial):
-        import search_spaces
-
-        return search_spaces.define_by_run(self.methods, self.split_points, self.values)(trial)
-
-
-def _finished_only_optuna_search():
-    from ray.tune.search.optuna import OptunaSearch
-
-    class FinishedOnlyOptunaSearch(OptunaSearch):
-        """Tells Optuna a trial COMPLETE only when it ran to the end.
-
-        Ray hands a scheduler-stopped trial's last (intermediate) result to on_trial_complete,
-        which Optuna would take as that configuration's final value; it is PRUNED instead.
-        """
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            error = error or bool(result and result.get("failed"))
-            if error or (result is not None and not result.get("final")):
-                result = None
-            super().on_trial_complete(trial_id, result, error)
-
-    return FinishedOnlyOptunaSearch
-
-
-def _searcher(config: StudyConfig, split_points: list[str], run_dir: Path):
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search import ConcurrencyLimiter
-
-    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
-                "gp": optuna.samplers.GPSampler}
-    metrics = config.objectives
-    modes = [OBJECTIVES[m] for m in metrics]
-    searcher = _finished_only_optuna_search()(
-        space=SearchSpace(config.methods, split_points, config.space),
-        metric=metrics[0] if len(metrics) == 1 else metrics, mode=modes[0] if len(modes) == 1 else modes,
-        sampler=samplers[config.sampler](seed=config.seed), study_name=config.name,
-        storage=JournalStorage(JournalFileBackend(str(run_dir / JOURNAL))),
-    )
-    if config.max_concurrent:
-        return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent)
-    return searcher
+    quiet_ray()
+    run_dir, started = config.run_dir.resolve(), time.perf_counter()
+    total = len(space.grid()) if config.sampler == "grid" else config.trials
+    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {total} trials x "
+        f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
+    study_config.save(config, run_dir)
+    shared = prepare(config, space, run_dir, say)
+    _release_memory()
+    say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
+    start_ray(config.address)
+    if resume:
+        say(f"resuming: {len(ResultsTables(run_dir).rows)} trial(s) already finished")
+    tuner = make_tuner(config, space, StudyContext(config, shared), run_dir, total, resume, say)
+    fit_started = time.perf_counter()
+    tuner.fit()
+    tables = ResultsTables(run_dir)  # on resume Ray ran its restored copy of the writer
+    counts = tables.counts()
+    say(f"study {config.name}: {counts['completed']} completed, {counts['failed']} failed, {len(tables.rows)} of "
+        f"{total} trials recorded in {time.perf_counter() - started:.0f} s")
+    (run_dir / "timing.json").write_text(json.dumps(  # for benchmarks: the study's time outside the trials
+        {"prepare_s": fit_started - started, "fit_s": time.perf_counter() - fit_started,
+         "trials_recorded": len(tables.rows)}) + "\n")
+    if len(tables.rows) >= total:
+        shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)  # engine checkpoints of trials in flight
+    else:
+        say(f"the study stopped early; continue it with: python -m study.run --name {config.name} "
+            f"--out {config.out} --resume")
+    _write_report(run_dir, say)
+    return run_dir
 
 
-def _quiet_ray() -> None:
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # Save the experiment state after every trial, so a crash never re-runs a finished trial.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
-        # A failed trial's traceback is kept in trials.parquet and Ray's trial folder; one line is printed.
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", module="ray")
+def _checked(config: StudyConfig, resume: bool):
+    """(the configuration that runs, its resolved search space); a resumed study runs what it started with."""
+    run_dir = config.run_dir.resolve()
+    if resume:
+        config = study_config.load(run_dir)
+    elif (run_dir / "config.json").exists():
+        raise UserInputError(f"{run_dir} already holds a study; add --resume to continue it, or choose another --name.")
+    space = study_config.validate(config)
+    _check_writable(run_dir)
+    return config, space
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -114,44 +91,6 @@ def _check_writable(run_dir: Path) -> None:
         ) from None
 
 
-def verify_data(data, say=print) -> None:
-    """Decode every image and mask from files now: a corrupt file stops the study before Ray starts, named."""
-    for dataset in (data.target, data.val, data.proximity):
-        if dataset is not None and hasattr(dataset, "verify"):
-            started = time.perf_counter()
-            dataset.verify()
-            say(f"checked {len(dataset)} {dataset.name} images in {time.perf_counter() - started:.1f} s")
-
-
-# glibc gives every thread that allocates its own malloc arena; torch's intra-op threads then keep
-# hundreds of MB of freed memory per worker. Two arenas hold a worker's peak close to its live data.
-WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
-
-
-def _shared_artefacts(config: StudyConfig, run_dir: Path, split_points: list[str], say) -> tuple[dict, int]:
-    """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches,
-    score the teacher.
-
-    Returns (teacher weights, number of classes); the datasets and the teacher itself are dropped
-    when this returns, so the driver does not hold them while the trials run.
-    """
-    from study.trial import evaluate_teacher, fill_caches, open_data, prepare_teacher, save_samples, teacher_shell
-
-    data = open_data(config)
-    verify_data(data, say)
-    num_classes = data.target.num_classes
-    teacher_state = prepare_teacher(config, num_classes, say=say)
-    teacher = teacher_shell(config, num_classes)
-    teacher.load_state_dict(teacher_state)
-    teacher.eval()
-    save_samples(data, run_dir / "samples.npz")
-    fill_caches(config, teacher, data, split_points, num_classes, say=say)
-    scores = evaluate_teacher(config, teacher, data, run_dir)
-    say(f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "
-        f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}")
-    return teacher_state, num_classes
-
-
 def _release_memory() -> None:
     """Give freed heap memory back to the system (glibc only; elsewhere a no-op)."""
     import ctypes
@@ -164,94 +103,16 @@ def _release_memory() -> None:
         pass
 
 
-def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
-    """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory."""
-    study_config.validate(config)
-    run_dir = config.run_dir.resolve()
-    if resume:
-        saved = study_config.load(run_dir)
-        if saved.to_dict() != config.to_dict():
-            config = saved  # a resumed study runs what it started with
-    elif (run_dir / "config.json").exists():
-        raise UserInputError(f"{run_dir} already holds a study; add --resume to continue it, or choose another --name.")
-    _check_writable(run_dir)
-    _quiet_ray()
-    import ray
-    from ray import tune
+def _write_report(run_dir: Path, say) -> None:
+    from study.schema import CURVES, PER_IMAGE, TRIALS
 
-    import search_spaces
-
-    from kd.models.registry import split_points as points_of
-    from study.results import ResultsWriter
-    from study.trial import StudyContext, run_trial
-
-    started = time.perf_counter()
-    split_points = points_of(config.teacher)
-    points = search_spaces.grid(config.methods, split_points, config.space) if config.sampler == "grid" else None
-    total = len(points) if points is not None else config.trials
-    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {total} trials x "
-        f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
-    study_config.save(config, run_dir)
-    teacher_state, num_classes = _shared_artefacts(config, run_dir, split_points, say)
-    _release_memory()
-    say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
-
-    if not ray.is_initialized():
-        ray.init(address=config.address, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=True, runtime_env={"env_vars": WORKER_ENV})
-    context = StudyContext(config.to_dict(), split_points, teacher_state, num_classes)
-    resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
-
-    if config.sampler == "grid":
-        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=config.max_concurrent or None,
-                                      reuse_actors=True)
-        param_space = {"grid": tune.grid_search(points)}
-    else:
-        scheduler = None
-        metric = mode = None
-        if config.scheduler == "asha":
-            metric, mode = config.objectives[0], OBJECTIVES[config.objectives[0]]
-            scheduler = tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1)
-        tune_config = tune.TuneConfig(search_alg=_searcher(config, split_points, run_dir), num_samples=config.trials,
-                                      scheduler=scheduler, metric=metric, mode=mode,
-                                      # A worker keeps torch, the datasets and the teacher loaded between trials.
-                                      reuse_actors=True)
-        param_space = None
-    writer = ResultsWriter(run_dir, total, say=say)
-    run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[writer], verbose=0,
-                                failure_config=tune.FailureConfig(max_failures=config.retries))
-    ray_dir = run_dir / RAY_DIR
-    if resume and tune.Tuner.can_restore(str(ray_dir)):
-        say(f"resuming: {len(writer.rows)} trial(s) already finished")
-        tuner = tune.Tuner.restore(str(ray_dir), trainable, resume_unfinished=True, resume_errored=False,
-                                   param_space=param_space)
-    else:
-        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config,
-                           **({"param_space": param_space} if param_space else {}))
-    fit_started = time.perf_counter()
-    tuner.fit()
-    fit_seconds = time.perf_counter() - fit_started
-    rows = ResultsWriter(run_dir, total).rows.values()  # on resume Ray ran its restored copy of the writer
-    finished = sum(1 for row in rows if row["status"] == "completed")
-    failed = sum(1 for row in rows if row["status"] == "failed")
-    say(f"study {config.name}: {finished} completed, {failed} failed, {len(rows)} of {total} trials recorded "
-        f"in {time.perf_counter() - started:.0f} s")
-    (run_dir / "timing.json").write_text(json.dumps(  # for benchmarks: the study's time outside the trials
-        {"prepare_s": fit_started - started, "fit_s": fit_seconds, "trials_recorded": len(rows)}) + "\n")
-    if len(rows) >= total:
-        shutil.rmtree(run_dir / "scratch", ignore_errors=True)  # engine checkpoints of trials in flight
-    if len(rows) < total:
-        say(f"the study stopped early; continue it with: python -m study.run --name {config.name} "
-            f"--out {config.out} --resume")
-    say(f"results: {run_dir / 'trials.parquet'}, {run_dir / 'per_image.parquet'}, {run_dir / 'curves.parquet'}")
+    say(f"results: {run_dir / TRIALS}, {run_dir / PER_IMAGE}, {run_dir / CURVES}")
     try:
         from analysis.report import write_report
 
         say(f"report: {write_report(run_dir)}")
     except Exception as err:  # the tables are written; a report problem must not hide them
         say(f"report not written ({type(err).__name__}: {err}); try: python -m analysis.report {run_dir}")
-    return run_dir
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -302,9 +163,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = config_from_args(args)
-        if args.resume:
-            saved = study_config.load(config.run_dir)
-            config = saved
         run_study(config, resume=args.resume)
     except UserInputError as err:
         if args.debug:

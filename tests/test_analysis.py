@@ -19,6 +19,7 @@ from scipy import stats
 import analysis
 from analysis import figures, tables
 from analysis.report import main, write_report
+from kd.metrics import METRICS
 
 IMAGES = ["img0", "img1", "img2", "img3"]
 # Baseline b1, per seed: mIoU_i of the four images; miou_img per seed 0.5, 0.6, 0.7.
@@ -31,7 +32,7 @@ def trial(trial_id, method, status="completed", **values):
     row = {"trial_id": trial_id, "method": method, "status": status, "split_point": "stage5", "seeds": 3,
            "params": 1_000_000, "flops": 2_500_000_000, "duration_s": 10.0, "error": None,
            "trial_dir": f"trials/{trial_id}", "node": "n0"}
-    for metric in tables.METRICS:
+    for metric in METRICS:
         row[metric] = np.nan if status != "completed" else 0.5
         row[f"{metric}_std"] = np.nan if status != "completed" else 0.01
     row.update(values)
@@ -143,7 +144,7 @@ def study(run):
 # ---------------------------------------------------------------- tables
 
 def test_confidence_interval_by_hand(study):
-    summary = tables.method_summary(study).set_index("method")
+    summary = tables.method_summary(study).set_index("variant")
     base = summary.loc["baseline"]
     assert base["best_trial"] == "b1" and base["ci_from"] == "per_image" and base["seeds"] == 3
     assert base["miou_img"] == pytest.approx(0.6)
@@ -186,7 +187,7 @@ def test_wilcoxon_and_rank_biserial_by_hand():
 
 
 def test_paired_comparison(study):
-    paired = tables.paired_comparison(study).set_index("method")
+    paired = tables.paired_comparison(study).set_index("variant")
     assert "baseline" not in paired.index
     sd = paired.loc["sd"]
     merged = (study.per_image[study.per_image.trial_id == "s1"]
@@ -209,26 +210,54 @@ def test_paired_comparison_without_baseline(tmp_path):
     assert "baseline" in paired.attrs["note"]
 
 
-def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
-    """ESD at several r in one grid: one summary row, one comparison and one colour per r."""
+def grid_run(root: Path) -> Path:
+    """ESD at three r in one grid, as the driver wrote tables before every row named its variant."""
     rows = [trial("b1", "baseline", miou_img=0.6), trial("s1", "sd", miou_img=0.7)]
-    rows += [trial(t, "esd", r=r, variant=f"esd r={r:g}", miou_img=m, predictions=f"predictions/{t}.npz")
-             for t, r, m in (("e1", 3.0, 0.65), ("e2", 0.0, 0.5), ("e3", 1.0, 0.75))]
+    rows += [trial(t, "esd", r=r, variant=f"esd r={r:g}", miou_img=m, hp_acc=h, var=v, predictions=f"predictions/{t}.npz")
+             for t, r, m, h, v in (("e1", 3.0, 0.65, 0.2, 0.006), ("e2", 0.0, 0.5, 0.1, 0.009),
+                                   ("e3", 1.0, 0.75, 0.25, 0.004))]
     config = {"sampler": "grid", "teacher": "deeplabv3_efficientnet_lite0",
               "space": {"esd": {"r": {"choices": [3.0, 0.0, 1.0]}}}}
-    study = analysis.load(make_run(tmp_path, rows=rows, config=config, with_journal=False))
-    assert tables.entries(study) == ["baseline", "sd", "esd r=3", "esd r=0", "esd r=1"]
-    summary = tables.method_summary(study).set_index("method")
-    assert list(summary.index) == tables.entries(study)
+    return make_run(root, rows=rows, config=config, with_journal=False)
+
+
+def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
+    """One summary row, one comparison, one colour and one entry in every figure per grid point."""
+    study = analysis.load(grid_run(tmp_path))
+    variants = ["baseline", "sd", "esd r=3", "esd r=0", "esd r=1"]
+    assert tables.ordered_variants(study) == variants
+    summary = tables.method_summary(study).set_index("variant")
+    assert list(summary.index) == variants and summary.loc["esd r=0", "method"] == "esd"
     assert summary.loc["esd r=0", "best_trial"] == "e2" and summary.loc["esd r=0", "trials"] == 1
     assert summary.loc["esd r=0", "hyperparameters"] == "split_point=stage5, r=0"  # where it ran is no hyperparameter
     assert summary.loc["esd r=1", "miou_img"] == pytest.approx(np.mean([s for s in per_image_scores("e3")]))
     paired = tables.paired_comparison(study)
-    assert sorted(paired["method"]) == ["esd r=0", "esd r=1", "esd r=3", "sd"]
-    assert len(set(figures.method_colors(study)[n] for n in tables.entries(study))) == 5
-    names = {trace.name for trace in figures.miou_vs_gflops(study).data}
-    assert {"esd r=0", "esd r=1", "esd r=3"} <= names
-    page = write_report(study.run_dir).read_text()
+    assert sorted(paired["variant"]) == ["esd r=0", "esd r=1", "esd r=3", "sd"]
+    assert len(set(figures.variant_colors(study)[n] for n in variants)) == 5
+    assert [t.name for t in figures.hp_acc_vs_var(study).data] == variants
+    hist = [t.name for t in figures.per_image_histograms(study).data]
+    assert hist == ["baseline (b1)", "sd (s1)", "esd r=3 (e1)", "esd r=0 (e2)", "esd r=1 (e3)"]
+    for build in (figures.miou_vs_gflops, figures.pareto_front, figures.esd_ratio):
+        names = {trace.name.removesuffix(" (Pareto front)") for trace in build(study).data}
+        assert {"esd r=0", "esd r=1", "esd r=3"} <= names and "esd" not in names, build.__name__
+
+
+def test_tables_with_a_variant_on_every_row_read_as_before(tmp_path):
+    """The driver now names every row's variant (the method off a grid): the same summaries as from the
+    older tables that named grid points only, or had no variant column at all."""
+    for k, make in enumerate((grid_run, lambda root: make_run(root, with_journal=False))):
+        before, after = make(tmp_path / f"before{k}"), make(tmp_path / f"after{k}")
+        trials = pd.read_parquet(after / "trials.parquet")
+        named = trials.get("variant", trials["method"]).fillna(trials["method"])
+        trials.assign(variant=named).to_parquet(after / "trials.parquet")
+        before, after = analysis.load(before), analysis.load(after)
+        assert analysis.variants(after.trials).tolist() == analysis.variants(before.trials).tolist()
+        pd.testing.assert_frame_equal(tables.method_summary(before), tables.method_summary(after))
+        pd.testing.assert_frame_equal(tables.paired_comparison(before), tables.paired_comparison(after))
+
+
+def test_a_grid_study_counts_its_points(tmp_path):
+    page = write_report(grid_run(tmp_path)).read_text()
     assert "5 completed, 0 failed, 0 stopped, 0 running or not started, of 5 requested" in page
 
 
@@ -386,7 +415,7 @@ def test_partial_studies_give_a_report(tmp_path, case):
         run = make_run(tmp_path / "run", per_image=False, curves=False, samples=False, predictions=False,
                        with_journal=False)
         notes = ["trials table", "has no per-image scores", "No per-image scores of a best trial yet"]
-        summary = tables.method_summary(analysis.load(run)).set_index("method")
+        summary = tables.method_summary(analysis.load(run)).set_index("variant")
         assert summary.loc["baseline", "miou_img_ci"] == pytest.approx(
             stats.t.ppf(0.975, 2) * 0.01 * math.sqrt(3 / 2) / math.sqrt(3))
     elif case == "all_failed":
@@ -397,11 +426,11 @@ def test_partial_studies_give_a_report(tmp_path, case):
     elif case == "one_method":
         rows = [r for r in trial_rows() if r["method"] == "esd"]
         run = make_run(tmp_path / "run", rows=rows, config={"methods": ["esd"]})
-        notes = ["No completed trial of the &#x27;baseline&#x27; method", "No failed trials"]
+        notes = ["No completed trial of the &#x27;baseline&#x27; variant", "No failed trials"]
     else:
         rows = [r for r in trial_rows() if r["method"] != "baseline"]
         run = make_run(tmp_path / "run", rows=rows, config={"methods": ["sd", "esd"]}, with_journal=False)
-        notes = ["No completed trial of the &#x27;baseline&#x27; method", "No Optuna journal"]
+        notes = ["No completed trial of the &#x27;baseline&#x27; variant", "No Optuna journal"]
     page = write_report(run).read_text()
     for note in notes:
         assert note in page, note
@@ -448,7 +477,7 @@ def test_degenerate_trials_steps_and_stage1_ratio_reach_the_summary_and_report(t
     s1.update(stage1_feature_ratio=0.45, steps_feature=640, steps_frozen=640, steps_finetune=320)
     run = make_run(tmp_path / "run", rows=rows, with_journal=False)
     study = analysis.load(run)
-    summary = tables.method_summary(study).set_index("method")
+    summary = tables.method_summary(study).set_index("variant")
     assert summary.loc["baseline", "degenerate"] == 1 and summary.loc["baseline", "best_degenerate"]
     assert summary.loc["sd", "degenerate"] == 0 and not summary.loc["sd", "best_degenerate"]
     assert summary.loc["sd", "stage1_feature_ratio"] == pytest.approx(0.45)

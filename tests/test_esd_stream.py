@@ -48,19 +48,24 @@ def test_stream_is_deterministic_per_seed_and_epoch():
     assert mixed_stream(8, 20, 0.5, seed=1) != mixed_stream(8, 20, 0.5, seed=2)
 
 
+@pytest.mark.parametrize("r", [-1, float("nan"), float("inf")])
+def test_a_bad_r_here_is_a_bug_not_a_user_error(r):
+    # users hear of a bad r from the recipe's validation (tests/test_methods.py), before any stream is made
+    with pytest.raises(ValueError, match="r must be a finite number >= 0") as raised:
+        stream_counts(10, 10, r)
+    assert not isinstance(raised.value, UserInputError)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((10, 10, -1), "finite number >= 0"),
-        ((10, 10, float("nan")), "finite number >= 0"),
-        ((10, 10, float("inf")), "finite number >= 0"),
         ((10, 10, 25), "leaves no proximity image"),
         ((10, 0, 1), "proximity dataset is empty"),
         ((0, 10, 1, 20), "target dataset is empty"),
         ((10, 10, 1, 0), "length must be at least 1"),
     ],
 )
-def test_bad_ratios_are_refused(args, message):
+def test_streams_the_data_cannot_fill_are_refused(args, message):
     with pytest.raises(UserInputError, match=message):
         stream_counts(*args)
 

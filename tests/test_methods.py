@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from kd.errors import UserInputError
@@ -49,7 +51,8 @@ def test_a_total_budget_is_shared_in_the_recipes_proportions():
 def test_esd_is_sd_with_the_mixed_stream_in_stage_one_only():
     sd, esd = build_recipe("sd"), build_recipe("esd", {"r": 0.2})
     assert [s.stream for s in esd.stages] == ["mix", "target", "target"]
-    assert esd.stages[0].ratio == 0.2
+    assert esd.stages[0].r == 0.2
+    assert build_recipe("esd", {"feature.r": 3}).stages[0].r == 3  # the stage field, addressed by its name
     assert esd.stages[1:] == sd.stages[1:]
     assert esd.stages[0].optimizer == sd.stages[0].optimizer
 
@@ -111,9 +114,37 @@ def test_bad_overrides_are_named(overrides, words):
         build_recipe("sd", overrides)
 
 
-def test_negative_ratio_is_refused():
-    with pytest.raises(UserInputError, match="ratio r >= 0"):
-        build_recipe("esd", {"r": -1})
+@pytest.mark.parametrize("r", [-1, float("nan"), float("inf"), "1", None])
+def test_a_bad_r_is_refused_by_the_recipe(r):
+    with pytest.raises(UserInputError, match=r"stage 'feature': r, the mixed stream's .* must be a finite number >= 0"):
+        build_recipe("esd", {"r": r})
+
+
+def test_the_old_name_of_r_is_an_unknown_field_whose_message_names_r():
+    with pytest.raises(UserInputError, match=r"no field or option 'ratio'.*stage fields: .*\br\b"):
+        build_recipe("esd", {"feature.ratio": 0.5})
+    with pytest.raises(UserInputError, match=r"no field 'ratio' here; fields: .*\br\b"):
+        build_recipe("baseline", {"train.ratio": 0.5})
+
+
+def test_recipes_say_what_data_they_need():
+    assert build_recipe("esd").needs_proximity and not build_recipe("sd").needs_proximity
+    assert not any(build_recipe(name).needs_proximity for name in RECIPES if name != "esd")
+    assert build_recipe("sd").needs_teacher and build_recipe("sd").teacher_terms == {"feature": ("features",)}
+    assert not build_recipe("baseline").needs_teacher and not build_recipe("ftt").needs_teacher
+    assert build_recipe("ifvd").teacher_terms == {"adv": ("logits",), "ifv": ("features",), "kd": ("logits",)}
+    # a term at weight 0 is never computed: it needs no teacher
+    assert build_recipe("ifvd_ifv").teacher_terms == {"ifv": ("features",)}
+    assert not build_recipe("sd", {"lambda_feature": 0, "feature.losses.ce": 1.0}).needs_teacher
+
+
+def test_the_default_critic_is_one_definition():
+    from kd.methods import DEFAULT_CRITIC
+
+    assert build_recipe("ifvd").stages[0].critic == DEFAULT_CRITIC
+    assert (DEFAULT_CRITIC.kind, DEFAULT_CRITIC.lr, DEFAULT_CRITIC.betas) == ("adam", 4e-4, (0.9, 0.99))
+    # a critic setting on a stage without one starts from the default
+    assert build_recipe("sd", {"feature.critic.lr": 1e-3}).stages[0].critic == dataclasses.replace(DEFAULT_CRITIC, lr=1e-3)
 
 
 def test_unknown_recipe():

@@ -63,6 +63,6 @@ def test_export_writes_markdown_tables_and_pngs(tmp_path):
     for png in folder.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     tables_md = (folder / "tables.md").read_text()
-    assert "| method |" in tables_md and "| sd |" in tables_md
+    assert "| variant |" in tables_md and "| sd |" in tables_md
     assert "0.600 ± 0.248" in tables_md  # the baseline's miou_img with its interval, as in the HTML
     assert "| sd | s1 | b1 | 12 |" in tables_md  # the paired comparison's row

@@ -5,8 +5,9 @@ import pytest
 
 from kd.errors import UserInputError
 from kd.methods import RECIPES, build_recipe
-from search_spaces import SPACES, Choice, Fixed, Float, define_by_run, grid, space_for, trial_overrides
-from search_spaces.base import resolve, split_student_options
+from search_spaces import SPACES, Choice, Fixed, Float, space_for
+from search_spaces.base import resolve
+from study.space import resolve_space
 
 POINTS = ["stage3", "stage5", "stage7"]
 SPLIT_METHODS = {"baseline", "ftt", "sd", "esd"}
@@ -15,10 +16,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def ask(methods, study_values=None, sampler=None):
+    """An Optuna trial asked over the study's space, and the TrialChoice it gives."""
     study = optuna.create_study(sampler=sampler or optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    returned = define_by_run(methods, POINTS, study_values)(trial)
-    return trial, returned
+    return trial, resolve_space(methods, POINTS, study_values).suggest(trial)
+
+
+def grid(methods, split_points, study_values=None):
+    return resolve_space(methods, split_points, study_values).grid()
 
 
 def test_spaces_match_the_recipes():
@@ -27,9 +32,9 @@ def test_spaces_match_the_recipes():
 
 @pytest.mark.parametrize("method", list(RECIPES))
 def test_a_trial_has_exactly_its_methods_parameters(method):
-    trial, returned = ask([method])
+    trial, choice = ask([method])
     params = space_for(method, POINTS)
-    assert returned == {"method": method}
+    assert choice.method == method and choice.variant == method
     searched = {name: p for name, p in params.items() if not isinstance(p, Fixed)}
     assert set(trial.params) == {f"{method}.{name}" for name in searched}
     assert ("split_point" in params) == (method in SPLIT_METHODS)
@@ -39,14 +44,15 @@ def test_a_trial_has_exactly_its_methods_parameters(method):
             assert value in POINTS and list(dist.choices) == POINTS
         else:
             assert p.low <= value <= p.high and dist.log is p.log
+        assert choice.values[name] == value  # the table column has the parameter's own name
 
 
 def test_parameters_belong_to_their_method_only():
     seen = {}
     for seed in range(12):
-        trial, returned = ask(["sd", "esd", "ifvd"], sampler=optuna.samplers.RandomSampler(seed=seed))
-        seen[returned["method"]] = set(trial.params)
-        assert trial.params["method"] == returned["method"]
+        trial, choice = ask(["sd", "esd", "ifvd"], sampler=optuna.samplers.RandomSampler(seed=seed))
+        seen[choice.method] = set(trial.params)
+        assert trial.params["method"] == choice.method
     assert seen["esd"] >= {"esd.r", "esd.split_point"} and "sd.r" not in seen["sd"]
     assert not any("split_point" in name for name in seen["ifvd"])
     assert all(name.startswith(("ifvd.", "method")) for name in seen["ifvd"])
@@ -63,10 +69,10 @@ def test_weights_and_rates_are_log_uniform_r_and_temperature_are_not():
 
 
 def test_tpe_runs_over_the_conditional_space():
-    space = define_by_run(list(RECIPES), POINTS)
+    space = resolve_space(list(RECIPES), POINTS)
 
     def objective(trial):
-        method = space(trial)["method"]
+        method = space(trial)["choice"].method
         return sum(v for k, v in trial.params.items() if k.startswith(method + ".") and isinstance(v, float))
 
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=10))
@@ -77,11 +83,11 @@ def test_tpe_runs_over_the_conditional_space():
 
 def test_a_fixed_value_leaves_the_trial_but_reaches_the_overrides():
     values = {"esd": {"feature_lr": 3e-3, "split_point": "stage5"}}
-    trial, returned = ask(["esd"], values)
+    trial, choice = ask(["esd"], values)
     assert set(trial.params) == {"esd.frozen_lr", "esd.r"}
-    method, overrides, point = trial_overrides({**returned, **trial.params}, POINTS, values)
-    assert method == "esd" and point == "stage5"
-    assert overrides["feature.optimizer.lr"] == 3e-3 and overrides["r"] == trial.params["esd.r"]
+    assert choice.method == "esd" and choice.split_point == "stage5"
+    assert choice.overrides["feature.optimizer.lr"] == 3e-3 and choice.overrides["r"] == trial.params["esd.r"]
+    assert set(choice.values) == {"frozen_lr", "r"}  # fixed values are no hyperparameter columns
 
 
 def test_ranges_choices_and_tables_narrow():
@@ -107,11 +113,15 @@ def test_bad_study_values_are_all_reported_at_once():
         "sd": {"frozen_lr": "fast"},
     }
     with pytest.raises(UserInputError) as caught:
-        define_by_run(["esd", "ifvd", "sd"], POINTS, values)
+        resolve_space(["esd", "ifvd", "sd"], POINTS, values)
     message = str(caught.value)
-    for expected in ("esd.r must be >= 0", "'stage9' is not valid; valid: stage3, stage5, stage7",
+    # values outside what the recipe accepts get the recipe's own message, as an override would
+    for expected in ("esd.r = -1.0: recipe 'esd': stage 'feature': r, the mixed stream's target images per "
+                     "proximity image, must be a finite number >= 0", "'stage9' is not valid; valid: stage3, stage5, stage7",
                      "no parameter 'gamma'", "its parameters: split_point, groups, output_stride, head_width, feature_optimizer, feature_lr, frozen_lr, r",
-                     "low < high", "ifvd.lambda_kd must be >= 0", "ifvd.lr must be > 0", "expected a number"):
+                     "low < high", "ifvd.lambda_kd = -1.0: recipe 'ifvd': stage 'train': weight of 'kd' must be a finite "
+                     "number >= 0", "ifvd.lr = 0.0: recipe 'ifvd': stage 'train': optimizer.lr must be positive",
+                     "expected a number"):
         assert expected in message, expected
 
 
@@ -125,7 +135,7 @@ def test_bad_study_values_are_all_reported_at_once():
 ])
 def test_other_bad_inputs(methods, values, expected):
     with pytest.raises(UserInputError) as caught:
-        define_by_run(methods, POINTS, values)
+        resolve_space(methods, POINTS, values)
     assert expected in str(caught.value)
 
 
@@ -136,62 +146,87 @@ def test_split_methods_need_split_points():
 
 
 def test_resolve_alone():
-    params = {"x": Float(0.1, 1.0, log=True, target="lambda_x")}
-    assert resolve("m", params, {"x": 0.5}) == {"x": Fixed(0.5, "lambda_x")}
+    params = {"x": Float(0.1, 1.0, log=True, target="lambda_kd")}
+    assert resolve("ifvd", params, {"x": 0.5}) == {"x": Fixed(0.5, "lambda_kd")}
     with pytest.raises(UserInputError) as caught:
-        resolve("m", params, {"y": 1, "x": [0.0, 1.0]})
-    assert "method 'm' has no parameter 'y' (its parameters: x)" in str(caught.value)
-    assert "m.x is sampled on a log scale, so low must be > 0" in str(caught.value)
+        resolve("ifvd", params, {"y": 1, "x": [0.0, 1.0]})
+    assert "method 'ifvd' has no parameter 'y' (its parameters: x)" in str(caught.value)
+    assert "ifvd.x is sampled on a log scale, so low must be > 0" in str(caught.value)
+    with pytest.raises(UserInputError, match="ifvd.x = -1.0: recipe 'ifvd'"):  # the recipe judges the values
+        resolve("ifvd", {"x": Float(-1.0, 1.0, target="lambda_kd")}, None)
+
+
+def test_a_space_registers_next_to_it_and_a_name_names_one_space():
+    from search_spaces import register
+
+    def params(split_points):
+        return {"lr": Float(1e-3, 1e-1, log=True, target="train.optimizer.lr", default=1e-2)}
+
+    with pytest.raises(UserInputError, match="search space 'esd' is registered already"):
+        register("esd")(params)
+    register("esd")(SPACES["esd"])  # the same space again: nothing happens
+    from kd.methods.recipe import RECIPES as KNOWN, register_recipe
+
+    try:  # a plugin module: its recipe and its space
+        register_recipe("baseline_again")(lambda: build_recipe("baseline"))
+        register("baseline_again")(params)
+        choice = resolve_space(["baseline_again"], POINTS).grid()[0]
+        assert choice.overrides == {"train.optimizer.lr": 1e-2}
+    finally:
+        SPACES.pop("baseline_again", None)
+        KNOWN.pop("baseline_again", None)
 
 
 @pytest.mark.parametrize("method", list(RECIPES))
-def test_trial_overrides_build_valid_recipes(method):
+def test_suggested_choices_build_valid_recipes(method):
     for seed in range(3):
-        trial, returned = ask([method], sampler=optuna.samplers.RandomSampler(seed=seed))
-        config = {**returned, **trial.params, "seeds": 3, "unrelated": "x"}
-        name, overrides, point = trial_overrides(config, POINTS)
-        assert name == method and (point in POINTS) == (method in SPLIT_METHODS)
+        trial, choice = ask([method], sampler=optuna.samplers.RandomSampler(seed=seed))
+        point = choice.split_point
+        assert choice.method == method and (point in POINTS) == (method in SPLIT_METHODS)
         assert point is None or point == trial.params[f"{method}.split_point"]
-        recipe_overrides, student = split_student_options(overrides)
-        build_recipe(method, recipe_overrides)
+        build_recipe(method, choice.recipe_overrides)
         fixed = {"feature.optimizer": "adam"} if method in {"sd", "esd"} else {}  # unsearched, at its default
-        assert len(recipe_overrides) == len(trial.params) - (point is not None) + len(fixed)
-        assert fixed.items() <= recipe_overrides.items()
+        assert len(choice.recipe_overrides) == len(trial.params) - (point is not None) + len(fixed)
+        assert fixed.items() <= choice.recipe_overrides.items()
         # the SD student's capacity is fixed at the default variant unless a study asks to search it
-        assert student == ({"groups": "table", "output_stride": "teacher", "head_width": 512}
-                           if method in {"baseline", "sd", "esd"} else {})
+        assert choice.student_options == ({"groups": "table", "output_stride": "teacher", "head_width": 512}
+                                          if method in {"baseline", "sd", "esd"} else {})
 
 
-def test_trial_overrides_notice_a_changed_space():
-    with pytest.raises(UserInputError, match="lacks esd.feature_lr, esd.frozen_lr, esd.r"):
-        trial_overrides({"method": "esd", "esd.split_point": "stage5"}, POINTS)
+def test_a_choice_is_named_by_its_content():
+    _, first = ask(["esd"])
+    _, again = ask(["esd"])
+    _, other = ask(["esd"], sampler=optuna.samplers.RandomSampler(seed=1))
+    assert first == again and first.key == again.key and first.key != other.key
+    assert len(first.key) == 16 and str(first).startswith("esd-")
 
 
 def test_grid_gives_the_papers_defaults():
     points = grid(list(RECIPES), POINTS, {"esd": {"r": 0.5}, "sd": {"split_point": "stage5"}})
-    assert [p["method"] for p in points] == list(RECIPES)
-    by_method = {p["method"]: p for p in points}
+    assert [p.method for p in points] == list(RECIPES)
+    by_method = {p.method: p for p in points}
     for method, point in by_method.items():
-        recipe = build_recipe(method, split_student_options(point["overrides"])[0])
+        recipe = build_recipe(method, point.recipe_overrides)
         if method != "esd":  # grid defaults are the recipes' own values
             assert recipe == build_recipe(method), method
-    assert by_method["esd"]["overrides"]["r"] == 0.5 and by_method["esd"]["split_point"] == "stage7"
-    assert by_method["sd"]["split_point"] == "stage5" and by_method["ifvd"]["split_point"] is None
-    assert "kd.temperature" not in by_method["ifvd"]["overrides"]  # no paper value: the kd term's own
-    assert math.isclose(by_method["cwd"]["overrides"]["lambda_cwd"], 3.0)
-    assert all(p["values"] == {} for p in points)  # fixed values are not crossed
+    assert by_method["esd"].overrides["r"] == 0.5 and by_method["esd"].split_point == "stage7"
+    assert by_method["sd"].split_point == "stage5" and by_method["ifvd"].split_point is None
+    assert "kd.temperature" not in by_method["ifvd"].overrides  # no paper value: the kd term's own
+    assert math.isclose(by_method["cwd"].overrides["lambda_cwd"], 3.0)
+    assert all(p.values == {} and p.variant == p.method for p in points)  # fixed values are not crossed
 
 
 def test_grid_crosses_the_choices_a_study_lists():
     points = grid(["baseline", "esd"], POINTS, {"esd": {"r": {"choices": [0, 0.5, 5]},
                                                         "split_point": ["stage5", "stage7"]}})
-    assert [p["method"] for p in points] == ["baseline"] + ["esd"] * 6
-    esd = [p for p in points if p["method"] == "esd"]
-    assert sorted((p["values"]["r"], p["values"]["split_point"]) for p in esd) == sorted(
+    assert [p.method for p in points] == ["baseline"] + ["esd"] * 6
+    esd = [p for p in points if p.method == "esd"]
+    assert sorted((p.values["r"], p.values["split_point"]) for p in esd) == sorted(
         (r, s) for r in (0.0, 0.5, 5.0) for s in ("stage5", "stage7"))
+    assert "esd split_point=stage5, r=0.5" in [p.variant for p in esd]
     for p in esd:  # the recorded values are the ones trained with
-        assert p["overrides"]["r"] == p["values"]["r"] and p["split_point"] == p["values"]["split_point"]
-        assert build_recipe("esd", split_student_options(p["overrides"])[0]).stages[0].ratio == p["values"]["r"]
+        assert p.overrides["r"] == p.values["r"] and p.split_point == p.values["split_point"]
+        assert build_recipe("esd", p.recipe_overrides).stages[0].r == p.values["r"]
 
 
 def test_student_capacity_is_fixed_unless_a_study_lists_choices():
@@ -200,13 +235,12 @@ def test_student_capacity_is_fixed_unless_a_study_lists_choices():
     space = space_for("sd", POINTS, values)
     assert space["groups"].choices == ("gcd", "dense") and space["output_stride"].choices == (8, "teacher")
     assert space["head_width"] == Fixed(256, "student.head_width")
-    trial, returned = ask(["sd"], values)
+    trial, choice = ask(["sd"], values)
     assert trial.params["sd.groups"] in ("gcd", "dense")
-    _, overrides, _ = trial_overrides({**returned, **trial.params}, POINTS, values)
-    assert split_student_options(overrides)[1]["head_width"] == 256
+    assert choice.student_options["head_width"] == 256
     # a grid crosses them: does distillation help small students more than large ones?
     points = grid(["sd"], POINTS, {"sd": {"groups": {"choices": ["gcd", "table", "dense"]}}})
-    assert [split_student_options(p["overrides"])[1]["groups"] for p in points] == ["gcd", "table", "dense"]
-    assert [p["values"] for p in points] == [{"groups": g} for g in ("gcd", "table", "dense")]
+    assert [p.student_options["groups"] for p in points] == ["gcd", "table", "dense"]
+    assert [p.values for p in points] == [{"groups": g} for g in ("gcd", "table", "dense")]
     with pytest.raises(UserInputError, match="'huge' is not valid; valid: gcd, table"):
         space_for("sd", POINTS, {"sd": {"groups": "huge"}})

@@ -97,15 +97,17 @@ def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
     # Ray hands a scheduler-stopped trial's last intermediate result to on_trial_complete.
     import optuna
 
-    from study.run import SearchSpace, _finished_only_optuna_search
+    from study.space import resolve_space
+    from study.tuner import _finished_only_optuna_search
 
     searcher = _finished_only_optuna_search()(
-        space=SearchSpace(["baseline"], ["stage3", "stage5"], {}), metric="miou_img", mode="max",
+        space=resolve_space(["baseline"], ["stage3", "stage5"]), metric="miou_img", mode="max",
         sampler=optuna.samplers.TPESampler(seed=0),
     )
     searcher.set_search_properties(None, None, {})
     for trial_id in ("finished", "stopped", "crashed"):
-        assert searcher.suggest(trial_id) is not None
+        config = searcher.suggest(trial_id)
+        assert list(config) == ["choice"] and config["choice"].method == "baseline"  # Optuna's names stay inside
     searcher.on_trial_complete("finished", {"miou_img": 0.5, "final": True})
     searcher.on_trial_complete("stopped", {"miou_img": 0.9, "epoch": 1})
     searcher.on_trial_complete("crashed", {"miou_img": 0.7}, error=True)

@@ -18,7 +18,7 @@ def test_layers_defaults_preset_file_command_line(tmp_path):
     assert config.trials == 9 and config.seeds == 4 and config.methods == ["sd", "esd"]
     assert config.image_size == [32, 64]  # from the preset
     assert config.space == {"esd": {"r": [0.0, 2.0]}}
-    assert study_config.validate(config) is config
+    assert study_config.validate(config).methods == config.methods
 
 
 def test_every_problem_is_listed_at_once_and_ray_never_starts(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_search_space_problems_are_listed_together():
                                                       "space": {"esd": {"r": [-1.0, 3.0], "split_point": ["stage99"]}}})
     with pytest.raises(UserInputError) as err:
         study_config.validate(config)
-    assert "r must be >= 0" in str(err.value) and "stage99" in str(err.value)
+    assert "esd.r = -1.0" in str(err.value) and "must be a finite number >= 0" in str(err.value) and "stage99" in str(err.value)
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -89,20 +89,17 @@ def test_camvid_presets_find_the_data_and_validate(preset, camvid_root):
     config = study_config.resolve(preset)
     assert config.data == f"camvid:{camvid_root.resolve()}" and config.sampler == "grid" and config.seeds >= 3
     assert config.val_images is None  # every test image is evaluated
-    assert study_config.validate(config) is config
+    assert study_config.validate(config).methods == config.methods
 
 
 def test_camvid_sd_preset_follows_the_sd_protocol(camvid_root):
-    import search_spaces
-    from kd.models.registry import split_points
-
     config = study_config.resolve("camvid-sd")
     assert (config.label_set, config.target_images, config.proximity_images) == ("binary", 64, None)
-    points = search_spaces.grid(config.methods, split_points(config.teacher), config.space)
-    assert sorted(p["values"]["r"] for p in points if p["method"] == "esd") == [0.0, 0.5, 1.0, 5.0]
-    assert [p["method"] for p in points if p["method"] != "esd"] == ["baseline", "ftt", "sd", "ifvd"]
+    points = study_config.validate(config).grid()
+    assert sorted(p.values["r"] for p in points if p.method == "esd") == [0.0, 0.5, 1.0, 5.0]
+    assert [p.method for p in points if p.method != "esd"] == ["baseline", "ftt", "sd", "ifvd"]
     assert config.seeds >= 5 and config.epochs is None  # every method at the recipes' equal budget
-    from study.trial import recipe_for
+    from study.prepare import recipe_for
 
     budgets = {m: sum(s.epochs for s in recipe_for(config, m, {}).stages) for m in config.methods}
     assert set(budgets.values()) == {100}, budgets
@@ -110,7 +107,7 @@ def test_camvid_sd_preset_follows_the_sd_protocol(camvid_root):
 
 def test_a_preset_space_for_a_method_left_out_is_dropped(camvid_root):
     config = study_config.resolve("camvid-sd", overrides={"methods": ["baseline", "sd"]})
-    assert config.space == {} and study_config.validate(config) is config
+    assert config.space == {} and study_config.validate(config).methods == ["baseline", "sd"]
     config = study_config.resolve("camvid-sd", overrides={"methods": ["esd"]})
     assert config.space == {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}}
 
@@ -128,26 +125,31 @@ def test_camvid_without_a_folder_says_how_to_give_one(monkeypatch, tmp_path):
 
 
 def test_a_grid_fills_the_teacher_caches_of_its_own_points_only():
-    from study.trial import fill_caches, open_data, teacher_shell
+    from study.prepare import cache_choices, fill_caches, open_data, teacher_shell
 
     def caches(sampler, space):
         config = study_config.resolve("smoke", overrides={"methods": ["sd"], "sampler": sampler, "space": space})
         data, lines = open_data(config), []
         teacher = teacher_shell(config, data.target.num_classes).eval()
-        fill_caches(config, teacher, data, ["stage5", "stage7", "top"], data.target.num_classes, say=lines.append)
+        choices = cache_choices(config, study_config.validate(config))
+        fill_caches(config, teacher, data, choices, data.target.num_classes, say=lines.append)
         return int(lines[-1].split(":")[1].split()[0])  # "teacher-output caches: N (...)"
 
     one_point = caches("grid", {})  # the grid runs sd at its default point only
     assert one_point > 0
     assert caches("tpe", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point  # a search may pick either
-    assert caches("tpe", {}) == 3 * one_point  # every point the teacher offers
+    from kd.models.registry import split_points
+
+    every = len(split_points(study_config.resolve("smoke").teacher))
+    assert caches("tpe", {}) == every * one_point  # a search may pick every point the teacher offers
     assert caches("grid", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point  # crossed: both
 
 
 def test_the_default_gives_every_method_the_same_budget_and_student():
-    from study.trial import recipe_for
+    from study.prepare import recipe_for
 
-    config = study_config.validate(study_config.resolve("default"))
+    config = study_config.resolve("default")
+    study_config.validate(config)
     budgets = {m: sum(s.epochs for s in recipe_for(config, m, {}).stages) for m in config.methods}
     assert set(budgets.values()) == {config.epochs}, budgets
     assert config.students == {"ifvd": "sd"}  # IFVD on the student the others train
@@ -162,6 +164,6 @@ def test_stage_summary_averages_steps_and_the_first_feature_ratio_over_seeds():
 
     seed0 = [{"stage": "feature", "steps": 640, "feature_ratio": 0.4}, {"stage": "frozen", "steps": 640}]
     seed1 = [{"stage": "feature", "steps": 600, "feature_ratio": 0.6}, {"stage": "frozen", "steps": 640}]
-    assert stage_summary([seed0, seed1]) == pytest.approx(
-        {"steps_feature": 620, "steps_frozen": 640, "stage1_feature_ratio": 0.5})
-    assert stage_summary([[{"stage": "train", "steps": 1600}]]) == {"steps_train": 1600}  # no feature stage
+    steps, ratio = stage_summary([seed0, seed1])
+    assert steps == pytest.approx({"feature": 620, "frozen": 640}) and ratio == pytest.approx(0.5)
+    assert stage_summary([[{"stage": "train", "steps": 1600}]]) == ({"train": 1600}, None)  # no feature stage

@@ -166,10 +166,10 @@ def test_a_truncated_teacher_checkpoint_is_named(tmp_path, capsys):
 def test_a_full_disk_leaves_the_previous_table_intact(tmp_path, monkeypatch):
     import errno
 
-    from study.results import _write
+    from study.results import write_table
 
     table = tmp_path / "trials.parquet"
-    _write(pd.DataFrame({"trial_id": ["a"], "miou": [0.5]}), table)
+    write_table(pd.DataFrame({"trial_id": ["a"], "miou": [0.5]}), table)
 
     def disk_full(self, path, **kwargs):  # ENOSPC cannot be caused safely on a shared machine
         Path(path).write_bytes(b"PAR1 half a table")
@@ -177,7 +177,7 @@ def test_a_full_disk_leaves_the_previous_table_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
     with pytest.raises(OSError, match=f"could not write {table} .No space left on device.*--resume"):
-        _write(pd.DataFrame({"trial_id": ["a", "b"], "miou": [0.5, 0.6]}), table)
+        write_table(pd.DataFrame({"trial_id": ["a", "b"], "miou": [0.5, 0.6]}), table)
     monkeypatch.undo()
     assert pd.read_parquet(table)["trial_id"].tolist() == ["a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]  # no partial file left behind

@@ -25,8 +25,8 @@ TARGET, PROXIMITY = "target", "proximity"
 
 def stream_counts(n_target: int, n_proximity: int, r: float, length: int | None = None) -> tuple[int, int]:
     """How many target and proximity entries one epoch of the stream holds."""
-    if not math.isfinite(r) or r < 0:
-        raise UserInputError(f"ESD ratio r must be a finite number >= 0 (0 = proximity only), got {r}.")
+    if not (math.isfinite(r) and r >= 0):  # users hear of a bad r from the recipe's validation: a bug here
+        raise ValueError(f"ESD stream: r must be a finite number >= 0, got {r!r}")
     if length is not None and length < 1:
         raise UserInputError(f"ESD stream length must be at least 1, got {length}.")
     if length is None:
@@ -36,16 +36,16 @@ def stream_counts(n_target: int, n_proximity: int, r: float, length: int | None 
             counts = (n_target, round(n_target / r))
             if counts[1] == 0:
                 raise UserInputError(
-                    f"ESD ratio r={r} with {n_target} target images leaves no proximity image in the stream; "
+                    f"ESD's r={r} with {n_target} target images leaves no proximity image in the stream; "
                     f"use r <= {2 * n_target} or give a stream length."
                 )
     else:
         n_t = round(length * r / (1 + r))
         counts = (n_t, length - n_t)
     if counts[0] > 0 and n_target == 0:
-        raise UserInputError(f"ESD ratio r={r} needs target images, but the target dataset is empty.")
+        raise UserInputError(f"ESD's r={r} needs target images, but the target dataset is empty.")
     if counts[1] > 0 and n_proximity == 0:
-        raise UserInputError(f"ESD ratio r={r} needs proximity images, but the proximity dataset is empty.")
+        raise UserInputError(f"ESD's r={r} needs proximity images, but the proximity dataset is empty.")
     return counts
 
 
@@ -69,7 +69,8 @@ def mixed_stream(
 
 
 class MixedDataset(torch.utils.data.Dataset):
-    """Target and proximity datasets mixed at ratio r; call `set_epoch` before each epoch.
+    """Target and proximity datasets mixed at r target images per proximity image; call
+    `set_epoch` before each epoch.
 
     Samples keep their index within their own dataset and gain a `domain` key.
     """

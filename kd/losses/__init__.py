@@ -11,6 +11,7 @@
 | "adv"     | Adversarial        | -D(image, p_s) at 1/8 size; WGAN-GP critic | N (D averages over positions)       |
 
 Each term returns a float32 scalar; "ce" and "ifv" give 0 (not NaN) when no pixel is labelled.
+A new term is one module: a LossTerm subclass decorated with `@register_term("name")`.
 
     from kd.losses import build_term, WeightedSum
     loss = WeightedSum({"ce": build_term("ce"), "kd": build_term("kd", temperature=4.0)},
@@ -22,20 +23,17 @@ from __future__ import annotations
 import inspect
 
 from kd.errors import UserInputError
-from kd.losses.adversarial import Adversarial, Discriminator, gradient_penalty
-from kd.losses.base import LossTerm
-from kd.losses.ce import CrossEntropy, cross_entropy
-from kd.losses.cwd import ChannelWise, channel_wise
-from kd.losses.feature_mse import FeatureMSE, feature_mse
-from kd.losses.ifv import IFV, ifv_loss, ifv_map
-from kd.losses.pixel_kd import PixelKD, pixel_kd
-from kd.losses.skd import PairwiseSimilarity, pairwise_similarity
-from kd.losses.weighted import WeightedSum
+from kd.losses.base import TERMS, LossTerm, register_term
 
-TERMS: dict[str, type[LossTerm]] = {
-    "ce": CrossEntropy, "feature": FeatureMSE, "kd": PixelKD, "ifv": IFV, "skd": PairwiseSimilarity,
-    "adv": Adversarial, "cwd": ChannelWise,
-}
+# Importing a term's module registers it; in this order TERMS lists them (error messages, the table above).
+from kd.losses.ce import CrossEntropy, cross_entropy
+from kd.losses.feature_mse import FeatureMSE, feature_mse
+from kd.losses.pixel_kd import PixelKD, pixel_kd
+from kd.losses.ifv import IFV, ifv_loss, ifv_map
+from kd.losses.skd import PairwiseSimilarity, pairwise_similarity
+from kd.losses.adversarial import Adversarial, Discriminator, gradient_penalty
+from kd.losses.cwd import ChannelWise, channel_wise
+from kd.losses.weighted import WeightedSum
 
 
 def build_term(name: str, **options) -> LossTerm:
@@ -55,5 +53,5 @@ def build_term(name: str, **options) -> LossTerm:
 __all__ = [
     "IFV", "TERMS", "Adversarial", "ChannelWise", "CrossEntropy", "Discriminator", "FeatureMSE", "LossTerm",
     "PairwiseSimilarity", "PixelKD", "WeightedSum", "build_term", "channel_wise", "cross_entropy", "feature_mse",
-    "gradient_penalty", "ifv_loss", "ifv_map", "pairwise_similarity", "pixel_kd",
+    "gradient_penalty", "ifv_loss", "ifv_map", "pairwise_similarity", "pixel_kd", "register_term",
 ]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import UserInputError
-from kd.losses.base import LossTerm, check_positive
+from kd.losses.base import LossTerm, check_positive, register_term
 
 MIN_SIDE = 16  # four stride-2 convs (k=4, p=1) halve a side four times: 16 -> 1
 
@@ -64,6 +64,7 @@ def gradient_penalty(discriminator: nn.Module, image: torch.Tensor, real: torch.
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+@register_term("adv")
 class Adversarial(LossTerm):
     """The student's (generator's) side of the holistic loss; the critic is trained via critic_loss()."""
 

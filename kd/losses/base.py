@@ -19,6 +19,9 @@ import torch
 from torch import nn
 
 from kd.errors import UserInputError
+from kd.registry import register
+
+TERMS: dict[str, type[LossTerm]] = {}  # filled by @register_term where each term is defined
 
 
 class LossTerm(nn.Module):
@@ -47,6 +50,17 @@ class LossTerm(nn.Module):
         """Parameters trained with the student (adapters): all of the term's but the critic's."""
         critic = {id(p) for p in self.critic_parameters()}
         return (p for p in self.parameters() if id(p) not in critic)
+
+
+def register_term(name: str):
+    """Class decorator: the LossTerm becomes buildable by `name` (build_term, a stage's losses)."""
+
+    def add(cls: type[LossTerm]) -> type[LossTerm]:
+        if not (isinstance(cls, type) and issubclass(cls, LossTerm)):
+            raise TypeError(f"register_term({name!r}) decorates a LossTerm subclass, not {cls!r}")
+        return register(TERMS, "loss term", name, cls)
+
+    return add
 
 
 def float32(formula):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kd.errors import UserInputError
-from kd.losses.base import LossTerm, float32
+from kd.losses.base import LossTerm, float32, register_term
 
 
 @float32
@@ -29,6 +29,7 @@ def cross_entropy(logits: torch.Tensor, mask: torch.Tensor, ignore_index: int = 
     return per_pixel.sum() / denominator.clamp(min=torch.finfo(torch.float32).tiny)
 
 
+@register_term("ce")
 class CrossEntropy(LossTerm):
     """Supervised pixel cross-entropy on the student's logits and the batch's mask."""
 

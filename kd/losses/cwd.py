@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd.losses.base import LossTerm, check_positive, float32
+from kd.losses.base import LossTerm, check_positive, float32, register_term
 
 
 @float32
@@ -26,6 +26,7 @@ def channel_wise(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     return t * t * (log_pt.exp() * (log_pt - log_ps)).sum() / (n * c)
 
 
+@register_term("cwd")
 class ChannelWise(LossTerm):
     """KL divergence between each channel's spatial distributions of teacher and student."""
 

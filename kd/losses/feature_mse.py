@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from kd.errors import UserInputError
-from kd.losses.base import LossTerm, float32
+from kd.losses.base import LossTerm, float32, register_term
 from kd.models.adapters import make_adapter, needs_adapter
 
 REDUCTIONS = ("channel_sum", "mean")
@@ -37,6 +37,7 @@ def feature_mse(student_features: torch.Tensor, teacher_features: torch.Tensor,
     return squared.sum(dim=1).mean()
 
 
+@register_term("feature")
 class FeatureMSE(LossTerm):
     """SD's feature loss; bind() builds the adapter when student and teacher features differ in shape."""
 

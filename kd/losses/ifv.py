@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd.losses.base import LossTerm, float32
+from kd.losses.base import LossTerm, float32, register_term
 
 
 def _labels_at(labels: torch.Tensor, size) -> torch.Tensor:
@@ -55,6 +55,7 @@ def ifv_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, lab
     return ((m_s - m_t) ** 2 * valid).sum() / valid.sum().clamp(min=1)
 
 
+@register_term("ifv")
 class IFV(LossTerm):
     """IFVD's feature term; needs num_classes (constructor or bind) and the batch's mask."""
 

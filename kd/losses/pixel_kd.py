@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd.losses.base import LossTerm, check_positive, float32
+from kd.losses.base import LossTerm, check_positive, float32, register_term
 
 
 @float32
@@ -27,6 +27,7 @@ def pixel_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempera
     return t * t * per_pixel.mean()
 
 
+@register_term("kd")
 class PixelKD(LossTerm):
     """Pixel-wise KL divergence from the teacher's softened output to the student's."""
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from kd.errors import UserInputError
-from kd.losses.base import LossTerm, float32
+from kd.losses.base import LossTerm, float32, register_term
 
 
 def _pool(features: torch.Tensor, scale: float) -> torch.Tensor:
@@ -37,6 +37,7 @@ def pairwise_similarity(student_features: torch.Tensor, teacher_features: torch.
     return ((_similarity(ps) - _similarity(pt)) ** 2).mean()
 
 
+@register_term("skd")
 class PairwiseSimilarity(LossTerm):
     """Pairwise similarity of pooled feature positions, student vs teacher."""
 

@@ -4,13 +4,14 @@
     recipe = build_recipe("esd", {"r": 0.5, "feature.epochs": 5})
     print(describe(recipe))   # every stage, loss weight and optimiser setting
 
-`python -m kd.methods` prints every recipe with its defaults.
+`python -m kd.methods` prints every recipe with its defaults. A new recipe is a function
+decorated with `@register_recipe("name")` (kd.methods.recipe), in kd.methods.recipes or a plugin.
 """
 from __future__ import annotations
 
 from kd.errors import UserInputError
-from kd.methods.recipe import GROUPS, STREAMS, Optimizer, Recipe, Stage
-from kd.methods.recipes import RECIPES
+from kd.methods import recipes  # noqa: F401  (registers the published recipes)
+from kd.methods.recipe import DEFAULT_CRITIC, GROUPS, RECIPES, STREAMS, Optimizer, Recipe, Stage, register_recipe
 
 
 def build_recipe(name: str, overrides: dict | None = None) -> Recipe:
@@ -27,7 +28,7 @@ def describe(recipe: Recipe) -> str:
     for stage in recipe.stages:
         opt = stage.optimizer
         losses = " + ".join(f"{w:g}*{t}" for t, w in stage.losses.items())
-        stream = f"mix r={stage.ratio:g}" if stage.stream == "mix" else stage.stream
+        stream = f"mix r={stage.r:g}" if stage.stream == "mix" else stage.stream
         lines.append(
             f"  {stage.name}: {losses}; trains {'+'.join(stage.train)}; {stage.epochs} epochs on {stream}; "
             f"{opt.kind} lr {opt.lr:g} momentum {opt.momentum:g} wd {opt.weight_decay:g} poly {opt.poly_power:g}"
@@ -42,4 +43,5 @@ def describe(recipe: Recipe) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["GROUPS", "RECIPES", "STREAMS", "Optimizer", "Recipe", "Stage", "build_recipe", "describe"]
+__all__ = ["DEFAULT_CRITIC", "GROUPS", "RECIPES", "STREAMS", "Optimizer", "Recipe", "Stage", "build_recipe",
+           "describe", "register_recipe"]

@@ -2,7 +2,7 @@
 its optimiser and schedule, its length and the data stream it reads.
 
     Stage("feature", losses={"feature": 1.0}, train=("fe",), epochs=20,
-          optimizer=Optimizer(lr=3e-3, momentum=0.99), stream="mix", ratio=1.0)
+          optimizer=Optimizer(lr=3e-3, momentum=0.99), stream="mix", r=1.0)
 
 Module groups a stage can train (everything else is frozen and kept in eval mode, so
 BatchNorm statistics do not drift): "fe" (the student's stages up to its feature point;
@@ -20,15 +20,23 @@ Overrides address any field by a dotted path; a few shorthands cover what studie
 recipe's own proportions (SD's 40/40/20 of 100), so methods with one stage and methods with
 three train for the same number of epochs. "<stage>.optimizer" also takes a named optimiser
 from OPTIMIZER_READINGS (kd.methods.recipes), e.g. SD's stage 1 as the paper's text states it.
+
+A recipe is registered next to its function, in kd.methods.recipes or in a study's plugin:
+
+    @register_recipe("mine")
+    def mine() -> Recipe:  # build_recipe calls it without arguments
+        return Recipe("mine", (Stage("train", {"ce": 1.0, "my_term": 0.5}),))
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kd.errors import UserInputError
+from kd.registry import register
 
 STREAMS = ("target", "mix")
 GROUPS = ("fe", "head", "student")
@@ -67,6 +75,10 @@ class Optimizer:
         return found
 
 
+# IFVD's official code: Adam for the discriminator, lr 4e-4, betas (0.9, 0.99); a stage's critic=None means it.
+DEFAULT_CRITIC = Optimizer(kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0, betas=(0.9, 0.99))
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage. `epochs` is its length, or its maximum when `patience` is set: then it stops
@@ -79,10 +91,10 @@ class Stage:
     train: tuple[str, ...] = ("student",)
     epochs: int = 10
     optimizer: Optimizer = Optimizer()
-    stream: str = "target"  # "mix": ESD's target + proximity stream at ratio r
-    ratio: float | None = None
+    stream: str = "target"  # "mix": ESD's target + proximity stream
+    r: float | None = None  # the mixed stream's target images per proximity image (0: proximity only)
     loss_options: dict[str, dict] = field(default_factory=dict)  # {"kd": {"temperature": 1.0}}
-    critic: Optimizer | None = None  # for terms with a critic (adv); None: Adam lr 4e-4 (IFVD's code)
+    critic: Optimizer | None = None  # for terms with a critic (adv); None: DEFAULT_CRITIC
     patience: int | None = None
     min_delta: float = 0.01
     batchnorm: str = "precise"
@@ -112,6 +124,24 @@ class Recipe:
     def loss_names(self) -> set[str]:
         return {name for stage in self.stages for name in stage.active_losses()}
 
+    @property
+    def needs_proximity(self) -> bool:
+        """Whether some stage reads the mixed stream, i.e. needs proximity images."""
+        return any(stage.stream == "mix" for stage in self.stages)
+
+    @property
+    def teacher_terms(self) -> dict[str, tuple[str, ...]]:
+        """The active loss terms that read teacher outputs, each with the outputs it reads
+        (the terms' `teacher_needs`; unknown terms are left to validate())."""
+        from kd.losses import TERMS
+
+        return {name: TERMS[name].teacher_needs for name in sorted(self.loss_names())
+                if name in TERMS and TERMS[name].teacher_needs}
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.teacher_terms)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -139,10 +169,13 @@ class Recipe:
                 problems.append(f"{where}: epochs must be a whole number >= 1, got {stage.epochs!r}")
             if stage.stream not in STREAMS:
                 problems.append(f"{where}: stream must be one of {', '.join(STREAMS)}, got {stage.stream!r}")
+            # The one user-facing check of r: kd.data.esd only asserts it.
             if stage.stream == "mix" and not (
-                isinstance(stage.ratio, (int, float)) and math.isfinite(stage.ratio) and stage.ratio >= 0
+                isinstance(stage.r, (int, float)) and not isinstance(stage.r, bool) and math.isfinite(stage.r)
+                and stage.r >= 0
             ):
-                problems.append(f"{where}: the mixed stream needs ratio r >= 0 (0 = proximity only), got {stage.ratio!r}")
+                problems.append(f"{where}: r, the mixed stream's target images per proximity image, must be a "
+                                f"finite number >= 0 (0 = proximity only), got {stage.r!r}")
             if stage.patience is not None and not (isinstance(stage.patience, int) and stage.patience >= 1):
                 problems.append(f"{where}: patience must be a whole number of epochs >= 1 (or None), got {stage.patience!r}")
             if not (isinstance(stage.min_delta, (int, float)) and 0 <= stage.min_delta < 1):
@@ -182,6 +215,19 @@ class Recipe:
         return recipe
 
 
+RECIPES: dict[str, Callable[[], Recipe]] = {}  # filled by @register_recipe
+
+
+def register_recipe(name: str):
+    """Decorator: a function returning a Recipe, callable without arguments, becomes recipe
+    `name` (build_recipe, a study's `methods`). RECIPES lists them in registration order."""
+
+    def add(build: Callable[[], Recipe]) -> Callable[[], Recipe]:
+        return register(RECIPES, "recipe", name, build)
+
+    return add
+
+
 def _replace_stage(recipe: Recipe, index: int, stage: Stage) -> Recipe:
     stages = list(recipe.stages)
     stages[index] = stage
@@ -201,7 +247,7 @@ def _set_path(obj, path: list[str], value, key: str):
     current = getattr(obj, head)
     if rest:
         if current is None and head == "critic":
-            current = Optimizer(kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0)
+            current = DEFAULT_CRITIC
         return dataclasses.replace(obj, **{head: _set_path(current, rest, value, key)})
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
@@ -219,7 +265,7 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
         if not mixed:
             raise UserInputError(f"override 'r': recipe {recipe.name!r} has no stage reading the mixed ESD stream.")
         for i in mixed:
-            recipe = _replace_stage(recipe, i, dataclasses.replace(recipe.stages[i], ratio=value))
+            recipe = _replace_stage(recipe, i, dataclasses.replace(recipe.stages[i], r=value))
         return recipe
     if key.startswith("lambda_"):
         term = key[len("lambda_"):]
@@ -253,7 +299,7 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
     raise UserInputError(
         f"unknown override {key!r} for recipe {recipe.name!r}; use 'epochs', 'total_epochs', 'r', 'lambda_<term>', "
         f"'<term>.<option>' or '<stage>.<field>' with stages {', '.join(recipe.stage_names)} "
-        "(fields: losses.<term>, train, epochs, optimizer.lr, optimizer.momentum, ..., stream, ratio, critic.lr)."
+        "(fields: losses.<term>, train, epochs, optimizer.lr, optimizer.momentum, ..., stream, r, critic.lr)."
     )
 
 

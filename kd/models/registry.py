@@ -1,6 +1,10 @@
 """Every model by name: teachers, students, and SD students built from a teacher's split.
 
-A plain dict per role, no framework. Names are what study files and the CLI use.
+A plain dict per role, no framework. Names are what study files and the CLI use. A plugin
+(a study's `imports`) adds its own with a decorator; the roles share one set of names:
+
+    @register_student("my_student")
+    def my_student(num_classes: int) -> Segmenter: ...
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_resnet50, 
 from kd.models.pspnet import pspnet, pspnet_resnet101
 from kd.models.sd import constructed_teacher, sd_student
 from kd.models.segmenter import Segmenter
+from kd.registry import register
 
 DEFAULT_TEACHER = "deeplabv3_efficientnet_lite0"
 
@@ -33,6 +38,32 @@ STUDENTS: dict[str, Callable[..., Segmenter]] = {
 SPLIT_STUDENTS: dict[str, Callable[..., Segmenter]] = {"sd": sd_student, "ct": constructed_teacher}
 # Any torchvision classification backbone under a DeepLabV3 or PSP head: "deeplabv3:resnet34", "pspnet:vgg11".
 HEADS = {"deeplabv3": deeplabv3_on, "pspnet": pspnet}
+
+
+def register_teacher(name: str):
+    """Decorator: `build(num_classes, **options) -> Segmenter` becomes teacher `name`."""
+    return _registration(TEACHERS, "teacher", name)
+
+
+def register_student(name: str):
+    """Decorator: `build(num_classes, **options) -> Segmenter` becomes student `name`."""
+    return _registration(STUDENTS, "student", name)
+
+
+def register_split_student(name: str):
+    """Decorator: `build(teacher, split_point, num_classes, **options) -> Segmenter` becomes
+    student `name`, built from a teacher split at a point (as "sd" and "ct")."""
+    return _registration(SPLIT_STUDENTS, "student", name)
+
+
+def _registration(table: dict, role: str, name: str):
+    def add(build: Callable[..., Segmenter]) -> Callable[..., Segmenter]:
+        # One name, one model across the roles: model_names() and split_points() look in all of them.
+        if any(other is not table and name in other for other in (TEACHERS, STUDENTS, SPLIT_STUDENTS)):
+            raise UserInputError(f"{role} {name!r}: a model of another kind has that name already; choose another")
+        return register(table, role, name, build)
+
+    return add
 
 
 def model_names() -> dict[str, str]:

@@ -9,7 +9,6 @@ change any input and a new checkpoint is trained.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from kd.data import Augmented, PairedTransform
 from kd.errors import UserInputError
+from kd.io import atomic_write, content_key
 from kd.models.checkpoints import load_checkpoint
 from kd.models.segmenter import Segmenter
 
@@ -91,7 +91,7 @@ def dataset_fingerprint(dataset) -> dict:
         fingerprint["image_size"] = list(dataset.image_size)
     if hasattr(dataset, "pairs"):  # files on disk: a changed file changes the teacher
         sizes = [(p.stat().st_size, m.stat().st_size) for _, p, m in dataset.pairs]
-        fingerprint["file_sizes"] = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
+        fingerprint["file_sizes"] = content_key(sizes, length=64)
     return fingerprint
 
 
@@ -105,7 +105,7 @@ def content_hash(model: Segmenter, dataset, transform: PairedTransform, settings
         "transform": repr(transform),
         "settings": asdict(settings),
     }
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
+    return content_key(recipe, length=20)
 
 
 def fit_teacher(
@@ -145,11 +145,9 @@ def fit_teacher(
 
     final_loss = _train(model, dataset, settings, transform, torch.device(device), say)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".tmp{os.getpid()}")
     meta = {"model": model.name, "digest": digest, "settings": asdict(settings), "final_loss": final_loss,
             "dataset": dataset_fingerprint(dataset)}
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, partial)
-    os.replace(partial, path)  # a crash mid-write never leaves a checkpoint that looks complete
+    atomic_write(path, lambda partial: torch.save({"state_dict": model.state_dict(), "meta": meta}, partial))
     say(f"teacher {model.name}: saved {path}")
     return TeacherCheckpoint(path, digest, reused=False, final_loss=final_loss)
 

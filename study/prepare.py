@@ -1,0 +1,202 @@
+"""What a study prepares once, on the driver, for all its trials.
+
+The datasets (every file decoded once, so a corrupt one stops the study before Ray starts), the
+teacher (loaded from a checkpoint or its head trained on the source images, content-hashed and
+reused across studies), the validation samples the report draws, the teacher-output caches of
+every (method, split point) the study may pick, and the teacher's own scores. Trials get the
+teacher's weights through Ray's object store and find the caches filled.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kd.data import PairedTransform, open_dataset
+from kd.engine import Engine, RunData, RunSettings, evaluate
+from kd.methods import build_recipe
+from kd.metrics import count_flops, count_parameters
+from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
+from kd.models.registry import SPLIT_STUDENTS
+from kd.models.teacher_training import TeacherTraining
+from study.config import SPLITS, StudyConfig
+from study.contract import TrialChoice
+from study.space import StudySpace
+
+SAMPLES, TEACHER = "samples.npz", "teacher.json"
+DISPLAY_WIDTH = 256  # samples and predictions are stored at most this wide: enough to look at, small on disk
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every trial receives: the teacher's weights and the number of classes."""
+
+    teacher_state: dict
+    num_classes: int
+
+
+def open_role(config: StudyConfig, role: str, first_n: int | None):
+    """The dataset playing `role` (source, target, proximity, val) in this study."""
+    options = {"image_size": tuple(config.image_size)} if config.kind == "synthetic" else {}
+    if config.kind == "folder":
+        options["classes"] = config.classes
+    split = SPLITS[config.kind][role]
+    return open_dataset(config.data, split, label_set=config.label_set, first_n=first_n, **options)
+
+
+def _resize(config: StudyConfig):
+    # Synthetic images are drawn at image_size; files are resized to it.
+    return None if config.kind == "synthetic" or not config.image_size else tuple(config.image_size)
+
+
+def recipe_for(config: StudyConfig, method: str, overrides: dict | None = None):
+    """The method's recipe with the study's budget (each method's epochs in all) and `overrides`."""
+    return build_recipe(method, ({"total_epochs": config.epochs} if config.epochs else {}) | (overrides or {}))
+
+
+def open_data(config: StudyConfig) -> RunData:
+    """The study's datasets and transforms (each model normalises its own copy). Proximity images
+    are opened when some method's recipe reads the mixed stream."""
+    mixed = any(recipe_for(config, method).needs_proximity for method in config.methods)
+    crop = tuple(config.crop) if config.crop else None
+    return RunData(
+        target=open_role(config, "target", config.target_images),
+        val=open_role(config, "val", config.val_images),
+        proximity=open_role(config, "proximity", config.proximity_images) if mixed else None,
+        train_transform=PairedTransform(resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False),
+        eval_transform=PairedTransform(resize=_resize(config), normalize=False),
+    )
+
+
+def verify_data(data: RunData, say=print) -> None:
+    """Decode every image and mask from files now: a corrupt file stops the study before Ray starts, named."""
+    for dataset in (data.target, data.val, data.proximity):
+        if dataset is not None and hasattr(dataset, "verify"):
+            started = time.perf_counter()
+            dataset.verify()
+            say(f"checked {len(dataset)} {dataset.name} images in {time.perf_counter() - started:.1f} s")
+
+
+def teacher_shell(config: StudyConfig, num_classes: int):
+    # The ImageNet weights would be overwritten at once by the study's teacher weights.
+    options = {"pretrained": False} if config.teacher == "deeplabv3_efficientnet_lite0" else {}
+    return build_teacher(config.teacher, num_classes=num_classes, **options)
+
+
+def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
+    """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images (cached)."""
+    torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
+    teacher = build_teacher(config.teacher, num_classes=num_classes)
+    if config.teacher_checkpoint:
+        load_checkpoint(teacher, config.teacher_checkpoint)
+        say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
+    else:
+        source = open_role(config, "source", config.source_images)
+        transform = PairedTransform(resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean,
+                                    std=teacher.input_std)
+        fit_teacher(teacher, source, TeacherTraining(epochs=config.teacher_epochs, batch_size=config.batch_size),
+                    transform=transform, progress=say)
+    return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
+
+
+def student_for(config: StudyConfig, choice: TrialChoice, recipe, teacher, num_classes: int):
+    """The student `choice` trains: the study's per-method student, else the recipe's; the SD
+    student's capacity comes from the choice's "student.<option>" overrides."""
+    name = config.students.get(choice.method, recipe.student)
+    if name in SPLIT_STUDENTS:
+        options = choice.student_options if name == "sd" else {}
+        return build_student(name, num_classes, teacher=teacher,
+                             split_point=choice.split_point or teacher.split_points[-1], **options)
+    return build_student(name, num_classes)
+
+
+def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | None = None) -> RunSettings:
+    return RunSettings(batch_size=config.batch_size, seed=seed, device=device, views=config.views,
+                       evaluate=evaluate or config.evaluate)
+
+
+def fill_caches(config: StudyConfig, teacher, data: RunData, choices: list[TrialChoice], num_classes: int,
+                say=print) -> int:
+    """Compute, once per study, the teacher outputs that `choices` read: one cache per (method,
+    split point, domain), shared by every trial that reads it."""
+    forwards, seen = 0, set()
+    for method, point in dict.fromkeys((c.method, c.split_point) for c in choices):
+        recipe = recipe_for(config, method)
+        if not recipe.needs_teacher:
+            continue
+        student = student_for(config, TrialChoice(method, {}, point), recipe, teacher, num_classes)
+        engine = Engine(recipe, student, teacher, data, settings_for(config, 0, "cpu"), progress=None)
+        for cache in engine.caches.values():
+            if cache.key not in seen:
+                seen.add(cache.key)
+                if cache.missing:
+                    forwards += cache.fill(batch_size=config.batch_size, progress=None)
+    say(f"teacher-output caches: {len(seen)} (method x split point x domain), {forwards} teacher forwards")
+    return forwards
+
+
+def cache_choices(config: StudyConfig, space: StudySpace) -> list[TrialChoice]:
+    """One choice per (method, split point) the study may train: a grid's own points, or every
+    point a search may pick."""
+    if config.sampler == "grid":
+        return space.grid()
+    return [TrialChoice(m, {}, point) for m in space.methods for point in space.split_points(m)]
+
+
+def _display_size(height: int, width: int) -> tuple[int, int]:
+    scale = min(1.0, DISPLAY_WIDTH / width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def to_display(labels: torch.Tensor) -> np.ndarray:
+    """[N,H,W] class maps shrunk (nearest) to the display size, as uint8."""
+    size = _display_size(*labels.shape[-2:])
+    shrunk = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0]
+    return shrunk.to(torch.uint8).numpy()
+
+
+def save_samples(data: RunData, path) -> None:
+    """The validation images and ground truth as trials see them, for the report's segmentation figures."""
+    samples = [data.eval_transform(data.val[i]) for i in range(len(data.val))]
+    images = torch.stack([s["image"].as_subclass(torch.Tensor) for s in samples])
+    masks = torch.stack([s["mask"].as_subclass(torch.Tensor) for s in samples])
+    size = _display_size(*images.shape[-2:])
+    small = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+    pixels = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.savez_compressed(path, ids=np.array([s["id"] for s in samples]), images=pixels,
+                        masks=to_display(masks.clamp(0, 255)), classes=np.array(data.val.classes))
+
+
+def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir) -> dict:
+    """The teacher's own scores on the validation images, the reference every student is read against;
+    written to run_dir/teacher.json."""
+    metrics, _ = evaluate(teacher, data.val, data.eval_transform, config.batch_size)
+    size = data.val[0]["image"].shape[-2:]
+    record = {"name": teacher.name, **metrics, "params": count_parameters(teacher),
+              "flops": count_flops(teacher, (1, 3, *size))}
+    (Path(run_dir) / TEACHER).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def prepare(config: StudyConfig, space: StudySpace, run_dir: Path, say=print) -> Shared:
+    """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches,
+    score the teacher. The datasets and the teacher are dropped when this returns, so the driver
+    does not hold them while the trials run."""
+    data = open_data(config)
+    verify_data(data, say)
+    num_classes = data.target.num_classes
+    teacher_state = prepare_teacher(config, num_classes, say=say)
+    teacher = teacher_shell(config, num_classes)
+    teacher.load_state_dict(teacher_state)
+    teacher.eval()
+    save_samples(data, run_dir / SAMPLES)
+    fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say)
+    scores = evaluate_teacher(config, teacher, data, run_dir)
+    say(f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "
+        f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}")
+    return Shared(teacher_state, num_classes)

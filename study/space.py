@@ -1,0 +1,96 @@
+"""A study's search space, resolved and validated once, and the TrialChoices it gives.
+
+    space = resolve_space(["baseline", "esd"], split_points, study_values)   # every problem raised here
+    space.grid()          # an ablation grid: one TrialChoice per point
+    space.suggest(trial)  # a search: Optuna asks the method, then its parameters
+
+Optuna knows a parameter as "<method>.<name>" ("esd.r"): a distribution exists only in trials of
+its method, so two methods' ranges never clash. Everything outside the searcher uses the name alone.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from typing import Any
+
+from search_spaces import Choice, Fixed, Float, Int, Param, default_value, report, space_problems
+from kd.errors import UserInputError
+from study.contract import TrialChoice, short
+
+
+@dataclass(frozen=True)
+class StudySpace:
+    """`params`: each method's resolved parameters. `listed`: per method, the parameters the study
+    file gives choices for, which a grid crosses."""
+
+    params: dict[str, dict[str, Param]]
+    listed: dict[str, tuple[str, ...]]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.params)
+
+    def choice(self, method: str, values: dict[str, Any], variant: str = "") -> TrialChoice:
+        """The trial for `values` (by name; Fixed parameters need not be given)."""
+        overrides, point = {}, None
+        for name, p in self.params[method].items():
+            value = p.value if isinstance(p, Fixed) else values[name]
+            if value is None:  # no paper value: the recipe keeps its own default
+                continue
+            if p.target == "split_point":
+                point = value
+            else:
+                overrides[p.target] = value
+        return TrialChoice(method, overrides, point, values, variant)
+
+    def grid(self) -> list[TrialChoice]:
+        """Per method, the papers' defaults or fixed values, crossed with every parameter the study
+        lists choices for (`r = {choices = [0, 0.5, 1, 5]}` gives four ESD points)."""
+        points = []
+        for method, params in self.params.items():
+            crossed = [n for n, p in params.items() if n in self.listed[method] and isinstance(p, Choice)]
+            defaults = {n: default_value(p) for n, p in params.items()}
+            for combination in itertools.product(*(params[n].choices for n in crossed)):
+                values = dict(zip(crossed, combination))
+                variant = f"{method} " + ", ".join(f"{k}={short(v)}" for k, v in values.items()) if values else ""
+                points.append(replace(self.choice(method, defaults | values, variant), values=values))
+        return points
+
+    def suggest(self, trial) -> TrialChoice:
+        """Ask an Optuna trial for a method, then for each of its searched parameters."""
+        methods = self.methods
+        method = trial.suggest_categorical("method", methods) if len(methods) > 1 else methods[0]
+        values = {}
+        for name, p in self.params[method].items():
+            key = f"{method}.{name}"
+            if isinstance(p, Float):
+                values[name] = trial.suggest_float(key, p.low, p.high, log=p.log)
+            elif isinstance(p, Int):
+                values[name] = trial.suggest_int(key, p.low, p.high, log=p.log)
+            elif isinstance(p, Choice):
+                values[name] = trial.suggest_categorical(key, p.choices)
+        return self.choice(method, values)
+
+    def __call__(self, trial) -> dict:
+        """Ray's OptunaSearch define-by-run: the trial's whole configuration is its TrialChoice."""
+        return {"choice": self.suggest(trial)}
+
+    def split_points(self, method: str) -> list[str | None]:
+        """Every split point a trial of `method` may use (None: the method has none)."""
+        p = self.params[method].get("split_point")
+        return list(p.choices) if isinstance(p, Choice) else [p.value] if isinstance(p, Fixed) else [None]
+
+
+def resolve_space(methods: list[str], split_points: list[str], study_values: dict | None = None) -> StudySpace:
+    """The study's space; every problem of every method in one UserInputError."""
+    space, problems = resolve_space_problems(methods, split_points, study_values)
+    if problems:
+        raise UserInputError(report(problems))
+    return space
+
+
+def resolve_space_problems(methods: list[str], split_points: list[str], study_values: dict | None = None
+                           ) -> tuple[StudySpace, list[str]]:
+    params, problems = space_problems(methods, split_points, study_values)
+    listed = {m: tuple(n for n in ((study_values or {}).get(m) or {}) if n in params[m]) for m in params}
+    return StudySpace(params, listed), problems
