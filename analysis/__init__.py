@@ -9,10 +9,19 @@
 A variant is what the tables and figures compare: a method, or one point of a grid over it
 ("esd r=0.5"); `analysis.variants(trials)` names each trial's.
 """
+
 from analysis.load import Study, load, variants
 from analysis.tables import failed_trials, method_summary, paired_comparison
 
-__all__ = ["Study", "load", "variants", "method_summary", "paired_comparison", "failed_trials", "write_report"]
+__all__ = [
+    "Study",
+    "load",
+    "variants",
+    "method_summary",
+    "paired_comparison",
+    "failed_trials",
+    "write_report",
+]
 
 
 def __getattr__(name):

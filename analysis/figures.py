@@ -6,6 +6,7 @@ hover text.
 Everything is drawn as SVG (no 3-D or WebGL traces of our own) so that the report also renders in
 browsers without WebGL; only Optuna's parallel-coordinates plot needs WebGL.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,14 +21,26 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.tables import (best_trials, format_value, higher_is_better, hyperparameters, objective, ordered_variants,
-                             trial_hyperparameters)
+from analysis.tables import (
+    best_trials,
+    format_value,
+    higher_is_better,
+    hyperparameters,
+    objective,
+    ordered_variants,
+    trial_hyperparameters,
+)
 from kd.metrics import METRICS, THETA
 
 PARETO_METRICS = ("miou_img", "hp_acc", "var")
 # Classes by index; void (255) is black. Fixed, so a class has one colour in every study.
-CLASS_PALETTE = np.array([plotly.colors.hex_to_rgb(c) for c in plotly.colors.qualitative.Dark24
-                          + plotly.colors.qualitative.Light24], dtype=np.uint8)
+CLASS_PALETTE = np.array(
+    [
+        plotly.colors.hex_to_rgb(c)
+        for c in plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24
+    ],
+    dtype=np.uint8,
+)
 
 
 def variant_colors(study) -> dict[str, str]:
@@ -45,7 +58,11 @@ def _by_variant(study, frame: pd.DataFrame):
 
 def hover_text(row: pd.Series, columns: list[str]) -> str:
     chosen = trial_hyperparameters(row, columns)
-    lines = [f"trial {row['trial_id']}", f"method {row['method']}", *(f"{k}={format_value(v)}" for k, v in chosen.items())]
+    lines = [
+        f"trial {row['trial_id']}",
+        f"method {row['method']}",
+        *(f"{k}={format_value(v)}" for k, v in chosen.items()),
+    ]
     return "<br>".join(html.escape(line) for line in lines)
 
 
@@ -68,11 +85,22 @@ def hp_acc_vs_var(study) -> go.Figure | None:
         return None
     fig, colors = go.Figure(), variant_colors(study)
     for variant, mine in _by_variant(study, done):
-        fig.add_trace(go.Scatter(x=mine["var"].tolist(), y=mine["hp_acc"].tolist(), mode="markers", name=variant,
-                                 marker={"color": colors[variant], "size": 9}, text=_hover(mine, study),
-                                 hovertemplate="%{text}<br>var %{x:.4g}<br>hp_acc %{y:.3f}<extra></extra>"))
-    fig.update_layout(xaxis_title="Var of mIoU_i (lower is better)",
-                      yaxis_title=f"HP-Acc (share of mIoU_i > {THETA:g})", legend_title="variant")
+        fig.add_trace(
+            go.Scatter(
+                x=mine["var"].tolist(),
+                y=mine["hp_acc"].tolist(),
+                mode="markers",
+                name=variant,
+                marker={"color": colors[variant], "size": 9},
+                text=_hover(mine, study),
+                hovertemplate="%{text}<br>var %{x:.4g}<br>hp_acc %{y:.3f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        xaxis_title="Var of mIoU_i (lower is better)",
+        yaxis_title=f"HP-Acc (share of mIoU_i > {THETA:g})",
+        legend_title="variant",
+    )
     fig.update_xaxes(tickformat=".2~e")  # variances are small: SI prefixes would print "329µ"
     return fig
 
@@ -90,13 +118,23 @@ def esd_ratio(study) -> go.Figure | None:
             if mine[metric].isna().all():
                 continue
             std = pd.to_numeric(mine.get(f"{metric}_std"), errors="coerce")
-            fig.add_trace(go.Scatter(x=mine["r"].tolist(), y=pd.to_numeric(mine[metric]).tolist(),
-                                     error_y={"type": "data", "array": std.fillna(0).tolist(), "visible": True},
-                                     mode="lines+markers", name=variant, legendgroup=variant, showlegend=col == 1,
-                                     marker={"color": colors[variant], "size": 8}, line={"color": colors[variant]},
-                                     text=_hover(mine, study),
-                                     hovertemplate=f"%{{text}}<br>r %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>"),
-                          row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=mine["r"].tolist(),
+                    y=pd.to_numeric(mine[metric]).tolist(),
+                    error_y={"type": "data", "array": std.fillna(0).tolist(), "visible": True},
+                    mode="lines+markers",
+                    name=variant,
+                    legendgroup=variant,
+                    showlegend=col == 1,
+                    marker={"color": colors[variant], "size": 8},
+                    line={"color": colors[variant]},
+                    text=_hover(mine, study),
+                    hovertemplate=f"%{{text}}<br>r %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
     if not fig.data:
         return None
     fig.update_xaxes(title_text="r (target images per proximity image in stage 1)")
@@ -111,16 +149,24 @@ def per_image_histograms(study) -> go.Figure | None:
         scores = study.per_image[study.per_image["trial_id"] == top["trial_id"]]["miou"].dropna()
         if scores.empty:
             continue
-        fig.add_trace(go.Histogram(x=scores.tolist(), name=f"{top['variant']} ({top['trial_id']})",
-                                   histnorm="probability", xbins={"start": 0, "end": 1.0001, "size": 0.05},
-                                   marker={"color": colors[top["variant"]]}, opacity=0.6,
-                                   hovertemplate=f"{hover_text(top, hyperparameters(study.trials))}"
-                                   "<br>mIoU_i %{x}<br>share %{y:.3f}<extra></extra>"))
+        fig.add_trace(
+            go.Histogram(
+                x=scores.tolist(),
+                name=f"{top['variant']} ({top['trial_id']})",
+                histnorm="probability",
+                xbins={"start": 0, "end": 1.0001, "size": 0.05},
+                marker={"color": colors[top["variant"]]},
+                opacity=0.6,
+                hovertemplate=f"{hover_text(top, hyperparameters(study.trials))}"
+                "<br>mIoU_i %{x}<br>share %{y:.3f}<extra></extra>",
+            )
+        )
     if not fig.data:
         return None
     fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA:g}")
-    fig.update_layout(barmode="overlay", xaxis_title="mIoU_i", yaxis_title="share of images (all seeds)",
-                      xaxis_range=[0, 1])
+    fig.update_layout(
+        barmode="overlay", xaxis_title="mIoU_i", yaxis_title="share of images (all seeds)", xaxis_range=[0, 1]
+    )
     return fig
 
 
@@ -145,8 +191,11 @@ def pareto_front(study) -> go.Figure | None:
     done = _numeric(study.completed, PARETO_METRICS)
     if done.empty:
         return None
-    done = done.assign(front=pareto_mask(done[list(PARETO_METRICS)].to_numpy(),
-                                         [higher_is_better(m) for m in PARETO_METRICS]))
+    done = done.assign(
+        front=pareto_mask(
+            done[list(PARETO_METRICS)].to_numpy(), [higher_is_better(m) for m in PARETO_METRICS]
+        )
+    )
     pairs = [("miou_img", "hp_acc"), ("miou_img", "var"), ("hp_acc", "var")]
     fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{y} vs {x}" for x, y in pairs])
     colors = variant_colors(study)
@@ -157,15 +206,32 @@ def pareto_front(study) -> go.Figure | None:
                 continue
             name = f"{variant} (Pareto front)" if on_front else variant
             for col, (x, y) in enumerate(pairs, start=1):
-                fig.add_trace(go.Scatter(
-                    x=mine[x].tolist(), y=mine[y].tolist(), mode="markers", name=name, legendgroup=name,
-                    showlegend=col == 1, text=_hover(mine, study),
-                    marker={"color": colors[variant], "size": 13 if on_front else 7,
-                            "symbol": "diamond" if on_front else "circle-open"},
-                    hovertemplate=f"%{{text}}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra>{html.escape(name)}</extra>"),
-                    row=1, col=col)
-                fig.update_xaxes(title_text=x, row=1, col=col, **({"tickformat": ".2~e"} if x == "var" else {}))
-                fig.update_yaxes(title_text=y, row=1, col=col, **({"tickformat": ".2~e"} if y == "var" else {}))
+                fig.add_trace(
+                    go.Scatter(
+                        x=mine[x].tolist(),
+                        y=mine[y].tolist(),
+                        mode="markers",
+                        name=name,
+                        legendgroup=name,
+                        showlegend=col == 1,
+                        text=_hover(mine, study),
+                        marker={
+                            "color": colors[variant],
+                            "size": 13 if on_front else 7,
+                            "symbol": "diamond" if on_front else "circle-open",
+                        },
+                        hovertemplate=f"%{{text}}<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}"
+                        f"<extra>{html.escape(name)}</extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+                fig.update_xaxes(
+                    title_text=x, row=1, col=col, **({"tickformat": ".2~e"} if x == "var" else {})
+                )
+                fig.update_yaxes(
+                    title_text=y, row=1, col=col, **({"tickformat": ".2~e"} if y == "var" else {})
+                )
     return fig
 
 
@@ -180,14 +246,27 @@ def miou_vs_gflops(study) -> go.Figure | None:
     for index, top in best.iterrows():
         size = params[index] if sizeref and not math.isnan(params[index]) else None
         std = pd.to_numeric(pd.Series([top.get("miou_std")]), errors="coerce").fillna(0).tolist()
-        fig.add_trace(go.Scatter(
-            x=[top["flops"] / 1e9], y=[top["miou"]], mode="markers+text", name=top["variant"],
-            text=[top["variant"]], textposition="top center", error_y={"type": "data", "array": std},
-            marker={"color": colors[top["variant"]], "size": [size] if size else [14],
-                    "sizemode": "area", "sizeref": sizeref or 1, "sizemin": 6},
-            customdata=[[hover_text(top, hyperparameters(study.trials)), f"{params[index]:,.0f}"]],
-            hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}<br>params %{customdata[1]}"
-                          "<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[top["flops"] / 1e9],
+                y=[top["miou"]],
+                mode="markers+text",
+                name=top["variant"],
+                text=[top["variant"]],
+                textposition="top center",
+                error_y={"type": "data", "array": std},
+                marker={
+                    "color": colors[top["variant"]],
+                    "size": [size] if size else [14],
+                    "sizemode": "area",
+                    "sizeref": sizeref or 1,
+                    "sizemin": 6,
+                },
+                customdata=[[hover_text(top, hyperparameters(study.trials)), f"{params[index]:,.0f}"]],
+                hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}"
+                "<br>params %{customdata[1]}<extra></extra>",
+            )
+        )
     fig.update_layout(xaxis_title="GFLOPs (one forward pass)", yaxis_title="mIoU", showlegend=True)
     fig.update_xaxes(tickformat=".3~g")
     return fig
@@ -225,24 +304,43 @@ def segmentation_samples(study, fixed: int = 3) -> go.Figure | None:
     if not columns:
         return None
     rows = _sample_rows(ids, columns, fixed)
-    fig = make_subplots(rows=len(rows), cols=2 + len(columns), subplot_titles=_sample_titles(rows, columns),
-                        horizontal_spacing=0.01, vertical_spacing=min(0.08, 0.4 / len(rows)))
+    fig = make_subplots(
+        rows=len(rows),
+        cols=2 + len(columns),
+        subplot_titles=_sample_titles(rows, columns),
+        horizontal_spacing=0.01,
+        vertical_spacing=min(0.08, 0.4 / len(rows)),
+    )
     hp = hyperparameters(study.trials)
     for r, (image_id, _) in enumerate(rows, start=1):
         index = ids.index(image_id)
-        cells = [(samples["images"][index], f"input {image_id}"), (colorize(samples["masks"][index]), "ground truth")]
+        cells = [
+            (samples["images"][index], f"input {image_id}"),
+            (colorize(samples["masks"][index]), "ground truth"),
+        ]
         for top, predicted, _ in columns:
             prediction = predicted.get(image_id)
             label = f"{hover_text(top, hp)}<br>image {html.escape(image_id)}"
             cells.append((colorize(prediction) if prediction is not None else None, label))
         for c, (rgb, label) in enumerate(cells, start=1):
             if rgb is not None:
-                fig.add_trace(go.Image(source=_png(rgb), hovertemplate=f"{label}<extra></extra>"), row=r, col=c)
+                fig.add_trace(
+                    go.Image(source=_png(rgb), hovertemplate=f"{label}<extra></extra>"), row=r, col=c
+                )
     classes = [str(c) for c in samples.get("classes", [])][: len(CLASS_PALETTE)]
     for k, name in enumerate(classes):  # legend entries for the class colours
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, showlegend=True,
-                                 marker={"color": "rgb({},{},{})".format(*CLASS_PALETTE[k]), "symbol": "square",
-                                         "size": 12}), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=name,
+                showlegend=True,
+                marker={"color": "rgb({},{},{})".format(*CLASS_PALETTE[k]), "symbol": "square", "size": 12},
+            ),
+            row=1,
+            col=1,
+        )
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_annotations(font_size=11)
@@ -258,9 +356,16 @@ def _sample_columns(study) -> list[tuple[pd.Series, dict, dict]]:
         predictions = study.predictions(top["trial_id"])
         if predictions is None:
             continue
-        scores = _first_seed(study.per_image[study.per_image["trial_id"] == top["trial_id"]]).dropna(subset=["miou"])
-        columns.append((top, dict(zip(map(str, predictions["ids"]), predictions["predictions"], strict=False)),
-                        dict(zip(scores["image_id"].astype(str), scores["miou"], strict=True))))
+        scores = _first_seed(study.per_image[study.per_image["trial_id"] == top["trial_id"]]).dropna(
+            subset=["miou"]
+        )
+        columns.append(
+            (
+                top,
+                dict(zip(map(str, predictions["ids"]), predictions["predictions"], strict=False)),
+                dict(zip(scores["image_id"].astype(str), scores["miou"], strict=True)),
+            )
+        )
     return columns
 
 
@@ -292,7 +397,11 @@ def curves(study) -> go.Figure | None:
     data = data[data["trial_id"].isin(best["trial_id"])]
     data = pd.concat([_first_seed(part) for _, part in data.groupby("trial_id")]) if not data.empty else data
     losses = ["loss", *sorted(c for c in data.columns if c.startswith("loss_"))]
-    names = [c for c in [*losses, "lr", *METRICS] if c in data and pd.to_numeric(data[c], errors="coerce").notna().any()]
+    names = [
+        c
+        for c in [*losses, "lr", *METRICS]
+        if c in data and pd.to_numeric(data[c], errors="coerce").notna().any()
+    ]
     if not names:
         return None
     cols = min(3, len(names))
@@ -309,14 +418,23 @@ def curves(study) -> go.Figure | None:
             points = mine[values.notna()]
             if points.empty:
                 continue
-            fig.add_trace(go.Scatter(
-                x=points["epoch"].tolist(), y=values[values.notna()].tolist(), mode="lines+markers",
-                name=top["variant"], legendgroup=top["variant"], showlegend=legend,
-                marker={"color": colors[top["variant"]], "size": 5}, line={"color": colors[top["variant"]]},
-                text=[f"stage {s}" for s in points["stage"].astype(str)],
-                hovertemplate=f"{hover_text(top, hp)}<br>%{{text}}<br>epoch %{{x}}<br>{name} %{{y:.4g}}"
-                              "<extra></extra>"),
-                row=k // cols + 1, col=k % cols + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=points["epoch"].tolist(),
+                    y=values[values.notna()].tolist(),
+                    mode="lines+markers",
+                    name=top["variant"],
+                    legendgroup=top["variant"],
+                    showlegend=legend,
+                    marker={"color": colors[top["variant"]], "size": 5},
+                    line={"color": colors[top["variant"]]},
+                    text=[f"stage {s}" for s in points["stage"].astype(str)],
+                    hovertemplate=f"{hover_text(top, hp)}<br>%{{text}}<br>epoch %{{x}}<br>{name} %{{y:.4g}}"
+                    "<extra></extra>",
+                ),
+                row=k // cols + 1,
+                col=k % cols + 1,
+            )
             legend = False  # one legend entry per variant
     if not fig.data:
         return None
@@ -344,11 +462,16 @@ def optuna_figures(study) -> list[tuple[str, go.Figure | str]]:
     except Exception as error:  # a journal of another study or a damaged file: report it, draw the rest
         return [("Optuna", f"the journal {path.name} could not be read: {type(error).__name__}: {error}")]
     first = objective(study)
-    target = {"target": lambda t: t.values[0], "target_name": first} if len(optimized.directions) > 1 else {
-        "target_name": first}
-    plots = [("Optimisation history", optuna.visualization.plot_optimization_history),
-             ("Parallel coordinates", optuna.visualization.plot_parallel_coordinate),
-             ("Parameter importances", optuna.visualization.plot_param_importances)]
+    target = (
+        {"target": lambda t: t.values[0], "target_name": first}
+        if len(optimized.directions) > 1
+        else {"target_name": first}
+    )
+    plots = [
+        ("Optimisation history", optuna.visualization.plot_optimization_history),
+        ("Parallel coordinates", optuna.visualization.plot_parallel_coordinate),
+        ("Parameter importances", optuna.visualization.plot_param_importances),
+    ]
     out = []
     for title, plot in plots:
         try:

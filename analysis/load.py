@@ -7,10 +7,12 @@ with their columns).
     run_dir/per_image.parquet    one row per trial, seed and validation image
     run_dir/curves.parquet       one row per trial, seed and epoch; also a loss_<term> per loss term
     run_dir/samples.npz          ids, images uint8 [N,H,W,3], masks uint8 [N,H,W] (255 = void), classes
-    run_dir/predictions/<key>.npz  ids, predictions uint8 [N,H,W] of a trial's first seed (column `predictions`)
+    run_dir/predictions/<key>.npz  ids, predictions uint8 [N,H,W] of a trial's first seed
+                                   (column `predictions`)
     run_dir/teacher.json         the teacher's name, its scores on the validation images, params, flops
     run_dir/optuna.journal       the Optuna study
 """
+
 from __future__ import annotations
 
 import json

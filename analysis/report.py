@@ -6,6 +6,7 @@ study (still running, all trials failed) gives a valid report with notes in plac
 For automated checks the page sets, once plotly has drawn, `document.body.dataset.figures` (plots
 drawn), `.errors` (JavaScript errors caught on the page) and `.expected` (plots embedded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,35 +27,59 @@ from kd.metrics import METRICS, OBJECTIVES, THETA
 NO_TRIALS = "No completed trials yet: this section fills in as trials finish."
 # (title, figure function, caption: what it shows and what to look for, note when there is nothing to draw)
 FIGURES = [
-    ("HP-Acc against Var", figures.hp_acc_vs_var,
-     "One point per completed trial (SD paper, Fig. 8). HP-Acc is the share of validation images with "
-     f"mIoU_i > {THETA:g}, Var the spread of mIoU_i. Look up and to the left: robust variants score many "
-     "images well and few badly.", NO_TRIALS),
-    ("ESD: the ratio r", figures.esd_ratio,
-     "mIoU and HP-Acc of every completed trial with a proximity-domain ratio r (SD paper, Fig. 7); "
-     "error bars are the standard deviation over the trial's seeds. Look for the r where both peak; "
-     "other hyperparameters vary between points too.", "No completed trial has a ratio r (no ESD trials yet)."),
-    ("Per-image mIoU of the best trials", figures.per_image_histograms,
-     "Distribution of mIoU_i of each variant's best trial over all its seeds and validation images "
-     f"(SD paper, Fig. 5). Look for mass moved right of the θ = {THETA:g} line and a thinner left tail.",
-     "No per-image scores of a best trial yet."),
-    ("Pareto front", figures.pareto_front,
-     "Completed trials in the three pairs of miou_img (higher is better), hp_acc (higher) and var (lower). "
-     "Diamonds are the non-dominated trials over all three: no other trial is at least as good in every "
-     "metric and better in one. Look for which variants own the front.", NO_TRIALS),
-    ("Accuracy against cost", figures.miou_vs_gflops,
-     "mIoU of each variant's best trial against the GFLOPs of one forward pass; bubble area is the number "
-     "of parameters (SD paper, Fig. 1). Up and to the left is a better accuracy per computation.",
-     "No best trial with both mIoU and FLOPs yet."),
-    ("Segmentation samples", figures.segmentation_samples,
-     "Input, ground truth and the prediction of each variant's best trial (first seed) on the first three "
-     "validation images and on the image each variant found hardest (lowest mIoU_i). Void pixels are black. "
-     "Look for where the variants disagree: thin structures, borders, shadows.",
-     "The study saved no sample images or no predictions of a best trial."),
-    ("Training curves", figures.curves,
-     "Loss terms and validation metrics per epoch of each variant's best trial (first seed); the stages of "
-     "a recipe follow each other on the epoch axis. Look for diverging or still-falling losses.",
-     "No training curves of a best trial yet."),
+    (
+        "HP-Acc against Var",
+        figures.hp_acc_vs_var,
+        "One point per completed trial (SD paper, Fig. 8). HP-Acc is the share of validation images with "
+        f"mIoU_i > {THETA:g}, Var the spread of mIoU_i. Look up and to the left: robust variants score many "
+        "images well and few badly.",
+        NO_TRIALS,
+    ),
+    (
+        "ESD: the ratio r",
+        figures.esd_ratio,
+        "mIoU and HP-Acc of every completed trial with a proximity-domain ratio r (SD paper, Fig. 7); "
+        "error bars are the standard deviation over the trial's seeds. Look for the r where both peak; "
+        "other hyperparameters vary between points too.",
+        "No completed trial has a ratio r (no ESD trials yet).",
+    ),
+    (
+        "Per-image mIoU of the best trials",
+        figures.per_image_histograms,
+        "Distribution of mIoU_i of each variant's best trial over all its seeds and validation images "
+        f"(SD paper, Fig. 5). Look for mass moved right of the θ = {THETA:g} line and a thinner left tail.",
+        "No per-image scores of a best trial yet.",
+    ),
+    (
+        "Pareto front",
+        figures.pareto_front,
+        "Completed trials in the three pairs of miou_img (higher is better), hp_acc (higher) and var "
+        "(lower). Diamonds are the non-dominated trials over all three: no other trial is at least as good "
+        "in every metric and better in one. Look for which variants own the front.",
+        NO_TRIALS,
+    ),
+    (
+        "Accuracy against cost",
+        figures.miou_vs_gflops,
+        "mIoU of each variant's best trial against the GFLOPs of one forward pass; bubble area is the number "
+        "of parameters (SD paper, Fig. 1). Up and to the left is a better accuracy per computation.",
+        "No best trial with both mIoU and FLOPs yet.",
+    ),
+    (
+        "Segmentation samples",
+        figures.segmentation_samples,
+        "Input, ground truth and the prediction of each variant's best trial (first seed) on the first "
+        "three validation images and on the image each variant found hardest (lowest mIoU_i). Void pixels "
+        "are black. Look for where the variants disagree: thin structures, borders, shadows.",
+        "The study saved no sample images or no predictions of a best trial.",
+    ),
+    (
+        "Training curves",
+        figures.curves,
+        "Loss terms and validation metrics per epoch of each variant's best trial (first seed); the stages "
+        "of a recipe follow each other on the epoch axis. Look for diverging or still-falling losses.",
+        "No training curves of a best trial yet.",
+    ),
 ]
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
@@ -130,23 +155,34 @@ def _table(frame: pd.DataFrame, css: str = "") -> str:
 
 def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """method_summary as it is shown: means with their 95 % intervals, formatted."""
-    return pd.DataFrame({
-        "variant": summary["variant"],
-        "trials (completed / failed / stopped)": [f"{t} ({c} / {f} / {s})" for t, c, f, s in
-                                                  summary[["trials", "completed", "failed", "stopped"]].values],
-        "degenerate trials": [str(d) for d in summary["degenerate"]],
-        "best trial": [_text(v, "–") + (" DEGENERATE" if d is True else "")
-                       for v, d in zip(summary["best_trial"], summary["best_degenerate"], strict=True)],
-        "hyperparameters": [_text(v, "") for v in summary["hyperparameters"]],
-        "seeds": [_number(s, 0) for s in summary["seeds"]],
-        **{f"{m} ± 95% CI": [_with_ci(mean, half, _digits(m))
-                             for mean, half in zip(summary[m], summary[f"{m}_ci"], strict=True)] for m in METRICS},
-        "CI from": [_text(v, "–") for v in summary["ci_from"]],
-        "params (M)": [_significant(p / 1e6) for p in summary["params"]],
-        "GFLOPs": [_significant(g) for g in summary["gflops"]],
-        "steps per stage": [_text(v, "–") for v in summary["steps"]],
-        "stage-1 feature ratio": [_number(v, 2) for v in summary["stage1_feature_ratio"]],
-    })
+    return pd.DataFrame(
+        {
+            "variant": summary["variant"],
+            "trials (completed / failed / stopped)": [
+                f"{t} ({c} / {f} / {s})"
+                for t, c, f, s in summary[["trials", "completed", "failed", "stopped"]].values
+            ],
+            "degenerate trials": [str(d) for d in summary["degenerate"]],
+            "best trial": [
+                _text(v, "–") + (" DEGENERATE" if d is True else "")
+                for v, d in zip(summary["best_trial"], summary["best_degenerate"], strict=True)
+            ],
+            "hyperparameters": [_text(v, "") for v in summary["hyperparameters"]],
+            "seeds": [_number(s, 0) for s in summary["seeds"]],
+            **{
+                f"{m} ± 95% CI": [
+                    _with_ci(mean, half, _digits(m))
+                    for mean, half in zip(summary[m], summary[f"{m}_ci"], strict=True)
+                ]
+                for m in METRICS
+            },
+            "CI from": [_text(v, "–") for v in summary["ci_from"]],
+            "params (M)": [_significant(p / 1e6) for p in summary["params"]],
+            "GFLOPs": [_significant(g) for g in summary["gflops"]],
+            "steps per stage": [_text(v, "–") for v in summary["steps"]],
+            "stage-1 feature ratio": [_number(v, 2) for v in summary["stage1_feature_ratio"]],
+        }
+    )
 
 
 def summary_html(study) -> str:
@@ -156,36 +192,42 @@ def summary_html(study) -> str:
     shown = summary_frame(summary)
     objective = tables.objective(study)
     direction = "highest" if tables.higher_is_better(objective) else "lowest"
-    text = (f"<p class=\"caption\">Best trial of each variant (a method, or one point of a grid over it) = "
-            f"{direction} {html.escape(objective)} (the study's first objective). Means over that trial's seeds "
-            "with 95 % Student-t intervals (none for one seed); miou_img, hp_acc (share of images with mIoU_i "
-            f"&gt; {THETA:g}) and var (population variance of mIoU_i) "
-            "recomputed per seed from the per-image scores, miou from the trials table. Steps per stage: the "
-            "optimiser steps each stage took (mean over seeds): the budget. Stage-1 feature ratio: the final "
-            "feature loss over that of predicting each channel's mean (1 = stage 1 learned nothing). A "
-            "DEGENERATE trial predicts one class on every validation pixel: its mIoU is no evidence of "
-            "learning.</p>")
+    text = (
+        f'<p class="caption">Best trial of each variant (a method, or one point of a grid over it) = '
+        f"{direction} {html.escape(objective)} (the study's first objective). Means over that trial's seeds "
+        "with 95 % Student-t intervals (none for one seed); miou_img, hp_acc (share of images with mIoU_i "
+        f"&gt; {THETA:g}) and var (population variance of mIoU_i) "
+        "recomputed per seed from the per-image scores, miou from the trials table. Steps per stage: the "
+        "optimiser steps each stage took (mean over seeds): the budget. Stage-1 feature ratio: the final "
+        "feature loss over that of predicting each channel's mean (1 = stage 1 learned nothing). A "
+        "DEGENERATE trial predicts one class on every validation pixel: its mIoU is no evidence of "
+        "learning.</p>"
+    )
     note = _note(NO_TRIALS) if study.completed.empty else ""
     return note + text + _table(shown)
 
 
 def paired_html(study) -> str:
     paired = tables.paired_comparison(study)
-    text = ("<p class=\"caption\">Each variant's best trial against the baseline's best trial on the same "
-            "(seed, validation image) pairs. mean diff = mean of mIoU_i(variant) − mIoU_i(baseline); p: two-sided "
-            "Wilcoxon signed-rank test (zero differences dropped; p = 1 when all are zero); effect size: "
-            "matched-pairs rank-biserial correlation (R+ − R−)/(R+ + R−) of the ranks of |differences|, "
-            "+1 = the variant wins every pair, −1 = the baseline does.</p>")
+    text = (
+        "<p class=\"caption\">Each variant's best trial against the baseline's best trial on the same "
+        "(seed, validation image) pairs. mean diff = mean of mIoU_i(variant) − mIoU_i(baseline); p: "
+        "two-sided Wilcoxon signed-rank test (zero differences dropped; p = 1 when all are zero); effect "
+        "size: matched-pairs rank-biserial correlation (R+ − R−)/(R+ + R−) of the ranks of |differences|, "
+        "+1 = the variant wins every pair, −1 = the baseline does.</p>"
+    )
     if paired.empty:
         return text + _note(paired.attrs.get("note", "Nothing to compare."))
     return text + _table(paired_frame(paired))
 
 
 def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
-    return paired.assign(mean_diff=[_number(v, 4) for v in paired["mean_diff"]],
-                          p_value=[f"{p:.3g}" if not math.isnan(p) else "–" for p in paired["p_value"]],
-                          effect_size=[_number(v, 3) for v in paired["effect_size"]],
-                          significant=["yes (p < 0.05)" if s else "no" for s in paired["significant"]])
+    return paired.assign(
+        mean_diff=[_number(v, 4) for v in paired["mean_diff"]],
+        p_value=[f"{p:.3g}" if not math.isnan(p) else "–" for p in paired["p_value"]],
+        effect_size=[_number(v, 3) for v in paired["effect_size"]],
+        significant=["yes (p < 0.05)" if s else "no" for s in paired["significant"]],
+    )
 
 
 def failed_html(study) -> str:
@@ -201,7 +243,9 @@ def grid_size(config: dict) -> int:
         from kd.models.registry import split_points
         from study.space import resolve_space
 
-        return len(resolve_space(config["methods"], split_points(config["teacher"]), config.get("space")).grid())
+        return len(
+            resolve_space(config["methods"], split_points(config["teacher"]), config.get("space")).grid()
+        )
     except Exception:  # a study from another version, or a plugin not imported here: the lower bound
         return len(config.get("methods") or [])
 
@@ -211,8 +255,10 @@ def teacher_line(teacher: dict | None) -> str:
         return "– (not recorded)"
     scores = ", ".join(f"{m} {_number(teacher.get(m), _digits(m))}" for m in METRICS)
     params, gflops = _float(teacher.get("params")) / 1e6, _float(teacher.get("flops")) / 1e9
-    return (f"{teacher.get('name', '?')} on the validation images: {scores}; "
-            f"{_significant(params)} M params, {_significant(gflops)} GFLOPs")
+    return (
+        f"{teacher.get('name', '?')} on the validation images: {scores}; "
+        f"{_significant(params)} M params, {_significant(gflops)} GFLOPs"
+    )
 
 
 def _float(value) -> float:
@@ -239,42 +285,57 @@ def header_html(study) -> str:
         "sampler": config.get("sampler", "–"),
         "objectives": ", ".join(f"{o} ({OBJECTIVES.get(o, '?')})" for o in objectives) or "–",
         "seeds per trial": config.get("seeds", "–"),
-        "trials": (f"{int(counts.get('completed', 0))} completed, {int(counts.get('failed', 0))} failed, "
-                   f"{int(counts.get('stopped', 0))} stopped, {pending} running or not started, of {requested} "
-                   "requested"),
+        "trials": (
+            f"{int(counts.get('completed', 0))} completed, {int(counts.get('failed', 0))} failed, "
+            f"{int(counts.get('stopped', 0))} stopped, {pending} running or not started, of {requested} "
+            "requested"
+        ),
         "teacher (reference)": teacher_line(study.teacher()),
         "run folder": str(study.run_dir),
     }
     rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
-    return f"<h1>Study {html.escape(str(study.name))}</h1><dl class=\"header\">{rows}</dl>"
+    return f'<h1>Study {html.escape(str(study.name))}</h1><dl class="header">{rows}</dl>'
 
 
 def _figure_html(figure) -> str:
-    return pio.to_html(figure, include_plotlyjs=False, full_html=False, default_height="480px",
-                       config={"displaylogo": False, "responsive": True})
+    return pio.to_html(
+        figure,
+        include_plotlyjs=False,
+        full_html=False,
+        default_height="480px",
+        config={"displaylogo": False, "responsive": True},
+    )
 
 
 def figures_html(study) -> tuple[str, int]:
-    """The figure sections, with a note in place of a figure there is nothing for yet, and how many plots they embed."""
+    """The figure sections, with a note in place of a figure there is nothing for yet, and how many
+    plots they embed."""
     parts, plots = [], 0
     for title, build, caption, empty in FIGURES:
-        parts.append(f"<h2>{html.escape(title)}</h2><p class=\"caption\">{html.escape(caption)}</p>")
+        parts.append(f'<h2>{html.escape(title)}</h2><p class="caption">{html.escape(caption)}</p>')
         figure = build(study)
-        parts.append(_note(NO_TRIALS if study.completed.empty else empty) if figure is None else _figure_html(figure))
+        parts.append(
+            _note(NO_TRIALS if study.completed.empty else empty) if figure is None else _figure_html(figure)
+        )
         plots += figure is not None
     return "\n".join(parts), plots
 
 
 def optuna_html(study) -> tuple[str, int]:
     """The Optuna section and how many plots it embeds."""
-    parts = ["<h2>Optuna</h2><p class=\"caption\">Optuna's own views of the search, read from the journal: "
-             "objective value per trial, the hyperparameters of every trial, and how much each parameter "
-             "explains of the objective (first objective when there are several).</p>"]
+    parts = [
+        '<h2>Optuna</h2><p class="caption">Optuna\'s own views of the search, read from the journal: '
+        "objective value per trial, the hyperparameters of every trial, and how much each parameter "
+        "explains of the objective (first objective when there are several).</p>"
+    ]
     drawn = figures.optuna_figures(study)
     if not drawn:
         parts.append(_note("No Optuna journal in this run folder."))
     for title, figure in drawn:
-        parts += [f"<h3>{html.escape(title)}</h3>", _note(figure) if isinstance(figure, str) else _figure_html(figure)]
+        parts += [
+            f"<h3>{html.escape(title)}</h3>",
+            _note(figure) if isinstance(figure, str) else _figure_html(figure),
+        ]
     return "\n".join(parts), sum(not isinstance(figure, str) for _, figure in drawn)
 
 
@@ -284,14 +345,26 @@ def write_report(run_dir, out=None) -> Path:
     out = Path(out) if out is not None else study.run_dir / "report.html"
     (figure_part, figure_plots), (optuna_part, optuna_plots) = figures_html(study), optuna_html(study)
     plots = figure_plots + optuna_plots
-    parts = [header_html(study), _note(NO_TRIALS) if study.completed.empty else "",
-             "<h2>Methods</h2>", summary_html(study), "<h2>Against the baseline</h2>", paired_html(study),
-             figure_part, optuna_part, "<h2>Failed trials</h2>", failed_html(study)]
+    parts = [
+        header_html(study),
+        _note(NO_TRIALS) if study.completed.empty else "",
+        "<h2>Methods</h2>",
+        summary_html(study),
+        "<h2>Against the baseline</h2>",
+        paired_html(study),
+        figure_part,
+        optuna_part,
+        "<h2>Failed trials</h2>",
+        failed_html(study),
+    ]
     script = f"<script>{get_plotlyjs()}</script>" if plots else ""
-    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(str(study.name))}: SegKD study report</title><style>{STYLE}</style></head>\n"
-            f"<body data-expected=\"{plots}\">\n{ERROR_LISTENER}\n{script}\n" + "\n".join(parts)
-            + f"\n{COUNTER}\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(str(study.name))}: SegKD study report</title><style>{STYLE}</style></head>\n"
+        f'<body data-expected="{plots}">\n{ERROR_LISTENER}\n{script}\n'
+        + "\n".join(parts)
+        + f"\n{COUNTER}\n</body></html>\n"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(page, encoding="utf-8")
@@ -318,14 +391,19 @@ def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # checked before any figure is drawn
-        raise UserInputError(f"cannot export into {folder}: {error.strerror or error}; choose a folder you can "
-                             "write (--export DIR).") from None
+        raise UserInputError(
+            f"cannot export into {folder}: {error.strerror or error}; choose a folder you can "
+            "write (--export DIR)."
+        ) from None
     summary, paired = tables.method_summary(study), tables.paired_comparison(study)
-    text = [f"# {study.name}: tables\n", f"Teacher (reference): {teacher_line(study.teacher())}\n",
-            "## Methods (means over seeds, 95 % Student-t intervals)\n",
-            markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
-            "\n## Against the baseline (paired per seed and image, Wilcoxon signed-rank)\n",
-            markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n"]
+    text = [
+        f"# {study.name}: tables\n",
+        f"Teacher (reference): {teacher_line(study.teacher())}\n",
+        "## Methods (means over seeds, 95 % Student-t intervals)\n",
+        markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
+        "\n## Against the baseline (paired per seed and image, Wilcoxon signed-rank)\n",
+        markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n",
+    ]
     written = [folder / "tables.md"]
     written[0].write_text("\n".join(text))
     for title, build, _, _ in FIGURES:
@@ -337,8 +415,10 @@ def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
         try:
             figure.write_image(path, width=width, height=tall, scale=1)
         except Exception as error:  # Kaleido's errors for a missing browser vary by version
-            raise UserInputError(f"cannot draw {path.name}: {error}. PNG export needs Chrome or Chromium "
-                                 "(Debian: apt-get install chromium; or run plotly_get_chrome).") from None
+            raise UserInputError(
+                f"cannot draw {path.name}: {error}. PNG export needs Chrome or Chromium "
+                "(Debian: apt-get install chromium; or run plotly_get_chrome)."
+            ) from None
         written.append(path)
     return written
 
@@ -346,12 +426,17 @@ def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
 def main(argv=None) -> int:
     from kd.errors import UserInputError
 
-    parser = argparse.ArgumentParser(prog="python -m analysis.report",
-                                     description="Write a study's self-contained HTML report.")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report", description="Write a study's self-contained HTML report."
+    )
     parser.add_argument("run_dir", help="the study's run folder, e.g. runs/default")
     parser.add_argument("--out", help="the report file (default: RUN_DIR/report.html)")
-    parser.add_argument("--export", metavar="DIR", help="also write the tables as markdown (DIR/tables.md) and "
-                        "the figures as PNGs into DIR, e.g. for a paper or docs/RESULTS.md")
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="also write the tables as markdown (DIR/tables.md) and "
+        "the figures as PNGs into DIR, e.g. for a paper or docs/RESULTS.md",
+    )
     args = parser.parse_args(argv)
     try:
         path = write_report(args.run_dir, args.out)

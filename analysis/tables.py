@@ -22,6 +22,7 @@ Statistics:
   the test) over positive/negative d; +1: the variant wins every pair, -1: the baseline does.
   Images seen under several seeds count once per seed, so the pairs are not fully independent.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,11 +34,36 @@ from scipy import stats
 from kd.metrics import METRICS, OBJECTIVES, THETA
 from study.schema import STEPS, is_hyperparameter
 
-SUMMARY_COLUMNS = ["variant", "method", "trials", "completed", "failed", "stopped", "degenerate", "best_trial",
-                   "hyperparameters", "seeds", *(c for m in METRICS for c in (m, f"{m}_ci")), "ci_from", "params",
-                   "gflops", "steps", "stage1_feature_ratio", "best_degenerate"]
-PAIRED_COLUMNS = ["variant", "trial_id", "baseline_trial", "n_pairs", "mean_diff", "p_value", "effect_size",
-                  "better", "significant"]
+SUMMARY_COLUMNS = [
+    "variant",
+    "method",
+    "trials",
+    "completed",
+    "failed",
+    "stopped",
+    "degenerate",
+    "best_trial",
+    "hyperparameters",
+    "seeds",
+    *(c for m in METRICS for c in (m, f"{m}_ci")),
+    "ci_from",
+    "params",
+    "gflops",
+    "steps",
+    "stage1_feature_ratio",
+    "best_degenerate",
+]
+PAIRED_COLUMNS = [
+    "variant",
+    "trial_id",
+    "baseline_trial",
+    "n_pairs",
+    "mean_diff",
+    "p_value",
+    "effect_size",
+    "better",
+    "significant",
+]
 FAILED_COLUMNS = ["trial_id", "method", "hyperparameters", "error"]
 
 
@@ -110,9 +136,13 @@ def seed_scores(per_image: pd.DataFrame) -> pd.DataFrame:
     """One row per seed of one trial's per-image rows: miou_img, hp_acc, var."""
     scores = per_image.dropna(subset=["miou"])
     groups = scores.groupby("seed")["miou"]
-    return pd.DataFrame({"miou_img": groups.mean(),
-                         "hp_acc": groups.apply(lambda v: float((v > THETA).mean())),
-                         "var": groups.var(ddof=0)})
+    return pd.DataFrame(
+        {
+            "miou_img": groups.mean(),
+            "hp_acc": groups.apply(lambda v: float((v > THETA).mean())),
+            "var": groups.var(ddof=0),
+        }
+    )
 
 
 def mean_ci(values) -> tuple[float, float]:
@@ -154,9 +184,15 @@ def method_summary(study) -> pd.DataFrame:
     for variant in ordered_variants(study):
         mine = trials[trials["variant"] == variant]
         status = mine["status"].value_counts()
-        row = {"variant": variant, "method": mine["method"].iloc[0] if len(mine) else variant, "trials": len(mine),
-               "completed": int(status.get("completed", 0)), "failed": int(status.get("failed", 0)),
-               "stopped": int(status.get("stopped", 0)), "degenerate": int(mine["degenerate"].map(_flag).sum())}
+        row = {
+            "variant": variant,
+            "method": mine["method"].iloc[0] if len(mine) else variant,
+            "trials": len(mine),
+            "completed": int(status.get("completed", 0)),
+            "failed": int(status.get("failed", 0)),
+            "stopped": int(status.get("stopped", 0)),
+            "degenerate": int(mine["degenerate"].map(_flag).sum()),
+        }
         if variant in best.index:
             row.update(_best_trial_scores(study, best.loc[variant]))
         rows.append(row)
@@ -168,11 +204,17 @@ def _best_trial_scores(study, top: pd.Series) -> dict:
     it has them, else from the trials table."""
     seeds = seed_scores(study.per_image[study.per_image["trial_id"] == top["trial_id"]])
     n = len(seeds) if len(seeds) else _number(top.get("seeds"))
-    row = {"best_trial": top["trial_id"], "hyperparameters": describe(top, hyperparameters(study.trials)),
-           "seeds": n, "ci_from": "per_image" if len(seeds) else "trials table",
-           "params": _number(top.get("params")), "gflops": _number(top.get("flops")) / 1e9,
-           "steps": stage_steps(top), "stage1_feature_ratio": _number(top.get("stage1_feature_ratio")),
-           "best_degenerate": _flag(top.get("degenerate"))}
+    row = {
+        "best_trial": top["trial_id"],
+        "hyperparameters": describe(top, hyperparameters(study.trials)),
+        "seeds": n,
+        "ci_from": "per_image" if len(seeds) else "trials table",
+        "params": _number(top.get("params")),
+        "gflops": _number(top.get("flops")) / 1e9,
+        "steps": stage_steps(top),
+        "stage1_feature_ratio": _number(top.get("stage1_feature_ratio")),
+        "best_degenerate": _flag(top.get("degenerate")),
+    }
     for metric in METRICS:
         if metric in seeds and len(seeds):
             row[metric], row[f"{metric}_ci"] = mean_ci(seeds[metric])
@@ -183,8 +225,9 @@ def _best_trial_scores(study, top: pd.Series) -> dict:
 
 
 def stage_steps(row: pd.Series) -> str:
-    """The optimiser steps each stage of a trial took ("feature 640, frozen 480"), from its steps_<stage> columns."""
-    steps = {c[len(STEPS):]: row[c] for c in row.index if c.startswith(STEPS) and not _missing(row[c])}
+    """The optimiser steps each stage of a trial took ("feature 640, frozen 480"), from its
+    steps_<stage> columns."""
+    steps = {c[len(STEPS) :]: row[c] for c in row.index if c.startswith(STEPS) and not _missing(row[c])}
     return ", ".join(f"{stage} {format_value(float(n))}" for stage, n in steps.items())
 
 
@@ -220,10 +263,13 @@ def paired_comparison(study, baseline: str = "baseline") -> pd.DataFrame:
         return _nothing_to_compare(f"The {baseline!r} best trial {base['trial_id']} has no per-image scores.")
     rows = []
     for _, top in best[best["variant"] != baseline].iterrows():
-        pairs = scores[scores["trial_id"] == top["trial_id"]].merge(base_scores, on=["seed", "image_id"],
-                                                                    suffixes=("", "_base"))
+        pairs = scores[scores["trial_id"] == top["trial_id"]].merge(
+            base_scores, on=["seed", "image_id"], suffixes=("", "_base")
+        )
         if not pairs.empty:
-            rows.append(_paired_row(top, base, pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)))
+            rows.append(
+                _paired_row(top, base, pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float))
+            )
     if rows:
         return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     if len(best) == 1:
@@ -235,9 +281,17 @@ def _paired_row(top: pd.Series, base: pd.Series, d: np.ndarray) -> dict:
     p, effect = wilcoxon_rank_biserial(d)
     mean = float(d.mean())
     better = top["variant"] if mean > 0 else base["variant"] if mean < 0 else "tie"
-    return {"variant": top["variant"], "trial_id": top["trial_id"], "baseline_trial": base["trial_id"],
-            "n_pairs": len(d), "mean_diff": mean, "p_value": p, "effect_size": effect, "better": better,
-            "significant": bool(p < 0.05)}
+    return {
+        "variant": top["variant"],
+        "trial_id": top["trial_id"],
+        "baseline_trial": base["trial_id"],
+        "n_pairs": len(d),
+        "mean_diff": mean,
+        "p_value": p,
+        "effect_size": effect,
+        "better": better,
+        "significant": bool(p < 0.05),
+    }
 
 
 def _nothing_to_compare(note: str) -> pd.DataFrame:
@@ -249,6 +303,13 @@ def _nothing_to_compare(note: str) -> pd.DataFrame:
 def failed_trials(study) -> pd.DataFrame:
     trials = study.trials[study.trials["status"] == "failed"]
     columns = hyperparameters(study.trials)
-    rows = [{"trial_id": row["trial_id"], "method": row["method"], "hyperparameters": describe(row, columns),
-             "error": row.get("error")} for _, row in trials.iterrows()]
+    rows = [
+        {
+            "trial_id": row["trial_id"],
+            "method": row["method"],
+            "hyperparameters": describe(row, columns),
+            "error": row.get("error"),
+        }
+        for _, row in trials.iterrows()
+    ]
     return pd.DataFrame(rows, columns=FAILED_COLUMNS)

@@ -1,4 +1,5 @@
 """Shared set-up of the training benchmarks: images decoded or rendered once into memory."""
+
 from __future__ import annotations
 
 import statistics

@@ -1,8 +1,8 @@
 """Does each recipe's student learn at least as well as a plain PyTorch loop on the same data?
 
-    python benchmarks/learning_parity.py                                  # plain loop, engine, baseline, ftt, sd
+    python benchmarks/learning_parity.py              # plain loop, engine, baseline, ftt, sd
     python benchmarks/learning_parity.py --entries plain,engine --seeds 0,1,2,3,4
-    python benchmarks/learning_parity.py --eval test                      # the issue's measurement, on test
+    python benchmarks/learning_parity.py --eval test  # the issue's measurement, on test
 
 The data are the `camvid-sd` preset's: binary road against background, the first 64 CamVid
 training images at 180x240, batch 4. The plain loop is what anyone writes in 30 lines: a
@@ -16,6 +16,7 @@ images the target set never contains), so that the check never looks at the test
 studies report; `--eval test` scores the 233 test images instead. A recipe that trails the
 plain loop by more than the spread over seeds is a bug until shown otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,18 @@ def plain_cnn(seed: int) -> Segmenter:
     layers, channels = [], 3
     for index, width in enumerate((16, 32, 64, 64, 64)):
         strided = index < 3
-        layers += [nn.Conv2d(channels, width, 3, stride=2 if strided else 1, padding=1 if strided else 2,
-                             dilation=1 if strided else 2), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(
+                channels,
+                width,
+                3,
+                stride=2 if strided else 1,
+                padding=1 if strided else 2,
+                dilation=1 if strided else 2,
+            ),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
         channels = width
     return Segmenter(OrderedDict(body=nn.Sequential(*layers)), nn.Conv2d(channels, 2, 1), 2, name="plain_cnn")
 
@@ -67,7 +78,7 @@ def plain_loop(model: Segmenter, target, epochs: int, seed: int) -> Segmenter:
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - 3, 4):
-            batch = order[start:start + 4]
+            batch = order[start : start + 4]
             loss = F.cross_entropy(model(model.normalize(images[batch])), masks[batch], ignore_index=255)
             optimizer.zero_grad()
             loss.backward()
@@ -106,7 +117,9 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
     if entry == "plain":
         model = plain_loop(plain_cnn(seed), target, epochs or 100, seed)
         return evaluate(model, val, resize)[0]
-    config = resolve("camvid-sd", overrides={"epochs": epochs})  # None: the recipes' own (100 for every method)
+    config = resolve(
+        "camvid-sd", overrides={"epochs": epochs}
+    )  # None: the recipes' own (100 for every method)
     method = "baseline" if entry == "engine" else entry
     recipe = recipe_for(config, method, {})
     if entry == "engine":
@@ -115,18 +128,30 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
     else:
         torch.manual_seed(seed)
         student = student_for(config, TrialChoice(method, {}), recipe, teacher, 2)
-    data = RunData(target, val, None, train_transform=PairedTransform(resize=SIZE, hflip=config.hflip, normalize=False),
-                   eval_transform=resize)
+    data = RunData(
+        target,
+        val,
+        None,
+        train_transform=PairedTransform(resize=SIZE, hflip=config.hflip, normalize=False),
+        eval_transform=resize,
+    )
     settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
     return Engine(recipe, student, teacher, data, settings, progress=None).run().final
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--entries", default=",".join(ENTRIES), help=f"some of {', '.join(ENTRIES)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval", choices=("dev", "test"), default="dev")
-    parser.add_argument("--epochs", type=int, default=None, help="each method's epochs in all (default: the recipes' own, 100)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="each method's epochs in all (default: the recipes' own, 100)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     root = locate_camvid()
@@ -147,14 +172,24 @@ def main(argv=None) -> dict:
             started = time.perf_counter()
             final = run_entry(entry, seed, target, val, teacher, args.epochs)
             scores.append(final["miou_img"])
-            print(f"{entry:<9} seed {seed}: miou_img {final['miou_img']:.3f} hp_acc {final['hp_acc']:.2f} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
-        results[entry] = {"miou_img": scores, "mean": statistics.fmean(scores),
-                          "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+            print(
+                f"{entry:<9} seed {seed}: miou_img {final['miou_img']:.3f} hp_acc {final['hp_acc']:.2f} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+        results[entry] = {
+            "miou_img": scores,
+            "mean": statistics.fmean(scores),
+            "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        }
     plain = results.get("plain", {}).get("mean")
     print(f"\nmIoU_img on {args.eval} ({len(val)} images), mean and sd over seeds:")
     for entry, row in results.items():
-        gap = f", {row['mean'] - plain:+.3f} against the plain loop" if plain is not None and entry != "plain" else ""
+        gap = (
+            f", {row['mean'] - plain:+.3f} against the plain loop"
+            if plain is not None and entry != "plain"
+            else ""
+        )
         print(f"  {entry:<9} {row['mean']:.3f} +- {row['sd']:.3f}{gap}")
     print(json.dumps(results))
     return results

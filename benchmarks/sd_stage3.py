@@ -8,6 +8,7 @@ with each BatchNorm handling (`precise`, `frozen`, `train`), and scores every re
 `dev`: every third CamVid training image after the first 64, which no study reports. The
 numbers behind the recipe's stage-3 default (kd/methods/recipes.py, README "BatchNorm").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,13 @@ from kd.methods.recipe import BATCHNORM, Recipe  # noqa: E402
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--total-epochs", type=int, default=None, help="SD's epochs in all (default: the recipe's 100)")
+    parser.add_argument(
+        "--total-epochs", type=int, default=None, help="SD's epochs in all (default: the recipe's 100)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     root = locate_camvid()
@@ -46,23 +51,41 @@ def main(argv=None) -> list[dict]:
     config = resolve("camvid-sd")
     teacher = camvid_sd_teacher()
     target, dev = datasets(root, "dev")
-    data = RunData(target, dev, None, train_transform=PairedTransform(resize=SIZE, hflip=True, normalize=False),
-                   eval_transform=PairedTransform(resize=SIZE, normalize=False))
+    data = RunData(
+        target,
+        dev,
+        None,
+        train_transform=PairedTransform(resize=SIZE, hflip=True, normalize=False),
+        eval_transform=PairedTransform(resize=SIZE, normalize=False),
+    )
     sd = build_recipe("sd", {"total_epochs": args.total_epochs} if args.total_epochs else {})
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
         torch.manual_seed(seed)
         student = student_for(config, TrialChoice("sd", {}), sd, teacher, 2)
-        stage2 = Engine(Recipe("sd-stages-1-2", sd.stages[:2], "sd"), student, teacher, data, settings,
-                        progress=None).run()
+        stage2 = Engine(
+            Recipe("sd-stages-1-2", sd.stages[:2], "sd"), student, teacher, data, settings, progress=None
+        ).run()
         rows.append({"seed": seed, "after": "stage 2", "miou_img": stage2.final["miou_img"]})
         print(json.dumps(rows[-1]), flush=True)
         for batchnorm in BATCHNORM:
             finetune = dataclasses.replace(sd.stages[2], batchnorm=batchnorm)
-            result = Engine(Recipe("sd-stage-3", (finetune,), "sd"), copy.deepcopy(student), teacher, data, settings,
-                            progress=None).run()
-            rows.append({"seed": seed, "after": f"stage 3, batchnorm {batchnorm}", "miou_img": result.final["miou_img"]})
+            result = Engine(
+                Recipe("sd-stage-3", (finetune,), "sd"),
+                copy.deepcopy(student),
+                teacher,
+                data,
+                settings,
+                progress=None,
+            ).run()
+            rows.append(
+                {
+                    "seed": seed,
+                    "after": f"stage 3, batchnorm {batchnorm}",
+                    "miou_img": result.final["miou_img"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

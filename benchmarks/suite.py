@@ -9,6 +9,7 @@ teacher cache; orchestration under 1.5 s per trial beyond the trials' own work; 
 study under 4 GiB of memory. GPU figures (fractional GPUs) are skipped, with the reason,
 on a machine without one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,20 @@ def engine() -> dict:
 
 
 def cache() -> dict:
-    return teacher_cache.main(["--teacher", "deeplabv3_resnet50", "--split-point", "layer4", "--images", "16",
-                               "--epochs", "3", "--batch-size", "4"])
+    return teacher_cache.main(
+        [
+            "--teacher",
+            "deeplabv3_resnet50",
+            "--split-point",
+            "layer4",
+            "--images",
+            "16",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+        ]
+    )
 
 
 def orchestration(trials: int = 8) -> dict:
@@ -51,16 +64,32 @@ def orchestration(trials: int = 8) -> dict:
     from study.run import run_study
 
     with tempfile.TemporaryDirectory() as out:
-        config = study_config.resolve("smoke", overrides={"out": out, "name": "orchestration", "trials": trials,
-                                                          "max_concurrent": 1, "methods": ["baseline"]})
+        config = study_config.resolve(
+            "smoke",
+            overrides={
+                "out": out,
+                "name": "orchestration",
+                "trials": trials,
+                "max_concurrent": 1,
+                "methods": ["baseline"],
+            },
+        )
         run_dir = run_study(config, say=lambda line: None)
         timing = json.loads((run_dir / "timing.json").read_text())
         own = pd.read_parquet(run_dir / "trials.parquet")["duration_s"].sum()
     per_trial = (timing["fit_s"] - own) / trials
-    print(f"orchestration: {trials} trials one at a time in {timing['fit_s']:.1f} s, their own work {own:.1f} s: "
-          f"{per_trial:.2f} s per trial beyond it (goal < {GOAL_ORCHESTRATION_S} s)")
-    return {"trials": trials, "fit_s": timing["fit_s"], "trials_own_s": float(own), "overhead_s_per_trial": per_trial,
-            "goal": f"< {GOAL_ORCHESTRATION_S} s per trial", "met": per_trial < GOAL_ORCHESTRATION_S}
+    print(
+        f"orchestration: {trials} trials one at a time in {timing['fit_s']:.1f} s, "
+        f"their own work {own:.1f} s: {per_trial:.2f} s per trial beyond it (goal < {GOAL_ORCHESTRATION_S} s)"
+    )
+    return {
+        "trials": trials,
+        "fit_s": timing["fit_s"],
+        "trials_own_s": float(own),
+        "overhead_s_per_trial": per_trial,
+        "goal": f"< {GOAL_ORCHESTRATION_S} s per trial",
+        "met": per_trial < GOAL_ORCHESTRATION_S,
+    }
 
 
 def fractional_gpus() -> dict:
@@ -71,14 +100,36 @@ def fractional_gpus() -> dict:
     for share in (1.0, 0.5, 0.25):
         with tempfile.TemporaryDirectory() as out:
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "study.run", "--preset", "smoke", "--out", out,
-                                   "--trials", "8", "--gpus-per-trial", str(share), "--methods", "baseline"],
-                                  cwd=ROOT, capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "study.run",
+                    "--preset",
+                    "smoke",
+                    "--out",
+                    out,
+                    "--trials",
+                    "8",
+                    "--gpus-per-trial",
+                    str(share),
+                    "--methods",
+                    "baseline",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:
                 return {"error": done.stderr[-2000:]}
             rates[share] = 8 / (time.perf_counter() - started) * 3600
-    print("fractional GPUs: trials per hour " + ", ".join(f"{k:g} GPU each: {v:.0f}" for k, v in rates.items()))
-    return {"trials_per_hour": {str(k): v for k, v in rates.items()}, "ratio_half_vs_whole": rates[0.5] / rates[1.0]}
+    print(
+        "fractional GPUs: trials per hour " + ", ".join(f"{k:g} GPU each: {v:.0f}" for k, v in rates.items())
+    )
+    return {
+        "trials_per_hour": {str(k): v for k, v in rates.items()},
+        "ratio_half_vs_whole": rates[0.5] / rates[1.0],
+    }
 
 
 def student_vs_teacher() -> dict:
@@ -96,9 +147,12 @@ def student_vs_teacher() -> dict:
     figures["flops_share"] = figures["student_gflops"] / figures["teacher_gflops"]
     figures["latency_share"] = figures["student_latency_ms"] / figures["teacher_latency_ms"]
     figures["sd_paper_flops_share"] = SD_PAPER_FLOPS_SHARE
-    print(f"student/teacher at 512x1024: FLOPs {figures['flops_share']:.1%} (SD paper {SD_PAPER_FLOPS_SHARE:.1%}), "
-          f"latency {figures['latency_share']:.1%} ({figures['student_latency_ms']:.0f} / "
-          f"{figures['teacher_latency_ms']:.0f} ms on CPU)")
+    print(
+        f"student/teacher at 512x1024: FLOPs {figures['flops_share']:.1%} "
+        f"(SD paper {SD_PAPER_FLOPS_SHARE:.1%}), "
+        f"latency {figures['latency_share']:.1%} ({figures['student_latency_ms']:.0f} / "
+        f"{figures['teacher_latency_ms']:.0f} ms on CPU)"
+    )
     return figures
 
 
@@ -111,7 +165,7 @@ def _descendants(root_pid: int) -> list[int]:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            parents.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+            parents.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
     found, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
@@ -140,8 +194,13 @@ def _tree_memory(root_pid: int) -> tuple[int, int]:
 def default_study_memory() -> dict:
     """Peak resident memory of `python -m study.run` and every process it starts (Ray included)."""
     with tempfile.TemporaryDirectory() as out:
-        study = subprocess.Popen([sys.executable, "-m", "study.run", "--out", out], cwd=ROOT,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        study = subprocess.Popen(
+            [sys.executable, "-m", "study.run", "--out", out],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         peak = peak_rss = 0
         started = time.perf_counter()
         stop = threading.Event()
@@ -159,30 +218,49 @@ def default_study_memory() -> dict:
         stop.set()
         sampler.join()
     gib = peak / 2**30
-    print(f"default study: peak memory {gib:.2f} GiB PSS over all its processes, Ray's included (goal < "
-          f"{GOAL_MEMORY_GIB} GiB; summed RSS, shared libraries counted per process: {peak_rss / 2**30:.2f} GiB), "
-          f"{time.perf_counter() - started:.0f} s, exit code {code}")
-    return {"peak_gib": gib, "peak_rss_sum_gib": peak_rss / 2**30, "seconds": time.perf_counter() - started,
-            "exit_code": code,
-            "goal": f"< {GOAL_MEMORY_GIB} GiB", "met": gib < GOAL_MEMORY_GIB and code == 0}
+    print(
+        f"default study: peak memory {gib:.2f} GiB PSS over all its processes, Ray's included (goal < "
+        f"{GOAL_MEMORY_GIB} GiB; summed RSS, shared libraries counted per process: "
+        f"{peak_rss / 2**30:.2f} GiB), "
+        f"{time.perf_counter() - started:.0f} s, exit code {code}"
+    )
+    return {
+        "peak_gib": gib,
+        "peak_rss_sum_gib": peak_rss / 2**30,
+        "seconds": time.perf_counter() - started,
+        "exit_code": code,
+        "goal": f"< {GOAL_MEMORY_GIB} GiB",
+        "met": gib < GOAL_MEMORY_GIB and code == 0,
+    }
 
 
-FIGURES = {"engine": engine, "cache": cache, "orchestration": orchestration, "fractional_gpus": fractional_gpus,
-           "student_vs_teacher": student_vs_teacher, "memory": default_study_memory}
+FIGURES = {
+    "engine": engine,
+    "cache": cache,
+    "orchestration": orchestration,
+    "fractional_gpus": fractional_gpus,
+    "student_vs_teacher": student_vs_teacher,
+    "memory": default_study_memory,
+}
 
 
 def markdown(results: dict) -> str:
     lines = ["| figure | value | goal | met |", "|---|---|---|---|"]
     rows = {
-        "engine": lambda r: (f"engine {r['engine_ms_per_step']:.1f} vs plain {r['plain_ms_per_step']:.1f} ms/step "
-                             f"(ratio {r['ratio']:.3f})"),
-        "cache": lambda r: (f"{r['seconds_per_epoch_without_cache']:.2f} / {r['seconds_per_epoch_with_cache']:.2f} "
-                            f"s/epoch = {r['ratio']:.1f}x; teacher forwards per study "
-                            f"{r['teacher_forwards_per_study_without_cache']} vs {r['teacher_forwards_per_study_with_cache']}"),
+        "engine": lambda r: (
+            f"engine {r['engine_ms_per_step']:.1f} vs plain {r['plain_ms_per_step']:.1f} ms/step "
+            f"(ratio {r['ratio']:.3f})"
+        ),
+        "cache": lambda r: (
+            f"{r['seconds_per_epoch_without_cache']:.2f} / {r['seconds_per_epoch_with_cache']:.2f} "
+            f"s/epoch = {r['ratio']:.1f}x; teacher forwards per study "
+            f"{r['teacher_forwards_per_study_without_cache']} vs {r['teacher_forwards_per_study_with_cache']}"
+        ),
         "orchestration": lambda r: f"{r['overhead_s_per_trial']:.2f} s per trial",
         "fractional_gpus": lambda r: r.get("skipped") or str(r.get("trials_per_hour")),
-        "student_vs_teacher": lambda r: (f"FLOPs {r['flops_share']:.1%} of the teacher (paper 41.8 %), "
-                                         f"latency {r['latency_share']:.1%}"),
+        "student_vs_teacher": lambda r: (
+            f"FLOPs {r['flops_share']:.1%} of the teacher (paper 41.8 %), latency {r['latency_share']:.1%}"
+        ),
         "memory": lambda r: f"{r['peak_gib']:.2f} GiB peak PSS (summed RSS {r['peak_rss_sum_gib']:.2f} GiB)",
     }
     for name, result in results.items():
@@ -190,21 +268,30 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | error: {result['error'][:100]} | | |")
             continue
         met = result.get("met")
-        lines.append(f"| {name} | {rows[name](result)} | {result.get('goal', '')} | "
-                     f"{'' if met is None else ('yes' if met else 'no')} |")
+        lines.append(
+            f"| {name} | {rows[name](result)} | {result.get('goal', '')} | "
+            f"{'' if met is None else ('yes' if met else 'no')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", help=f"comma-separated, from {', '.join(FIGURES)}")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(FIGURES)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
-    results = {"machine": {"cpus": torch.get_num_threads(), "gpu": torch.cuda.get_device_name(0)
-                           if torch.cuda.is_available() else None, "torch": torch.__version__}}
+    results = {
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+        }
+    }
     figures = {}
     for name in names:
         print(f"--- {name}")

@@ -17,15 +17,16 @@ epoch), so an epoch does not depend on the random state earlier epochs left behi
 checkpoint written after every epoch (student, loss-term parts, optimiser state, history)
 lets a run resume mid-recipe and end with the same weights as an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -55,7 +56,9 @@ class RunSettings:
     views: int | None = 4  # fixed bank of augmentation views per image; None: a fresh view every epoch
     augment_seed: int = 0  # seeds the bank, shared across training seeds so teacher caches are shared
     student_point: str | None = None  # student features for feature terms; default: its last stage
-    teacher_point: str | None = None  # default: the student's point if the teacher has it, else its last stage
+    teacher_point: str | None = (
+        None  # default: the student's point if the teacher has it, else its last stage
+    )
     stream_length: int | None = None  # ESD mixed stream entries per epoch; None: every target image once
     evaluate: str = "epoch"  # "epoch", "stage" (after each stage) or "end"
     eval_batch_size: int | None = None
@@ -124,12 +127,24 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
-def evaluate(model: Segmenter, dataset, transform, batch_size: int = 8, device: str = "cpu", theta: float = THETA,
-             num_workers: int = 0) -> tuple[dict, list[dict]]:
+def evaluate(
+    model: Segmenter,
+    dataset,
+    transform,
+    batch_size: int = 8,
+    device: str = "cpu",
+    theta: float = THETA,
+    num_workers: int = 0,
+) -> tuple[dict, list[dict]]:
     """(mIoU, per-image mIoU, HP-Acc, variance and the number of classes `model` predicts on `dataset`,
     [{"id", "miou"} per image])."""
-    loader = DataLoader(Augmented(dataset, transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=collate)
+    loader = DataLoader(
+        Augmented(dataset, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+    )
     meter = ConfusionMeter(model.num_classes, dataset.ignore_index)
     per_image, ids = [], []
     was_training = model.training
@@ -144,7 +159,11 @@ def evaluate(model: Segmenter, dataset, transform, batch_size: int = 8, device: 
     model.train(was_training)
     scores = torch.cat(per_image)
     overall = meter.compute()
-    metrics = {"miou": overall["miou"], **robustness(scores, theta), "classes_predicted": overall["classes_predicted"]}
+    metrics = {
+        "miou": overall["miou"],
+        **robustness(scores, theta),
+        "classes_predicted": overall["classes_predicted"],
+    }
     return metrics, [{"id": i, "miou": float(v)} for i, v in zip(ids, scores, strict=True)]
 
 
@@ -164,7 +183,13 @@ class Engine:
         progress: Callable[[str], None] | None = print,
         cache_root: str | os.PathLike | None = None,
     ):
-        self.recipe, self.student, self.teacher, self.data, self.settings = recipe, student, teacher, data, settings
+        self.recipe, self.student, self.teacher, self.data, self.settings = (
+            recipe,
+            student,
+            teacher,
+            data,
+            settings,
+        )
         self.callback, self.say = callback, progress or (lambda message: None)
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
         self.device = torch.device(settings.device)
@@ -174,7 +199,9 @@ class Engine:
         # A constructed teacher's AMG is frozen by construction; no stage may thaw it.
         self.trainable_ids = {id(p) for p in student.parameters() if p.requires_grad}
         self.shapes = None
-        self.teacher_outputs_needed = sorted({need for needs in recipe.teacher_terms.values() for need in needs})
+        self.teacher_outputs_needed = sorted(
+            {need for needs in recipe.teacher_terms.values() for need in needs}
+        )
         self.caches = self._caches(cache_root) if self.teacher_outputs_needed else {}
         self.teacher_forwards = 0
         self.history: list[dict] = []
@@ -186,14 +213,25 @@ class Engine:
     # ---- validation: every problem before any expensive work -------------------------------
 
     def _validate(self) -> None:
-        recipe, data, student, teacher, settings = self.recipe, self.data, self.student, self.teacher, self.settings
+        recipe, data, student, teacher, settings = (
+            self.recipe,
+            self.data,
+            self.student,
+            self.teacher,
+            self.settings,
+        )
         recipe.validate(TERMS)
         problems = settings.problems()
         if recipe.needs_teacher and teacher is None:
-            problems.append(f"recipe {recipe.name!r} distils from a teacher ({', '.join(recipe.teacher_terms)}): "
-                            "pass a teacher")
+            problems.append(
+                f"recipe {recipe.name!r} distils from a teacher ({', '.join(recipe.teacher_terms)}): "
+                "pass a teacher"
+            )
         if recipe.needs_proximity and data.proximity is None:
-            problems.append(f"recipe {recipe.name!r} reads the ESD mixed stream: pass proximity images (RunData.proximity)")
+            problems.append(
+                f"recipe {recipe.name!r} reads the ESD mixed stream: "
+                "pass proximity images (RunData.proximity)"
+            )
         for name, dataset in (("target", data.target), ("val", data.val)):
             if getattr(dataset, "num_classes", student.num_classes) != student.num_classes:
                 problems.append(
@@ -203,7 +241,9 @@ class Engine:
         if not getattr(data.val, "labelled", True):
             problems.append("the validation images are unlabelled; evaluation needs labels")
         labelled_terms = {"ce", "ifv"}
-        if any(labelled_terms & set(s.active_losses()) for s in recipe.stages) and not getattr(data.target, "labelled", True):
+        if any(labelled_terms & set(s.active_losses()) for s in recipe.stages) and not getattr(
+            data.target, "labelled", True
+        ):
             problems.append("the target images are unlabelled, but the recipe trains with labels (ce/ifv)")
         if teacher is not None and any("logits" in needs for needs in recipe.teacher_terms.values()):
             if teacher.num_classes != student.num_classes:
@@ -211,15 +251,25 @@ class Engine:
                     f"teacher predicts {teacher.num_classes} classes, student {student.num_classes}: "
                     "logit distillation needs the same classes"
                 )
-        for name, transform in (("train_transform", data.train_transform), ("eval_transform", data.eval_transform)):
+        for name, transform in (
+            ("train_transform", data.train_transform),
+            ("eval_transform", data.eval_transform),
+        ):
             if transform.normalizes:
-                problems.append(f"{name} normalises: use PairedTransform(normalize=False); each model normalises its own copy")
+                problems.append(
+                    f"{name} normalises: use PairedTransform(normalize=False); "
+                    "each model normalises its own copy"
+                )
         if data.eval_transform.random:
             problems.append("eval_transform is random (crop/flip): evaluation must see fixed images")
         try:
             self.student_point = student.check_split_point(settings.student_point or student.split_points[-1])
             if teacher is not None:
-                default = self.student_point if self.student_point in teacher.split_points else teacher.split_points[-1]
+                default = (
+                    self.student_point
+                    if self.student_point in teacher.split_points
+                    else teacher.split_points[-1]
+                )
                 self.teacher_point = teacher.check_split_point(settings.teacher_point or default)
         except UserInputError as err:
             problems.append(str(err).rstrip("."))
@@ -238,7 +288,9 @@ class Engine:
         if not settings.cache:
             return {}
         if transform.random and settings.views is None:
-            self.say("teacher cache off: random augmentation without a fixed bank of views (set views=V to cache)")
+            self.say(
+                "teacher cache off: random augmentation without a fixed bank of views (set views=V to cache)"
+            )
             return {}
         from kd.teacher_cache import TeacherCache
 
@@ -247,9 +299,16 @@ class Engine:
             domains["proximity"] = self.data.proximity
         return {
             domain: TeacherCache(
-                self.teacher, self.teacher_point, dataset, transform, views=settings.views or 1,
-                augment_seed=settings.augment_seed, outputs=tuple(self.teacher_outputs_needed), root=root,
-                dtype=settings.cache_dtype, device=settings.device,
+                self.teacher,
+                self.teacher_point,
+                dataset,
+                transform,
+                views=settings.views or 1,
+                augment_seed=settings.augment_seed,
+                outputs=tuple(self.teacher_outputs_needed),
+                root=root,
+                dtype=settings.cache_dtype,
+                device=settings.device,
             )
             for domain, dataset in domains.items()
         }
@@ -263,11 +322,15 @@ class Engine:
         was_training = self.student.training
         with torch.no_grad():
             self.student.eval()
-            parts = self.student.forward_parts(self.student.normalize(probe), self.student_point, want=("features",))
+            parts = self.student.forward_parts(
+                self.student.normalize(probe), self.student_point, want=("features",)
+            )
             shapes["student_features_shape"] = tuple(parts["features"].shape)
             if self.teacher is not None:
                 self.teacher.eval()
-                parts = self.teacher.forward_parts(self.teacher.normalize(probe), self.teacher_point, want=("features",))
+                parts = self.teacher.forward_parts(
+                    self.teacher.normalize(probe), self.teacher_point, want=("features",)
+                )
                 shapes["teacher_features_shape"] = tuple(parts["features"].shape)
         self.student.train(was_training)
         return shapes
@@ -286,7 +349,9 @@ class Engine:
             for module in self.groups[group]:
                 for parameter in module.parameters():
                     parameter.requires_grad_(id(parameter) in self.trainable_ids)
-        trainable = [p for p in self.student.parameters() if p.requires_grad] + list(losses.student_parameters())
+        trainable = [p for p in self.student.parameters() if p.requires_grad] + list(
+            losses.student_parameters()
+        )
         if not any(p.requires_grad for p in self.student.parameters()):
             raise UserInputError(
                 f"stage {stage.name!r} trains {'+'.join(stage.train)}, which has no trainable parameters in "
@@ -302,7 +367,8 @@ class Engine:
     def _head_trained(self, stage: Stage) -> bool:
         """Whether the student's predictions mean anything after `stage` (not after fe-only stage 1)."""
         return any(group != "fe" for group in stage.train) or any(
-            "head" in s.train or "student" in s.train for s in self.recipe.stages[: self.recipe.stages.index(stage)]
+            "head" in s.train or "student" in s.train
+            for s in self.recipe.stages[: self.recipe.stages.index(stage)]
         )
 
     def _set_modes(self, stage: Stage) -> None:
@@ -316,20 +382,31 @@ class Engine:
                     if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
                         layer.eval()
 
-    def _loader(self, index: int, stage: Stage, epoch: int, global_epoch: int, train: bool = True) -> DataLoader:
+    def _loader(
+        self, index: int, stage: Stage, epoch: int, global_epoch: int, train: bool = True
+    ) -> DataLoader:
         s = self.settings
-        target = Augmented(self.data.target, self.data.train_transform, s.augment_seed, s.views, choice_seed=s.seed)
+        target = Augmented(
+            self.data.target, self.data.train_transform, s.augment_seed, s.views, choice_seed=s.seed
+        )
         dataset = target
         if stage.stream == "mix":
-            proximity = Augmented(self.data.proximity, self.data.train_transform, s.augment_seed, s.views, s.seed)
+            proximity = Augmented(
+                self.data.proximity, self.data.train_transform, s.augment_seed, s.views, s.seed
+            )
             length = s.stream_length or (len(self.data.target) if stage.mix_epoch == "target" else None)
             dataset = MixedDataset(target, proximity, stage.r, length, seed=_derive(s.seed, index))
         dataset.set_epoch(global_epoch)
         generator = torch.Generator().manual_seed(_derive(s.seed, index, epoch))
         return DataLoader(
-            dataset, batch_size=s.batch_size, shuffle=train, generator=generator,
+            dataset,
+            batch_size=s.batch_size,
+            shuffle=train,
+            generator=generator,
             drop_last=train and len(dataset) > s.batch_size,
-            num_workers=s.num_workers, collate_fn=collate, persistent_workers=False,
+            num_workers=s.num_workers,
+            collate_fn=collate,
+            persistent_workers=False,
         )
 
     def _teacher(self, batch: dict, images: torch.Tensor, needs) -> dict:
@@ -351,21 +428,27 @@ class Engine:
         else:
             with torch.no_grad(), self._autocast():
                 self.teacher.eval()
-                parts = self.teacher.forward_parts(self.teacher.normalize(images), self.teacher_point, want=needs)
+                parts = self.teacher.forward_parts(
+                    self.teacher.normalize(images), self.teacher_point, want=needs
+                )
             self.teacher_forwards += len(images)
         parts = {name: value.float() for name, value in parts.items()}
         if "logits" in parts:
             parts["logits"] = upsample(parts["logits"], images.shape[-2:])
         return parts
 
-    def _step(self, stage: Stage, losses: WeightedSum, optimizer, critic, batch: dict, lr_factor: float, where: str):
+    def _step(
+        self, stage: Stage, losses: WeightedSum, optimizer, critic, batch: dict, lr_factor: float, where: str
+    ):
         images = batch["image"].to(self.device, non_blocking=True)
         masks = batch["mask"].to(self.device, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * lr_factor
         teacher = self._teacher(batch, images, losses.teacher_needs)
         with self._autocast():
-            student = self.student.forward_parts(self.student.normalize(images), self.student_point, want=losses.student_needs)
+            student = self.student.forward_parts(
+                self.student.normalize(images), self.student_point, want=losses.student_needs
+            )
         # Loss terms, adapters and critics run in float32, outside autocast.
         student = {name: value.float() for name, value in student.items()}
         if "logits" in student:
@@ -377,7 +460,9 @@ class Engine:
         optimizer.step()
         if critic is not None:
             detached = {name: value.detach() for name, value in student.items()}
-            critic_loss = sum(term.critic_loss(detached, teacher, inputs) for term in losses.critic_terms().values())
+            critic_loss = sum(
+                term.critic_loss(detached, teacher, inputs) for term in losses.critic_terms().values()
+            )
             if not torch.isfinite(critic_loss):
                 raise NonFiniteLossError(term="adv (critic)", value=float(critic_loss), where=where)
             critic.zero_grad(set_to_none=True)
@@ -392,15 +477,26 @@ class Engine:
         """mIoU, per-image mIoU, HP-Acc and variance of the student on the validation images."""
         s = self.settings
         with self._autocast():
-            return evaluate(self.student, self.data.val, self.data.eval_transform, s.eval_batch_size or s.batch_size,
-                            self.device, s.theta, s.num_workers)
+            return evaluate(
+                self.student,
+                self.data.val,
+                self.data.eval_transform,
+                s.eval_batch_size or s.batch_size,
+                self.device,
+                s.theta,
+                s.num_workers,
+            )
 
     def recalibrate_batchnorm(self, index: int, stage: Stage, global_epoch: int) -> None:
         """Recompute the BatchNorm statistics of the modules `stage` trains over the images of its last
         epoch, as exact averages for the final weights ("precise BN")."""
         trained = [m for group in stage.train for m in self.groups[group]]
-        norms = [layer for module in trained for layer in module.modules()
-                 if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)]
+        norms = [
+            layer
+            for module in trained
+            for layer in module.modules()
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)
+        ]
         if not norms:
             return
         momenta = [layer.momentum for layer in norms]
@@ -431,8 +527,9 @@ class Engine:
                 images = batch["image"].to(self.device)
                 teacher = self._teacher(batch, images, ("features",))["features"].double()
                 with self._autocast():
-                    student = self.student.forward_parts(self.student.normalize(images), self.student_point,
-                                                         want=("features",))["features"]
+                    student = self.student.forward_parts(
+                        self.student.normalize(images), self.student_point, want=("features",)
+                    )["features"]
                 student = term.adapt(student.float(), teacher.float()).double()
                 error += float((student - teacher).square().sum())
                 sums = sums + teacher.sum(dim=(0, 2, 3))
@@ -450,9 +547,15 @@ class Engine:
             settings.pop(machine_only)
         recipe = self.recipe.to_dict()
         for stage in recipe["stages"]:
-            stage["ratio"] = stage.pop("r")  # r's name until issue 14: checkpoints written before then still resume
-        described = {"recipe": recipe, "settings": settings, "student": self.student.name,
-                     "teacher": self.teacher.name if self.teacher is not None else None}
+            stage["ratio"] = stage.pop(
+                "r"
+            )  # r's name until issue 14: checkpoints written before then still resume
+        described = {
+            "recipe": recipe,
+            "settings": settings,
+            "student": self.student.name,
+            "teacher": self.teacher.name if self.teacher is not None else None,
+        }
         return content_key(described)
 
     def _save(self, state: dict) -> None:
@@ -483,7 +586,9 @@ class Engine:
             for domain, cache in self.caches.items():
                 if cache.missing:  # once per teacher, dataset and view bank; later runs find it filled
                     self.say(f"teacher cache ({domain}): computing {cache.missing} outputs into {cache.path}")
-                    self.teacher_forwards += cache.fill(batch_size=self.settings.batch_size, progress=self.say)
+                    self.teacher_forwards += cache.fill(
+                        batch_size=self.settings.batch_size, progress=self.say
+                    )
         first_stage, first_epoch = 0, 0
         if state is not None:
             self.student.load_state_dict(state["student"])
@@ -515,15 +620,32 @@ class Engine:
                 steps, begun, sums = len(loader), time.perf_counter(), {}
                 for step, batch in enumerate(loader):
                     done = (epoch * steps + step) / (stage.epochs * steps)
-                    where = f"recipe {self.recipe.name!r}, stage {stage.name!r}, epoch {epoch + 1}, step {step + 1}"
-                    values = self._step(stage, losses, optimizer, critic, batch, (1 - done) ** stage.optimizer.poly_power, where)
+                    where = (
+                        f"recipe {self.recipe.name!r}, stage {stage.name!r}, "
+                        f"epoch {epoch + 1}, step {step + 1}"
+                    )
+                    values = self._step(
+                        stage,
+                        losses,
+                        optimizer,
+                        critic,
+                        batch,
+                        (1 - done) ** stage.optimizer.poly_power,
+                        where,
+                    )
                     for name, value in values.items():
                         sums[name] = sums.get(name, 0.0) + value
                 global_epoch += 1
                 metrics = {
-                    "recipe": self.recipe.name, "stage": stage.name, "stage_index": index, "stage_epoch": epoch + 1,
-                    "epoch": global_epoch, "lr": optimizer.param_groups[0]["lr"], "steps": steps,
-                    "seconds": time.perf_counter() - begun, "teacher_forwards": self.teacher_forwards,
+                    "recipe": self.recipe.name,
+                    "stage": stage.name,
+                    "stage_index": index,
+                    "stage_epoch": epoch + 1,
+                    "epoch": global_epoch,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "steps": steps,
+                    "seconds": time.perf_counter() - begun,
+                    "teacher_forwards": self.teacher_forwards,
                 }
                 active = stage.active_losses()
                 metrics["loss"] = sum(active[n] * sums[n] / max(steps, 1) for n in active if n in sums)
@@ -548,27 +670,54 @@ class Engine:
                 self.say(_progress_line(metrics, stage))
                 if self.checkpoint_path is not None:
                     # A stage that stopped early resumes at the next stage, with that stage's fresh optimiser.
-                    at = {"stage": index + 1, "epoch": 0} if stopped else {
-                        "stage": index, "epoch": epoch + 1, "losses": losses.state_dict(),
-                        "optimizer": optimizer.state_dict(), "critic": critic.state_dict() if critic is not None else None,
-                    }
-                    self._save({**at, "student": self.student.state_dict(), "history": self.history,
-                                "teacher_forwards": self.teacher_forwards})
+                    at = (
+                        {"stage": index + 1, "epoch": 0}
+                        if stopped
+                        else {
+                            "stage": index,
+                            "epoch": epoch + 1,
+                            "losses": losses.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "critic": critic.state_dict() if critic is not None else None,
+                        }
+                    )
+                    self._save(
+                        {
+                            **at,
+                            "student": self.student.state_dict(),
+                            "history": self.history,
+                            "teacher_forwards": self.teacher_forwards,
+                        }
+                    )
                 if self.callback is not None:
-                    self.callback(metrics)  # after the checkpoint: a callback that stops the run loses nothing
+                    self.callback(
+                        metrics
+                    )  # after the checkpoint: a callback that stops the run loses nothing
                 if stopped:
                     break
         if evaluation is None:
             evaluation = self.evaluate()
         result = RunResult(
-            final=evaluation[0], history=self.history, per_image=evaluation[1], teacher_forwards=self.teacher_forwards,
-            params=count_parameters(self.student), seconds=time.perf_counter() - start,
+            final=evaluation[0],
+            history=self.history,
+            per_image=evaluation[1],
+            teacher_forwards=self.teacher_forwards,
+            params=count_parameters(self.student),
+            seconds=time.perf_counter() - start,
         )
         for parameter in self.student.parameters():
             parameter.requires_grad_(id(parameter) in self.trainable_ids)
         if self.checkpoint_path is not None:
-            self._save({"stage": len(stages), "epoch": 0, "student": self.student.state_dict(), "history": self.history,
-                        "teacher_forwards": self.teacher_forwards, "result": dataclasses.asdict(result)})
+            self._save(
+                {
+                    "stage": len(stages),
+                    "epoch": 0,
+                    "student": self.student.state_dict(),
+                    "history": self.history,
+                    "teacher_forwards": self.teacher_forwards,
+                    "result": dataclasses.asdict(result),
+                }
+            )
         return result
 
 
@@ -595,14 +744,20 @@ class Plateau:
 
 def _optimizer(parameters, settings: Optimizer) -> torch.optim.Optimizer:
     if settings.kind == "adam":
-        return torch.optim.Adam(parameters, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay)
-    return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+        return torch.optim.Adam(
+            parameters, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay
+        )
+    return torch.optim.SGD(
+        parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
 
 
 def _progress_line(metrics: dict, stage: Stage) -> str:
     terms = ", ".join(f"{k[5:]} {v:.4g}" for k, v in metrics.items() if k.startswith("loss_"))
-    line = (f"{metrics['recipe']} | {metrics['stage']} {metrics['stage_epoch']}/{stage.epochs} | "
-            f"loss {metrics['loss']:.4g} ({terms}) | {metrics['seconds']:.1f} s")
+    line = (
+        f"{metrics['recipe']} | {metrics['stage']} {metrics['stage_epoch']}/{stage.epochs} | "
+        f"loss {metrics['loss']:.4g} ({terms}) | {metrics['seconds']:.1f} s"
+    )
     if "miou" in metrics and not math.isnan(metrics["miou"]):
         line += f" | val mIoU {metrics['miou']:.3f} HP-Acc {metrics['hp_acc']:.2f} var {metrics['var']:.4f}"
     return line

@@ -1,8 +1,9 @@
 """Files written so that a crash never leaves a half-written one, and names derived from content.
 
-    atomic_write(path, lambda tmp: torch.save(state, tmp))   # readers see the old file or the new one
-    content_key({"teacher": "lite0", "split_point": "top"})  # the same description, the same name
+atomic_write(path, lambda tmp: torch.save(state, tmp))   # readers see the old file or the new one
+content_key({"teacher": "lite0", "split_point": "top"})  # the same description, the same name
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -10,6 +10,7 @@ Conventions (fixed, documented in the README):
   and `robustness` leaves it out;
 - FLOPs as counted by torch.utils.flop_counter: a multiply-add counts as 2 FLOPs.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,22 +27,30 @@ METRICS = tuple(OBJECTIVES)
 THETA = 0.75  # the SD paper's HP-Acc threshold: an image counts as well segmented above it
 
 
-def _check_labels(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+def _check_labels(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int
+) -> torch.Tensor:
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+        raise ValueError(
+            f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}"
+        )
     if pred.is_floating_point() or target.is_floating_point():
         raise TypeError("pass class-index maps (integer tensors); take logits.argmax(1) first")
     valid = target != ignore_index
     if valid.any():
         t, p = target[valid], pred[valid]
         if t.min() < 0 or t.max() >= num_classes:
-            raise ValueError(f"target holds values outside 0..{num_classes - 1} other than ignore_index={ignore_index}")
+            raise ValueError(
+                f"target holds values outside 0..{num_classes - 1} other than ignore_index={ignore_index}"
+            )
         if p.min() < 0 or p.max() >= num_classes:
             raise ValueError(f"prediction holds values outside 0..{num_classes - 1}")
     return valid
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """[C, C] pixel counts; rows are ground truth, columns predictions."""
     valid = _check_labels(pred, target, num_classes, ignore_index)
     index = target[valid].long() * num_classes + pred[valid].long()
@@ -82,7 +91,9 @@ class ConfusionMeter:
         }
 
 
-def per_image_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def per_image_miou(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """mIoU_i of every image of a batch [N,H,W] -> [N] (float64), with one bincount for the batch."""
     if pred.dim() != 3:
         raise ValueError(f"expected [N,H,W] class-index maps, got shape {tuple(pred.shape)}")
@@ -90,7 +101,9 @@ def per_image_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, i
     n = pred.shape[0]
     image = torch.arange(n, device=pred.device).view(n, 1, 1).expand_as(target)
     index = (image[valid] * num_classes + target[valid].long()) * num_classes + pred[valid].long()
-    confusion = torch.bincount(index, minlength=n * num_classes * num_classes).view(n, num_classes, num_classes)
+    confusion = torch.bincount(index, minlength=n * num_classes * num_classes).view(
+        n, num_classes, num_classes
+    )
     return iou_per_class(confusion).nanmean(dim=1)
 
 
@@ -103,7 +116,9 @@ def robustness(per_image, theta: float = THETA) -> dict:
     scores = torch.as_tensor(per_image, dtype=torch.float64).flatten()
     scores = scores[~scores.isnan()]
     if scores.numel() == 0:
-        raise ValueError("no per-image scores to summarise (empty input, or every image had nothing to evaluate)")
+        raise ValueError(
+            "no per-image scores to summarise (empty input, or every image had nothing to evaluate)"
+        )
     mean = scores.mean()
     return {
         "miou_img": float(mean),

@@ -5,6 +5,7 @@ by a study's `imports`). A name names one thing: taking a registered name for an
 is refused, naming both. Registering the same thing again changes nothing, and a module
 reloaded in a notebook replaces its own definitions.
 """
+
 from __future__ import annotations
 
 from kd.errors import UserInputError
@@ -21,7 +22,9 @@ def register(table: dict, kind: str, name: str, thing):
         raise UserInputError(f"a {kind} needs a non-empty name, got {name!r}")
     known = table.get(name)
     if known is not None and known is not thing and _origin(known) != _origin(thing):
-        raise UserInputError(f"{kind} {name!r} is registered already ({_origin(known)}); {_origin(thing)} "
-                             "cannot take its name: choose another")
+        raise UserInputError(
+            f"{kind} {name!r} is registered already ({_origin(known)}); {_origin(thing)} "
+            "cannot take its name: choose another"
+        )
     table[name] = thing
     return thing

@@ -41,6 +41,7 @@ float32 rounding. dtype="float16" halves the disk and memory and is equal within
 rounding (features beyond +-65504 would overflow). The teacher must stay frozen: its weights
 are hashed once, when the cache is opened.
 """
+
 from __future__ import annotations
 
 import errno
@@ -103,7 +104,8 @@ class TeacherCache:
         unknown = [name for name in outputs if name not in OUTPUTS]
         if unknown or not outputs:
             raise UserInputError(
-                f"teacher cache: unknown outputs {unknown or list(outputs)}; choose 'features' and/or 'logits'."
+                f"teacher cache: unknown outputs {unknown or list(outputs)}; "
+                "choose 'features' and/or 'logits'."
             )
         if point is not None:
             teacher.check_split_point(point)
@@ -113,8 +115,8 @@ class TeacherCache:
             raise UserInputError(f"teacher cache: dtype must be 'float32' or 'float16', got {dtype!r}.")
         if transform.normalizes:
             raise UserInputError(
-                "teacher cache: the transform normalises images; pass PairedTransform(..., normalize=False) so "
-                "batches stay in [0, 1] and the teacher (and each student) normalises its own copy."
+                "teacher cache: the transform normalises images; pass PairedTransform(..., normalize=False) "
+                "so batches stay in [0, 1] and the teacher (and each student) normalises its own copy."
             )
         if transform.random and views is None:
             raise UserInputError(
@@ -172,7 +174,9 @@ class TeacherCache:
             raise ValueError(f"{images.shape[0]} images for {len(index)} indices")
         if self._filled is None:
             self._open()
-        missing = np.arange(len(index)) if self._filled is None else np.flatnonzero(self._filled[index, view] == 0)
+        missing = (
+            np.arange(len(index)) if self._filled is None else np.flatnonzero(self._filled[index, view] == 0)
+        )
         self.hits += len(index) - len(missing)
         self.misses += len(missing)
         if len(missing):
@@ -191,7 +195,9 @@ class TeacherCache:
         say = progress or (lambda message: None)
         entries = [(i, v) for v in range(self.views) for i in range(len(self.dataset))]
         # Fixed batches, so a process filling beside another computes the same batches, bit for bit.
-        batches = [np.array(entries[start:start + batch_size]).T for start in range(0, len(entries), batch_size)]
+        batches = [
+            np.array(entries[start : start + batch_size]).T for start in range(0, len(entries), batch_size)
+        ]
         started, before, already = time.time(), self.teacher_forwards, len(entries) - self.missing
         shown = started
         for number, (index, view) in enumerate(batches, 1):
@@ -199,17 +205,23 @@ class TeacherCache:
                 self._open()
             todo = np.ones(len(index), bool) if self._filled is None else self._filled[index, view] == 0
             if todo.any():
-                samples = [self.transform(self.dataset[int(i)], self.augment_seed, int(v)) for i, v in zip(index, view)]
+                samples = [
+                    self.transform(self.dataset[int(i)], self.augment_seed, int(v))
+                    for i, v in zip(index, view, strict=True)
+                ]
                 computed = self._compute(torch.stack([sample["image"] for sample in samples]))
                 self._store(index[todo], view[todo], {name: out[todo] for name, out in computed.items()})
             if number < len(batches) and time.time() - shown >= PROGRESS_SECONDS:
                 shown = time.time()
                 done = min(number * batch_size, len(entries))
-                say(f"teacher cache {self.key}: {done}/{len(entries)} entries ({100 * done // len(entries)}%)")
+                say(
+                    f"teacher cache {self.key}: {done}/{len(entries)} entries ({100 * done // len(entries)}%)"
+                )
         forwards = self.teacher_forwards - before
         say(
-            f"teacher cache {self.key}: {len(entries)} entries ({len(self.dataset)} images x {self.views} views), "
-            f"{already} already stored, {forwards} teacher forwards in {time.time() - started:.1f} s -> {self.path}"
+            f"teacher cache {self.key}: {len(entries)} entries "
+            f"({len(self.dataset)} images x {self.views} views), {already} already stored, "
+            f"{forwards} teacher forwards in {time.time() - started:.1f} s -> {self.path}"
         )
         return forwards
 
@@ -245,7 +257,8 @@ class TeacherCache:
             self._shapes = shapes
         elif shapes != self._shapes:
             raise UserInputError(
-                f"teacher cache: the teacher's outputs changed shape between batches ({self._shapes} then {shapes}); "
+                "teacher cache: the teacher's outputs changed shape between batches "
+                f"({self._shapes} then {shapes}); "
                 "every image must have one size: give the transform a resize or crop."
             )
         return computed
@@ -286,7 +299,13 @@ class TeacherCache:
                 expected = grid + tuple(meta["shapes"][name])
                 if array.shape != expected or array.dtype != self.dtype:
                     raise ValueError(f"{name}.npy is {array.dtype} {array.shape}, meta.json says {expected}")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as err:  # JSONDecodeError is a ValueError
             self._discard(str(err))
             return False
         self._filled, self._arrays = filled, arrays
@@ -298,9 +317,15 @@ class TeacherCache:
         partial.mkdir()
         grid = (len(self.dataset), self.views)
         for name, shape in shapes.items():
-            open_memmap(partial / f"{name}.npy", mode="w+", dtype=self.dtype, shape=grid + tuple(shape)).flush()
+            open_memmap(
+                partial / f"{name}.npy", mode="w+", dtype=self.dtype, shape=grid + tuple(shape)
+            ).flush()
         open_memmap(partial / "filled.npy", mode="w+", dtype=np.uint8, shape=grid).flush()
-        meta = {"key": self.key, "recipe": self.recipe, "shapes": {name: list(shape) for name, shape in shapes.items()}}
+        meta = {
+            "key": self.key,
+            "recipe": self.recipe,
+            "shapes": {name: list(shape) for name, shape in shapes.items()},
+        }
         (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         # Not kd.io.atomic_write, which is for files: here losing the race is no error (the loser
         # opens the winner's folder), and the loser's partial is a folder to remove.
@@ -314,7 +339,9 @@ class TeacherCache:
 
     def _discard(self, reason: str) -> None:
         """Move a damaged entry directory aside (kept for inspection) so that it is rebuilt."""
-        warnings.warn(f"teacher cache {self.path} is damaged ({reason}); moving it aside and rebuilding", stacklevel=3)
+        warnings.warn(
+            f"teacher cache {self.path} is damaged ({reason}); moving it aside and rebuilding", stacklevel=3
+        )
         self._filled = self._arrays = None
         aside = self.path.with_name(f"{self.key}.broken-{os.getpid()}")
         shutil.rmtree(aside, ignore_errors=True)

@@ -20,18 +20,35 @@ temperature = {choices = [1.0, 4.0]}
 
 study.space turns resolved spaces into trials: grid points and Optuna's define-by-run.
 """
+
 from __future__ import annotations
 
 from kd.errors import UserInputError
 
-# Imported for their @register, in kd.methods' order: a study lists methods in this order.
-from search_spaces import baseline, ftt, sd, esd, ifvd, skd, cwd, ablations  # noqa: F401, I001
+# Imported for their @register, in kd.methods' order: SPACES lists methods in this order.
+# isort: off
+from search_spaces import baseline, ftt, sd, esd, ifvd, skd, cwd, ablations  # noqa: F401
+
+# isort: on
 from search_spaces.base import (
-    SPACES, STUDENT, Choice, Fixed, Float, Int, Param, default_value, register, report, resolve, resolve_problems,
+    SPACES,
+    STUDENT,
+    Choice,
+    Fixed,
+    Float,
+    Int,
+    Param,
+    default_value,
+    register,
+    report,
+    resolve,
+    resolve_problems,
 )
 
 
-def spaces_for(methods: list[str], split_points: list[str], study_values: dict | None = None) -> dict[str, dict]:
+def spaces_for(
+    methods: list[str], split_points: list[str], study_values: dict | None = None
+) -> dict[str, dict]:
     """{method: resolved params}; every problem of every method in one UserInputError.
 
     `study_values` is the study file's `[space]` table: {method: {name: value, range or choices}}.
@@ -53,8 +70,10 @@ def space_problems(methods: list[str], split_points: list[str], study_values: di
     # settings for a method outside the study would silently do nothing
     stray = [m for m in (study_values or {}) if m not in methods]
     if stray:
-        problems.append(f"space settings for {', '.join(stray)}, which the study does not run "
-                        f"(its methods: {', '.join(methods)})")
+        problems.append(
+            f"space settings for {', '.join(stray)}, which the study does not run "
+            f"(its methods: {', '.join(methods)})"
+        )
     for method in dict.fromkeys(m for m in methods if m in SPACES):
         given = (study_values or {}).get(method)
         if given is not None and not isinstance(given, dict):
@@ -72,6 +91,17 @@ def space_for(method: str, split_points: list[str], study_values: dict | None = 
 
 
 __all__ = [
-    "SPACES", "STUDENT", "Choice", "Fixed", "Float", "Int", "Param", "default_value", "register", "resolve",
-    "space_for", "space_problems", "spaces_for",
+    "SPACES",
+    "STUDENT",
+    "Choice",
+    "Fixed",
+    "Float",
+    "Int",
+    "Param",
+    "default_value",
+    "register",
+    "resolve",
+    "space_for",
+    "space_problems",
+    "spaces_for",
 ]

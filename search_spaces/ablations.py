@@ -3,6 +3,7 @@
 Each keeps IFVD's ranges (search_spaces.ifvd) for the terms it switches on, and only
 those: a switched-off term's weight stays 0, and its options would be dead parameters.
 """
+
 from __future__ import annotations
 
 from search_spaces import ifvd

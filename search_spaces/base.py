@@ -6,6 +6,7 @@ A method's space is a dict `{name: Param}`. Each Param names its `target`: the
 student's capacity: groups, output_stride, head_width). `default` is the paper's value,
 used by ablation grids; None leaves the recipe's own default (for a Choice: the last choice).
 """
+
 from __future__ import annotations
 
 import math
@@ -77,16 +78,29 @@ def sd_capacity() -> dict[str, Param]:
     """The SD student's capacity (kd.models.sd.SDCapacity), fixed at the default variant ("table")
     unless a study file lists choices: `groups = ["gcd", "table", "dense"]` searches it, a grid crosses
     `groups = {choices = [...]}`."""
-    from kd.models.sd import SD_VARIANTS, sd_capacity as default_capacity
+    from kd.models.sd import SD_VARIANTS
+    from kd.models.sd import sd_capacity as default_capacity
 
     default = default_capacity()
     return {
-        "groups": Choice(("gcd", "table", "cap:8", "cap:4", "cap:2", "dense"), f"{STUDENT}groups", default.groups,
-                         search=False),
-        "output_stride": Choice(("teacher", 8, 16, 32), f"{STUDENT}output_stride",
-                                default.output_stride or "teacher", search=False),
-        "head_width": Choice(tuple(sorted({v.head_width for v in SD_VARIANTS.values()} | {128, 256})),
-                             f"{STUDENT}head_width", default.head_width, search=False),
+        "groups": Choice(
+            ("gcd", "table", "cap:8", "cap:4", "cap:2", "dense"),
+            f"{STUDENT}groups",
+            default.groups,
+            search=False,
+        ),
+        "output_stride": Choice(
+            ("teacher", 8, 16, 32),
+            f"{STUDENT}output_stride",
+            default.output_stride or "teacher",
+            search=False,
+        ),
+        "head_width": Choice(
+            tuple(sorted({v.head_width for v in SD_VARIANTS.values()} | {128, 256})),
+            f"{STUDENT}head_width",
+            default.head_width,
+            search=False,
+        ),
     }
 
 
@@ -115,7 +129,9 @@ def resolve_problems(method: str, params: dict[str, Param], study_values: dict |
     resolved, problems = dict(params), []
     for name, given in (study_values or {}).items():
         if name not in params:
-            problems.append(f"method {method!r} has no parameter {name!r} (its parameters: {', '.join(params) or 'none'})")
+            problems.append(
+                f"method {method!r} has no parameter {name!r} (its parameters: {', '.join(params) or 'none'})"
+            )
             continue
         try:
             resolved[name] = _apply(params[name], given)
@@ -132,11 +148,15 @@ def resolve_problems(method: str, params: dict[str, Param], study_values: dict |
 def _recipe_problems(method: str, name: str, p: Param) -> list[str]:
     """The recipe a parameter targets judges its values (each end of a range, each choice): one
     rule and one message per value, whether it comes from a search, a grid or a recipe override."""
-    if p.target == "split_point" or p.target.startswith(STUDENT):  # checked by Choice: the valid ones are listed
+    if p.target == "split_point" or p.target.startswith(
+        STUDENT
+    ):  # checked by Choice: the valid ones are listed
         return []
     from kd.methods import build_recipe
 
-    values = [p.value] if isinstance(p, Fixed) else list(p.choices) if isinstance(p, Choice) else [p.low, p.high]
+    values = (
+        [p.value] if isinstance(p, Fixed) else list(p.choices) if isinstance(p, Choice) else [p.low, p.high]
+    )
     for value in values:
         try:
             build_recipe(method, {p.target: value})
@@ -176,15 +196,23 @@ def _apply(param: Param, given) -> Param:
                 f"{', '.join(map(repr, invalid)) or 'an empty list'} is not valid; "
                 f"valid: {', '.join(map(str, param.choices)) or 'none'}"
             )
-        return Choice(tuple(picked), param.target, param.default) if isinstance(given, list) else Fixed(given, param.target)
+        return (
+            Choice(tuple(picked), param.target, param.default)
+            if isinstance(given, list)
+            else Fixed(given, param.target)
+        )
     if isinstance(given, list):
         if len(given) != 2:
-            raise ValueError(f"a range is [low, high], got {given!r} (a table {{choices = [...]}} lists values)")
+            raise ValueError(
+                f"a range is [low, high], got {given!r} (a table {{choices = [...]}} lists values)"
+            )
         return replace(param, low=_typed(param, given[0]), high=_typed(param, given[1]))
     if isinstance(given, dict):
         unknown = sorted(set(given) - {"low", "high", "log", "choices"})
         if unknown or ("choices" in given and len(given) > 1):
-            raise ValueError(f"a table has keys low, high, log, or only choices; got {', '.join(map(str, given))}")
+            raise ValueError(
+                f"a table has keys low, high, log, or only choices; got {', '.join(map(str, given))}"
+            )
         if "choices" in given:
             if not isinstance(given["choices"], list) or not given["choices"]:
                 raise ValueError(f"choices must be a non-empty list, got {given['choices']!r}")
@@ -200,11 +228,15 @@ def _apply(param: Param, given) -> Param:
 def _check(p: Param) -> list[str]:
     """What is wrong with a resolved param's range or choices (messages follow "<method>.<name>")."""
     if isinstance(p, Choice) and not p.choices:
-        return ["has no choices" + (" (the teacher offers no split points)" if p.target == "split_point" else "")]
+        return [
+            "has no choices" + (" (the teacher offers no split points)" if p.target == "split_point" else "")
+        ]
     found = []
     if isinstance(p, (Float, Int)):
         if p.low > p.high or (isinstance(p, Float) and p.low == p.high):
-            found.append(f"range needs low {'<=' if isinstance(p, Int) else '<'} high, got [{p.low}, {p.high}]")
+            found.append(
+                f"range needs low {'<=' if isinstance(p, Int) else '<'} high, got [{p.low}, {p.high}]"
+            )
         if p.log and p.low <= 0:
             found.append(f"is sampled on a log scale, so low must be > 0, got {p.low}")
     return found

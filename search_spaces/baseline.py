@@ -5,6 +5,7 @@ teacher's front up to it); default the last one.
 lr in [1e-3, 1e-1], log-uniform: SD trains the student with SGD at 1e-2, in the middle
 (in decades) of the range, which spans the rates that SGD with momentum 0.9 tolerates.
 """
+
 from __future__ import annotations
 
 from search_spaces.base import Float, Param, register, sd_capacity, split_point

@@ -6,6 +6,7 @@ r in {0, 0.2, 0.5, 1, 3, 5, 10}; r = 0 means proximity images only, so the range
 and cannot be log-scaled. Default 1 (equal shares). To search the paper's grid exactly,
 a study file can say `r = {choices = [0, 0.2, 0.5, 1, 3, 5, 10]}`.
 """
+
 from __future__ import annotations
 
 from search_spaces import sd

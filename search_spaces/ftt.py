@@ -4,6 +4,7 @@ split_point: where the teacher's front ends and the trainable head starts; defau
 lr in [1e-3, 1e-1], log-uniform: SD trains CT's head at 1e-2 (SGD, momentum 0.9), one
 decade inside either end.
 """
+
 from __future__ import annotations
 
 from search_spaces.base import Float, Param, register, split_point

@@ -9,6 +9,7 @@ own default, left to the recipe in grids), CWD-style distillation goes up to 4.
 lr in [1e-3, 5e-2], log-uniform: IFVD trains with SGD at 1e-2 (momentum 0.9); the top is
 kept lower than the SD family's because the distillation terms add to the gradient's scale.
 """
+
 from __future__ import annotations
 
 from search_spaces.base import Float, Param, register
@@ -22,5 +23,10 @@ LR = Float(1e-3, 5e-2, log=True, target="train.optimizer.lr", default=1e-2)
 
 @register("ifvd")
 def params(split_points: list[str]) -> dict[str, Param]:
-    return {"lambda_kd": LAMBDA_KD, "lambda_adv": LAMBDA_ADV, "lambda_ifv": LAMBDA_IFV,
-            "temperature": TEMPERATURE, "lr": LR}
+    return {
+        "lambda_kd": LAMBDA_KD,
+        "lambda_adv": LAMBDA_ADV,
+        "lambda_ifv": LAMBDA_IFV,
+        "temperature": TEMPERATURE,
+        "lr": LR,
+    }

@@ -8,6 +8,7 @@ SGD uses 3e-3: a study that picks "sd-paper" sets `feature_lr = 3e-3` with it.
 frozen_lr in [1e-3, 1e-1], log-uniform: stage 2's head rate, paper 1e-2 (momentum 0.9).
 Stage 3 (fine-tuning at 5e-5) keeps the paper's rate: it only polishes.
 """
+
 from __future__ import annotations
 
 from search_spaces.base import Choice, Float, Param, register, sd_capacity, split_point
@@ -18,7 +19,9 @@ def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),
         **sd_capacity(),
-        "feature_optimizer": Choice(("adam", "sd-paper"), target="feature.optimizer", default="adam", search=False),
+        "feature_optimizer": Choice(
+            ("adam", "sd-paper"), target="feature.optimizer", default="adam", search=False
+        ),
         "feature_lr": Float(1e-4, 1e-2, log=True, target="feature.optimizer.lr", default=1e-3),
         "frozen_lr": Float(1e-3, 1e-1, log=True, target="frozen.optimizer.lr", default=1e-2),
     }

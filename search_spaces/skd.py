@@ -4,6 +4,7 @@ lambda_kd, lambda_adv, temperature and lr as for IFVD (search_spaces.ifvd: Liu e
 the same pixel KD weight 10 and adversarial weight 0.1, SGD at 1e-2).
 lambda_skd in [0.1, 10], log-uniform: the pairwise-similarity weight, paper 1.
 """
+
 from __future__ import annotations
 
 from search_spaces.base import Float, Param, register
@@ -12,5 +13,10 @@ from search_spaces.ifvd import LAMBDA_ADV, LAMBDA_KD, LR, TEMPERATURE
 
 @register("skd")
 def params(split_points: list[str]) -> dict[str, Param]:
-    return {"lambda_kd": LAMBDA_KD, "lambda_skd": Float(0.1, 10.0, log=True, target="lambda_skd", default=1.0),
-            "lambda_adv": LAMBDA_ADV, "temperature": TEMPERATURE, "lr": LR}
+    return {
+        "lambda_kd": LAMBDA_KD,
+        "lambda_skd": Float(0.1, 10.0, log=True, target="lambda_skd", default=1.0),
+        "lambda_adv": LAMBDA_ADV,
+        "temperature": TEMPERATURE,
+        "lr": LR,
+    }

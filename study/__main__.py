@@ -1,4 +1,5 @@
 """python -m study is python -m study.run."""
+
 import sys
 
 from study.run import main

@@ -19,6 +19,7 @@ values, ranges or choices for that method's search space, see search_spaces) and
     [students]
     ifvd = "pspnet_resnet18"
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,7 +72,9 @@ class StudyConfig:
     val_images: int | None = 16
     # models
     teacher: str = "deeplabv3_efficientnet_lite0"
-    teacher_checkpoint: str | None = None  # a trained teacher's weights; otherwise its head is trained on source
+    teacher_checkpoint: str | None = (
+        None  # a trained teacher's weights; otherwise its head is trained on source
+    )
     teacher_epochs: int = 3
     students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
     # training
@@ -107,38 +110,71 @@ DEEP_SPLIT_POINTS = ("stage5", "stage7", "top")  # deeplabv3_efficientnet_lite0'
 PRESETS = {
     # A few tiny trials: about a minute on 2 cores.
     "smoke": {
-        "name": "smoke", "methods": ["baseline", "esd"], "trials": 3, "seeds": 1, "image_size": [32, 64],
-        "source_images": 16, "target_images": 8, "proximity_images": 8, "val_images": 4, "teacher_epochs": 1,
-        "epochs": 3, "views": 2, "batch_size": 4,
+        "name": "smoke",
+        "methods": ["baseline", "esd"],
+        "trials": 3,
+        "seeds": 1,
+        "image_size": [32, 64],
+        "source_images": 16,
+        "target_images": 8,
+        "proximity_images": 8,
+        "val_images": 4,
+        "teacher_epochs": 1,
+        "epochs": 3,
+        "views": 2,
+        "batch_size": 4,
     },
     # The embedded default: baseline, SD, ESD and IFVD with TPE on synthetic road scenes, minutes on CPU.
     # Split points from stage5 on: earlier ones put the 512-wide SD head at 1/2 or 1/4 resolution,
     # one such trial costing as much as the rest of the study.
     # Every method trains the same student (the SD student, `table` variant): differences come from
     # the methods, not the networks, and IFVD's PSPNet-ResNet18 would cost 1.6x per step.
-    "default": {"students": {"ifvd": "sd"},
-                "space": {m: {"split_point": list(DEEP_SPLIT_POINTS)} for m in ("baseline", "sd", "esd")}},
+    "default": {
+        "students": {"ifvd": "sd"},
+        "space": {m: {"split_point": list(DEEP_SPLIT_POINTS)} for m in ("baseline", "sd", "esd")},
+    },
     # The SD paper's protocol on CamVid: binary road against background, the first 64 training images
     # as the labelled target, the 101 val-sequence images as unlabelled proximity images, every
     # test image evaluated. One grid point per method at the papers' settings, ESD at four r.
     # The recipes' own budget, equal for every method (100 epochs: SD/ESD 40/40/20), 5 seeds;
     # images are halved (180x240). About 7 h on 2 CPU cores (continue with --resume), minutes on a GPU.
     "camvid-sd": {
-        "name": "camvid-sd", "data": "camvid", "label_set": "binary", "image_size": [180, 240],
-        "methods": ["baseline", "ftt", "sd", "esd", "ifvd"], "sampler": "grid", "seeds": 5,
+        "name": "camvid-sd",
+        "data": "camvid",
+        "label_set": "binary",
+        "image_size": [180, 240],
+        "methods": ["baseline", "ftt", "sd", "esd", "ifvd"],
+        "sampler": "grid",
+        "seeds": 5,
         "space": {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}},
-        "source_images": None, "target_images": 64, "proximity_images": None, "val_images": None,
-        "teacher_epochs": 4, "epochs": None, "batch_size": 4, "views": 2,
+        "source_images": None,
+        "target_images": 64,
+        "proximity_images": None,
+        "val_images": None,
+        "teacher_epochs": 4,
+        "epochs": None,
+        "batch_size": 4,
+        "views": 2,
     },
     # The IFVD paper's comparison on the 11 CamVid classes: the PSPNet-ResNet18 student alone and
     # distilled by KD, IFVD, SKD and CWD from the same teacher, every test image evaluated.
     "camvid-11": {
-        "name": "camvid-11", "data": "camvid", "label_set": "full", "image_size": [180, 240],
-        "methods": ["baseline", "ifvd_kd", "ifvd", "skd", "cwd"], "sampler": "grid", "seeds": 3,
+        "name": "camvid-11",
+        "data": "camvid",
+        "label_set": "full",
+        "image_size": [180, 240],
+        "methods": ["baseline", "ifvd_kd", "ifvd", "skd", "cwd"],
+        "sampler": "grid",
+        "seeds": 3,
         "students": {"baseline": "pspnet_resnet18"},
-        "source_images": None, "target_images": None, "val_images": None,
+        "source_images": None,
+        "target_images": None,
+        "val_images": None,
         # 11 classes need a longer-trained teacher head than road/background (6 epochs: teacher mIoU 0.34)
-        "teacher_epochs": 30, "epochs": 10, "batch_size": 8, "views": 2,
+        "teacher_epochs": 30,
+        "epochs": 10,
+        "batch_size": 8,
+        "views": 2,
     },
 }
 
@@ -156,7 +192,9 @@ def read_study_file(path: str | Path) -> dict:
         raise UserInputError(f"study file {path} is not valid TOML: {err}.") from None
 
 
-def resolve(preset: str = "default", study_file: str | Path | None = None, overrides: dict | None = None) -> StudyConfig:
+def resolve(
+    preset: str = "default", study_file: str | Path | None = None, overrides: dict | None = None
+) -> StudyConfig:
     """Defaults, then the preset, then the study file, then command-line values (None = not given)."""
     if preset not in PRESETS:
         raise UserInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
@@ -170,9 +208,7 @@ def resolve(preset: str = "default", study_file: str | Path | None = None, overr
         values["space"] = {m: v for m, v in values["space"].items() if m in methods}
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise UserInputError(
-            f"unknown study setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}."
-        )
+        raise UserInputError(f"unknown study setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}.")
     if str(values.get("data", "")).strip().lower() == "camvid":  # the presets' "camvid": wherever it is here
         from kd.data import locate_camvid
 
@@ -186,7 +222,12 @@ def _whole(value, low: int = 1) -> bool:
 
 
 def _number(value, low: float = 0.0) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= low
+    )
 
 
 def problems(config: StudyConfig) -> list[str]:
@@ -199,18 +240,24 @@ def problems(config: StudyConfig) -> list[str]:
         found.append(f"name {config.name!r} must be a plain folder name (letters, digits, '_', '-', '.')")
     unknown = [m for m in config.methods if m not in RECIPES]
     if unknown or not config.methods:
-        found.append(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(RECIPES)}")
+        found.append(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(RECIPES)}"
+        )
     for key in ("trials", "seeds", "batch_size", "views", "teacher_epochs"):
         if not _whole(getattr(config, key)):
             found.append(f"{key} must be a whole number >= 1, got {getattr(config, key)!r}")
     if config.epochs is not None and not _whole(config.epochs):
-        found.append(f"epochs must be a whole number >= 1 (or left out for the recipes' own), got {config.epochs!r}")
+        found.append(
+            f"epochs must be a whole number >= 1 (or left out for the recipes' own), got {config.epochs!r}"
+        )
     elif config.epochs is not None:  # a budget shared by the stages: each needs one epoch at least
         stages = {m: len(RECIPES[m]().stages) for m in config.methods if m in RECIPES}
         short = sorted(m for m, n in stages.items() if n > config.epochs)
         if short:
-            found.append(f"epochs = {config.epochs} is each method's total over its stages, but "
-                         f"{', '.join(short)} need(s) {max(stages.values())} (one per stage); raise epochs")
+            found.append(
+                f"epochs = {config.epochs} is each method's total over its stages, but "
+                f"{', '.join(short)} need(s) {max(stages.values())} (one per stage); raise epochs"
+            )
     if config.sampler not in SAMPLERS:
         found.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
     bad_objectives = [o for o in config.objectives if o not in OBJECTIVES]
@@ -219,23 +266,32 @@ def problems(config: StudyConfig) -> list[str]:
     if config.scheduler not in SCHEDULERS:
         found.append(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {config.scheduler!r}")
     elif config.scheduler == "asha" and (len(config.objectives) != 1 or config.sampler == "grid"):
-        found.append("scheduler 'asha' stops trials on one metric: use it with a single objective and a searching sampler")
+        found.append(
+            "scheduler 'asha' stops trials on one metric: "
+            "use it with a single objective and a searching sampler"
+        )
     if config.evaluate not in EVALUATE:
         found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")
     if not _whole(config.retries, 0):
         found.append(f"retries must be a whole number >= 0, got {config.retries!r}")
     if not _whole(config.max_concurrent, 0):
-        found.append(f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}")
+        found.append(
+            f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}"
+        )
     found += _data_problems(config)
     if config.teacher not in TEACHERS and ":" not in config.teacher:
-        found.append(f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)} or HEAD:BACKBONE")
+        found.append(
+            f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)} or HEAD:BACKBONE"
+        )
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         found.append(f"teacher_checkpoint {config.teacher_checkpoint} does not exist")
     for method, student in config.students.items():
         if method not in RECIPES:
             found.append(f"[students] names unknown method {method!r}")
         if student not in model_names() and student not in STUDENTS and ":" not in student:
-            found.append(f"[students] {method} = {student!r} is not a known student ({', '.join(STUDENTS)}, sd, ct)")
+            found.append(
+                f"[students] {method} = {student!r} is not a known student ({', '.join(STUDENTS)}, sd, ct)"
+            )
     return found + _resource_problems(config)
 
 
@@ -248,8 +304,10 @@ def import_plugins(config: StudyConfig) -> list[str]:
         try:
             importlib.import_module(name)
         except Exception as err:  # a plugin's own bug or a wrong name: both are the user's to fix
-            found.append(f"imports: cannot import {name!r} ({type(err).__name__}: {err}); "
-                         "is its folder on PYTHONPATH on every node?")
+            found.append(
+                f"imports: cannot import {name!r} ({type(err).__name__}: {err}); "
+                "is its folder on PYTHONPATH on every node?"
+            )
     return found
 
 
@@ -262,18 +320,22 @@ def _data_problems(config: StudyConfig) -> list[str]:
         paths = location.split(",") if config.kind == "folder" else [location]
         if config.data.strip().lower() == "camvid":
             paths = []
-            found.append("data 'camvid' names no folder and none was found: set SEGKD_CAMVID=PATH or write "
-                         "data = \"camvid:PATH\" (the SegNet layout: train/, trainannot/, test/, ...)")
+            found.append(
+                "data 'camvid' names no folder and none was found: set SEGKD_CAMVID=PATH or write "
+                'data = "camvid:PATH" (the SegNet layout: train/, trainannot/, test/, ...)'
+            )
         for path in paths:
             if not path or not Path(path).is_dir():
                 found.append(f"data {config.data!r}: folder {path or '(none given)'} does not exist")
         if config.kind == "folder" and not config.classes:
-            found.append("folder data needs its class names: classes = [\"road\", ...]")
+            found.append('folder data needs its class names: classes = ["road", ...]')
     if config.label_set not in ("full", "binary"):
         found.append(f"label_set must be 'full' or 'binary', got {config.label_set!r}")
     for key in ("image_size", "crop"):
         value = getattr(config, key)
-        if value is not None and not (isinstance(value, list) and len(value) == 2 and all(_whole(v) for v in value)):
+        if value is not None and not (
+            isinstance(value, list) and len(value) == 2 and all(_whole(v) for v in value)
+        ):
             found.append(f"{key} must be [height, width] in pixels, got {value!r}")
     for key in ("source_images", "target_images", "proximity_images", "val_images"):
         value = getattr(config, key)
@@ -285,16 +347,22 @@ def _data_problems(config: StudyConfig) -> list[str]:
 def _resource_problems(config: StudyConfig) -> list[str]:
     found = []
     if not _number(config.cpus_per_trial) or config.cpus_per_trial <= 0:
-        found.append(f"cpus_per_trial must be a number > 0 (fractions allowed), got {config.cpus_per_trial!r}")
+        found.append(
+            f"cpus_per_trial must be a number > 0 (fractions allowed), got {config.cpus_per_trial!r}"
+        )
     if not _number(config.gpus_per_trial):
-        found.append(f"gpus_per_trial must be a number >= 0 (fractions allowed), got {config.gpus_per_trial!r}")
+        found.append(
+            f"gpus_per_trial must be a number >= 0 (fractions allowed), got {config.gpus_per_trial!r}"
+        )
     elif config.gpus_per_trial > 0 and config.address is None:
         import torch
 
         available = torch.cuda.device_count()
         if available == 0:
-            found.append(f"gpus_per_trial = {config.gpus_per_trial} but this machine has no GPU; "
-                         "use gpus_per_trial = 0 (CPU) or --address to join a cluster with GPUs")
+            found.append(
+                f"gpus_per_trial = {config.gpus_per_trial} but this machine has no GPU; "
+                "use gpus_per_trial = 0 (CPU) or --address to join a cluster with GPUs"
+            )
         elif config.gpus_per_trial > available:
             found.append(f"gpus_per_trial = {config.gpus_per_trial} but this machine has {available} GPU(s)")
     return found

@@ -4,6 +4,7 @@ The driver makes a TrialChoice for every trial, from a grid point or from the se
 suggestion alike; the trial trains it and answers with a TrialReport; the driver turns the
 pair into one row of trials.parquet (study.schema names its columns).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,9 @@ from kd.metrics import METRICS
 from search_spaces.base import STUDENT
 from study.schema import STEPS
 
-PREDICTIONS = "predictions"  # run_dir/predictions/<choice key>.npz: a trial's first seed on the validation images
+PREDICTIONS = (
+    "predictions"  # run_dir/predictions/<choice key>.npz: a trial's first seed on the validation images
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class TrialChoice:
 
     @property
     def student_options(self) -> dict[str, Any]:
-        return {k[len(STUDENT):]: v for k, v in self.overrides.items() if k.startswith(STUDENT)}
+        return {k[len(STUDENT) :]: v for k, v in self.overrides.items() if k.startswith(STUDENT)}
 
     def __str__(self) -> str:  # Ray names trial folders after this
         return f"{self.variant}-{self.key[:8]}"
@@ -85,17 +88,31 @@ class TrialReport:
     def to_row(self, trial_id: str, choice: TrialChoice, status: str, trial_dir: str | None = None) -> dict:
         """The trial's row of trials.parquet: scores only for a completed trial."""
         completed = status == "completed"
-        row = {"trial_id": trial_id, "method": choice.method, "variant": choice.variant, "status": status,
-               "split_point": choice.split_point}
+        row = {
+            "trial_id": trial_id,
+            "method": choice.method,
+            "variant": choice.variant,
+            "status": status,
+            "split_point": choice.split_point,
+        }
         row.update({name: value for name, value in choice.values.items() if name != "split_point"})
         row.update(overrides=_json(choice.overrides), seeds=self.seeds or None)
         for name in METRICS:
             row[name] = self.metrics.get(name) if completed else None
             row[f"{name}_std"] = self.metrics.get(f"{name}_std") if completed else None
-        row.update(degenerate=self.degenerate if completed else None, stage1_feature_ratio=self.stage1_feature_ratio)
+        row.update(
+            degenerate=self.degenerate if completed else None, stage1_feature_ratio=self.stage1_feature_ratio
+        )
         row.update({f"{STEPS}{stage}": steps for stage, steps in self.steps.items()})
-        row.update(params=self.params, flops=self.flops, duration_s=self.seconds, error=self.error,
-                   trial_dir=trial_dir, node=self.node, predictions=f"{PREDICTIONS}/{choice.key}.npz")
+        row.update(
+            params=self.params,
+            flops=self.flops,
+            duration_s=self.seconds,
+            error=self.error,
+            trial_dir=trial_dir,
+            node=self.node,
+            predictions=f"{PREDICTIONS}/{choice.key}.npz",
+        )
         return row
 
 

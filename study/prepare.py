@@ -6,6 +6,7 @@ reused across studies), the validation samples the report draws, the teacher-out
 every (method, split point) the study may pick, and the teacher's own scores. Trials get the
 teacher's weights through Ray's object store and find the caches filled.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def _resize(config: StudyConfig):
 
 def recipe_for(config: StudyConfig, method: str, overrides: dict | None = None):
     """The method's recipe with the study's budget (each method's epochs in all) and `overrides`."""
-    return build_recipe(method, ({"total_epochs": config.epochs} if config.epochs else {}) | (overrides or {}))
+    return build_recipe(
+        method, ({"total_epochs": config.epochs} if config.epochs else {}) | (overrides or {})
+    )
 
 
 def open_data(config: StudyConfig) -> RunData:
@@ -68,7 +71,9 @@ def open_data(config: StudyConfig) -> RunData:
         target=open_role(config, "target", config.target_images),
         val=open_role(config, "val", config.val_images),
         proximity=open_role(config, "proximity", config.proximity_images) if mixed else None,
-        train_transform=PairedTransform(resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False),
+        train_transform=PairedTransform(
+            resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False
+        ),
         eval_transform=PairedTransform(resize=_resize(config), normalize=False),
     )
 
@@ -89,7 +94,8 @@ def teacher_shell(config: StudyConfig, num_classes: int):
 
 
 def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
-    """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images (cached)."""
+    """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images
+    (cached)."""
     torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
     teacher = build_teacher(config.teacher, num_classes=num_classes)
     if config.teacher_checkpoint:
@@ -97,10 +103,16 @@ def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
         say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
     else:
         source = open_role(config, "source", config.source_images)
-        transform = PairedTransform(resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean,
-                                    std=teacher.input_std)
-        fit_teacher(teacher, source, TeacherTraining(epochs=config.teacher_epochs, batch_size=config.batch_size),
-                    transform=transform, progress=say)
+        transform = PairedTransform(
+            resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean, std=teacher.input_std
+        )
+        fit_teacher(
+            teacher,
+            source,
+            TeacherTraining(epochs=config.teacher_epochs, batch_size=config.batch_size),
+            transform=transform,
+            progress=say,
+        )
     return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
 
 
@@ -110,18 +122,29 @@ def student_for(config: StudyConfig, choice: TrialChoice, recipe, teacher, num_c
     name = config.students.get(choice.method, recipe.student)
     if name in SPLIT_STUDENTS:
         options = choice.student_options if name == "sd" else {}
-        return build_student(name, num_classes, teacher=teacher,
-                             split_point=choice.split_point or teacher.split_points[-1], **options)
+        return build_student(
+            name,
+            num_classes,
+            teacher=teacher,
+            split_point=choice.split_point or teacher.split_points[-1],
+            **options,
+        )
     return build_student(name, num_classes)
 
 
 def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | None = None) -> RunSettings:
-    return RunSettings(batch_size=config.batch_size, seed=seed, device=device, views=config.views,
-                       evaluate=evaluate or config.evaluate)
+    return RunSettings(
+        batch_size=config.batch_size,
+        seed=seed,
+        device=device,
+        views=config.views,
+        evaluate=evaluate or config.evaluate,
+    )
 
 
-def fill_caches(config: StudyConfig, teacher, data: RunData, choices: list[TrialChoice], num_classes: int,
-                say=print) -> int:
+def fill_caches(
+    config: StudyConfig, teacher, data: RunData, choices: list[TrialChoice], num_classes: int, say=print
+) -> int:
     """Compute, once per study, the teacher outputs that `choices` read: one cache per (method,
     split point, domain), shared by every trial that reads it."""
     forwards, seen = 0, set()
@@ -168,8 +191,13 @@ def save_samples(data: RunData, path) -> None:
     size = _display_size(*images.shape[-2:])
     small = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
     pixels = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    np.savez_compressed(path, ids=np.array([s["id"] for s in samples]), images=pixels,
-                        masks=to_display(masks.clamp(0, 255)), classes=np.array(data.val.classes))
+    np.savez_compressed(
+        path,
+        ids=np.array([s["id"] for s in samples]),
+        images=pixels,
+        masks=to_display(masks.clamp(0, 255)),
+        classes=np.array(data.val.classes),
+    )
 
 
 def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir) -> dict:
@@ -177,8 +205,12 @@ def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir) -> di
     written to run_dir/teacher.json."""
     metrics, _ = evaluate(teacher, data.val, data.eval_transform, config.batch_size)
     size = data.val[0]["image"].shape[-2:]
-    record = {"name": teacher.name, **metrics, "params": count_parameters(teacher),
-              "flops": count_flops(teacher, (1, 3, *size))}
+    record = {
+        "name": teacher.name,
+        **metrics,
+        "params": count_parameters(teacher),
+        "flops": count_flops(teacher, (1, 3, *size)),
+    }
     (Path(run_dir) / TEACHER).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -197,6 +229,8 @@ def prepare(config: StudyConfig, space: StudySpace, run_dir: Path, say=print) ->
     save_samples(data, run_dir / SAMPLES)
     fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say)
     scores = evaluate_teacher(config, teacher, data, run_dir)
-    say(f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "
-        f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}")
+    say(
+        f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "
+        f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}"
+    )
     return Shared(teacher_state, num_classes)

@@ -6,6 +6,7 @@
 All three are rewritten atomically after every finished trial; rows from before a `--resume`
 are read back first, so nothing is lost and a trial is never listed twice.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,11 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     try:
         atomic_write(path, lambda partial: frame.to_parquet(partial, index=False))
     except OSError as err:  # a full disk, a folder gone read-only: the previous table stays as it was
-        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); the previous version is "
-                                 "intact: free space or fix the folder, then continue with --resume") from err
+        raise OSError(
+            err.errno,
+            f"could not write {path} ({err.strerror or err}); the previous version is "
+            "intact: free space or fix the folder, then continue with --resume",
+        ) from err
 
 
 def last_error_line(text: str | None) -> str:
@@ -42,25 +46,39 @@ class ResultsTables:
         self.run_dir = Path(run_dir)
         self.rows, self.images, self.curves = {}, [], []
         if (self.run_dir / TRIALS).is_file():  # a resumed study keeps what it had
-            self.rows = {row["trial_id"]: row for row in pd.read_parquet(self.run_dir / TRIALS).to_dict("records")}
+            self.rows = {
+                row["trial_id"]: row for row in pd.read_parquet(self.run_dir / TRIALS).to_dict("records")
+            }
         if (self.run_dir / PER_IMAGE).is_file():
             self.images = pd.read_parquet(self.run_dir / PER_IMAGE).to_dict("records")
         if (self.run_dir / CURVES).is_file():
             self.curves = pd.read_parquet(self.run_dir / CURVES).to_dict("records")
 
-    def add(self, trial_id: str, choice: TrialChoice, report: TrialReport, status: str,
-            trial_dir: str | None = None) -> dict | None:
+    def add(
+        self,
+        trial_id: str,
+        choice: TrialChoice,
+        report: TrialReport,
+        status: str,
+        trial_dir: str | None = None,
+    ) -> dict | None:
         """Record a finished trial and rewrite the tables; its row, or None when it was recorded
         already (finished before an interruption and reported again on resume)."""
         if trial_id in self.rows:
             return None
         row = self.rows[trial_id] = report.to_row(trial_id, choice, status, trial_dir)
         ids = {"trial_id": trial_id, "method": choice.method}
-        self.images += [{**ids, "seed": r["seed"], "image_id": r["id"], "miou": r["miou"]} for r in report.per_image]
+        self.images += [
+            {**ids, "seed": r["seed"], "image_id": r["id"], "miou": r["miou"]} for r in report.per_image
+        ]
         self.curves += [{**ids, **r} for r in report.curves]
         write_table(pd.DataFrame(list(self.rows.values())), self.run_dir / TRIALS)
-        write_table(pd.DataFrame(self.curves, columns=None if self.curves else ["trial_id", "method", "seed", "epoch"]),
-                    self.run_dir / CURVES)
+        write_table(
+            pd.DataFrame(
+                self.curves, columns=None if self.curves else ["trial_id", "method", "seed", "epoch"]
+            ),
+            self.run_dir / CURVES,
+        )
         write_table(pd.DataFrame(self.images, columns=list(PER_IMAGE_COLUMNS)), self.run_dir / PER_IMAGE)
         return row
 
@@ -77,8 +95,10 @@ def progress_line(done: int, total: int, row: dict) -> str:
     if row["status"] == "stopped":
         return f"{head}: stopped early by the scheduler"
     ratio = row.get("stage1_feature_ratio")
-    return (f"{head}: miou_img {row['miou_img']:.3f} +- {row['miou_img_std']:.3f}, hp_acc {row['hp_acc']:.2f}, "
-            f"var {row['var']:.4f}, miou {row['miou']:.3f}"
-            + (f", stage-1 feature ratio {ratio:.2f}" if ratio is not None else "")
-            + (" DEGENERATE: one class predicted everywhere" if row.get("degenerate") else "")
-            + f" ({row['duration_s']:.0f} s)")
+    return (
+        f"{head}: miou_img {row['miou_img']:.3f} +- {row['miou_img_std']:.3f}, hp_acc {row['hp_acc']:.2f}, "
+        f"var {row['var']:.4f}, miou {row['miou']:.3f}"
+        + (f", stage-1 feature ratio {ratio:.2f}" if ratio is not None else "")
+        + (" DEGENERATE: one class predicted everywhere" if row.get("degenerate") else "")
+        + f" ({row['duration_s']:.0f} s)"
+    )

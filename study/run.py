@@ -10,6 +10,7 @@ Ray Tune runs the trials in parallel (a CPU slot, a GPU or a fraction of one eac
 picks the configurations (TPE; NSGA-II or GP for several objectives), and the results are
 written to runs/<name>/ as trials finish.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import time
 from pathlib import Path
 
 from kd.errors import UserInputError
-from study import config as study_config
 from kd.metrics import OBJECTIVES
+from study import config as study_config
 from study.config import PRESETS, StudyConfig
 
 
@@ -37,8 +38,11 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     quiet_ray()
     run_dir, started = config.run_dir.resolve(), time.perf_counter()
     total = len(space.grid()) if config.sampler == "grid" else config.trials
-    say(f"study {config.name}: {', '.join(config.methods)} on {config.data}, {total} trials x "
-        f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} -> {run_dir}")
+    say(
+        f"study {config.name}: {', '.join(config.methods)} on {config.data}, {total} trials x "
+        f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} "
+        f"-> {run_dir}"
+    )
     study_config.save(config, run_dir)
     shared = prepare(config, space, run_dir, say)
     _release_memory()
@@ -51,16 +55,27 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     tuner.fit()
     tables = ResultsTables(run_dir)  # on resume Ray ran its restored copy of the writer
     counts = tables.counts()
-    say(f"study {config.name}: {counts['completed']} completed, {counts['failed']} failed, {len(tables.rows)} of "
-        f"{total} trials recorded in {time.perf_counter() - started:.0f} s")
-    (run_dir / "timing.json").write_text(json.dumps(  # for benchmarks: the study's time outside the trials
-        {"prepare_s": fit_started - started, "fit_s": time.perf_counter() - fit_started,
-         "trials_recorded": len(tables.rows)}) + "\n")
+    say(
+        f"study {config.name}: {counts['completed']} completed, {counts['failed']} failed, "
+        f"{len(tables.rows)} of {total} trials recorded in {time.perf_counter() - started:.0f} s"
+    )
+    (run_dir / "timing.json").write_text(
+        json.dumps(  # for benchmarks: the study's time outside the trials
+            {
+                "prepare_s": fit_started - started,
+                "fit_s": time.perf_counter() - fit_started,
+                "trials_recorded": len(tables.rows),
+            }
+        )
+        + "\n"
+    )
     if len(tables.rows) >= total:
         shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)  # engine checkpoints of trials in flight
     else:
-        say(f"the study stopped early; continue it with: python -m study.run --name {config.name} "
-            f"--out {config.out} --resume")
+        say(
+            f"the study stopped early; continue it with: python -m study.run --name {config.name} "
+            f"--out {config.out} --resume"
+        )
     _write_report(run_dir, say)
     return run_dir
 
@@ -71,7 +86,9 @@ def _checked(config: StudyConfig, resume: bool):
     if resume:
         config = study_config.load(run_dir)
     elif (run_dir / "config.json").exists():
-        raise UserInputError(f"{run_dir} already holds a study; add --resume to continue it, or choose another --name.")
+        raise UserInputError(
+            f"{run_dir} already holds a study; add --resume to continue it, or choose another --name."
+        )
     space = study_config.validate(config)
     _check_writable(run_dir)
     return config, space
@@ -119,41 +136,88 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m study.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", metavar="FILE", help="a TOML study file (keys as in study/config.py; "
-                        "[space.METHOD] and [students] tables); command-line values override it")
-    parser.add_argument("--preset", default="default", choices=list(PRESETS),
-                        help="starting point: smoke (a few tiny trials, about a minute), default (minutes), "
-                        "camvid-sd (the SD paper's binary CamVid protocol, about 7 h on 2 CPU cores, continued with --resume) or "
-                        "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)")
-    parser.add_argument("--methods", help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML study file (keys as in study/config.py; "
+        "[space.METHOD] and [students] tables); command-line values override it",
+    )
+    parser.add_argument(
+        "--preset",
+        default="default",
+        choices=list(PRESETS),
+        help="starting point: smoke (a few tiny trials, about a minute), default (minutes), "
+        "camvid-sd (the SD paper's binary CamVid protocol, about 7 h on 2 CPU cores, "
+        "continued with --resume) or "
+        "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)",
+    )
+    parser.add_argument(
+        "--methods",
+        help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)",
+    )
     parser.add_argument("--trials", type=int, help="Optuna trials over all methods")
-    parser.add_argument("--epochs", type=int, help="each method's epochs over all its stages (an equal budget; "
-                        "SD/ESD split them 40/40/20); default: the preset's")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="each method's epochs over all its stages (an equal budget; "
+        "SD/ESD split them 40/40/20); default: the preset's",
+    )
     parser.add_argument("--seeds", type=int, help="training seeds per trial (mean and std are reported)")
-    parser.add_argument("--data", help="synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR")
-    parser.add_argument("--sampler", choices=("tpe", "nsga2", "gp", "grid"),
-                        help="tpe (default), nsga2 or gp (multi-objective), grid (every method once, no search)")
-    parser.add_argument("--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} (several: multi-objective)")
-    parser.add_argument("--scheduler", choices=("none", "asha"), help="asha: stop poor trials early (one objective)")
+    parser.add_argument(
+        "--data", help="synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR"
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=("tpe", "nsga2", "gp", "grid"),
+        help="tpe (default), nsga2 or gp (multi-objective), grid (every method once, no search)",
+    )
+    parser.add_argument(
+        "--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} (several: multi-objective)"
+    )
+    parser.add_argument(
+        "--scheduler", choices=("none", "asha"), help="asha: stop poor trials early (one objective)"
+    )
     parser.add_argument("--name", help="the study's name: its folder under --out")
     parser.add_argument("--out", help="where run folders go (default runs/)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial (default 1)")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU (0.5: two trials each)")
-    parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
-    parser.add_argument("--address", help="join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)")
-    parser.add_argument("--resume", action="store_true", help="continue the study --name (its saved configuration)")
-    parser.add_argument("--retries", type=int, help="runs again a trial whose worker or node died (default 1)")
-    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for configuration errors too")
+    parser.add_argument(
+        "--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU (0.5: two trials each)"
+    )
+    parser.add_argument(
+        "--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)"
+    )
+    parser.add_argument(
+        "--address", help="join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the study --name (its saved configuration)"
+    )
+    parser.add_argument(
+        "--retries", type=int, help="runs again a trial whose worker or node died (default 1)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks for configuration errors too"
+    )
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None  # noqa: E731
     overrides = {
-        "methods": split(args.methods), "trials": args.trials, "seeds": args.seeds, "epochs": args.epochs, "data": args.data,
-        "sampler": args.sampler, "objectives": split(args.objectives), "scheduler": args.scheduler,
-        "name": args.name, "out": args.out, "cpus_per_trial": args.cpus_per_trial,
-        "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent, "address": args.address,
+        "methods": split(args.methods),
+        "trials": args.trials,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "data": args.data,
+        "sampler": args.sampler,
+        "objectives": split(args.objectives),
+        "scheduler": args.scheduler,
+        "name": args.name,
+        "out": args.out,
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "max_concurrent": args.max_concurrent,
+        "address": args.address,
         "retries": args.retries,
     }
     return study_config.resolve(args.preset, args.config, overrides)

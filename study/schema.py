@@ -7,6 +7,7 @@ with STEPS is a hyperparameter.
 
 `variant` is what summaries compare: a grid point's name ("esd r=0.5"), else the method.
 """
+
 from __future__ import annotations
 
 from kd.metrics import METRICS
@@ -16,12 +17,33 @@ STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took (mean over s
 
 IDENTITY = ("trial_id", "method", "variant", "status")
 OUTCOME = (
-    "seeds", *(c for m in METRICS for c in (m, f"{m}_std")), "degenerate", "stage1_feature_ratio",
-    "params", "flops", "duration_s", "error", "trial_dir", "node", "predictions", "overrides",
+    "seeds",
+    *(c for m in METRICS for c in (m, f"{m}_std")),
+    "degenerate",
+    "stage1_feature_ratio",
+    "params",
+    "flops",
+    "duration_s",
+    "error",
+    "trial_dir",
+    "node",
+    "predictions",
+    "overrides",
 )
 TRIAL_COLUMNS = (*IDENTITY, "split_point", *OUTCOME)
 PER_IMAGE_COLUMNS = ("trial_id", "method", "seed", "image_id", "miou")
-CURVE_COLUMNS = ("trial_id", "method", "seed", "epoch", "stage", "stage_epoch", "loss", "lr", "seconds", *METRICS)
+CURVE_COLUMNS = (
+    "trial_id",
+    "method",
+    "seed",
+    "epoch",
+    "stage",
+    "stage_epoch",
+    "loss",
+    "lr",
+    "seconds",
+    *METRICS,
+)
 
 
 def is_hyperparameter(column: str) -> bool:

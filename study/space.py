@@ -7,14 +7,15 @@
 Optuna knows a parameter as "<method>.<name>" ("esd.r"): a distribution exists only in trials of
 its method, so two methods' ranges never clash. Everything outside the searcher uses the name alone.
 """
+
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from search_spaces import Choice, Fixed, Float, Int, Param, default_value, report, space_problems
 from kd.errors import UserInputError
+from search_spaces import Choice, Fixed, Float, Int, Param, default_value, report, space_problems
 from study.contract import TrialChoice, short
 
 
@@ -51,8 +52,10 @@ class StudySpace:
             crossed = [n for n, p in params.items() if n in self.listed[method] and isinstance(p, Choice)]
             defaults = {n: default_value(p) for n, p in params.items()}
             for combination in itertools.product(*(params[n].choices for n in crossed)):
-                values = dict(zip(crossed, combination))
-                variant = f"{method} " + ", ".join(f"{k}={short(v)}" for k, v in values.items()) if values else ""
+                values = dict(zip(crossed, combination, strict=True))
+                variant = (
+                    f"{method} " + ", ".join(f"{k}={short(v)}" for k, v in values.items()) if values else ""
+                )
                 points.append(replace(self.choice(method, defaults | values, variant), values=values))
         return points
 
@@ -81,7 +84,9 @@ class StudySpace:
         return list(p.choices) if isinstance(p, Choice) else [p.value] if isinstance(p, Fixed) else [None]
 
 
-def resolve_space(methods: list[str], split_points: list[str], study_values: dict | None = None) -> StudySpace:
+def resolve_space(
+    methods: list[str], split_points: list[str], study_values: dict | None = None
+) -> StudySpace:
     """The study's space; every problem of every method in one UserInputError."""
     space, problems = resolve_space_problems(methods, split_points, study_values)
     if problems:
@@ -89,8 +94,9 @@ def resolve_space(methods: list[str], split_points: list[str], study_values: dic
     return space
 
 
-def resolve_space_problems(methods: list[str], split_points: list[str], study_values: dict | None = None
-                           ) -> tuple[StudySpace, list[str]]:
+def resolve_space_problems(
+    methods: list[str], split_points: list[str], study_values: dict | None = None
+) -> tuple[StudySpace, list[str]]:
     params, problems = space_problems(methods, split_points, study_values)
     listed = {m: tuple(n for n in ((study_values or {}).get(m) or {}) if n in params[m]) for m in params}
     return StudySpace(params, listed), problems

@@ -6,6 +6,7 @@ the K seeds one after the other with kd.engine. Engine checkpoints go to
 run_dir/scratch/<choice key>/seed<k>, so a trial restarted by --resume continues where it was.
 Nothing here knows about Ray: study.tuner wraps `run_trial` as Tune's trainable.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def _process_data(config_json: str) -> RunData:
     return open_data(StudyConfig(**json.loads(config_json)))
 
 
-def run_trial(choice: TrialChoice, context: StudyContext, on_epoch: Callable[[dict], None] | None = None
-              ) -> TrialReport:
+def run_trial(
+    choice: TrialChoice, context: StudyContext, on_epoch: Callable[[dict], None] | None = None
+) -> TrialReport:
     """Train every seed of `choice`; `on_epoch(metrics)` sees the first seed's validation scores
     after every epoch (when the study evaluates every epoch). A failure in the trial's own code is
     returned as the report's `error`, not raised: Ray would only run it again and fail alike."""
@@ -75,14 +77,23 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
         torch.manual_seed(seed)
         student = student_for(config, choice, recipe, teacher, shared.num_classes)
         evaluate = "epoch" if on_epoch is not None and seed == 0 else None
-        engine = Engine(recipe, student, teacher, data, settings_for(config, seed, device, evaluate), progress=None,
-                        callback=on_epoch if seed == 0 else None,
-                        checkpoint_dir=run_dir / SCRATCH / choice.key / f"seed{seed}")
+        engine = Engine(
+            recipe,
+            student,
+            teacher,
+            data,
+            settings_for(config, seed, device, evaluate),
+            progress=None,
+            callback=on_epoch if seed == 0 else None,
+            checkpoint_dir=run_dir / SCRATCH / choice.key / f"seed{seed}",
+        )
         result = engine.run()
         finals.append(result.final)
         stages.append(result.stages)
         report.per_image += [{"seed": seed, **row} for row in result.per_image]
-        report.curves += [{"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history]
+        report.curves += [
+            {"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history
+        ]
         if seed == 0:
             save_predictions(student, data, device, run_dir / PREDICTIONS / f"{choice.key}.npz")
     size = data.val[0]["image"].shape[-2:]
@@ -108,7 +119,9 @@ def stage_summary(stages: list[list[dict]]) -> tuple[dict[str, float], float | N
     over seeds, see Engine.feature_ratio, or None when some seed has none)."""
     steps = {}
     for name in dict.fromkeys(entry["stage"] for seed in stages for entry in seed):
-        steps[name] = statistics.fmean(entry["steps"] for seed in stages for entry in seed if entry["stage"] == name)
+        steps[name] = statistics.fmean(
+            entry["steps"] for seed in stages for entry in seed if entry["stage"] == name
+        )
     ratios = [next((e["feature_ratio"] for e in seed if "feature_ratio" in e), None) for seed in stages]
     ratio = statistics.fmean(ratios) if ratios and all(r is not None for r in ratios) else None
     return steps, ratio
@@ -116,7 +129,9 @@ def stage_summary(stages: list[list[dict]]) -> tuple[dict[str, float], float | N
 
 def save_predictions(student, data: RunData, device: str, path: Path) -> None:
     """A trial's predictions on every validation image, at the display size."""
-    loader = torch.utils.data.DataLoader(Augmented(data.val, data.eval_transform), batch_size=8, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(
+        Augmented(data.val, data.eval_transform), batch_size=8, collate_fn=collate
+    )
     ids, predictions = [], []
     student.eval()
     with torch.no_grad():

@@ -4,6 +4,7 @@ Optuna searcher, the callback that writes the tables, and starting or restoring 
 Every trial's configuration is `{"choice": TrialChoice}`: a grid gives Tune the list of
 choices, a search's define-by-run function (study.space.StudySpace) returns one per trial.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,14 @@ def start_ray(address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                 configure_logging=True, runtime_env={"env_vars": WORKER_ENV})
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            configure_logging=True,
+            runtime_env={"env_vars": WORKER_ENV},
+        )
 
 
 def trainable(config: dict, context: StudyContext) -> None:
@@ -62,15 +69,25 @@ def trainable(config: dict, context: StudyContext) -> None:
     choice: TrialChoice = config["choice"]
     on_epoch = None
     if context.config.scheduler == "asha":
+
         def on_epoch(metrics):
             tune.report({k: metrics[k] for k in (*METRICS, "epoch") if k in metrics})
+
     report = run_trial(choice, context, on_epoch)
     report.node = ray.get_runtime_context().get_node_id()
     try:
-        tune.report({**report.objectives(), "final": True, "failed": report.error,
-                     "report": dataclasses.asdict(report)})
+        tune.report(
+            {
+                **report.objectives(),
+                "final": True,
+                "failed": report.error,
+                "report": dataclasses.asdict(report),
+            }
+        )
         run_dir = Path(context.config.out).resolve() / context.config.name
-        shutil.rmtree(run_dir / SCRATCH / choice.key, ignore_errors=True)  # checkpoints matter only while it runs
+        shutil.rmtree(
+            run_dir / SCRATCH / choice.key, ignore_errors=True
+        )  # checkpoints matter only while it runs
     finally:
         gc.collect()
         if torch.cuda.is_available():
@@ -107,16 +124,24 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
     from optuna.storages.journal import JournalFileBackend
     from ray.tune.search import ConcurrencyLimiter
 
-    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
-                "gp": optuna.samplers.GPSampler}
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "gp": optuna.samplers.GPSampler,
+    }
     metrics = config.objectives
     modes = [OBJECTIVES[m] for m in metrics]
     search = _finished_only_optuna_search()(
-        space=space, metric=metrics[0] if len(metrics) == 1 else metrics, mode=modes[0] if len(modes) == 1 else modes,
-        sampler=samplers[config.sampler](seed=config.seed), study_name=config.name,
+        space=space,
+        metric=metrics[0] if len(metrics) == 1 else metrics,
+        mode=modes[0] if len(modes) == 1 else modes,
+        sampler=samplers[config.sampler](seed=config.seed),
+        study_name=config.name,
         storage=JournalStorage(JournalFileBackend(str(run_dir / JOURNAL))),
     )
-    return ConcurrencyLimiter(search, max_concurrent=config.max_concurrent) if config.max_concurrent else search
+    return (
+        ConcurrencyLimiter(search, max_concurrent=config.max_concurrent) if config.max_concurrent else search
+    )
 
 
 class ResultsWriter(tune.Callback):
@@ -165,8 +190,15 @@ class ResultsWriter(tune.Callback):
             return str(path)
 
 
-def make_tuner(config: StudyConfig, space: StudySpace, context: StudyContext, run_dir: Path, total: int,
-               resume: bool, say=print) -> tune.Tuner:
+def make_tuner(
+    config: StudyConfig,
+    space: StudySpace,
+    context: StudyContext,
+    run_dir: Path,
+    total: int,
+    resume: bool,
+    say=print,
+) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored (`resume`): its finished trials are not run again."""
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     runnable = tune.with_resources(tune.with_parameters(trainable, context=context), resources)
@@ -174,20 +206,35 @@ def make_tuner(config: StudyConfig, space: StudySpace, context: StudyContext, ru
     param_space = {"choice": tune.grid_search(space.grid())} if grid else None
     ray_dir = run_dir / RAY_DIR
     if resume and tune.Tuner.can_restore(str(ray_dir)):
-        return tune.Tuner.restore(str(ray_dir), runnable, resume_unfinished=True, resume_errored=False,
-                                  param_space=param_space)
+        return tune.Tuner.restore(
+            str(ray_dir), runnable, resume_unfinished=True, resume_errored=False, param_space=param_space
+        )
     if grid:
-        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=config.max_concurrent or None,
-                                      reuse_actors=True)
+        tune_config = tune.TuneConfig(
+            num_samples=1, max_concurrent_trials=config.max_concurrent or None, reuse_actors=True
+        )
     else:
         asha = config.scheduler == "asha"
         tune_config = tune.TuneConfig(
-            search_alg=searcher(config, space, run_dir), num_samples=config.trials,
-            scheduler=tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1) if asha else None,
-            metric=config.objectives[0] if asha else None, mode=OBJECTIVES[config.objectives[0]] if asha else None,
+            search_alg=searcher(config, space, run_dir),
+            num_samples=config.trials,
+            scheduler=tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1)
+            if asha
+            else None,
+            metric=config.objectives[0] if asha else None,
+            mode=OBJECTIVES[config.objectives[0]] if asha else None,
             reuse_actors=True,  # a worker keeps torch, the datasets and the teacher loaded between trials
         )
-    run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[ResultsWriter(run_dir, total, say)],
-                                verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries))
-    return tune.Tuner(runnable, tune_config=tune_config, run_config=run_config,
-                      **({"param_space": param_space} if grid else {}))
+    run_config = tune.RunConfig(
+        name=RAY_DIR,
+        storage_path=str(run_dir),
+        callbacks=[ResultsWriter(run_dir, total, say)],
+        verbose=0,
+        failure_config=tune.FailureConfig(max_failures=config.retries),
+    )
+    return tune.Tuner(
+        runnable,
+        tune_config=tune_config,
+        run_config=run_config,
+        **({"param_space": param_space} if grid else {}),
+    )

@@ -1,4 +1,5 @@
 """analysis: tables, figures and the HTML report on run folders made by hand (no Ray, no training)."""
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,19 @@ DIFF = [0.1, 0.2, -0.05, 0.3, 0.15, 0.05, -0.1, 0.25, 0.12, 0.08, 0.0, 0.22]
 
 
 def trial(trial_id, method, status="completed", **values):
-    row = {"trial_id": trial_id, "method": method, "status": status, "split_point": "stage5", "seeds": 3,
-           "params": 1_000_000, "flops": 2_500_000_000, "duration_s": 10.0, "error": None,
-           "trial_dir": f"trials/{trial_id}", "node": "n0"}
+    row = {
+        "trial_id": trial_id,
+        "method": method,
+        "status": status,
+        "split_point": "stage5",
+        "seeds": 3,
+        "params": 1_000_000,
+        "flops": 2_500_000_000,
+        "duration_s": 10.0,
+        "error": None,
+        "trial_dir": f"trials/{trial_id}",
+        "node": "n0",
+    }
     for metric in METRICS:
         row[metric] = np.nan if status != "completed" else 0.5
         row[f"{metric}_std"] = np.nan if status != "completed" else 0.01
@@ -43,9 +54,20 @@ def trial_rows():
     return [
         trial("b1", "baseline", lr=0.01, miou=0.62, miou_img=0.6, hp_acc=0.083, var=0.005, miou_std=0.05),
         trial("b2", "baseline", lr=0.05, miou_img=0.55, var=0.001),
-        trial("s1", "sd", lr=0.01, feature_lr=0.003, miou_img=0.7, hp_acc=0.3, var=0.004, params=800_000,
-              flops=1_000_000_000),
-        trial("s2", "sd", "failed", lr=0.5, feature_lr=0.9, error="NonFiniteLossError: loss term 'kd' is nan"),
+        trial(
+            "s1",
+            "sd",
+            lr=0.01,
+            feature_lr=0.003,
+            miou_img=0.7,
+            hp_acc=0.3,
+            var=0.004,
+            params=800_000,
+            flops=1_000_000_000,
+        ),
+        trial(
+            "s2", "sd", "failed", lr=0.5, feature_lr=0.9, error="NonFiniteLossError: loss term 'kd' is nan"
+        ),
         trial("e1", "esd", lr=0.01, r=3.0, miou=0.55, hp_acc=0.2, var=0.006, miou_std=0.02, hp_acc_std=0.05),
         trial("e2", "esd", lr=0.02, r=0.0, miou=0.45, hp_acc=0.1, var=0.009, miou_std=0.03, hp_acc_std=0.04),
         trial("e3", "esd", lr=0.03, r=1.0, miou=0.60, hp_acc=0.25, var=0.004, miou_std=0.01, hp_acc_std=0.02),
@@ -57,15 +79,26 @@ def per_image_rows():
     k = 0
     for seed, scores in B1.items():
         for image, score in zip(IMAGES, scores, strict=True):
-            rows.append({"trial_id": "b1", "method": "baseline", "seed": seed, "image_id": image, "miou": score})
-            rows.append({"trial_id": "s1", "method": "sd", "seed": seed, "image_id": image,
-                         "miou": score + DIFF[k]})
+            rows.append(
+                {"trial_id": "b1", "method": "baseline", "seed": seed, "image_id": image, "miou": score}
+            )
+            rows.append(
+                {"trial_id": "s1", "method": "sd", "seed": seed, "image_id": image, "miou": score + DIFF[k]}
+            )
             k += 1
     rng = np.random.default_rng(0)
     for trial_id in ("e1", "e2", "e3"):
         for seed in range(3):
-            rows += [{"trial_id": trial_id, "method": "esd", "seed": seed, "image_id": image,
-                      "miou": float(rng.uniform(0.3, 0.9))} for image in IMAGES]
+            rows += [
+                {
+                    "trial_id": trial_id,
+                    "method": "esd",
+                    "seed": seed,
+                    "image_id": image,
+                    "miou": float(rng.uniform(0.3, 0.9)),
+                }
+                for image in IMAGES
+            ]
     for row in rows:  # esd's best trial e1 finds img3 hardest: a fourth row of samples
         if (row["trial_id"], row["seed"], row["image_id"]) == ("e1", 0, "img3"):
             row["miou"] = 0.1
@@ -76,11 +109,25 @@ def per_image_rows():
 def curve_rows(trial_id, method):
     rows, shift = [], {"baseline": 0.0, "sd": 0.05, "esd": 0.1}[method]  # lines apart in the screenshot
     for epoch in range(4):
-        rows.append({"trial_id": trial_id, "method": method, "seed": 0, "epoch": epoch, "stage": epoch // 2,
-                     "stage_epoch": epoch % 2, "loss": 1.0 / (epoch + 1) + shift, "loss_ce": 0.5 / (epoch + 1) + shift,
-                     "loss_kd": 0.1 if method != "baseline" else np.nan, "lr": 0.01, "seconds": 1.0,
-                     "miou": 0.5 + 0.05 * epoch + shift if epoch % 2 else np.nan, "miou_img": np.nan, "hp_acc": np.nan,
-                     "var": np.nan})
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "method": method,
+                "seed": 0,
+                "epoch": epoch,
+                "stage": epoch // 2,
+                "stage_epoch": epoch % 2,
+                "loss": 1.0 / (epoch + 1) + shift,
+                "loss_ce": 0.5 / (epoch + 1) + shift,
+                "loss_kd": 0.1 if method != "baseline" else np.nan,
+                "lr": 0.01,
+                "seconds": 1.0,
+                "miou": 0.5 + 0.05 * epoch + shift if epoch % 2 else np.nan,
+                "miou_img": np.nan,
+                "hp_acc": np.nan,
+                "var": np.nan,
+            }
+        )
     return rows
 
 
@@ -95,16 +142,38 @@ def journal(path: Path, name: str, directions=("maximize",), n_trials: int = 8, 
         return value if len(directions) == 1 else (value, 0.01 / (1 + r))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=JournalStorage(JournalFileBackend(str(path))), study_name=name,
-                                directions=list(directions), sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        storage=JournalStorage(JournalFileBackend(str(path))),
+        study_name=name,
+        directions=list(directions),
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     study.optimize(objective, n_trials=n_trials, catch=(RuntimeError,))
 
 
-def make_run(root: Path, *, config=None, trials=True, per_image=True, curves=True, samples=True,
-             predictions=True, with_journal=True, rows=None) -> Path:
+def make_run(
+    root: Path,
+    *,
+    config=None,
+    trials=True,
+    per_image=True,
+    curves=True,
+    samples=True,
+    predictions=True,
+    with_journal=True,
+    rows=None,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    config = {"name": "hand", "methods": ["baseline", "sd", "esd"], "objectives": ["miou_img"], "sampler": "tpe",
-              "seeds": 3, "trials": 10, "data": "synthetic", **(config or {})}
+    config = {
+        "name": "hand",
+        "methods": ["baseline", "sd", "esd"],
+        "objectives": ["miou_img"],
+        "sampler": "tpe",
+        "seeds": 3,
+        "trials": 10,
+        "data": "synthetic",
+        **(config or {}),
+    }
     (root / "config.json").write_text(json.dumps(config))
     rows = trial_rows() if rows is None else rows
     if trials:
@@ -118,14 +187,22 @@ def make_run(root: Path, *, config=None, trials=True, per_image=True, curves=Tru
     masks = rng.integers(0, 2, (4, 12, 16), dtype=np.uint8)
     masks[:, 0, :] = 255
     if samples:
-        np.savez(root / "samples.npz", ids=np.array(IMAGES), images=rng.integers(0, 255, (4, 12, 16, 3), dtype=np.uint8),
-                 masks=masks, classes=np.array(["background", "road"]))
+        np.savez(
+            root / "samples.npz",
+            ids=np.array(IMAGES),
+            images=rng.integers(0, 255, (4, 12, 16, 3), dtype=np.uint8),
+            masks=masks,
+            classes=np.array(["background", "road"]),
+        )
     if predictions:
         for row in rows:
             folder = root / "trials" / row["trial_id"]
             folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / "predictions.npz", ids=np.array(IMAGES), predictions=rng.integers(0, 2, masks.shape,
-                                                                                               dtype=np.uint8))
+            np.savez(
+                folder / "predictions.npz",
+                ids=np.array(IMAGES),
+                predictions=rng.integers(0, 2, masks.shape, dtype=np.uint8),
+            )
     if with_journal:
         journal(root / "optuna.journal", config["name"])
     return root
@@ -142,6 +219,7 @@ def study(run):
 
 
 # ---------------------------------------------------------------- tables
+
 
 def test_confidence_interval_by_hand(study):
     summary = tables.method_summary(study).set_index("variant")
@@ -172,10 +250,16 @@ def test_mean_ci_edge_cases():
 def test_best_trial_is_direction_aware(run):
     study = analysis.load(run)
     assert dict(tables.best_trials(study)[["method", "trial_id"]].values) == {
-        "baseline": "b1", "sd": "s1", "esd": "e1"}  # all esd have miou_img 0.5: the first
+        "baseline": "b1",
+        "sd": "s1",
+        "esd": "e1",
+    }  # all esd have miou_img 0.5: the first
     study.config["objectives"] = ["var", "miou_img"]  # var is minimised
     assert dict(tables.best_trials(study)[["method", "trial_id"]].values) == {
-        "baseline": "b2", "sd": "s1", "esd": "e3"}
+        "baseline": "b2",
+        "sd": "s1",
+        "esd": "e3",
+    }
 
 
 def test_wilcoxon_and_rank_biserial_by_hand():
@@ -190,15 +274,18 @@ def test_paired_comparison(study):
     paired = tables.paired_comparison(study).set_index("variant")
     assert "baseline" not in paired.index
     sd = paired.loc["sd"]
-    merged = (study.per_image[study.per_image.trial_id == "s1"]
-              .merge(study.per_image[study.per_image.trial_id == "b1"], on=["seed", "image_id"]))
+    merged = study.per_image[study.per_image.trial_id == "s1"].merge(
+        study.per_image[study.per_image.trial_id == "b1"], on=["seed", "image_id"]
+    )
     d = (merged["miou_x"] - merged["miou_y"]).to_numpy()
     assert sd["n_pairs"] == 12 and sd["baseline_trial"] == "b1"
     assert sd["mean_diff"] == pytest.approx(np.mean(DIFF))
     assert sd["p_value"] == pytest.approx(stats.wilcoxon(d).pvalue)
     nonzero = d[np.abs(d) > 1e-12]
     ranks = stats.rankdata(np.abs(nonzero))
-    assert sd["effect_size"] == pytest.approx((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum())
+    assert sd["effect_size"] == pytest.approx(
+        (ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum()
+    )
     assert sd["better"] == "sd" and sd["significant"]
 
 
@@ -213,11 +300,28 @@ def test_paired_comparison_without_baseline(tmp_path):
 def grid_run(root: Path) -> Path:
     """ESD at three r in one grid, as the driver wrote tables before every row named its variant."""
     rows = [trial("b1", "baseline", miou_img=0.6), trial("s1", "sd", miou_img=0.7)]
-    rows += [trial(t, "esd", r=r, variant=f"esd r={r:g}", miou_img=m, hp_acc=h, var=v, predictions=f"predictions/{t}.npz")
-             for t, r, m, h, v in (("e1", 3.0, 0.65, 0.2, 0.006), ("e2", 0.0, 0.5, 0.1, 0.009),
-                                   ("e3", 1.0, 0.75, 0.25, 0.004))]
-    config = {"sampler": "grid", "teacher": "deeplabv3_efficientnet_lite0",
-              "space": {"esd": {"r": {"choices": [3.0, 0.0, 1.0]}}}}
+    rows += [
+        trial(
+            t,
+            "esd",
+            r=r,
+            variant=f"esd r={r:g}",
+            miou_img=m,
+            hp_acc=h,
+            var=v,
+            predictions=f"predictions/{t}.npz",
+        )
+        for t, r, m, h, v in (
+            ("e1", 3.0, 0.65, 0.2, 0.006),
+            ("e2", 0.0, 0.5, 0.1, 0.009),
+            ("e3", 1.0, 0.75, 0.25, 0.004),
+        )
+    ]
+    config = {
+        "sampler": "grid",
+        "teacher": "deeplabv3_efficientnet_lite0",
+        "space": {"esd": {"r": {"choices": [3.0, 0.0, 1.0]}}},
+    }
     return make_run(root, rows=rows, config=config, with_journal=False)
 
 
@@ -229,7 +333,9 @@ def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
     summary = tables.method_summary(study).set_index("variant")
     assert list(summary.index) == variants and summary.loc["esd r=0", "method"] == "esd"
     assert summary.loc["esd r=0", "best_trial"] == "e2" and summary.loc["esd r=0", "trials"] == 1
-    assert summary.loc["esd r=0", "hyperparameters"] == "split_point=stage5, r=0"  # where it ran is no hyperparameter
+    assert (
+        summary.loc["esd r=0", "hyperparameters"] == "split_point=stage5, r=0"
+    )  # where it ran is no hyperparameter
     assert summary.loc["esd r=1", "miou_img"] == pytest.approx(np.mean([s for s in per_image_scores("e3")]))
     paired = tables.paired_comparison(study)
     assert sorted(paired["variant"]) == ["esd r=0", "esd r=1", "esd r=3", "sd"]
@@ -264,13 +370,26 @@ def test_a_grid_study_counts_its_points(tmp_path):
 def test_the_teacher_is_the_reference_in_header_and_export(tmp_path):
     run = make_run(tmp_path / "run", with_journal=False)
     assert analysis.load(run).teacher() is None and "– (not recorded)" in write_report(run).read_text()
-    (run / "teacher.json").write_text(json.dumps({"name": "deeplabv3_lite0", "miou": 0.8123, "miou_img": 0.79,
-                                                  "hp_acc": 0.6, "var": 0.0123, "params": 3_400_000,
-                                                  "flops": 2.75e9}))
-    line = ("deeplabv3_lite0 on the validation images: miou 0.812, miou_img 0.790, hp_acc 0.600, var 0.0123; "
-            "3.4 M params, 2.75 GFLOPs")
+    (run / "teacher.json").write_text(
+        json.dumps(
+            {
+                "name": "deeplabv3_lite0",
+                "miou": 0.8123,
+                "miou_img": 0.79,
+                "hp_acc": 0.6,
+                "var": 0.0123,
+                "params": 3_400_000,
+                "flops": 2.75e9,
+            }
+        )
+    )
+    line = (
+        "deeplabv3_lite0 on the validation images: miou 0.812, miou_img 0.790, hp_acc 0.600, var 0.0123; "
+        "3.4 M params, 2.75 GFLOPs"
+    )
     assert line in write_report(run).read_text()
     from analysis.report import teacher_line
+
     assert teacher_line(analysis.load(run).teacher()) == line
 
 
@@ -292,22 +411,28 @@ def per_image_scores(trial_id):
 def test_failed_trials(study):
     failed = tables.failed_trials(study)
     assert failed["trial_id"].tolist() == ["s2"]
-    assert "NonFiniteLossError" in failed.loc[0, "error"] and "feature_lr=0.9" in failed.loc[0, "hyperparameters"]
+    assert (
+        "NonFiniteLossError" in failed.loc[0, "error"]
+        and "feature_lr=0.9" in failed.loc[0, "hyperparameters"]
+    )
 
 
 def test_pareto_mask_by_hand():
-    points = [[0.6, 0.3, 0.01],   # front
-              [0.5, 0.2, 0.02],   # dominated by the first
-              [0.7, 0.1, 0.03],   # front: best miou_img
-              [0.6, 0.3, 0.01],   # a duplicate of a front point is not dominated by it
-              [np.nan, 0.9, 0.0],  # NaN: never on the front
-              [0.55, 0.35, 0.005],  # front
-              [0.6, 0.3, 0.02]]   # dominated by the first: same accuracy, larger var
+    points = [
+        [0.6, 0.3, 0.01],  # front
+        [0.5, 0.2, 0.02],  # dominated by the first
+        [0.7, 0.1, 0.03],  # front: best miou_img
+        [0.6, 0.3, 0.01],  # a duplicate of a front point is not dominated by it
+        [np.nan, 0.9, 0.0],  # NaN: never on the front
+        [0.55, 0.35, 0.005],  # front
+        [0.6, 0.3, 0.02],
+    ]  # dominated by the first: same accuracy, larger var
     mask = figures.pareto_mask(points, [True, True, False])
     assert mask.tolist() == [True, False, True, True, False, True, False]
 
 
 # ---------------------------------------------------------------- figures
+
 
 def test_hp_acc_vs_var_numbers(study):
     fig = figures.hp_acc_vs_var(study)
@@ -360,8 +485,16 @@ def test_optuna_figures(study, tmp_path):
     drawn = dict(figures.optuna_figures(study))
     assert set(drawn) == {"Optimisation history", "Parallel coordinates", "Parameter importances"}
     assert not isinstance(drawn["Optimisation history"], str)
-    multi = make_run(tmp_path / "multi", trials=False, per_image=False, curves=False, samples=False,
-                     predictions=False, with_journal=False, config={"objectives": ["miou_img", "var"]})
+    multi = make_run(
+        tmp_path / "multi",
+        trials=False,
+        per_image=False,
+        curves=False,
+        samples=False,
+        predictions=False,
+        with_journal=False,
+        config={"objectives": ["miou_img", "var"]},
+    )
     journal(multi / "optuna.journal", "hand", directions=("maximize", "minimize"))
     parts = figures.optuna_figures(analysis.load(multi))
     assert not isinstance(dict(parts)["Optimisation history"], str)  # target= given for multi-objective
@@ -376,10 +509,26 @@ def test_optuna_figures(study, tmp_path):
 
 
 def test_figures_none_when_nothing_to_draw(tmp_path):
-    study = analysis.load(make_run(tmp_path, trials=False, per_image=False, curves=False, samples=False,
-                                   predictions=False, with_journal=False))
-    for build in (figures.hp_acc_vs_var, figures.esd_ratio, figures.per_image_histograms, figures.pareto_front,
-                  figures.miou_vs_gflops, figures.segmentation_samples, figures.curves):
+    study = analysis.load(
+        make_run(
+            tmp_path,
+            trials=False,
+            per_image=False,
+            curves=False,
+            samples=False,
+            predictions=False,
+            with_journal=False,
+        )
+    )
+    for build in (
+        figures.hp_acc_vs_var,
+        figures.esd_ratio,
+        figures.per_image_histograms,
+        figures.pareto_front,
+        figures.miou_vs_gflops,
+        figures.segmentation_samples,
+        figures.curves,
+    ):
         assert build(study) is None
     assert figures.optuna_figures(study) == []
 
@@ -399,8 +548,13 @@ def test_report_is_self_contained(run):
     assert "<script src" not in page.lower()
     expected = int(re.search(r'data-expected="(\d+)"', page).group(1))
     assert expected == rest.count('class="plotly-graph-div"') == 7 + 3
-    for text in ("Study hand", "6 completed, 1 failed", "3 running or not started",
-                 "NonFiniteLossError", "0.600 ± 0.248"):
+    for text in (
+        "Study hand",
+        "6 completed, 1 failed",
+        "3 running or not started",
+        "NonFiniteLossError",
+        "0.600 ± 0.248",
+    ):
         assert text in page
 
 
@@ -412,15 +566,24 @@ def test_partial_studies_give_a_report(tmp_path, case):
         (run / "config.json").write_text(json.dumps({"name": "empty", "methods": ["baseline"], "trials": 4}))
         notes = ["No completed trials yet", "0 completed, 0 failed, 0 stopped, 4 running", "No failed trials"]
     elif case == "partial":
-        run = make_run(tmp_path / "run", per_image=False, curves=False, samples=False, predictions=False,
-                       with_journal=False)
+        run = make_run(
+            tmp_path / "run",
+            per_image=False,
+            curves=False,
+            samples=False,
+            predictions=False,
+            with_journal=False,
+        )
         notes = ["trials table", "has no per-image scores", "No per-image scores of a best trial yet"]
         summary = tables.method_summary(analysis.load(run)).set_index("variant")
         assert summary.loc["baseline", "miou_img_ci"] == pytest.approx(
-            stats.t.ppf(0.975, 2) * 0.01 * math.sqrt(3 / 2) / math.sqrt(3))
+            stats.t.ppf(0.975, 2) * 0.01 * math.sqrt(3 / 2) / math.sqrt(3)
+        )
     elif case == "all_failed":
-        rows = [trial(f"f{i}", m, "failed", lr=0.1, error=f"RuntimeError: boom {i}")
-                for i, m in enumerate(["baseline", "sd"])]
+        rows = [
+            trial(f"f{i}", m, "failed", lr=0.1, error=f"RuntimeError: boom {i}")
+            for i, m in enumerate(["baseline", "sd"])
+        ]
         run = make_run(tmp_path / "run", rows=rows, per_image=False, curves=False, with_journal=False)
         notes = ["No completed trials yet", "RuntimeError: boom 1", "0 completed, 2 failed"]
     elif case == "one_method":
@@ -446,8 +609,13 @@ def test_main_writes_and_prints(run, tmp_path, capsys):
 
 
 def test_module_entry_point_missing_folder(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "nope")], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "analysis.report", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert done.returncode == 2 and "not a folder" in done.stderr and "Traceback" not in done.stderr
     assert "RuntimeWarning" not in done.stderr
 

@@ -1,8 +1,9 @@
 """Every bad dataset input gives a DatasetError that names the file or folder and the fix."""
+
 import numpy as np
 import pytest
-
 from conftest import rgb, write_png
+
 from kd.data import CamVid, Cityscapes, Folder, Kitti, SyntheticRoadScenes, open_dataset
 from kd.errors import DatasetError, UserInputError
 

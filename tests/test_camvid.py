@@ -1,4 +1,5 @@
 """The real CamVid copy in ../shared/data/camvid (skipped when it is absent)."""
+
 import numpy as np
 import torch
 

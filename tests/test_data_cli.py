@@ -1,11 +1,12 @@
 """`python -m kd.data`: describe, verify and preview a dataset; user mistakes exit 2 without a traceback."""
+
 import subprocess
 import sys
 
 import numpy as np
+from conftest import rgb, write_png
 from PIL import Image
 
-from conftest import rgb, write_png
 from kd.data.__main__ import main
 
 
@@ -24,7 +25,11 @@ def test_verify_prints_class_shares_of_a_folder_dataset(tmp_path, capsys):
     assert main([f"folder:{tmp_path / 'i'},{tmp_path / 'm'}", "--classes", "road,car", "--verify"]) == 0
     out = capsys.readouterr().out
     assert "decoded 2/2" in out
-    assert "road              50.00 %" in out and "car               25.00 %" in out and "(ignored)         25.00 %" in out
+    assert (
+        "road              50.00 %" in out
+        and "car               25.00 %" in out
+        and "(ignored)         25.00 %" in out
+    )
 
 
 def test_preview_writes_images_above_their_masks(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The engine: every recipe end to end on tiny synthetic data, frozen modules, determinism,
 resumption, divergence, the teacher cache and validation before any work."""
+
 import copy
 import dataclasses
 
@@ -24,7 +25,9 @@ def data():
     target = SyntheticRoadScenes("target", size=6, image_size=SIZE, seed=0, label_set="binary")
     val = SyntheticRoadScenes("test", size=3, image_size=SIZE, seed=0, label_set="binary")
     proximity = SyntheticRoadScenes("proximity", size=6, image_size=SIZE, seed=0, label_set="binary")
-    return RunData(target, val, proximity, train_transform=PairedTransform(crop=(40, 80), hflip=True, normalize=False))
+    return RunData(
+        target, val, proximity, train_transform=PairedTransform(crop=(40, 80), hflip=True, normalize=False)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,9 @@ def run(recipe, teacher, data, settings=None, **kwargs):
 
 
 def same_weights(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -135,7 +140,9 @@ def test_resume_after_interruption_gives_the_same_final_weights(name, stop_after
     student = student_for(recipe, teacher)
     with pytest.raises(Interrupt):
         run(recipe, teacher, data, student=student, checkpoint_dir=tmp_path / "cut", callback=interrupt)
-    fresh = student_for(recipe, teacher, seed=123)  # a new process: other initial weights, restored from the checkpoint
+    fresh = student_for(
+        recipe, teacher, seed=123
+    )  # a new process: other initial weights, restored from the checkpoint
     engine, resumed = run(recipe, teacher, data, student=fresh, checkpoint_dir=tmp_path / "cut")
     assert same_weights(fresh, whole_student)
     assert resumed.final == whole.final
@@ -155,9 +162,18 @@ def test_checkpoint_of_another_recipe_is_refused(teacher, data, tmp_path):
 def test_divergence_names_the_term_and_step_and_keeps_the_last_checkpoint(teacher, data, tmp_path):
     # A real divergence: a learning rate of 1e8 blows the logits up within two epochs.
     recipe = build_recipe("sd", {"epochs": 1, "frozen.epochs": 3, "frozen.optimizer.lr": 1e8})
-    engine = Engine(recipe, student_for(recipe, teacher), teacher, data, RunSettings(batch_size=2, views=1),
-                    checkpoint_dir=tmp_path, progress=None)
-    with pytest.raises(NonFiniteLossError, match=r"'ce' is (nan|inf) at recipe 'sd', stage 'frozen', epoch \d, step \d"):
+    engine = Engine(
+        recipe,
+        student_for(recipe, teacher),
+        teacher,
+        data,
+        RunSettings(batch_size=2, views=1),
+        checkpoint_dir=tmp_path,
+        progress=None,
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"'ce' is (nan|inf) at recipe 'sd', stage 'frozen', epoch \d, step \d"
+    ):
         engine.run()
     kept = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
     assert len(engine.history) >= 2 and kept["history"] == engine.history  # the epochs before it are kept
@@ -181,7 +197,9 @@ def test_teacher_cache_runs_the_teacher_once_per_view(teacher, data, tmp_path):
 
 def test_esd_reads_both_domains(teacher, data, tmp_path):
     recipe = build_recipe("esd", {"epochs": 1, "r": 0.5, "feature.mix_epoch": "paper"})
-    _, result = run(recipe, teacher, data, RunSettings(batch_size=3, views=1, evaluate="end"), cache_root=tmp_path)
+    _, result = run(
+        recipe, teacher, data, RunSettings(batch_size=3, views=1, evaluate="end"), cache_root=tmp_path
+    )
     # the paper's epoch at r = 0.5: every target image (6) plus 12 proximity draws from 6 images
     assert result.history[0]["steps"] == 6
     assert result.teacher_forwards == 6 + 6  # each image x view cached once
@@ -198,14 +216,17 @@ def test_sd_and_esd_at_every_r_take_the_same_stage_1_steps(teacher, data, tmp_pa
     assert set(steps.values()) == {2 * 6 // 3}  # an epoch of the mixed stream is as long as SD's
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"teacher": None}, "distils from a teacher"),
-    ({"data": "no proximity"}, "proximity images"),
-    ({"data": "normalising"}, "normalize=False"),
-    ({"settings": RunSettings(student_point="layer9")}, "no split point 'layer9'"),
-    ({"settings": RunSettings(batch_size=0)}, "batch_size must be a whole number"),
-    ({"student": "seven classes"}, "predicts 7 classes but the target images have 2"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"teacher": None}, "distils from a teacher"),
+        ({"data": "no proximity"}, "proximity images"),
+        ({"data": "normalising"}, "normalize=False"),
+        ({"settings": RunSettings(student_point="layer9")}, "no split point 'layer9'"),
+        ({"settings": RunSettings(batch_size=0)}, "batch_size must be a whole number"),
+        ({"student": "seven classes"}, "predicts 7 classes but the target images have 2"),
+    ],
+)
 def test_bad_input_is_refused_before_any_work(change, words, teacher, data):
     recipe = build_recipe("esd", {"epochs": 1})
     student = student_for(recipe, teacher)
@@ -230,9 +251,13 @@ def test_bad_input_is_refused_before_any_work(change, words, teacher, data):
 def test_mixed_precision_path_runs(name, teacher, data):
     # The bfloat16 autocast path that CUDA takes, exercised on CPU; "feature" on IFVD adds an adapter
     # (PSPNet-R18-half layer4 to the teacher's last stage), which must get float32 inputs.
-    recipe = build_recipe(name, {"epochs": 1, "train.losses.feature": 1.0} if name == "ifvd" else {"epochs": 1})
+    recipe = build_recipe(
+        name, {"epochs": 1, "train.losses.feature": 1.0} if name == "ifvd" else {"epochs": 1}
+    )
     student = student_for(recipe, teacher)
-    engine = Engine(recipe, student, teacher, data, RunSettings(batch_size=3, views=1, cache=False), progress=None)
+    engine = Engine(
+        recipe, student, teacher, data, RunSettings(batch_size=3, views=1, cache=False), progress=None
+    )
     engine.amp = True
     result = engine.run()
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
@@ -241,7 +266,9 @@ def test_mixed_precision_path_runs(name, teacher, data):
 
 def test_a_stage_stops_on_a_plateau_and_resumes_at_the_next_stage(teacher, data, tmp_path):
     # A learning rate this small leaves the loss where it is: the plateau comes after `patience` epochs.
-    recipe = build_recipe("sd", {"epochs": 1, "frozen.epochs": 30, "frozen.patience": 2, "frozen.optimizer.lr": 1e-12})
+    recipe = build_recipe(
+        "sd", {"epochs": 1, "frozen.epochs": 30, "frozen.patience": 2, "frozen.optimizer.lr": 1e-12}
+    )
     settings = RunSettings(batch_size=3, views=1, evaluate="stage")
     engine, result = run(recipe, teacher, data, settings, checkpoint_dir=tmp_path)
     frozen = [h for h in result.history if h["stage"] == "frozen"]
@@ -257,8 +284,15 @@ def test_a_stage_stops_on_a_plateau_and_resumes_at_the_next_stage(teacher, data,
 
     with pytest.raises(KeyboardInterrupt):
         run(recipe, teacher, data, settings, checkpoint_dir=tmp_path / "again", callback=interrupt)
-    resumed = Engine(recipe, student_for(recipe, teacher), teacher, data, settings, checkpoint_dir=tmp_path / "again",
-                     progress=None).run()
+    resumed = Engine(
+        recipe,
+        student_for(recipe, teacher),
+        teacher,
+        data,
+        settings,
+        checkpoint_dir=tmp_path / "again",
+        progress=None,
+    ).run()
     assert [h["stage"] for h in resumed.history] == ["feature", "frozen", "frozen", "frozen", "finetune"]
     assert resumed.history[-1]["loss"] == pytest.approx(result.history[-1]["loss"])
 
@@ -276,8 +310,8 @@ def test_frozen_batchnorm_keeps_its_statistics_but_trains_its_scale(teacher, dat
     norms = [m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     before = [(m.running_mean.clone(), m.weight.detach().clone()) for m in norms]
     run(recipe, teacher, data, student=student)
-    assert all(torch.equal(m.running_mean, mean) for m, (mean, _) in zip(norms, before))
-    assert any(not torch.equal(m.weight, weight) for m, (_, weight) in zip(norms, before))
+    assert all(torch.equal(m.running_mean, mean) for m, (mean, _) in zip(norms, before, strict=True))
+    assert any(not torch.equal(m.weight, weight) for m, (_, weight) in zip(norms, before, strict=True))
     with pytest.raises(UserInputError, match="batchnorm must be one of train, precise, frozen"):
         build_recipe("baseline", {"train.batchnorm": "fixed"})
 
@@ -297,12 +331,16 @@ def test_feature_ratio_is_the_feature_loss_over_the_channel_means_loss(teacher, 
         fs = student.features(student.normalize(images), POINT).double()
         ft = teacher.eval().features(teacher.normalize(images), POINT).double()
     channel_means = ft.mean(dim=(0, 2, 3), keepdim=True)
-    assert ratio == pytest.approx(float((fs - ft).square().sum() / (ft - channel_means).square().sum()), rel=1e-4)
+    assert ratio == pytest.approx(
+        float((fs - ft).square().sum() / (ft - channel_means).square().sum()), rel=1e-4
+    )
     assert 0 < ratio
 
 
 def test_stage_evaluation_skips_the_feature_stage(teacher, data):
-    _, result = run(build_recipe("sd", {"epochs": 1}), teacher, data, RunSettings(batch_size=3, views=1, evaluate="stage"))
+    _, result = run(
+        build_recipe("sd", {"epochs": 1}), teacher, data, RunSettings(batch_size=3, views=1, evaluate="stage")
+    )
     assert ["miou" in h for h in result.history] == [False, True, True]  # stage 1 leaves the head untrained
 
 
@@ -324,6 +362,8 @@ def test_precise_batchnorm_recomputes_the_statistics_of_the_final_weights(teache
     handle.remove()
     inputs = seen[0]
     assert torch.allclose(layer.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)
-    plain = run(build_recipe("baseline", {"epochs": 2, "train.batchnorm": "train"}), teacher, data, settings)[0].student
+    plain = run(build_recipe("baseline", {"epochs": 2, "train.batchnorm": "train"}), teacher, data, settings)[
+        0
+    ].student
     plain_layer = next(m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert not torch.allclose(plain_layer.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)

@@ -1,4 +1,5 @@
 """The ESD stage-1 stream mixes target and proximity images at exactly ratio r."""
+
 from collections import Counter
 from fractions import Fraction
 

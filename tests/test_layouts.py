@@ -1,9 +1,10 @@
 """Cityscapes, KITTI and folder layouts on small trees built here."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import rgb, write_png
+
 from kd.data import Cityscapes, Folder, Kitti, open_dataset
 
 # labelIds: 0 unlabeled (void), 7 road, 8 sidewalk, 26 car -> train ids 255, 0, 1, 13
@@ -65,7 +66,9 @@ def test_folder_pairs_by_name_across_suffixes_and_maps_void(tmp_path):
     ds = Folder(tmp_path / "img", tmp_path / "ann", classes=["sky", "road", "car"], void_values=[9])
     assert ds.ids == ["a", "b"]
     assert ds[0]["mask"].tolist() == [[0, 1, 2, 255], [255, 2, 1, 0]]
-    binary = Folder(tmp_path / "img", tmp_path / "ann", classes=3, road_class=1, void_values=[9], label_set="binary")
+    binary = Folder(
+        tmp_path / "img", tmp_path / "ann", classes=3, road_class=1, void_values=[9], label_set="binary"
+    )
     assert binary.classes == ("background", "road")
     assert binary[1]["mask"].tolist() == [[0, 1, 0, 255], [255, 0, 1, 0]]
 
@@ -73,7 +76,9 @@ def test_folder_pairs_by_name_across_suffixes_and_maps_void(tmp_path):
 def test_open_dataset_reads_folder_specs(tmp_path):
     write_png(tmp_path / "i" / "x.png", rgb(2, 2))
     write_png(tmp_path / "m" / "x.png", np.zeros((2, 2)))
-    ds = open_dataset(f"folder:{tmp_path / 'i'},{tmp_path / 'm'}", classes=["road", "other"], label_set="binary")
+    ds = open_dataset(
+        f"folder:{tmp_path / 'i'},{tmp_path / 'm'}", classes=["road", "other"], label_set="binary"
+    )
     assert len(ds) == 1 and ds[0]["mask"].tolist() == [[1, 1], [1, 1]]
 
 

@@ -1,4 +1,5 @@
 """Loss terms against hand-computed tiny examples; the weighted sum; the registry."""
+
 import math
 import pickle
 
@@ -47,6 +48,7 @@ def logits_2x(*pixels):
 
 # ---- cross-entropy ----
 
+
 def test_ce_by_hand():
     logits = logits_2x((0.0, 0.0), (LN3, 0.0)).requires_grad_(True)  # p = (1/2,1/2), (3/4,1/4)
     # pixel 0 label 0: -log 1/2 = ln 2; pixel 1 label 1: -log 1/4 = 2 ln 2
@@ -76,6 +78,7 @@ def test_ce_other_ignore_index_via_bind_and_weights_checked():
 
 # ---- feature MSE ----
 
+
 def test_feature_mse_by_hand():
     fs = T([[[[1.0, 2.0], [3.0, 4.0]]]])
     assert feature_mse(fs, torch.zeros_like(fs)).item() == pytest.approx((1 + 4 + 9 + 16) / 4)
@@ -96,12 +99,15 @@ def test_feature_mse_adapter_for_different_shapes():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in term.student_parameters())
     assert fs.grad is not None
     adapter = term.adapter
-    assert term.bind(student_features_shape=fs.shape, teacher_features_shape=ft.shape).adapter is adapter  # kept
+    assert (
+        term.bind(student_features_shape=fs.shape, teacher_features_shape=ft.shape).adapter is adapter
+    )  # kept
     same = FeatureMSE().bind(student_features_shape=ft.shape, teacher_features_shape=ft.shape)
     assert list(same.parameters()) == []
 
 
 # ---- pixel KD ----
+
 
 def test_pixel_kd_by_hand():
     teacher = logits_2x((LN3, 0.0), (1.0, 2.0))  # p_t = (3/4, 1/4) at pixel 0
@@ -130,15 +136,23 @@ def test_pixel_kd_and_cwd_scale_independent_of_batch_and_image_size():
         assert loss(s.repeat(4, 1, 1, 1), t.repeat(4, 1, 1, 1)).item() == pytest.approx(one, rel=1e-5)
     # Tiled to twice the size: pixel KD's per-pixel content is unchanged. (CWD's distributions over
     # positions change when tiled, so only its batch independence is checked.)
-    assert pixel_kd(s.repeat(1, 1, 2, 2), t.repeat(1, 1, 2, 2)).item() == pytest.approx(pixel_kd(s, t).item(), rel=1e-5)
+    assert pixel_kd(s.repeat(1, 1, 2, 2), t.repeat(1, 1, 2, 2)).item() == pytest.approx(
+        pixel_kd(s, t).item(), rel=1e-5
+    )
 
 
 # ---- IFV ----
 
 # Features 2 channels x 2x2; labels: class 0 at the top row, class 1 at one pixel, one ignored,
 # class 2 absent.
-IFV_FEATURES = T([[[[1.0, 0.0], [1.0, 5.0]],  # channel 0
-                   [[0.0, 1.0], [1.0, 5.0]]]])  # channel 1
+IFV_FEATURES = T(
+    [
+        [
+            [[1.0, 0.0], [1.0, 5.0]],  # channel 0
+            [[0.0, 1.0], [1.0, 5.0]],
+        ]
+    ]
+)  # channel 1
 IFV_LABELS = T([[[0, 0], [1, VOID]]])
 A = 1 / math.sqrt(2)
 
@@ -158,8 +172,9 @@ def test_ifv_map_downsamples_labels_nearest():
 
 
 def test_ifv_loss_by_hand():
-    student = T([[[[1.0, 1.0], [2.0, 7.0]],
-                  [[0.0, 0.0], [3.0, -1.0]]]])  # class 0 pixels equal: M_s = 1 there
+    student = T(
+        [[[[1.0, 1.0], [2.0, 7.0]], [[0.0, 0.0], [3.0, -1.0]]]]
+    )  # class 0 pixels equal: M_s = 1 there
     expected = ((1 - A) ** 2 + (1 - A) ** 2 + 0.0) / 3  # 3 evaluable pixels; the ignored one left out
     assert ifv_loss(student, IFV_FEATURES, IFV_LABELS, 3, VOID).item() == pytest.approx(expected)
     term = IFV().bind(num_classes=3)
@@ -198,11 +213,12 @@ def test_ifv_needs_num_classes():
 
 # ---- SKD pairwise similarity ----
 
+
 def test_pairwise_similarity_by_hand():
     # 1x4 maps, scale 0.5: patches of 1x2, so P = 2 positions, each the channel-wise max of 2 columns.
     student = T([[[[1.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 2.0, 1.0]]]])  # pooled (1,0), (0,2): S = identity
     teacher = T([[[[1.0, 0.0, 1.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]]]])  # pooled (1,0), (1,1): S_01 = 1/sqrt 2
-    expected = (0 + A ** 2 + A ** 2 + 0) / 4  # mean over N P P = 1 * 2 * 2
+    expected = (0 + A**2 + A**2 + 0) / 4  # mean over N P P = 1 * 2 * 2
     assert pairwise_similarity(student, teacher).item() == pytest.approx(expected)
     assert pairwise_similarity(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
 
@@ -222,11 +238,12 @@ def test_pairwise_similarity_odd_and_different_sizes():
 
 # ---- channel-wise ----
 
+
 def test_channel_wise_by_hand():
     # Channel 0: softmax over the 2 positions of z/2: teacher (3/4, 1/4), student (1/2, 1/2); channel 1 equal.
     teacher = T([[[[2 * LN3, 0.0]], [[1.0, 3.0]]]])
     student = T([[[[0.0, 0.0]], [[1.0, 3.0]]]])
-    expected = 2.0 ** 2 * (KL_34 + 0.0) / (1 * 2)  # T^2, divided by N C
+    expected = 2.0**2 * (KL_34 + 0.0) / (1 * 2)  # T^2, divided by N C
     assert channel_wise(student, teacher, temperature=2.0).item() == pytest.approx(expected)
     term = ChannelWise(temperature=2.0)
     assert term({"logits": student}, {"logits": teacher}, {}).item() == pytest.approx(expected)
@@ -234,6 +251,7 @@ def test_channel_wise_by_hand():
 
 
 # ---- adversarial ----
+
 
 def _pair(n, k, h, w, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -288,7 +306,9 @@ def test_critic_judges_maps_pooled_to_an_eighth_by_default():
     seen = []
     for scale, expected in ((0.125, (8, 12)), (1, (64, 96))):
         term = Adversarial(width=8, scale=scale).bind(num_classes=3)
-        term.discriminator.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[1].shape[-2:])))
+        term.discriminator.register_forward_pre_hook(
+            lambda module, args: seen.append(tuple(args[1].shape[-2:]))
+        )
         student, teacher, batch = _adv_inputs(h=64, w=96)
         term(student, teacher, batch)
         term.critic_loss(student, teacher, batch)
@@ -320,6 +340,7 @@ def test_critic_learns_to_separate_real_from_fake():
 
 # ---- weighted sum ----
 
+
 class Const(LossTerm):
     def __init__(self, value, needs=("logits",)):
         super().__init__()
@@ -341,8 +362,9 @@ class Boom(LossTerm):
 
 def test_weighted_sum_total_values_and_skipped_terms():
     logits = torch.zeros(1, 2, 1, 1, requires_grad=True)
-    loss = WeightedSum({"a": Const(2.0), "b": Const(3.0, needs=("features",)), "off": Boom()},
-                       {"a": 0.5, "b": 2.0, "off": 0})
+    loss = WeightedSum(
+        {"a": Const(2.0), "b": Const(3.0, needs=("features",)), "off": Boom()}, {"a": 0.5, "b": 2.0, "off": 0}
+    )
     assert loss.active == ["a", "b"]
     assert loss.student_needs == ("logits",) and loss.teacher_needs == ("features", "logits")
     loss.bind(num_classes=2)
@@ -355,29 +377,36 @@ def test_weighted_sum_total_values_and_skipped_terms():
 
 def test_weighted_sum_non_finite_names_the_term_and_where():
     loss = WeightedSum({"ok": Const(1.0), "kd": Const(float("nan"))}, {"ok": 1, "kd": 1})
-    with pytest.raises(NonFiniteLossError, match=r"'kd' is nan at stage 'feature', epoch 2, step 13.*learning rate"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"'kd' is nan at stage 'feature', epoch 2, step 13.*learning rate"
+    ):
         loss({"logits": torch.zeros(1)}, {}, {}, where="stage 'feature', epoch 2, step 13")
     error = NonFiniteLossError(term="kd", value=float("inf"), where="step 1")
     copy = pickle.loads(pickle.dumps(error))  # Ray ships exceptions between processes
     assert (copy.term, copy.value, copy.where, str(copy)) == ("kd", float("inf"), "step 1", str(error))
 
 
-@pytest.mark.parametrize(("weights", "match"), [
-    ({"a": 1, "zz": 1}, "'zz'"),
-    ({"a": -1}, "'a'.*>= 0"),
-    ({"a": float("nan")}, "'a'.*finite"),
-    ({"a": float("inf")}, "'a'.*finite"),
-    ({}, "'a' has no weight"),
-    ({"a": 0}, "every loss weight is 0"),
-])
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        ({"a": 1, "zz": 1}, "'zz'"),
+        ({"a": -1}, "'a'.*>= 0"),
+        ({"a": float("nan")}, "'a'.*finite"),
+        ({"a": float("inf")}, "'a'.*finite"),
+        ({}, "'a' has no weight"),
+        ({"a": 0}, "every loss weight is 0"),
+    ],
+)
 def test_weighted_sum_bad_weights(weights, match):
     with pytest.raises(UserInputError, match=match):
         WeightedSum({"a": Const(1.0)}, weights)
 
 
 def test_weighted_sum_finds_critics_and_student_parameters():
-    loss = WeightedSum({"ce": CrossEntropy(), "feature": FeatureMSE(), "adv": Adversarial(width=8)},
-                       {"ce": 1, "feature": 1, "adv": 0.1})
+    loss = WeightedSum(
+        {"ce": CrossEntropy(), "feature": FeatureMSE(), "adv": Adversarial(width=8)},
+        {"ce": 1, "feature": 1, "adv": 0.1},
+    )
     loss.bind(student_features_shape=(1, 3, 4, 4), teacher_features_shape=(1, 5, 4, 4), num_classes=2)
     assert list(loss.critic_terms()) == ["adv"]
     student_ids = {id(p) for p in loss.student_parameters()}
@@ -386,6 +415,7 @@ def test_weighted_sum_finds_critics_and_student_parameters():
 
 
 # ---- registry ----
+
 
 def test_build_term_errors():
     with pytest.raises(UserInputError, match="unknown loss term 'kl'.*ce, feature, kd"):
@@ -400,14 +430,19 @@ def test_build_term_errors():
 def test_every_registered_term_runs_and_backpropagates():
     torch.manual_seed(0)
     n, k, h, w = 2, 3, 16, 16
-    student = {"logits": torch.randn(n, k, h, w, requires_grad=True),
-               "features": torch.randn(n, 4, 4, 4, requires_grad=True)}
+    student = {
+        "logits": torch.randn(n, k, h, w, requires_grad=True),
+        "features": torch.randn(n, 4, 4, 4, requires_grad=True),
+    }
     teacher = {"logits": torch.randn(n, k, h, w), "features": torch.randn(n, 6, 2, 2)}
     batch = {"image": torch.rand(n, 3, h, w), "mask": torch.randint(0, k, (n, h, w))}
     for name in TERMS:
         options = {"width": 8} if name == "adv" else {}
-        term = build_term(name, **options).bind(student_features_shape=student["features"].shape,
-                                                teacher_features_shape=teacher["features"].shape, num_classes=k)
+        term = build_term(name, **options).bind(
+            student_features_shape=student["features"].shape,
+            teacher_features_shape=teacher["features"].shape,
+            num_classes=k,
+        )
         value = term(student, teacher, batch)
         assert value.dtype == torch.float32 and value.ndim == 0 and torch.isfinite(value), name
         value.backward()

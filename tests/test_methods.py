@@ -20,10 +20,16 @@ def test_sd_has_the_papers_three_stages_and_optimisers():
     assert recipe.stage_names == ["feature", "frozen", "finetune"]
     feature, frozen, finetune = recipe.stages
     assert feature.losses == {"feature": 1.0} and feature.train == ("fe",)
-    assert (feature.optimizer.kind, feature.optimizer.lr) == ("adam", 1e-3)  # our reading: see kd.methods.recipes
+    assert (feature.optimizer.kind, feature.optimizer.lr) == (
+        "adam",
+        1e-3,
+    )  # our reading: see kd.methods.recipes
     assert frozen.losses == {"ce": 1.0} and frozen.train == ("head",)
     assert (frozen.optimizer.lr, frozen.optimizer.momentum) == (1e-2, 0.9)
-    assert finetune.train == ("student",) and (finetune.optimizer.lr, finetune.optimizer.momentum) == (5e-5, 0.99)
+    assert finetune.train == ("student",) and (finetune.optimizer.lr, finetune.optimizer.momentum) == (
+        5e-5,
+        0.99,
+    )
     assert {s.optimizer.weight_decay for s in recipe.stages[1:]} == {3e-3}
     assert [s.epochs for s in recipe.stages] == [40, 40, 20]
 
@@ -31,7 +37,11 @@ def test_sd_has_the_papers_three_stages_and_optimisers():
 def test_the_papers_stage_one_optimiser_is_a_named_reading():
     paper = build_recipe("sd", {"feature.optimizer": "sd-paper"}).stages[0].optimizer
     assert (paper.kind, paper.lr, paper.momentum, paper.weight_decay) == ("sgd", 3e-3, 0.99, 3e-3)
-    later = build_recipe("sd", {"feature.optimizer": "sd-paper", "feature.optimizer.lr": 1e-3}).stages[0].optimizer
+    later = (
+        build_recipe("sd", {"feature.optimizer": "sd-paper", "feature.optimizer.lr": 1e-3})
+        .stages[0]
+        .optimizer
+    )
     assert (later.kind, later.lr) == ("sgd", 1e-3)  # overrides apply in order
     with pytest.raises(UserInputError, match="unknown optimiser 'rmsprop'; named ones: adam, sd-paper"):
         build_recipe("sd", {"feature.optimizer": "rmsprop"})
@@ -39,7 +49,11 @@ def test_the_papers_stage_one_optimiser_is_a_named_reading():
 
 def test_a_total_budget_is_shared_in_the_recipes_proportions():
     assert [s.epochs for s in build_recipe("sd", {"total_epochs": 100}).stages] == [40, 40, 20]
-    assert [s.epochs for s in build_recipe("sd", {"total_epochs": 6}).stages] == [3, 2, 1]  # ties: earlier stage
+    assert [s.epochs for s in build_recipe("sd", {"total_epochs": 6}).stages] == [
+        3,
+        2,
+        1,
+    ]  # ties: earlier stage
     for total in (3, 4, 7, 11, 250):
         stages = build_recipe("esd", {"total_epochs": total}).stages
         assert sum(s.epochs for s in stages) == total and min(s.epochs for s in stages) >= 1
@@ -73,9 +87,14 @@ def test_ablations_switch_terms_off():
 
 def test_overrides_reach_every_field_and_leave_the_original_alone():
     original = build_recipe("sd")
-    recipe = original.override({
-        "feature.epochs": 3, "frozen.optimizer.lr": 0.02, "lambda_ce": 2.0, "finetune.train": ["head"],
-    })
+    recipe = original.override(
+        {
+            "feature.epochs": 3,
+            "frozen.optimizer.lr": 0.02,
+            "lambda_ce": 2.0,
+            "finetune.train": ["head"],
+        }
+    )
     assert recipe.stage("feature").epochs == 3
     assert recipe.stage("frozen").optimizer.lr == 0.02
     assert recipe.stage("frozen").losses["ce"] == 2.0 and recipe.stage("finetune").losses["ce"] == 2.0
@@ -87,7 +106,9 @@ def test_overrides_reach_every_field_and_leave_the_original_alone():
 def test_term_options_override():
     # SD's stage and its loss term share the name "feature": stage fields win, other keys are the term's
     recipe = build_recipe("sd", {"feature.reduction": "mean", "feature.epochs": 3})
-    assert recipe.stages[0].loss_options == {"feature": {"reduction": "mean"}} and recipe.stages[0].epochs == 3
+    assert (
+        recipe.stages[0].loss_options == {"feature": {"reduction": "mean"}} and recipe.stages[0].epochs == 3
+    )
     with pytest.raises(UserInputError, match="no field or option 'temprature'"):
         build_recipe("ifvd", {"kd.temprature": 2.0})
     recipe = build_recipe("ifvd", {"kd.temperature": 2.0})
@@ -95,20 +116,23 @@ def test_term_options_override():
     assert build_recipe("cwd", {"cwd.temperature": 1.0}).stages[0].loss_options["cwd"] == {"temperature": 1.0}
 
 
-@pytest.mark.parametrize("overrides, words", [
-    ({"r": 0.5}, "no stage reading the mixed"),
-    ({"lambda_ifv": 1.0}, "no stage of recipe 'sd' uses loss term 'ifv'"),
-    ({"nonsense": 1}, "unknown override 'nonsense'"),
-    ({"feature.optimiser.lr": 1}, "no field or option 'optimiser.lr'.*'feature' takes reduction"),
-    ({"kd.temprature": 1}, "unknown override 'kd.temprature'"),  # sd has no kd term
-    ({"feature.reduction": "max"}, "reduction must be one of channel_sum, mean"),
-    ({"feature.epochs": 0}, "epochs must be a whole number >= 1"),
-    ({"frozen.optimizer.lr": -1.0}, "lr must be a finite number >= 0"),
-    ({"lambda_ce": float("nan")}, "weight of 'ce' must be a finite number >= 0"),
-    ({"feature.train": ["backbone"]}, "train must name some of fe, head, student"),
-    ({"feature.losses.mse": 1.0}, "unknown loss terms mse"),
-    ({"lambda_feature": 0.0}, "has no loss term with a non-zero weight"),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"r": 0.5}, "no stage reading the mixed"),
+        ({"lambda_ifv": 1.0}, "no stage of recipe 'sd' uses loss term 'ifv'"),
+        ({"nonsense": 1}, "unknown override 'nonsense'"),
+        ({"feature.optimiser.lr": 1}, "no field or option 'optimiser.lr'.*'feature' takes reduction"),
+        ({"kd.temprature": 1}, "unknown override 'kd.temprature'"),  # sd has no kd term
+        ({"feature.reduction": "max"}, "reduction must be one of channel_sum, mean"),
+        ({"feature.epochs": 0}, "epochs must be a whole number >= 1"),
+        ({"frozen.optimizer.lr": -1.0}, "lr must be a finite number >= 0"),
+        ({"lambda_ce": float("nan")}, "weight of 'ce' must be a finite number >= 0"),
+        ({"feature.train": ["backbone"]}, "train must name some of fe, head, student"),
+        ({"feature.losses.mse": 1.0}, "unknown loss terms mse"),
+        ({"lambda_feature": 0.0}, "has no loss term with a non-zero weight"),
+    ],
+)
 def test_bad_overrides_are_named(overrides, words):
     with pytest.raises(UserInputError, match=words):
         build_recipe("sd", overrides)
@@ -116,7 +140,9 @@ def test_bad_overrides_are_named(overrides, words):
 
 @pytest.mark.parametrize("r", [-1, float("nan"), float("inf"), "1", None])
 def test_a_bad_r_is_refused_by_the_recipe(r):
-    with pytest.raises(UserInputError, match=r"stage 'feature': r, the mixed stream's .* must be a finite number >= 0"):
+    with pytest.raises(
+        UserInputError, match=r"stage 'feature': r, the mixed stream's .* must be a finite number >= 0"
+    ):
         build_recipe("esd", {"r": r})
 
 
@@ -144,7 +170,9 @@ def test_the_default_critic_is_one_definition():
     assert build_recipe("ifvd").stages[0].critic == DEFAULT_CRITIC
     assert (DEFAULT_CRITIC.kind, DEFAULT_CRITIC.lr, DEFAULT_CRITIC.betas) == ("adam", 4e-4, (0.9, 0.99))
     # a critic setting on a stage without one starts from the default
-    assert build_recipe("sd", {"feature.critic.lr": 1e-3}).stages[0].critic == dataclasses.replace(DEFAULT_CRITIC, lr=1e-3)
+    assert build_recipe("sd", {"feature.critic.lr": 1e-3}).stages[0].critic == dataclasses.replace(
+        DEFAULT_CRITIC, lr=1e-3
+    )
 
 
 def test_unknown_recipe():
@@ -155,6 +183,9 @@ def test_unknown_recipe():
 def test_cli_prints_defaults(capsys):
     assert methods_main(["sd", "esd"]) == 0
     out = capsys.readouterr().out
-    assert "feature: 1*feature; trains fe; 40 epochs on target; adam lr 0.001 momentum 0 wd 0 poly 0.9; batchnorm precise" in out
+    assert (
+        "feature: 1*feature; trains fe; 40 epochs on target; adam lr 0.001 momentum 0 wd 0 poly 0.9; "
+        "batchnorm precise" in out
+    )
     assert "mix r=1" in out
     assert methods_main(["nope"]) == 2

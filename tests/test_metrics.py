@@ -1,11 +1,19 @@
 """Metrics against hand-computed examples, including absent classes and ignored pixels."""
+
 import math
 
 import pytest
 import torch
 
 from kd.metrics import (
-    ConfusionMeter, confusion_matrix, count_flops, count_parameters, iou_per_class, latency, miou, per_image_miou,
+    ConfusionMeter,
+    confusion_matrix,
+    count_flops,
+    count_parameters,
+    iou_per_class,
+    latency,
+    miou,
+    per_image_miou,
     robustness,
 )
 
@@ -13,16 +21,20 @@ T = torch.tensor
 VOID = 255  # ignored
 
 # Three images, three classes.
-TARGET = T([
-    [[0, 0], [1, 1]],  # class 2 absent from both maps: left out of this image's mean
-    [[VOID, VOID], [VOID, VOID]],  # nothing to evaluate
-    [[0, 0], [0, 0]],  # class 2 only predicted: counts with IoU 0
-])
-PRED = T([
-    [[0, 0], [1, 0]],
-    [[2, 1], [0, 0]],
-    [[0, 2], [0, 0]],
-])
+TARGET = T(
+    [
+        [[0, 0], [1, 1]],  # class 2 absent from both maps: left out of this image's mean
+        [[VOID, VOID], [VOID, VOID]],  # nothing to evaluate
+        [[0, 0], [0, 0]],  # class 2 only predicted: counts with IoU 0
+    ]
+)
+PRED = T(
+    [
+        [[0, 0], [1, 0]],
+        [[2, 1], [0, 0]],
+        [[0, 2], [0, 0]],
+    ]
+)
 
 
 def test_per_image_miou_by_hand():
@@ -45,7 +57,9 @@ def test_dataset_miou_pools_pixels_over_images():
     # rows: ground truth 0 (6 px: 5 -> 0, 1 -> 2) and 1 (2 px: 1 -> 1, 1 -> 0)
     assert confusion.tolist() == [[5, 0, 1], [1, 1, 0], [0, 0, 0]]
     iou = iou_per_class(confusion)
-    assert iou[0].item() == pytest.approx(5 / 7) and iou[1].item() == pytest.approx(1 / 2) and iou[2].item() == 0
+    assert (
+        iou[0].item() == pytest.approx(5 / 7) and iou[1].item() == pytest.approx(1 / 2) and iou[2].item() == 0
+    )
     assert miou(confusion) == pytest.approx((5 / 7 + 1 / 2 + 0) / 3)
     meter = ConfusionMeter(3, VOID)
     for k in range(3):
@@ -65,7 +79,9 @@ def test_vectorised_per_image_miou_equals_one_image_at_a_time():
     pred = torch.randint(0, 5, (6, 17, 23), generator=generator)
     pred[:, :8] = target[:, :8].clamp(max=4)
     batch = per_image_miou(pred, target, 5, VOID)
-    single = torch.tensor([miou(confusion_matrix(pred[k], target[k], 5, VOID)) for k in range(6)], dtype=torch.float64)
+    single = torch.tensor(
+        [miou(confusion_matrix(pred[k], target[k], 5, VOID)) for k in range(6)], dtype=torch.float64
+    )
     assert torch.allclose(batch, single)
 
 

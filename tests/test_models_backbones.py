@@ -53,7 +53,10 @@ def test_split_at_every_point_reproduces_the_model(backbone):
 
 
 def test_half_width_resnet18_has_a_quarter_of_the_parameters():
-    full, half = n_params(resnet_stages("resnet18").values()), n_params(resnet_stages("resnet18", width=0.5).values())
+    full, half = (
+        n_params(resnet_stages("resnet18").values()),
+        n_params(resnet_stages("resnet18", width=0.5).values()),
+    )
     assert full == n_params([tvm.resnet18(weights=None)]) - n_params([tvm.resnet18(weights=None).fc])
     assert 0.24 < half / full < 0.26
     assert list(stage_channels(resnet_stages("resnet18", width=0.5)).values()) == [32, 32, 64, 128, 256]

@@ -1,17 +1,27 @@
 """Models by name, split points, and `python -m kd.models`."""
+
 import pytest
 import torch
 
 from kd.errors import UserInputError
-from kd.models import DEFAULT_TEACHER, STUDENTS, TEACHERS, build_student, build_teacher, model_names, split_points
+from kd.models import (
+    DEFAULT_TEACHER,
+    STUDENTS,
+    TEACHERS,
+    build_student,
+    build_teacher,
+    model_names,
+    split_points,
+)
 from kd.models.__main__ import main
 from kd.models.efficientnet_lite import EFFICIENTNET_LITE_MEAN
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("name", list(TEACHERS) + list(STUDENTS) + ["deeplabv3:resnet18", "pspnet:mobilenet_v3_small"])
+@pytest.mark.parametrize(
+    "name", list(TEACHERS) + list(STUDENTS) + ["deeplabv3:resnet18", "pspnet:mobilenet_v3_small"]
+)
 def test_every_named_model_builds_segments_and_splits_anywhere(name):
     build = build_teacher if name in TEACHERS or ":" in name else build_student
     model = build(name, num_classes=3).eval()
@@ -30,14 +40,18 @@ def test_default_teacher_is_pretrained_lite0_with_its_own_normalisation():
     assert teacher.name == DEFAULT_TEACHER == "deeplabv3_efficientnet_lite0"
     assert teacher.input_mean == EFFICIENTNET_LITE_MEAN
     random = build_teacher(pretrained=False)
-    assert not torch.equal(teacher.stages["stem"].state_dict()["0.weight"], random.stages["stem"].state_dict()["0.weight"])
+    assert not torch.equal(
+        teacher.stages["stem"].state_dict()["0.weight"], random.stages["stem"].state_dict()["0.weight"]
+    )
 
 
 def test_sd_and_ct_students_come_from_a_teachers_split():
     teacher = build_teacher(DEFAULT_TEACHER, num_classes=2, pretrained=False)
     sd = build_student("sd", 2, teacher=teacher, split_point="stage4")
     ct = build_student("ct", 2, teacher=teacher, split_point="stage4")
-    assert sd.split_points == ct.split_points == teacher.split_points[: teacher.split_points.index("stage4") + 1]
+    assert (
+        sd.split_points == ct.split_points == teacher.split_points[: teacher.split_points.index("stage4") + 1]
+    )
     assert sd.input_mean == teacher.input_mean
     x = torch.randn(1, 3, 64, 96)
     amg, _ = teacher.eval().split("stage4")
@@ -47,13 +61,21 @@ def test_sd_and_ct_students_come_from_a_teachers_split():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: build_teacher("deeplabv4"), r"unknown teacher 'deeplabv4'; choose one of deeplabv3_efficientnet_lite0"),
+        (
+            lambda: build_teacher("deeplabv4"),
+            r"unknown teacher 'deeplabv4'; choose one of deeplabv3_efficientnet_lite0",
+        ),
         (lambda: build_student("pspnet_resnet1000", 2), r"unknown student .*pspnet_resnet18_half"),
         (lambda: build_teacher("pspnet:alexnet2"), r"HEAD:BACKBONE .*resnet18"),
         (lambda: build_student("sd", 2), "pass teacher= and split_point="),
-        (lambda: build_student("ct", 2, teacher=build_teacher("pspnet:resnet18", 2), split_point="layer9"),
-         r"no split point 'layer9'; valid split points: stem, layer1, layer2, layer3, layer4"),
-        (lambda: build_teacher("deeplabv3_resnet50", 2, checkpoint="/nowhere/coco.pth"), "/nowhere/coco.pth does not exist"),
+        (
+            lambda: build_student("ct", 2, teacher=build_teacher("pspnet:resnet18", 2), split_point="layer9"),
+            r"no split point 'layer9'; valid split points: stem, layer1, layer2, layer3, layer4",
+        ),
+        (
+            lambda: build_teacher("deeplabv3_resnet50", 2, checkpoint="/nowhere/coco.pth"),
+            "/nowhere/coco.pth does not exist",
+        ),
         (lambda: build_teacher(num_classes=0), "num_classes must be at least 1"),
     ],
 )
@@ -65,30 +87,49 @@ def test_bad_model_requests(call, message):
 def test_cli_lists_models_with_their_split_points(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert "deeplabv3_resnet50             teacher    split points: stem, layer1, layer2, layer3, layer4" in out
+    assert (
+        "deeplabv3_resnet50             teacher    split points: stem, layer1, layer2, layer3, layer4" in out
+    )
     assert set(model_names()) <= {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def test_cli_summary_prints_params_flops_and_latency(capsys):
-    assert main(["--summary", "--models", "pspnet_resnet18_half,ct", "--size", "64x128", "--repeats", "1"]) == 0
+    assert (
+        main(["--summary", "--models", "pspnet_resnet18_half,ct", "--size", "64x128", "--repeats", "1"]) == 0
+    )
     rows = {line[:48].strip(): line[48:].split() for line in capsys.readouterr().out.splitlines()}
     params, gflops, ms = rows["pspnet_resnet18_half"]
     assert float(params) == pytest.approx(3.16, abs=0.01) and float(gflops) > 0 and float(ms) > 0
-    assert float(rows["ct (deeplabv3_resnet50@layer4)"][0]) == pytest.approx(23.6, abs=0.05), "the SD paper's CT size"
+    assert float(rows["ct (deeplabv3_resnet50@layer4)"][0]) == pytest.approx(23.6, abs=0.05), (
+        "the SD paper's CT size"
+    )
 
 
 def test_cli_summary_json_lists_the_teacher_its_ct_and_every_sd_variant(capsys):
     import json
 
-    assert main(["--summary", "--json", "--no-latency", "--models", "deeplabv3_resnet50", "--size", "64x128"]) == 0
+    assert (
+        main(["--summary", "--json", "--no-latency", "--models", "deeplabv3_resnet50", "--size", "64x128"])
+        == 0
+    )
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}  # nothing but the JSON list
-    assert list(rows) == ["deeplabv3_resnet50", "ct (deeplabv3_resnet50@layer4)", "sd-text (deeplabv3_resnet50@layer4)",
-                          "sd-table (deeplabv3_resnet50@layer4)", "sd-dense (deeplabv3_resnet50@layer4)"]
-    assert all(set(row) == {"name", "params", "gflops"} and isinstance(row["params"], int) for row in rows.values())
+    assert list(rows) == [
+        "deeplabv3_resnet50",
+        "ct (deeplabv3_resnet50@layer4)",
+        "sd-text (deeplabv3_resnet50@layer4)",
+        "sd-table (deeplabv3_resnet50@layer4)",
+        "sd-dense (deeplabv3_resnet50@layer4)",
+    ]
+    assert all(
+        set(row) == {"name", "params", "gflops"} and isinstance(row["params"], int) for row in rows.values()
+    )
     ct, table = rows["ct (deeplabv3_resnet50@layer4)"], rows["sd-table (deeplabv3_resnet50@layer4)"]
     assert table["params"] == pytest.approx(9.5e6, rel=0.15)  # Table II: S = 9.5 M
     assert table["gflops"] / ct["gflops"] == pytest.approx(0.418, rel=0.15)  # Table II: 41.8 % of CT's FLOPs
-    assert rows["sd-text (deeplabv3_resnet50@layer4)"]["params"] < 0.3e6 and rows["sd-dense (deeplabv3_resnet50@layer4)"]["params"] == ct["params"]
+    assert (
+        rows["sd-text (deeplabv3_resnet50@layer4)"]["params"] < 0.3e6
+        and rows["sd-dense (deeplabv3_resnet50@layer4)"]["params"] == ct["params"]
+    )
 
 
 def test_cli_refuses_unknown_models_and_sizes(capsys):

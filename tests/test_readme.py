@@ -1,4 +1,5 @@
 """Every ```python block of the README runs as written."""
+
 import re
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def registries():
     tables = [TERMS, RECIPES, STUDENTS, SPLIT_STUDENTS, TEACHERS, search_spaces.SPACES]
     saved = [dict(table) for table in tables]
     yield
-    for table, before in zip(tables, saved):
+    for table, before in zip(tables, saved, strict=True):
         table.clear()
         table.update(before)
 

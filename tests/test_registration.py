@@ -1,12 +1,13 @@
 """A new loss term, recipe or model is one module that registers it where it is defined,
 as a study's `imports` plugin does; a name taken by another thing is refused."""
+
 import importlib
 import sys
 
 import pytest
 import torch
 
-from kd.data import PairedTransform, SyntheticRoadScenes
+from kd.data import SyntheticRoadScenes
 from kd.engine import Engine, RunData, RunSettings
 from kd.errors import UserInputError
 from kd.losses import TERMS, CrossEntropy, LossTerm, build_term, register_term
@@ -72,7 +73,9 @@ def test_a_plugin_term_is_built_by_name(plugin):
 def test_a_plugin_term_serves_in_stages_and_overrides(plugin):
     recipe = build_recipe("sd", {"frozen.losses.logit_size": 0.5, "logit_size.power": 1.0})
     frozen = recipe.stage("frozen")
-    assert frozen.losses == {"ce": 1.0, "logit_size": 0.5} and frozen.loss_options == {"logit_size": {"power": 1.0}}
+    assert frozen.losses == {"ce": 1.0, "logit_size": 0.5} and frozen.loss_options == {
+        "logit_size": {"power": 1.0}
+    }
     assert build_recipe("small_logits", {"lambda_logit_size": 2.0}).stages[0].losses["logit_size"] == 2.0
     with pytest.raises(UserInputError, match="no field or option 'pwr'.*'logit_size' takes power"):
         build_recipe("small_logits", {"logit_size.pwr": 1.0})
@@ -88,8 +91,14 @@ def test_a_plugin_recipe_is_listed_built_and_run(plugin, one_thread):
     target = SyntheticRoadScenes("target", size=4, image_size=(32, 64), label_set="binary")
     val = SyntheticRoadScenes("test", size=2, image_size=(32, 64), label_set="binary")
     torch.manual_seed(0)
-    result = Engine(recipe, build_student(recipe.student, 2), None, RunData(target, val),
-                    RunSettings(batch_size=2), progress=None).run()
+    result = Engine(
+        recipe,
+        build_student(recipe.student, 2),
+        None,
+        RunData(target, val),
+        RunSettings(batch_size=2),
+        progress=None,
+    ).run()
     assert result.history[0]["loss_logit_size"] > 0
 
 
@@ -112,8 +121,11 @@ def test_a_taken_name_is_refused_naming_both():
     def sd() -> Recipe:
         return build_recipe("baseline")
 
-    with pytest.raises(UserInputError, match=r"loss term 'ce' is registered already \(kd.losses.ce.CrossEntropy\); "
-                                             r".*Impostor cannot take its name"):
+    with pytest.raises(
+        UserInputError,
+        match=r"loss term 'ce' is registered already \(kd.losses.ce.CrossEntropy\); "
+        r".*Impostor cannot take its name",
+    ):
         register_term("ce")(Impostor)
     with pytest.raises(UserInputError, match=r"recipe 'sd' is registered already \(kd.methods.recipes.sd\)"):
         register_recipe("sd")(sd)
@@ -133,7 +145,9 @@ def test_a_plugin_model_is_built_by_name_and_names_stay_unique():
         assert build_student("tiny_student", 3).num_classes == 3
         with pytest.raises(UserInputError, match="student 'pspnet_resnet18' is registered already"):
             register_student("pspnet_resnet18")(tiny_student)
-        with pytest.raises(UserInputError, match="teacher 'tiny_student': a model of another kind has that name"):
+        with pytest.raises(
+            UserInputError, match="teacher 'tiny_student': a model of another kind has that name"
+        ):
             register_teacher("tiny_student")(tiny_student)
         with pytest.raises(UserInputError, match="student 'sd': a model of another kind has that name"):
             register_student("sd")(tiny_student)

@@ -3,6 +3,7 @@
 Needs Debian's chromium (headless). The page itself counts the plots plotly drew and the errors it
 caught (see analysis/report.py); --dump-dom gives back the <body> with those counts.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_analysis import make_run  # pytest puts tests/ on sys.path (no __init__.py)
 
 from analysis.report import write_report
-from test_analysis import make_run  # pytest puts tests/ on sys.path (no __init__.py)
 
 
 def _chromium() -> str:
@@ -26,9 +27,21 @@ def _chromium() -> str:
 
 def _headless(chromium: str, *args: str) -> subprocess.CompletedProcess:
     # Parcoords (Optuna's parallel coordinates) needs WebGL: software WebGL is opt-in in recent Chromium.
-    return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-                           "--hide-scrollbars", "--virtual-time-budget=10000", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-unsafe-swiftshader",
+            "--hide-scrollbars",
+            "--virtual-time-budget=10000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_report_draws_every_figure_without_errors(tmp_path):

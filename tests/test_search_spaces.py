@@ -91,9 +91,14 @@ def test_a_fixed_value_leaves_the_trial_but_reaches_the_overrides():
 
 
 def test_ranges_choices_and_tables_narrow():
-    values = {"esd": {"r": [0.0, 3.0], "split_point": ["stage5", "stage7"],
-                      "frozen_lr": {"low": 2e-3, "high": 3e-2}},
-              "cwd": {"temperature": {"choices": [1.0, 4.0]}}}
+    values = {
+        "esd": {
+            "r": [0.0, 3.0],
+            "split_point": ["stage5", "stage7"],
+            "frozen_lr": {"low": 2e-3, "high": 3e-2},
+        },
+        "cwd": {"temperature": {"choices": [1.0, 4.0]}},
+    }
     space = space_for("esd", POINTS, values)
     assert space["r"] == Float(0.0, 3.0, target="r", default=1.0)
     assert space["split_point"].choices == ("stage5", "stage7")
@@ -116,23 +121,32 @@ def test_bad_study_values_are_all_reported_at_once():
         resolve_space(["esd", "ifvd", "sd"], POINTS, values)
     message = str(caught.value)
     # values outside what the recipe accepts get the recipe's own message, as an override would
-    for expected in ("esd.r = -1.0: recipe 'esd': stage 'feature': r, the mixed stream's target images per "
-                     "proximity image, must be a finite number >= 0", "'stage9' is not valid; valid: stage3, stage5, stage7",
-                     "no parameter 'gamma'", "its parameters: split_point, groups, output_stride, head_width, feature_optimizer, feature_lr, frozen_lr, r",
-                     "low < high", "ifvd.lambda_kd = -1.0: recipe 'ifvd': stage 'train': weight of 'kd' must be a finite "
-                     "number >= 0", "ifvd.lr = 0.0: recipe 'ifvd': stage 'train': optimizer.lr must be positive",
-                     "expected a number"):
+    for expected in (
+        "esd.r = -1.0: recipe 'esd': stage 'feature': r, the mixed stream's target images per "
+        "proximity image, must be a finite number >= 0",
+        "'stage9' is not valid; valid: stage3, stage5, stage7",
+        "no parameter 'gamma'",
+        "its parameters: split_point, groups, output_stride, head_width, feature_optimizer, "
+        "feature_lr, frozen_lr, r",
+        "low < high",
+        "ifvd.lambda_kd = -1.0: recipe 'ifvd': stage 'train': weight of 'kd' must be a finite number >= 0",
+        "ifvd.lr = 0.0: recipe 'ifvd': stage 'train': optimizer.lr must be positive",
+        "expected a number",
+    ):
         assert expected in message, expected
 
 
-@pytest.mark.parametrize("methods, values, expected", [
-    (["nope"], None, "unknown methods nope; choose among baseline, ftt"),
-    (["sd"], {"esd": {"r": 1.0}}, "space settings for esd, which the study does not run"),
-    (["sd"], {"sd": {"feature_lr": [0.0, 1e-2]}}, "log scale, so low must be > 0"),
-    (["sd"], {"sd": {"feature_lr": [1e-3, 1e-2, 1e-1]}}, "a range is [low, high]"),
-    (["cwd"], {"cwd": {"temperature": {"low": 2.0, "step": 1}}}, "a table has keys low, high, log"),
-    ([], None, "no methods given"),
-])
+@pytest.mark.parametrize(
+    "methods, values, expected",
+    [
+        (["nope"], None, "unknown methods nope; choose among baseline, ftt"),
+        (["sd"], {"esd": {"r": 1.0}}, "space settings for esd, which the study does not run"),
+        (["sd"], {"sd": {"feature_lr": [0.0, 1e-2]}}, "log scale, so low must be > 0"),
+        (["sd"], {"sd": {"feature_lr": [1e-3, 1e-2, 1e-1]}}, "a range is [low, high]"),
+        (["cwd"], {"cwd": {"temperature": {"low": 2.0, "step": 1}}}, "a table has keys low, high, log"),
+        ([], None, "no methods given"),
+    ],
+)
 def test_other_bad_inputs(methods, values, expected):
     with pytest.raises(UserInputError) as caught:
         resolve_space(methods, POINTS, values)
@@ -165,7 +179,8 @@ def test_a_space_registers_next_to_it_and_a_name_names_one_space():
     with pytest.raises(UserInputError, match="search space 'esd' is registered already"):
         register("esd")(params)
     register("esd")(SPACES["esd"])  # the same space again: nothing happens
-    from kd.methods.recipe import RECIPES as KNOWN, register_recipe
+    from kd.methods.recipe import RECIPES as KNOWN
+    from kd.methods.recipe import register_recipe
 
     try:  # a plugin module: its recipe and its space
         register_recipe("baseline_again")(lambda: build_recipe("baseline"))
@@ -189,8 +204,11 @@ def test_suggested_choices_build_valid_recipes(method):
         assert len(choice.recipe_overrides) == len(trial.params) - (point is not None) + len(fixed)
         assert fixed.items() <= choice.recipe_overrides.items()
         # the SD student's capacity is fixed at the default variant unless a study asks to search it
-        assert choice.student_options == ({"groups": "table", "output_stride": "teacher", "head_width": 512}
-                                          if method in {"baseline", "sd", "esd"} else {})
+        assert choice.student_options == (
+            {"groups": "table", "output_stride": "teacher", "head_width": 512}
+            if method in {"baseline", "sd", "esd"}
+            else {}
+        )
 
 
 def test_a_choice_is_named_by_its_content():
@@ -217,12 +235,16 @@ def test_grid_gives_the_papers_defaults():
 
 
 def test_grid_crosses_the_choices_a_study_lists():
-    points = grid(["baseline", "esd"], POINTS, {"esd": {"r": {"choices": [0, 0.5, 5]},
-                                                        "split_point": ["stage5", "stage7"]}})
+    points = grid(
+        ["baseline", "esd"],
+        POINTS,
+        {"esd": {"r": {"choices": [0, 0.5, 5]}, "split_point": ["stage5", "stage7"]}},
+    )
     assert [p.method for p in points] == ["baseline"] + ["esd"] * 6
     esd = [p for p in points if p.method == "esd"]
     assert sorted((p.values["r"], p.values["split_point"]) for p in esd) == sorted(
-        (r, s) for r in (0.0, 0.5, 5.0) for s in ("stage5", "stage7"))
+        (r, s) for r in (0.0, 0.5, 5.0) for s in ("stage5", "stage7")
+    )
     assert "esd split_point=stage5, r=0.5" in [p.variant for p in esd]
     for p in esd:  # the recorded values are the ones trained with
         assert p.overrides["r"] == p.values["r"] and p.split_point == p.values["split_point"]
@@ -231,7 +253,9 @@ def test_grid_crosses_the_choices_a_study_lists():
 
 def test_student_capacity_is_fixed_unless_a_study_lists_choices():
     assert isinstance(space_for("sd", POINTS)["groups"], Fixed)
-    values = {"sd": {"groups": ["gcd", "dense"], "output_stride": {"choices": [8, "teacher"]}, "head_width": 256}}
+    values = {
+        "sd": {"groups": ["gcd", "dense"], "output_stride": {"choices": [8, "teacher"]}, "head_width": 256}
+    }
     space = space_for("sd", POINTS, values)
     assert space["groups"].choices == ("gcd", "dense") and space["output_stride"].choices == (8, "teacher")
     assert space["head_width"] == Fixed(256, "student.head_width")

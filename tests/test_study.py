@@ -1,4 +1,5 @@
 """Studies end to end with a real local Ray (num_cpus=2), real Optuna and real training."""
+
 import json
 import re
 
@@ -34,8 +35,22 @@ def test_smoke_study_writes_the_tables(smoke_run):
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 3 and trials["trial_id"].is_unique
     assert set(trials["status"]) == {"completed"}
-    for column in ("trial_id", "method", "status", "split_point", "seeds", "miou", "miou_img", "hp_acc", "var",
-                   "miou_img_std", "params", "flops", "duration_s", "error"):
+    for column in (
+        "trial_id",
+        "method",
+        "status",
+        "split_point",
+        "seeds",
+        "miou",
+        "miou_img",
+        "hp_acc",
+        "var",
+        "miou_img_std",
+        "params",
+        "flops",
+        "duration_s",
+        "error",
+    ):
         assert column in trials.columns
     assert set(trials["method"]) <= {"baseline", "esd"}
     assert trials["miou_img"].between(0, 1).all() and (trials["params"] > 0).all()
@@ -71,7 +86,9 @@ def test_smoke_study_writes_the_tables(smoke_run):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    study = optuna.load_study(study_name="smoke", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    study = optuna.load_study(
+        study_name="smoke", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+    )
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
 
 
@@ -82,7 +99,9 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(local_ray, tmp_path):
     run_dir = run_study(config, say=lines.append)
     trials = pd.read_parquet(run_dir / "trials.parquet").set_index("method")
     assert trials.loc["baseline", "status"] == "failed"
-    assert "NonFiniteLossError" in trials.loc["baseline", "error"] and "'ce'" in trials.loc["baseline", "error"]
+    assert (
+        "NonFiniteLossError" in trials.loc["baseline", "error"] and "'ce'" in trials.loc["baseline", "error"]
+    )
     assert trials.loc["esd", "status"] == "completed" and trials.loc["esd", "miou_img"] > 0
     assert any("FAILED" in line for line in lines)
 
@@ -101,13 +120,17 @@ def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
     from study.tuner import _finished_only_optuna_search
 
     searcher = _finished_only_optuna_search()(
-        space=resolve_space(["baseline"], ["stage3", "stage5"]), metric="miou_img", mode="max",
+        space=resolve_space(["baseline"], ["stage3", "stage5"]),
+        metric="miou_img",
+        mode="max",
         sampler=optuna.samplers.TPESampler(seed=0),
     )
     searcher.set_search_properties(None, None, {})
     for trial_id in ("finished", "stopped", "crashed"):
         config = searcher.suggest(trial_id)
-        assert list(config) == ["choice"] and config["choice"].method == "baseline"  # Optuna's names stay inside
+        assert (
+            list(config) == ["choice"] and config["choice"].method == "baseline"
+        )  # Optuna's names stay inside
     searcher.on_trial_complete("finished", {"miou_img": 0.5, "final": True})
     searcher.on_trial_complete("stopped", {"miou_img": 0.9, "epoch": 1})
     searcher.on_trial_complete("crashed", {"miou_img": 0.7}, error=True)
@@ -121,8 +144,14 @@ def test_multi_objective_study(local_ray, tmp_path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    config = smoke(tmp_path, name="pareto", trials=2, methods=["baseline"], sampler="nsga2",
-                   objectives=["miou_img", "hp_acc", "var"])
+    config = smoke(
+        tmp_path,
+        name="pareto",
+        trials=2,
+        methods=["baseline"],
+        sampler="nsga2",
+        objectives=["miou_img", "hp_acc", "var"],
+    )
     run_dir = run_study(config, say=lambda line: None)
     storage = JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
     study = optuna.load_study(study_name="pareto", storage=storage)
@@ -147,6 +176,18 @@ def test_same_study_file_and_seed_give_the_same_trials(local_ray, tmp_path):
     for name in ("first", "second"):
         config = smoke(tmp_path, name=name, max_concurrent=1)
         tables.append(pd.read_parquet(run_study(config, say=lambda line: None) / "trials.parquet"))
-    same = ["method", "split_point", "r", "lr", "feature_lr", "frozen_lr", "miou", "miou_img", "hp_acc", "var", "params"]
+    same = [
+        "method",
+        "split_point",
+        "r",
+        "lr",
+        "feature_lr",
+        "frozen_lr",
+        "miou",
+        "miou_img",
+        "hp_acc",
+        "var",
+        "params",
+    ]
     columns = [c for c in same if c in tables[0].columns]
     pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])

@@ -1,4 +1,5 @@
 """A study on an existing multi-node Ray cluster (several Ray nodes on this machine, over loopback)."""
+
 import pandas as pd
 import pytest
 
@@ -25,10 +26,18 @@ def test_trials_land_on_more_than_one_node(two_node_cluster, tmp_path):
     import ray
 
     assert not ray.is_initialized()  # the study itself joins the cluster, as `--address HOST:PORT` does
-    config = study_config.resolve("smoke", overrides={
-        "out": str(tmp_path), "name": "cluster", "trials": 4, "address": two_node_cluster.address,
-        "epochs": 45,  # each method in all (ESD: 15 a stage): trials long enough that the second node's worker is up before the first node is free
-    })
+    config = study_config.resolve(
+        "smoke",
+        overrides={
+            "out": str(tmp_path),
+            "name": "cluster",
+            "trials": 4,
+            "address": two_node_cluster.address,
+            # each method in all (ESD: 15 a stage): trials long enough that the second node's worker
+            # is up before the first node is free
+            "epochs": 45,
+        },
+    )
     run_dir = run_study(config, say=lambda line: None)
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 4 and (trials["status"] == "completed").all()

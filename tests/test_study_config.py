@@ -1,4 +1,5 @@
 """Study configuration: presets, study files, command-line overrides, and every error before Ray starts."""
+
 import pytest
 
 from kd.errors import UserInputError
@@ -25,36 +26,63 @@ def test_every_problem_is_listed_at_once_and_ray_never_starts(tmp_path, capsys):
     import ray
 
     path = write(tmp_path, '[space.esd]\nr = [-1.0, 3.0]\nsplit_point = ["stage99"]\n')
-    code = main(["--config", str(path), "--methods", "esd,distil", "--trials", "0",
-                 "--data", "camvid:/nowhere/camvid", "--gpus-per-trial", "1", "--out", str(tmp_path)])
+    code = main(
+        [
+            "--config",
+            str(path),
+            "--methods",
+            "esd,distil",
+            "--trials",
+            "0",
+            "--data",
+            "camvid:/nowhere/camvid",
+            "--gpus-per-trial",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    for words in ("unknown method(s) distil", "trials must be a whole number >= 1", "/nowhere/camvid does not exist",
-                  "gpus_per_trial = 1.0 but this machine has no GPU"):
+    for words in (
+        "unknown method(s) distil",
+        "trials must be a whole number >= 1",
+        "/nowhere/camvid does not exist",
+        "gpus_per_trial = 1.0 but this machine has no GPU",
+    ):
         assert words in err
     assert not ray.is_initialized()
     assert not (tmp_path / "default").exists()  # nothing written
 
 
 def test_search_space_problems_are_listed_together():
-    config = study_config.resolve("smoke", overrides={"methods": ["esd"],
-                                                      "space": {"esd": {"r": [-1.0, 3.0], "split_point": ["stage99"]}}})
+    config = study_config.resolve(
+        "smoke",
+        overrides={"methods": ["esd"], "space": {"esd": {"r": [-1.0, 3.0], "split_point": ["stage99"]}}},
+    )
     with pytest.raises(UserInputError) as err:
         study_config.validate(config)
-    assert "esd.r = -1.0" in str(err.value) and "must be a finite number >= 0" in str(err.value) and "stage99" in str(err.value)
+    assert (
+        "esd.r = -1.0" in str(err.value)
+        and "must be a finite number >= 0" in str(err.value)
+        and "stage99" in str(err.value)
+    )
 
 
-@pytest.mark.parametrize("overrides, words", [
-    ({"scheduler": "asha", "objectives": ["miou_img", "var"]}, "single objective"),
-    ({"objectives": ["accuracy"]}, "objectives must be some of"),
-    ({"sampler": "random"}, "sampler must be one of"),
-    ({"name": "../escape"}, "plain folder name"),
-    ({"data": "folder:/a,/b"}, "needs its class names"),
-    ({"teacher": "resnet9000"}, "unknown teacher"),
-    ({"students": {"ifvd": "alexnet"}}, "is not a known student"),
-    ({"cpus_per_trial": 0}, "cpus_per_trial must be a number > 0"),
-    ({"epochs": 2}, r"epochs = 2 is each method's total over its stages, but esd need\(s\) 3"),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"scheduler": "asha", "objectives": ["miou_img", "var"]}, "single objective"),
+        ({"objectives": ["accuracy"]}, "objectives must be some of"),
+        ({"sampler": "random"}, "sampler must be one of"),
+        ({"name": "../escape"}, "plain folder name"),
+        ({"data": "folder:/a,/b"}, "needs its class names"),
+        ({"teacher": "resnet9000"}, "unknown teacher"),
+        ({"students": {"ifvd": "alexnet"}}, "is not a known student"),
+        ({"cpus_per_trial": 0}, "cpus_per_trial must be a number > 0"),
+        ({"epochs": 2}, r"epochs = 2 is each method's total over its stages, but esd need\(s\) 3"),
+    ],
+)
 def test_bad_settings_are_named(overrides, words):
     with pytest.raises(UserInputError, match=words):
         study_config.validate(study_config.resolve("smoke", overrides=overrides))
@@ -79,8 +107,20 @@ def test_help_explains(capsys):
         main(["--help"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--config", "--preset", "--methods", "--trials", "--seeds", "--data", "--name", "--out",
-                 "--cpus-per-trial", "--gpus-per-trial", "--address", "--resume"):
+    for flag in (
+        "--config",
+        "--preset",
+        "--methods",
+        "--trials",
+        "--seeds",
+        "--data",
+        "--name",
+        "--out",
+        "--cpus-per-trial",
+        "--gpus-per-trial",
+        "--address",
+        "--resume",
+    ):
         assert flag in out
 
 
@@ -128,7 +168,9 @@ def test_a_grid_fills_the_teacher_caches_of_its_own_points_only():
     from study.prepare import cache_choices, fill_caches, open_data, teacher_shell
 
     def caches(sampler, space):
-        config = study_config.resolve("smoke", overrides={"methods": ["sd"], "sampler": sampler, "space": space})
+        config = study_config.resolve(
+            "smoke", overrides={"methods": ["sd"], "sampler": sampler, "space": space}
+        )
         data, lines = open_data(config), []
         teacher = teacher_shell(config, data.target.num_classes).eval()
         choices = cache_choices(config, study_config.validate(config))
@@ -137,7 +179,9 @@ def test_a_grid_fills_the_teacher_caches_of_its_own_points_only():
 
     one_point = caches("grid", {})  # the grid runs sd at its default point only
     assert one_point > 0
-    assert caches("tpe", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point  # a search may pick either
+    assert (
+        caches("tpe", {"sd": {"split_point": ["stage5", "top"]}}) == 2 * one_point
+    )  # a search may pick either
     from kd.models.registry import split_points
 
     every = len(split_points(study_config.resolve("smoke").teacher))

@@ -1,4 +1,5 @@
 """Faults caused for real: a trial's worker process killed, a run folder that cannot be written."""
+
 import os
 import signal
 import subprocess
@@ -23,21 +24,40 @@ def _descends_from(pid: int, ancestor: int) -> bool:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return False
-        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
     return False
 
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
     study_file = tmp_path / "study.toml"
-    study_file.write_text('name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 20\nretries = 1\n')
+    study_file.write_text(
+        'name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 20\nretries = 1\n'
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with (tmp_path / "log").open("w") as log:
-        study = subprocess.Popen([sys.executable, "-m", "study.run", "--preset", "smoke", "--config", str(study_file),
-                                  "--out", str(tmp_path)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        study = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "study.run",
+                "--preset",
+                "smoke",
+                "--config",
+                str(study_file),
+                "--out",
+                str(tmp_path),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     killed, deadline = None, time.time() + 240
     while killed is None and time.time() < deadline and study.poll() is None:
-        found = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc.train"], capture_output=True, text=True).stdout.split()
+        found = subprocess.run(
+            ["pgrep", "-f", "ray::ImplicitFunc.train"], capture_output=True, text=True
+        ).stdout.split()
         # only this study's worker: another study on the machine must not lose one
         found = [pid for pid in found if _descends_from(int(pid), study.pid)]
         if found:
@@ -55,7 +75,9 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_training(tmp_path
     blocker.write_text("not a folder")
     assert main(["--preset", "smoke", "--out", str(blocker / "runs")]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write the study's results to {blocker / 'runs' / 'smoke'}" in err and "Traceback" not in err
+    assert (
+        f"cannot write the study's results to {blocker / 'runs' / 'smoke'}" in err and "Traceback" not in err
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: folder permissions cannot stop it")
@@ -103,22 +125,55 @@ def test_failing_components_fail_their_trial_with_the_reason_and_the_study_goes_
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "faulty_parts.py").write_text(PLUGIN)
     study_file = tmp_path / "study.toml"
-    study_file.write_text('name = "faulty"\nmethods = ["baseline", "ifvd", "cwd"]\nsampler = "grid"\n'
-                          'imports = ["faulty_parts"]\n[students]\nifvd = "oom_student"\ncwd = "buggy_student"\n')
+    study_file.write_text(
+        'name = "faulty"\nmethods = ["baseline", "ifvd", "cwd"]\nsampler = "grid"\n'
+        'imports = ["faulty_parts"]\n[students]\nifvd = "oom_student"\ncwd = "buggy_student"\n'
+    )
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path / 'plugins'}"}
-    done = subprocess.run([sys.executable, "-m", "study.run", "--preset", "smoke", "--config", str(study_file),
-                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study.run",
+            "--preset",
+            "smoke",
+            "--config",
+            str(study_file),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "faulty" / "trials.parquet").set_index("method")
     assert trials.loc["baseline", "status"] == "completed"
     assert trials.loc["ifvd", "status"] == "failed"
     assert trials.loc["ifvd", "error"].startswith("OutOfMemoryError: CUDA out of memory (simulated)")
-    assert trials.loc["cwd", "status"] == "failed" and trials.loc["cwd", "error"] == "ValueError: my head has a bug"
+    assert (
+        trials.loc["cwd", "status"] == "failed"
+        and trials.loc["cwd", "error"] == "ValueError: my head has a bug"
+    )
     assert "FAILED: ValueError: my head has a bug" in done.stdout
 
 
 def test_an_import_that_fails_is_a_configuration_error(tmp_path, capsys):
-    assert main(["--preset", "smoke", "--out", str(tmp_path), "--config", str(_file(tmp_path, 'imports = ["nowhere_mod"]'))]) == 2
+    assert (
+        main(
+            [
+                "--preset",
+                "smoke",
+                "--out",
+                str(tmp_path),
+                "--config",
+                str(_file(tmp_path, 'imports = ["nowhere_mod"]')),
+            ]
+        )
+        == 2
+    )
     assert "cannot import 'nowhere_mod'" in capsys.readouterr().err
 
 
@@ -139,8 +194,11 @@ def test_a_corrupt_image_stops_the_study_before_ray_naming_the_file(tmp_path, ca
     broken = tmp_path / "img" / "b.png"
     broken.write_bytes(broken.read_bytes()[:2000])  # the header survives, half the pixels do not
     data = f"folder:{tmp_path / 'img'},{tmp_path / 'ann'}"
-    study = _file(tmp_path, f'data = "{data}"\nclasses = ["road", "other"]\nmethods = ["baseline"]\n'
-                            'source_images = 3\ntarget_images = 3\nval_images = 3')
+    study = _file(
+        tmp_path,
+        f'data = "{data}"\nclasses = ["road", "other"]\nmethods = ["baseline"]\n'
+        "source_images = 3\ntarget_images = 3\nval_images = 3",
+    )
     assert main(["--preset", "smoke", "--config", str(study), "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert f"cannot decode image file {broken}" in err and "Traceback" not in err

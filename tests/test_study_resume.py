@@ -1,8 +1,10 @@
-"""A study interrupted midway (Ctrl-C, or its driver killed with SIGKILL) and resumed: exactly the requested trials, none lost or run twice.
+"""A study interrupted midway (Ctrl-C, or its driver killed with SIGKILL) and resumed: exactly the
+requested trials, none lost or run twice.
 
 Both runs are real `python -m study.run` processes, each with its own local Ray (2 CPUs on
 the CI machine), so no Ray instance of the test process is shared with them.
 """
+
 import os
 import signal
 import subprocess
@@ -20,15 +22,23 @@ pytestmark = pytest.mark.slow
 def launch(args, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "study.run", *args], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "study.run", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_path):
     name, trials = "resume", 5
     common = ["--name", name, "--out", str(tmp_path)]
-    first = launch(["--preset", "smoke", *common, "--trials", str(trials), "--max-concurrent", "1"], tmp_path / "first.log")
+    first = launch(
+        ["--preset", "smoke", *common, "--trials", str(trials), "--max-concurrent", "1"],
+        tmp_path / "first.log",
+    )
     table = tmp_path / name / "trials.parquet"
     deadline = time.time() + 240
     while time.time() < deadline and first.poll() is None and not table.is_file():

@@ -1,4 +1,5 @@
 """Synthetic road-scene domains: deterministic by seed, with real shifts between domains."""
+
 import numpy as np
 import pytest
 import torch
@@ -71,7 +72,9 @@ def test_proximity_is_unlabelled():
     proximity = SyntheticRoadScenes("proximity", size=3, image_size=SIZE)
     assert not proximity.labelled
     assert (proximity[1]["mask"] == 255).all()
-    assert SyntheticRoadScenes("target", image_size=SIZE).labelled and len(SyntheticRoadScenes("target")) == 64
+    assert (
+        SyntheticRoadScenes("target", image_size=SIZE).labelled and len(SyntheticRoadScenes("target")) == 64
+    )
 
 
 def test_binary_label_set():

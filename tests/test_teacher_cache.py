@@ -1,4 +1,5 @@
 """A teacher's outputs are computed once per (image, view), stored, and equal to recomputation."""
+
 import multiprocessing
 import warnings
 
@@ -53,7 +54,7 @@ def fresh(model, images, point=POINT, want=BOTH):
 
 
 def lookup(cache, data, transform, entries, seed=0):
-    index, view = zip(*entries)
+    index, view = zip(*entries, strict=True)
     return cache.get(torch.tensor(index), torch.tensor(view), batch(data, transform, entries, seed))
 
 
@@ -77,7 +78,9 @@ def test_cached_outputs_equal_recomputation_and_are_reused(tmp_path):
     for name in BOTH:
         assert torch.equal(again[name], first[name].flip(0))
 
-    reopened = TeacherCache(model, POINT, data, transform, views=3, augment_seed=5, outputs=BOTH, root=tmp_path)
+    reopened = TeacherCache(
+        model, POINT, data, transform, views=3, augment_seed=5, outputs=BOTH, root=tmp_path
+    )
     assert reopened.key == cache.key and reopened.path == cache.path
     from_disk = lookup(reopened, data, transform, ENTRIES, seed=5)
     assert reopened.teacher_forwards == 0 and counter.images == 2 * len(ENTRIES)
@@ -133,7 +136,7 @@ def test_fill_computes_each_entry_once(tmp_path):
     assert counter.images == 12
     expected = {name: [] for name in BOTH}
     for start in range(0, 12, 5):  # the batches fill() ran
-        for name, out in fresh(model, batch(data, transform, entries[start:start + 5])).items():
+        for name, out in fresh(model, batch(data, transform, entries[start : start + 5])).items():
             expected[name].append(out)
     assert all(torch.equal(got[name], torch.cat(expected[name])) for name in BOTH)
 
@@ -149,7 +152,9 @@ def test_fixed_transform_stores_one_view(tmp_path):
     got = lookup(cache, data, transform, [(1, 0), (1, 3), (2, 7)])
     assert counter.images == 4
     assert torch.equal(got["features"][0], got["features"][1])
-    assert torch.equal(got["features"][1:2], fresh(model, batch(data, transform, [(1, 0), (2, 0)]))["features"][:1])
+    assert torch.equal(
+        got["features"][1:2], fresh(model, batch(data, transform, [(1, 0), (2, 0)]))["features"][:1]
+    )
 
 
 @pytest.mark.parametrize(
@@ -204,7 +209,9 @@ def test_damaged_entry_is_moved_aside_and_rebuilt(tmp_path, damage):
     assert any(".broken-" in path.name for path in tmp_path.iterdir())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert TeacherCache(model, POINT, data, transform, views=3, root=tmp_path).missing == 12 - len(ENTRIES)
+        assert TeacherCache(model, POINT, data, transform, views=3, root=tmp_path).missing == 12 - len(
+            ENTRIES
+        )
 
 
 def first_key(root):
@@ -232,8 +239,8 @@ def test_processes_filling_one_cache_leave_one_complete_copy(tmp_path):
     got = lookup(cache, data, transform, entries)
     assert cache.teacher_forwards == 0
     for start in range(0, 12, 3):  # the batches fill() ran
-        expected = fresh(model, batch(data, transform, entries[start:start + 3]))
-        assert all(torch.equal(got[name][start:start + 3], expected[name]) for name in BOTH)
+        expected = fresh(model, batch(data, transform, entries[start : start + 3]))
+        assert all(torch.equal(got[name][start : start + 3], expected[name]) for name in BOTH)
 
 
 def test_float16_storage_is_equal_within_fp16_rounding(tmp_path):

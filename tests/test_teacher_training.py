@@ -1,4 +1,5 @@
 """Teacher training is stored under a content hash and reused instead of repeated."""
+
 from collections import OrderedDict
 
 import pytest
@@ -16,7 +17,10 @@ SIZE = (32, 64)
 
 def tiny_teacher(num_classes=7, seed=0):
     torch.manual_seed(seed)
-    block = lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU())  # noqa: E731
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
     stages = OrderedDict(stem=block(3, 8), stage1=block(8, 16))
     return Segmenter(stages, nn.Conv2d(16, num_classes, 1), num_classes, name="tiny")
 
@@ -52,8 +56,11 @@ def test_training_is_stored_and_reused(tmp_path):
 def test_any_changed_input_gives_another_checkpoint(tmp_path, change):
     base = fit_teacher(tiny_teacher(), target(), SETTINGS, cache_dir=tmp_path, progress=None)
     other = fit_teacher(
-        change.get("model", tiny_teacher()), change.get("dataset", target()), change.get("settings", SETTINGS),
-        cache_dir=tmp_path, progress=None,
+        change.get("model", tiny_teacher()),
+        change.get("dataset", target()),
+        change.get("settings", SETTINGS),
+        cache_dir=tmp_path,
+        progress=None,
     )
     assert not other.reused and other.digest != base.digest
 
@@ -74,13 +81,21 @@ def test_head_training_learns_and_leaves_the_backbone_alone(tmp_path):
 def test_fine_tuning_trains_the_backbone_too(tmp_path):
     model = tiny_teacher()
     before = model.stages.stem[0].weight.clone()
-    fit_teacher(model, target(), TeacherTraining(trainable="all", epochs=1, batch_size=4), cache_dir=tmp_path, progress=None)
+    fit_teacher(
+        model,
+        target(),
+        TeacherTraining(trainable="all", epochs=1, batch_size=4),
+        cache_dir=tmp_path,
+        progress=None,
+    )
     assert not torch.equal(before, model.stages.stem[0].weight)
 
 
 def test_bad_requests_are_refused(tmp_path):
     with pytest.raises(UserInputError, match="unlabelled"):
-        fit_teacher(tiny_teacher(), SyntheticRoadScenes("proximity", size=2, image_size=SIZE), cache_dir=tmp_path)
+        fit_teacher(
+            tiny_teacher(), SyntheticRoadScenes("proximity", size=2, image_size=SIZE), cache_dir=tmp_path
+        )
     with pytest.raises(UserInputError, match="predicts 2 classes but synthetic target has 7"):
         fit_teacher(tiny_teacher(num_classes=2), target(), cache_dir=tmp_path)
     with pytest.raises(UserInputError, match="trainable must be 'head' or 'all'.*epochs must be at least 1"):
@@ -92,7 +107,9 @@ def test_damaged_or_foreign_checkpoints_name_the_file(tmp_path):
     state = torch.load(result.path, weights_only=True)
     state["state_dict"]["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "foreign.pt")
-    with pytest.raises(UserInputError, match=r"foreign.pt does not fit tiny: 1 unexpected keys \(extra.weight\)"):
+    with pytest.raises(
+        UserInputError, match=r"foreign.pt does not fit tiny: 1 unexpected keys \(extra.weight\)"
+    ):
         load_checkpoint(tiny_teacher(), tmp_path / "foreign.pt")
     with pytest.raises(UserInputError, match="does not exist"):
         load_checkpoint(tiny_teacher(), tmp_path / "none.pt")

@@ -1,4 +1,5 @@
 """Paired transforms keep image and mask aligned and are reproducible per (seed, index, view)."""
+
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -7,7 +8,8 @@ from kd.data import Augmented, MaxPool2x, PairedTransform, SyntheticRoadScenes
 
 # One colour per class, far apart, so a pixel's colour tells its class.
 PALETTE = torch.tensor(
-    [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255], [255, 255, 255]], dtype=torch.uint8
+    [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255], [255, 255, 255]],
+    dtype=torch.uint8,
 )
 
 
@@ -60,7 +62,9 @@ def test_views_are_reproducible_and_distinct():
     assert torch.equal(torch.random.get_rng_state(), before), "the global generator must be left as it was"
     again = transform(sample, seed=5, view=3)
     assert torch.equal(first["image"], again["image"]) and torch.equal(first["mask"], again["mask"])
-    others = [transform(sample, seed=5, view=v)["image"] for v in range(4, 8)] + [transform(sample, seed=6, view=3)["image"]]
+    others = [transform(sample, seed=5, view=v)["image"] for v in range(4, 8)] + [
+        transform(sample, seed=6, view=3)["image"]
+    ]
     assert all(not torch.equal(first["image"], other) for other in others)
 
 
@@ -111,7 +115,9 @@ def test_augmented_dataset_uses_a_fixed_bank_of_views():
 
 def test_batches_from_worker_processes_equal_the_main_process():
     data = Augmented(
-        SyntheticRoadScenes("target", size=8, image_size=(64, 128)), PairedTransform(crop=(32, 64), hflip=True), seed=2
+        SyntheticRoadScenes("target", size=8, image_size=(64, 128)),
+        PairedTransform(crop=(32, 64), hflip=True),
+        seed=2,
     )
     data.set_epoch(3)
     in_main = list(torch.utils.data.DataLoader(data, batch_size=4))

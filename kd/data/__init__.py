@@ -3,6 +3,7 @@
 Every dataset yields dicts with `image` (uint8 [3,H,W]), `mask` (int64 [H,W], 255 = void),
 `index` and `id`, and has `classes`, `num_classes`, `ignore_index`, `labelled`, `ids`.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,28 @@ from kd.data.transforms import Augmented, MaxPool2x, PairedTransform, view_seed
 from kd.errors import DatasetError
 
 __all__ = [
-    "Augmented", "CAMVID_ENV", "DATA_KINDS", "CamVid", "Cityscapes", "DOMAINS", "DatasetError", "Folder", "IGNORE_INDEX",
-    "Kitti", "LABEL_SETS", "MaxPool2x", "MixedDataset", "PairedTransform", "SegmentationFiles",
-    "SyntheticRoadScenes", "locate_camvid", "mixed_stream", "open_dataset", "render", "stream_counts", "view_seed",
+    "Augmented",
+    "CAMVID_ENV",
+    "DATA_KINDS",
+    "CamVid",
+    "Cityscapes",
+    "DOMAINS",
+    "DatasetError",
+    "Folder",
+    "IGNORE_INDEX",
+    "Kitti",
+    "LABEL_SETS",
+    "MaxPool2x",
+    "MixedDataset",
+    "PairedTransform",
+    "SegmentationFiles",
+    "SyntheticRoadScenes",
+    "locate_camvid",
+    "mixed_stream",
+    "open_dataset",
+    "render",
+    "stream_counts",
+    "view_seed",
 ]
 
 DATA_KINDS = ("synthetic", "camvid", "cityscapes", "kitti", "folder")
@@ -33,7 +53,9 @@ def locate_camvid() -> Path | None:
     return shared if shared.is_dir() else None
 
 
-def open_dataset(spec: str, split: str = "train", label_set: str = "full", first_n: int | None = None, **options):
+def open_dataset(
+    spec: str, split: str = "train", label_set: str = "full", first_n: int | None = None, **options
+):
     """A dataset from a spec string, as the study CLI's --data takes it.
 
     `synthetic[:DOMAIN]` (without DOMAIN the split picks it: train -> target, val and test ->
@@ -54,7 +76,9 @@ def open_dataset(spec: str, split: str = "train", label_set: str = "full", first
     if kind == "folder":
         images_dir, comma, masks_dir = location.partition(",")
         if not comma:
-            raise DatasetError(f"data spec {spec!r}: write folder:IMAGES_DIR,MASKS_DIR (two folders, comma between).")
+            raise DatasetError(
+                f"data spec {spec!r}: write folder:IMAGES_DIR,MASKS_DIR (two folders, comma between)."
+            )
         if "classes" not in options:
             raise DatasetError("folder datasets need their classes: pass classes=[names] or a class count.")
         return Folder(images_dir, masks_dir, label_set=label_set, first_n=first_n, **options)

@@ -1,8 +1,9 @@
 """Check a dataset before a study: what it holds, whether every file decodes, what it looks like.
 
-    python -m kd.data synthetic --split proximity --preview proximity.png
-    python -m kd.data camvid:../shared/data/camvid --split test --label-set binary --verify
+python -m kd.data synthetic --split proximity --preview proximity.png
+python -m kd.data camvid:../shared/data/camvid --split test --label-set binary --verify
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,27 @@ from kd.errors import UserInputError
 
 # Distinct colours for masks in previews; void is black.
 PREVIEW_COLOURS = np.array(
-    [[128, 64, 128], [244, 35, 232], [70, 70, 70], [70, 130, 180], [107, 142, 35], [0, 0, 142], [220, 20, 60],
-     [250, 170, 30], [220, 220, 0], [152, 251, 152], [102, 102, 156], [190, 153, 153], [153, 153, 153],
-     [255, 0, 0], [0, 0, 70], [0, 60, 100], [0, 80, 100], [0, 0, 230], [119, 11, 32]],
+    [
+        [128, 64, 128],
+        [244, 35, 232],
+        [70, 70, 70],
+        [70, 130, 180],
+        [107, 142, 35],
+        [0, 0, 142],
+        [220, 20, 60],
+        [250, 170, 30],
+        [220, 220, 0],
+        [152, 251, 152],
+        [102, 102, 156],
+        [190, 153, 153],
+        [153, 153, 153],
+        [255, 0, 0],
+        [0, 0, 70],
+        [0, 60, 100],
+        [0, 80, 100],
+        [0, 0, 230],
+        [119, 11, 32],
+    ],
     np.uint8,
 )
 
@@ -29,13 +48,23 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m kd.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("spec", help=f"dataset spec: {', '.join(DATA_KINDS)} (e.g. camvid:PATH, folder:IMAGES,MASKS)")
-    parser.add_argument("--split", default="train", help="split (real data) or domain (synthetic); default train")
+    parser.add_argument(
+        "spec", help=f"dataset spec: {', '.join(DATA_KINDS)} (e.g. camvid:PATH, folder:IMAGES,MASKS)"
+    )
+    parser.add_argument(
+        "--split", default="train", help="split (real data) or domain (synthetic); default train"
+    )
     parser.add_argument("--label-set", default="full", choices=LABEL_SETS, help="default full")
     parser.add_argument("--first-n", type=int, default=None, help="keep the first N images in sorted order")
-    parser.add_argument("--classes", default=None, help="folder data: comma-separated class names, or a count")
-    parser.add_argument("--verify", action="store_true", help="decode every image and mask; print class frequencies")
-    parser.add_argument("--preview", metavar="PNG", default=None, help="write images above their masks to this PNG")
+    parser.add_argument(
+        "--classes", default=None, help="folder data: comma-separated class names, or a count"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="decode every image and mask; print class frequencies"
+    )
+    parser.add_argument(
+        "--preview", metavar="PNG", default=None, help="write images above their masks to this PNG"
+    )
     parser.add_argument("--count", type=int, default=4, help="images in the preview (default 4)")
     return parser.parse_args(argv)
 
@@ -48,7 +77,10 @@ def _classes(text: str | None):
 
 def describe(dataset) -> None:
     print(f"{dataset.name}: {len(dataset)} images, {'labelled' if dataset.labelled else 'unlabelled'}")
-    print(f"  {dataset.num_classes} classes ({dataset.label_set}): {', '.join(dataset.classes)}; ignore = {dataset.ignore_index}")
+    print(
+        f"  {dataset.num_classes} classes ({dataset.label_set}): {', '.join(dataset.classes)}; "
+        f"ignore = {dataset.ignore_index}"
+    )
     ids = dataset.ids
     print(f"  first ids: {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}")
 

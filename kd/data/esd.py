@@ -11,6 +11,7 @@ Within a domain, images are drawn from consecutive random permutations, so every
 appears equally often (counts differ by at most one) and none repeats before all have
 appeared.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,7 +85,9 @@ class MixedDataset(torch.utils.data.Dataset):
         for part in (self.target, self.proximity):
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)
-        self.stream = mixed_stream(len(self.target), len(self.proximity), self.r, self.length, self.seed, epoch)
+        self.stream = mixed_stream(
+            len(self.target), len(self.proximity), self.r, self.length, self.seed, epoch
+        )
 
     def __len__(self) -> int:
         return len(self.stream)

@@ -7,11 +7,12 @@ dataset is built, before any training starts; problems only visible in the pixel
 (labels outside the class set, truncated files) are found when a sample is decoded, or by
 `verify()` up front.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -112,7 +113,9 @@ class SegmentationFiles(torch.utils.data.Dataset):
             with Image.open(path) as img:
                 return np.asarray(img.convert("RGB"))
         except (UnidentifiedImageError, OSError) as err:
-            raise DatasetError(f"cannot decode image file {path} ({err}). Replace or remove the file.") from err
+            raise DatasetError(
+                f"cannot decode image file {path} ({err}). Replace or remove the file."
+            ) from err
 
     def load_mask(self, index: int) -> np.ndarray:
         path = self.pairs[index][2]
@@ -120,7 +123,9 @@ class SegmentationFiles(torch.utils.data.Dataset):
             with Image.open(path) as img:
                 raw = np.asarray(img)
         except (UnidentifiedImageError, OSError) as err:
-            raise DatasetError(f"cannot decode mask file {path} ({err}). Replace or remove the file.") from err
+            raise DatasetError(
+                f"cannot decode mask file {path} ({err}). Replace or remove the file."
+            ) from err
         if raw.ndim != 2:
             raise DatasetError(
                 f"mask {path} has shape {raw.shape}; masks must be single-channel images of class values "
@@ -164,7 +169,13 @@ class SegmentationFiles(torch.utils.data.Dataset):
 
 
 def _pair_by_stem(
-    images: Sequence[Path], masks: Sequence[Path], image_key, mask_key, name: str, image_dir: Path, mask_dir: Path
+    images: Sequence[Path],
+    masks: Sequence[Path],
+    image_key,
+    mask_key,
+    name: str,
+    image_dir: Path,
+    mask_dir: Path,
 ) -> list[tuple[str, Path, Path]]:
     image_by_key = {image_key(p): p for p in images}
     mask_by_key = {mask_key(p): p for p in masks}
@@ -189,7 +200,9 @@ CAMVID_SPLITS = ("train", "val", "test")
 CAMVID_ENV = "SEGKD_CAMVID"
 
 
-def CamVid(root: str | os.PathLike, split: str = "train", label_set: str = "full", first_n: int | None = None):
+def CamVid(
+    root: str | os.PathLike, split: str = "train", label_set: str = "full", first_n: int | None = None
+):
     """CamVid in the SegNet layout: `<split>/` RGB PNGs and `<split>annot/` class-index PNGs (11 = void)."""
     root = Path(root)
     if split not in CAMVID_SPLITS:
@@ -203,8 +216,13 @@ def CamVid(root: str | os.PathLike, split: str = "train", label_set: str = "full
     _require_dir(image_dir, "CamVid", hint)
     _require_dir(mask_dir, "CamVid", hint)
     pairs = _pair_by_stem(
-        _images_in(image_dir), _images_in(mask_dir), lambda p: p.stem, lambda p: p.stem,
-        f"CamVid {split}", image_dir, mask_dir,
+        _images_in(image_dir),
+        _images_in(mask_dir),
+        lambda p: p.stem,
+        lambda p: p.stem,
+        f"CamVid {split}",
+        image_dir,
+        mask_dir,
     )
     return SegmentationFiles(pairs, CAMVID, label_set, first_n, name=f"CamVid {split}")
 
@@ -212,15 +230,20 @@ def CamVid(root: str | os.PathLike, split: str = "train", label_set: str = "full
 CITYSCAPES_SPLITS = ("train", "val", "test")
 
 
-def Cityscapes(root: str | os.PathLike, split: str = "train", label_set: str = "full", first_n: int | None = None):
-    """Cityscapes in torchvision's layout: leftImg8bit/<split>/<city>/ and gtFine/<split>/<city>/*_labelIds.png.
+def Cityscapes(
+    root: str | os.PathLike, split: str = "train", label_set: str = "full", first_n: int | None = None
+):
+    """Cityscapes in torchvision's layout: leftImg8bit/<split>/<city>/ and
+    gtFine/<split>/<city>/*_labelIds.png.
 
     labelIds are mapped to the 19 train ids (others void). Sorted order puts aachen first,
     so `first_n=64` on train gives the SD paper's Cityscapes-64.
     """
     root = Path(root)
     if split not in CITYSCAPES_SPLITS:
-        raise DatasetError(f"Cityscapes has no split {split!r}; choose one of {', '.join(CITYSCAPES_SPLITS)}.")
+        raise DatasetError(
+            f"Cityscapes has no split {split!r}; choose one of {', '.join(CITYSCAPES_SPLITS)}."
+        )
     hint = (
         "Expected torchvision's layout: leftImg8bit/<split>/<city>/*_leftImg8bit.png "
         "and gtFine/<split>/<city>/*_gtFine_labelIds.png."
@@ -236,8 +259,13 @@ def Cityscapes(root: str | os.PathLike, split: str = "train", label_set: str = "
         return f"{path.parent.name}/{path.name[: -len(suffix) - len(path.suffix)]}"
 
     pairs = _pair_by_stem(
-        images, masks, lambda p: key(p, "_leftImg8bit"), lambda p: key(p, "_gtFine_labelIds"),
-        f"Cityscapes {split}", image_dir, mask_dir,
+        images,
+        masks,
+        lambda p: key(p, "_leftImg8bit"),
+        lambda p: key(p, "_gtFine_labelIds"),
+        f"Cityscapes {split}",
+        image_dir,
+        mask_dir,
     )
     return SegmentationFiles(pairs, CITYSCAPES, label_set, first_n, name=f"Cityscapes {split}")
 
@@ -253,7 +281,13 @@ def Kitti(root: str | os.PathLike, split: str = "train", label_set: str = "full"
     _require_dir(image_dir, "KITTI", hint)
     _require_dir(mask_dir, "KITTI", hint)
     pairs = _pair_by_stem(
-        _images_in(image_dir), _images_in(mask_dir), lambda p: p.stem, lambda p: p.stem, "KITTI", image_dir, mask_dir
+        _images_in(image_dir),
+        _images_in(mask_dir),
+        lambda p: p.stem,
+        lambda p: p.stem,
+        "KITTI",
+        image_dir,
+        mask_dir,
     )
     return SegmentationFiles(pairs, CITYSCAPES, label_set, first_n, name="KITTI")
 
@@ -282,7 +316,9 @@ def Folder(
         raise DatasetError("Folder dataset: give at least one class (a list of names or a count).")
     if isinstance(road_class, str):
         if road_class not in names:
-            raise DatasetError(f"Folder dataset: road class {road_class!r} is not among the classes {list(names)}.")
+            raise DatasetError(
+                f"Folder dataset: road class {road_class!r} is not among the classes {list(names)}."
+            )
         road_class = names.index(road_class)
     elif road_class is None and "road" in names:
         road_class = names.index("road")
@@ -293,9 +329,16 @@ def Folder(
         )
     if road_class is not None and not 0 <= road_class < len(names):
         raise DatasetError(f"Folder dataset: road class {road_class} is outside 0..{len(names) - 1}.")
-    labels = identity_labels(names, road=road_class if road_class is not None else -1, void_values=tuple(void_values))
+    labels = identity_labels(
+        names, road=road_class if road_class is not None else -1, void_values=tuple(void_values)
+    )
     pairs = _pair_by_stem(
-        _images_in(images_dir), _images_in(masks_dir), lambda p: p.stem, lambda p: p.stem,
-        "Folder dataset", images_dir, masks_dir,
+        _images_in(images_dir),
+        _images_in(masks_dir),
+        lambda p: p.stem,
+        lambda p: p.stem,
+        "Folder dataset",
+        images_dir,
+        masks_dir,
     )
     return SegmentationFiles(pairs, labels, label_set, first_n, name=f"Folder dataset {images_dir}")

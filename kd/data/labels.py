@@ -6,6 +6,7 @@ label set a method trains on: the dataset's full class set or the SD paper's bin
 road-vs-background set. Raw values that the dataset does not define map to INVALID so a
 single vectorised check finds them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,19 @@ def identity_labels(classes: tuple[str, ...], road: int, void_values: tuple[int,
 
 
 CAMVID = identity_labels(
-    ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
-     "pedestrian", "bicyclist"),
+    (
+        "sky",
+        "building",
+        "pole",
+        "road",
+        "pavement",
+        "tree",
+        "sign_symbol",
+        "fence",
+        "car",
+        "pedestrian",
+        "bicyclist",
+    ),
     road=3,
     void_values=(11,),
 )
@@ -63,7 +75,9 @@ def _cityscapes_labels() -> RawLabels:
     from torchvision.datasets import Cityscapes
 
     train_classes = sorted((c for c in Cityscapes.classes if 0 <= c.train_id < 255), key=lambda c: c.train_id)
-    mapping = {c.id: (c.train_id if 0 <= c.train_id < 255 else IGNORE_INDEX) for c in Cityscapes.classes if c.id >= 0}
+    mapping = {
+        c.id: (c.train_id if 0 <= c.train_id < 255 else IGNORE_INDEX) for c in Cityscapes.classes if c.id >= 0
+    }
     return RawLabels(
         classes=tuple(c.name.replace(" ", "_") for c in train_classes),
         raw_to_train=mapping,

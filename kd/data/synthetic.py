@@ -16,6 +16,7 @@ the ESD paper's domains do:
 Everything is numpy on whole arrays (objects on their bounding boxes), about 3 ms an image
 at 256x512 on one core.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,21 @@ SYNTHETIC_LABELS = identity_labels(CLASSES, road=ROAD)
 
 # Materials: what a pixel is made of. Several materials share a class (a lane marking is
 # road, a window is building, a pole is void so there is something to ignore).
-(M_SKY, M_ROAD, M_LANE, M_SIDEWALK, M_GRASS, M_TREE, M_TRUNK, M_POLE, M_WINDOW, M_WHEEL,
- M_GLASS, M_SKIN, M_PANTS) = range(13)
+(
+    M_SKY,
+    M_ROAD,
+    M_LANE,
+    M_SIDEWALK,
+    M_GRASS,
+    M_TREE,
+    M_TRUNK,
+    M_POLE,
+    M_WINDOW,
+    M_WHEEL,
+    M_GLASS,
+    M_SKIN,
+    M_PANTS,
+) = range(13)
 M_BUILDING = 13  # 4 facade colours
 M_CAR = 17  # up to 6 car colours
 M_SHIRT = 23  # up to 4 shirt colours
@@ -70,25 +84,55 @@ class Style:
 
 
 SOURCE_STYLE = Style(
-    fixed={M_SKY: (70, 150, 245), M_ROAD: (70, 70, 85), M_LANE: (250, 250, 250), M_SIDEWALK: (215, 170, 150),
-           M_GRASS: (40, 190, 60), M_TREE: (20, 150, 40), M_TRUNK: (120, 70, 30), M_POLE: (240, 200, 0),
-           M_WINDOW: (40, 90, 160), M_WHEEL: (20, 20, 20), M_GLASS: (120, 200, 250), M_SKIN: (240, 190, 150),
-           M_PANTS: (30, 40, 120)},
+    fixed={
+        M_SKY: (70, 150, 245),
+        M_ROAD: (70, 70, 85),
+        M_LANE: (250, 250, 250),
+        M_SIDEWALK: (215, 170, 150),
+        M_GRASS: (40, 190, 60),
+        M_TREE: (20, 150, 40),
+        M_TRUNK: (120, 70, 30),
+        M_POLE: (240, 200, 0),
+        M_WINDOW: (40, 90, 160),
+        M_WHEEL: (20, 20, 20),
+        M_GLASS: (120, 200, 250),
+        M_SKIN: (240, 190, 150),
+        M_PANTS: (30, 40, 120),
+    },
     buildings=((200, 90, 70), (230, 200, 120), (160, 110, 200), (110, 170, 190), (240, 140, 60)),
     cars=((230, 30, 30), (30, 80, 230), (250, 220, 20), (20, 200, 120), (250, 250, 250), (200, 40, 200)),
     shirts=((250, 60, 60), (60, 220, 60), (250, 160, 0), (0, 200, 230)),
-    colour_jitter=6.0, grain=3.0, blotch=4.0, top_light=0.05, brightness=(0.95, 1.08),
+    colour_jitter=6.0,
+    grain=3.0,
+    blotch=4.0,
+    top_light=0.05,
+    brightness=(0.95, 1.08),
 )
 
 TARGET_STYLE = Style(
-    fixed={M_SKY: (196, 202, 210), M_ROAD: (112, 110, 106), M_LANE: (200, 198, 190), M_SIDEWALK: (150, 146, 140),
-           M_GRASS: (88, 104, 60), M_TREE: (60, 82, 48), M_TRUNK: (72, 62, 52), M_POLE: (92, 92, 96),
-           M_WINDOW: (62, 66, 74), M_WHEEL: (34, 34, 36), M_GLASS: (80, 90, 100), M_SKIN: (190, 150, 125),
-           M_PANTS: (50, 52, 62)},
+    fixed={
+        M_SKY: (196, 202, 210),
+        M_ROAD: (112, 110, 106),
+        M_LANE: (200, 198, 190),
+        M_SIDEWALK: (150, 146, 140),
+        M_GRASS: (88, 104, 60),
+        M_TREE: (60, 82, 48),
+        M_TRUNK: (72, 62, 52),
+        M_POLE: (92, 92, 96),
+        M_WINDOW: (62, 66, 74),
+        M_WHEEL: (34, 34, 36),
+        M_GLASS: (80, 90, 100),
+        M_SKIN: (190, 150, 125),
+        M_PANTS: (50, 52, 62),
+    },
     buildings=((140, 128, 118), (120, 112, 104), (164, 150, 132), (104, 100, 98), (150, 140, 128)),
     cars=((60, 62, 66), (150, 152, 156), (40, 44, 70), (120, 40, 36), (200, 200, 198), (90, 96, 88)),
     shirts=((80, 70, 110), (150, 60, 50), (60, 90, 70), (170, 160, 140)),
-    colour_jitter=9.0, grain=7.0, blotch=10.0, top_light=0.25, brightness=(0.85, 1.12),
+    colour_jitter=9.0,
+    grain=7.0,
+    blotch=10.0,
+    top_light=0.25,
+    brightness=(0.85, 1.12),
 )
 
 
@@ -106,10 +150,42 @@ class Domain:
 DOMAINS = {
     d.name: d
     for d in (
-        Domain("source", 1, SOURCE_STYLE, labelled=True, shadow_probability=0.5, rare_probability=0.1, default_size=1000),
-        Domain("target", 2, TARGET_STYLE, labelled=True, shadow_probability=0.0, rare_probability=0.0, default_size=64),
-        Domain("proximity", 3, TARGET_STYLE, labelled=False, shadow_probability=0.8, rare_probability=0.35, default_size=512),
-        Domain("test", 4, TARGET_STYLE, labelled=True, shadow_probability=0.6, rare_probability=0.0, default_size=200),
+        Domain(
+            "source",
+            1,
+            SOURCE_STYLE,
+            labelled=True,
+            shadow_probability=0.5,
+            rare_probability=0.1,
+            default_size=1000,
+        ),
+        Domain(
+            "target",
+            2,
+            TARGET_STYLE,
+            labelled=True,
+            shadow_probability=0.0,
+            rare_probability=0.0,
+            default_size=64,
+        ),
+        Domain(
+            "proximity",
+            3,
+            TARGET_STYLE,
+            labelled=False,
+            shadow_probability=0.8,
+            rare_probability=0.35,
+            default_size=512,
+        ),
+        Domain(
+            "test",
+            4,
+            TARGET_STYLE,
+            labelled=True,
+            shadow_probability=0.6,
+            rare_probability=0.0,
+            default_size=200,
+        ),
     )
 }
 
@@ -233,7 +309,14 @@ def _layout(rng: np.random.Generator, height: int, width: int):
             body = M_CAR + rest[0] % MAX_CARS
             _fill(mat, body, ground_y - 0.6 * car_h, ground_y, cx - car_w / 2, cx + car_w / 2)
             _fill(mat, body, ground_y - car_h, ground_y - 0.55 * car_h, cx - 0.35 * car_w, cx + 0.35 * car_w)
-            _fill(mat, M_GLASS, ground_y - 0.92 * car_h, ground_y - 0.6 * car_h, cx - 0.3 * car_w, cx + 0.3 * car_w)
+            _fill(
+                mat,
+                M_GLASS,
+                ground_y - 0.92 * car_h,
+                ground_y - 0.6 * car_h,
+                cx - 0.3 * car_w,
+                cx + 0.3 * car_w,
+            )
             for wx in (cx - 0.33 * car_w, cx + 0.33 * car_w):
                 _fill(mat, M_WHEEL, ground_y - 0.15 * car_h, ground_y, wx - 0.1 * car_w, wx + 0.1 * car_w)
             car_feet.append((ground_y, cx, car_w))
@@ -242,7 +325,14 @@ def _layout(rng: np.random.Generator, height: int, width: int):
             h = 0.9 * car_w
             w = 0.28 * h
             _fill(mat, M_PANTS, ground_y - 0.45 * h, ground_y, cx - w / 2, cx + w / 2)
-            _fill(mat, M_SHIRT + rest[0] % MAX_PEOPLE, ground_y - 0.82 * h, ground_y - 0.45 * h, cx - w / 2, cx + w / 2)
+            _fill(
+                mat,
+                M_SHIRT + rest[0] % MAX_PEOPLE,
+                ground_y - 0.82 * h,
+                ground_y - 0.45 * h,
+                cx - w / 2,
+                cx + w / 2,
+            )
             _fill_ellipse(mat, M_SKIN, ground_y - 0.9 * h, cx, 0.09 * h, 0.3 * w)
         else:
             cx = (vanish_x + where * walk_edge * d) * width
@@ -252,15 +342,26 @@ def _layout(rng: np.random.Generator, height: int, width: int):
                 _fill_ellipse(mat, M_TREE, ground_y - trunk_h - 0.3 * car_w, cx, 0.5 * car_w, 0.55 * car_w)
             else:
                 _fill(mat, M_POLE, ground_y - 2.2 * car_w, ground_y, cx - 0.035 * car_w, cx + 0.035 * car_w)
-    return mat, dict(horizon=horizon, vanish_x=vanish_x, road_half=road_half, walk_edge=walk_edge,
-                     depth=depth, dx=dx, car_feet=car_feet)
+    return mat, dict(
+        horizon=horizon,
+        vanish_x=vanish_x,
+        road_half=road_half,
+        walk_edge=walk_edge,
+        depth=depth,
+        dx=dx,
+        car_feet=car_feet,
+    )
 
 
 def _colours(rng: np.random.Generator, style: Style) -> np.ndarray:
     colours = np.zeros((NUM_MATERIALS, 3), np.float32)
     for material, colour in style.fixed.items():
         colours[material] = colour
-    palette = [(M_BUILDING, 4, style.buildings), (M_CAR, MAX_CARS, style.cars), (M_SHIRT, MAX_PEOPLE, style.shirts)]
+    palette = [
+        (M_BUILDING, 4, style.buildings),
+        (M_CAR, MAX_CARS, style.cars),
+        (M_SHIRT, MAX_PEOPLE, style.shirts),
+    ]
     for start, count, choices in palette:
         colours[start : start + count] = np.asarray(choices, np.float32)[rng.integers(0, len(choices), count)]
     colours += rng.normal(0.0, style.colour_jitter, colours.shape).astype(np.float32)
@@ -289,7 +390,9 @@ def _shadow_mask(rng: np.random.Generator, mat: np.ndarray, geo: dict) -> np.nda
     return shadow & IS_GROUND[mat] & (depth > 0)
 
 
-def render(seed: int, domain: str | Domain, index: int, height: int = 256, width: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    seed: int, domain: str | Domain, index: int, height: int = 256, width: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """One scene: (RGB uint8 [H,W,3], class labels uint8 [H,W] with 255 = void)."""
     spec = DOMAINS[domain] if isinstance(domain, str) else domain
     rng = np.random.default_rng([seed, spec.code, index])

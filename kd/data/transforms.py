@@ -6,6 +6,7 @@ generator, so each call runs under a generator seeded from (seed, index, view) a
 restored afterwards: the same view of an image is the same tensor every time, which lets a
 frozen teacher's output for that view be computed once and reused.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def view_seed(seed: int, index: int, view: int) -> int:
     """A 63-bit seed for one augmentation view of one image."""
-    return int(np.random.SeedSequence([int(seed), int(index), int(view)]).generate_state(1, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(seed), int(index), int(view)]).generate_state(1, np.uint64)[0] >> 1
+    )
 
 
 class MaxPool2x(v2.Transform):
@@ -97,7 +100,12 @@ class Augmented(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, dataset, transform: PairedTransform, seed: int = 0, views: int | None = None, choice_seed: int | None = None
+        self,
+        dataset,
+        transform: PairedTransform,
+        seed: int = 0,
+        views: int | None = None,
+        choice_seed: int | None = None,
     ):
         if views is not None and views < 1:
             raise ValueError(f"views must be at least 1 (or None for a fresh view every epoch), got {views}")

@@ -1,14 +1,14 @@
 """Loss terms for distillation, one per file, all called as `term(student, teacher, batch) -> scalar`.
 
-| name      | class              | per-element formula (p = softmax)           | divided by                          |
-|-----------|--------------------|---------------------------------------------|-------------------------------------|
-| "ce"      | CrossEntropy       | -w[y] log p_s[y]                            | sum of w[y] over labelled pixels    |
-| "feature" | FeatureMSE         | (adapter(f_s) - f_t)^2 (SD eq. 2)           | N C h w (teacher's shape)           |
-| "kd"      | PixelKD            | T^2 p_t log(p_t / p_s), over classes, z/T   | N H W (every pixel)                 |
-| "ifv"     | IFV                | (M_s - M_t)^2, M = cos(f, class prototype)  | non-ignored pixels (teacher's h w)  |
-| "skd"     | PairwiseSimilarity | (S_s - S_t)^2, S = cos of pooled positions  | N P P                               |
-| "cwd"     | ChannelWise        | T^2 p_t log(p_t / p_s), over positions, z/T | N C                                 |
-| "adv"     | Adversarial        | -D(image, p_s) at 1/8 size; WGAN-GP critic | N (D averages over positions)       |
+name      | class              | per-element formula (p = softmax)          | divided by
+----------|--------------------|--------------------------------------------|--------------------------------
+"ce"      | CrossEntropy       | -w[y] log p_s[y]                           | sum of w[y] over labelled pixels
+"feature" | FeatureMSE         | (adapter(f_s) - f_t)^2 (SD eq. 2)          | N C h w (teacher's shape)
+"kd"      | PixelKD            | T^2 p_t log(p_t/p_s), over classes, z/T    | N H W (every pixel)
+"ifv"     | IFV                | (M_s - M_t)^2, M = cos(f, class prototype) | labelled pixels (teacher's h w)
+"skd"     | PairwiseSimilarity | (S_s - S_t)^2, S = cos of pooled positions | N P P
+"cwd"     | ChannelWise        | T^2 p_t log(p_t/p_s), over positions, z/T  | N C
+"adv"     | Adversarial        | -D(image, p_s) at 1/8 size; WGAN-GP critic | N (D averages over positions)
 
 Each term returns a float32 scalar; "ce" and "ifv" give 0 (not NaN) when no pixel is labelled.
 A new term is one module: a LossTerm subclass decorated with `@register_term("name")`.
@@ -18,6 +18,7 @@ A new term is one module: a LossTerm subclass decorated with `@register_term("na
                        {"ce": 1.0, "kd": 10.0}).bind(num_classes=19)
     total, values = loss(student, teacher, batch, where="stage 'kd', epoch 2, step 13")
 """
+
 from __future__ import annotations
 
 import inspect
@@ -26,6 +27,7 @@ from kd.errors import UserInputError
 from kd.losses.base import TERMS, LossTerm, register_term
 
 # Importing a term's module registers it; in this order TERMS lists them (error messages, the table above).
+# isort: off
 from kd.losses.ce import CrossEntropy, cross_entropy
 from kd.losses.feature_mse import FeatureMSE, feature_mse
 from kd.losses.pixel_kd import PixelKD, pixel_kd
@@ -33,6 +35,8 @@ from kd.losses.ifv import IFV, ifv_loss, ifv_map
 from kd.losses.skd import PairwiseSimilarity, pairwise_similarity
 from kd.losses.adversarial import Adversarial, Discriminator, gradient_penalty
 from kd.losses.cwd import ChannelWise, channel_wise
+
+# isort: on
 from kd.losses.weighted import WeightedSum
 
 
@@ -46,12 +50,32 @@ def build_term(name: str, **options) -> LossTerm:
         signature.bind(**options)
     except TypeError as error:
         accepted = ", ".join(signature.parameters) or "none"
-        raise UserInputError(f"loss term {name!r} ({cls.__name__}): {error}; its options are: {accepted}") from None
+        raise UserInputError(
+            f"loss term {name!r} ({cls.__name__}): {error}; its options are: {accepted}"
+        ) from None
     return cls(**options)
 
 
 __all__ = [
-    "IFV", "TERMS", "Adversarial", "ChannelWise", "CrossEntropy", "Discriminator", "FeatureMSE", "LossTerm",
-    "PairwiseSimilarity", "PixelKD", "WeightedSum", "build_term", "channel_wise", "cross_entropy", "feature_mse",
-    "gradient_penalty", "ifv_loss", "ifv_map", "pairwise_similarity", "pixel_kd", "register_term",
+    "IFV",
+    "TERMS",
+    "Adversarial",
+    "ChannelWise",
+    "CrossEntropy",
+    "Discriminator",
+    "FeatureMSE",
+    "LossTerm",
+    "PairwiseSimilarity",
+    "PixelKD",
+    "WeightedSum",
+    "build_term",
+    "channel_wise",
+    "cross_entropy",
+    "feature_mse",
+    "gradient_penalty",
+    "ifv_loss",
+    "ifv_map",
+    "pairwise_similarity",
+    "pixel_kd",
+    "register_term",
 ]

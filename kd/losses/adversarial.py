@@ -13,6 +13,7 @@ critic judges maps average-pooled to `scale` (default 1/8) of the input size, as
 critic judges the student's 1/8-resolution outputs: at full resolution it would cost more
 than a small student's own step.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ class Discriminator(nn.Module):
         return self.net(x).float().mean(dim=(1, 2, 3))
 
 
-def gradient_penalty(discriminator: nn.Module, image: torch.Tensor, real: torch.Tensor,
-                     fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(
+    discriminator: nn.Module, image: torch.Tensor, real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
     """WGAN-GP: mean over images of (||grad of D w.r.t. the map at a random real/fake mix||_2 - 1)^2."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     mixed = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
@@ -75,23 +77,36 @@ class Adversarial(LossTerm):
         super().__init__()
         check_positive("adv", width=width)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
-            raise UserInputError(f"loss term 'adv': scale must be within (0, 1] (1 = full resolution), got {scale!r}")
+            raise UserInputError(
+                f"loss term 'adv': scale must be within (0, 1] (1 = full resolution), got {scale!r}"
+            )
         self.scale = float(scale)
-        if isinstance(gp_weight, bool) or not isinstance(gp_weight, (int, float)) or not 0 <= gp_weight < math.inf:
-            raise UserInputError(f"loss term 'adv': gp_weight must be a finite number >= 0, got {gp_weight!r}")
+        if (
+            isinstance(gp_weight, bool)
+            or not isinstance(gp_weight, (int, float))
+            or not 0 <= gp_weight < math.inf
+        ):
+            raise UserInputError(
+                f"loss term 'adv': gp_weight must be a finite number >= 0, got {gp_weight!r}"
+            )
         self.gp_weight, self.width = gp_weight, int(width)
         self.discriminator, self.num_classes = None, None
 
-    def bind(self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None,
-             ignore_index=None) -> Adversarial:
-        if num_classes is not None and num_classes != self.num_classes:  # binding again keeps a trained critic
+    def bind(
+        self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None, ignore_index=None
+    ) -> Adversarial:
+        if (
+            num_classes is not None and num_classes != self.num_classes
+        ):  # binding again keeps a trained critic
             self.discriminator, self.num_classes = Discriminator(num_classes, width=self.width), num_classes
         return self
 
     def _critic(self) -> Discriminator:
         if self.discriminator is None:
-            raise RuntimeError("loss term 'adv' has no discriminator yet: call bind(num_classes=...) before "
-                               "making the optimisers")
+            raise RuntimeError(
+                "loss term 'adv' has no discriminator yet: call bind(num_classes=...) before "
+                "making the optimisers"
+            )
         return self.discriminator
 
     def critic_parameters(self):

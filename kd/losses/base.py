@@ -9,6 +9,7 @@
 - `batch`: `"image"` float [N,3,H,W] in [0,1] (not normalised), `"mask"` int64 [N,H,W] with the
   ignore index (an unlabelled image's mask is all ignore index).
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,9 @@ class LossTerm(nn.Module):
     teacher_needs: tuple[str, ...] = ()  # () = no teacher needed
     has_critic: bool = False  # True: the engine must also run critic steps (critic_loss, critic_parameters)
 
-    def bind(self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None,
-             ignore_index=None) -> LossTerm:
+    def bind(
+        self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None, ignore_index=None
+    ) -> LossTerm:
         """Build shape-dependent parts (adapters, discriminators) before the optimiser is made.
 
         ignore_index=None keeps the term's own. Default: nothing to build. Returns self.

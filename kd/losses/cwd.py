@@ -6,6 +6,7 @@
 As the official code: summed over positions (each channel's distribution sums to 1), averaged
 over images and channels, so the scale does not grow with batch or image size.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,10 +16,14 @@ from kd.losses.base import LossTerm, check_positive, float32, register_term
 
 
 @float32
-def channel_wise(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def channel_wise(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
+) -> torch.Tensor:
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape; upsample both to the input size")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape; upsample both to the input size"
+        )
     n, c = student_logits.shape[:2]
     t = temperature
     log_ps = F.log_softmax(student_logits.float().flatten(2) / t, dim=2)

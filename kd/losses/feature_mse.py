@@ -14,6 +14,7 @@ when only the size differs (a denser student feature extractor); else a 1x1 conv
 resize. It is student-side: trained with the student. The teacher's features are a target
 (detached).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,16 @@ REDUCTIONS = ("channel_sum", "mean")
 
 
 @float32
-def feature_mse(student_features: torch.Tensor, teacher_features: torch.Tensor,
-                reduction: str = "channel_sum") -> torch.Tensor:
-    if student_features.shape != teacher_features.shape:  # broadcasting would hide it, silently for some shapes
-        raise ValueError(f"student features {tuple(student_features.shape)} and teacher features "
-                         f"{tuple(teacher_features.shape)} differ in shape; adapt the student's first")
+def feature_mse(
+    student_features: torch.Tensor, teacher_features: torch.Tensor, reduction: str = "channel_sum"
+) -> torch.Tensor:
+    if (
+        student_features.shape != teacher_features.shape
+    ):  # broadcasting would hide it, silently for some shapes
+        raise ValueError(
+            f"student features {tuple(student_features.shape)} and teacher features "
+            f"{tuple(teacher_features.shape)} differ in shape; adapt the student's first"
+        )
     squared = (student_features.float() - teacher_features.float()).square()
     if reduction == "mean":
         return squared.mean()
@@ -47,13 +53,15 @@ class FeatureMSE(LossTerm):
     def __init__(self, reduction: str = "channel_sum"):
         super().__init__()
         if reduction not in REDUCTIONS:
-            raise UserInputError(f"loss term 'feature': reduction must be one of {', '.join(REDUCTIONS)}, "
-                                 f"got {reduction!r}")
+            raise UserInputError(
+                f"loss term 'feature': reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}"
+            )
         self.reduction = reduction
         self.adapter, self.bound_shapes = None, None
 
-    def bind(self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None,
-             ignore_index=None) -> FeatureMSE:
+    def bind(
+        self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None, ignore_index=None
+    ) -> FeatureMSE:
         if student_features_shape is not None and teacher_features_shape is not None:
             shapes = (tuple(student_features_shape)[-3:], tuple(teacher_features_shape)[-3:])
             if shapes != self.bound_shapes:  # binding again (a later stage) keeps a trained adapter
@@ -66,9 +74,11 @@ class FeatureMSE(LossTerm):
             return self.adapter(student_features, teacher_size=teacher_features.shape[-2:])
         if needs_adapter(student_features.shape, teacher_features.shape):
             raise RuntimeError(
-                f"loss term 'feature': student features {tuple(student_features.shape[1:])} and teacher "
-                f"features {tuple(teacher_features.shape[1:])} differ in shape; call bind(student_features_shape="
-                "..., teacher_features_shape=...) before making the optimiser, so an adapter is built and trained")
+                f"loss term 'feature': student features {tuple(student_features.shape[1:])} "
+                f"and teacher features {tuple(teacher_features.shape[1:])} differ in shape; "
+                "call bind(student_features_shape=..., teacher_features_shape=...) "
+                "before making the optimiser, so an adapter is built and trained"
+            )
         return student_features
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:

@@ -11,6 +11,7 @@ student's features have another size than the teacher's, each map is computed at
 the student's map is resized bilinearly to the teacher's; the evaluable pixels are those of the
 teacher-resolution labels.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,11 @@ def _labels_at(labels: torch.Tensor, size) -> torch.Tensor:
 
 
 @float32
-def ifv_map(features: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """[N,C,h,w] features, [N,H,W] labels -> [N,h,w] cosine of each pixel to its class prototype (1 if ignored)."""
+def ifv_map(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """[N,C,h,w] features, [N,H,W] labels -> [N,h,w] cosine of each pixel to its class prototype
+    (1 if ignored)."""
     f = features.float()
     n, c, h, w = f.shape
     labels = _labels_at(labels, (h, w))
@@ -43,8 +47,13 @@ def ifv_map(features: torch.Tensor, labels: torch.Tensor, num_classes: int, igno
 
 
 @float32
-def ifv_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, labels: torch.Tensor,
-             num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def ifv_loss(
+    student_features: torch.Tensor,
+    teacher_features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    ignore_index: int = 255,
+) -> torch.Tensor:
     with torch.no_grad():
         m_t = ifv_map(teacher_features, labels, num_classes, ignore_index)
     m_s = ifv_map(student_features, labels, num_classes, ignore_index)
@@ -66,8 +75,9 @@ class IFV(LossTerm):
         super().__init__()
         self.num_classes, self.ignore_index = num_classes, ignore_index
 
-    def bind(self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None,
-             ignore_index=None) -> IFV:
+    def bind(
+        self, *, student_features_shape=None, teacher_features_shape=None, num_classes=None, ignore_index=None
+    ) -> IFV:
         if num_classes is not None:
             self.num_classes = num_classes
         if ignore_index is not None:
@@ -76,7 +86,10 @@ class IFV(LossTerm):
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         if self.num_classes is None:
-            raise RuntimeError("loss term 'ifv' needs the number of classes: pass IFV(num_classes=...) "
-                               "or call bind(num_classes=...) before training")
-        return ifv_loss(student["features"], teacher["features"], batch["mask"], self.num_classes,
-                        self.ignore_index)
+            raise RuntimeError(
+                "loss term 'ifv' needs the number of classes: pass IFV(num_classes=...) "
+                "or call bind(num_classes=...) before training"
+            )
+        return ifv_loss(
+            student["features"], teacher["features"], batch["mask"], self.num_classes, self.ignore_index
+        )

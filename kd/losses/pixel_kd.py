@@ -7,6 +7,7 @@ Every pixel counts, ignored and unlabelled ones too (the teacher has an output e
 Divided by N H W, so the scale does not grow with batch size or image size; T^2 keeps the
 gradients' scale comparable across temperatures.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,10 +17,14 @@ from kd.losses.base import LossTerm, check_positive, float32, register_term
 
 
 @float32
-def pixel_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def pixel_kd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape; upsample both to the input size")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape; upsample both to the input size"
+        )
     t = temperature
     log_ps = F.log_softmax(student_logits.float() / t, dim=1)
     log_pt = F.log_softmax(teacher_logits.float() / t, dim=1)

@@ -1,4 +1,5 @@
-"""Structured KD's pairwise-similarity term (Liu et al. 2019; official CriterionPairWiseforWholeFeatAfterPool).
+"""Structured KD's pairwise-similarity term (Liu et al. 2019; official
+CriterionPairWiseforWholeFeatAfterPool).
 
     each feature map is max-pooled in patches of (int(h*scale), int(w*scale)) (at least 1, ceil mode),
     each position's vector L2-normalised over channels, S = F^T F of shape [N,P,P];
@@ -7,6 +8,7 @@
 As the official code, which divides by P^2 and N. Channels may differ between student and teacher
 (S is P x P); when the pooled grids differ, the student's is adaptive-average-pooled to the teacher's.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +30,9 @@ def _similarity(pooled: torch.Tensor) -> torch.Tensor:
 
 
 @float32
-def pairwise_similarity(student_features: torch.Tensor, teacher_features: torch.Tensor,
-                        scale: float = 0.5) -> torch.Tensor:
+def pairwise_similarity(
+    student_features: torch.Tensor, teacher_features: torch.Tensor, scale: float = 0.5
+) -> torch.Tensor:
     ps = _pool(student_features.float(), scale)
     pt = _pool(teacher_features.float(), scale)
     if ps.shape[-2:] != pt.shape[-2:]:
@@ -47,8 +50,10 @@ class PairwiseSimilarity(LossTerm):
     def __init__(self, scale: float = 0.5):
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
-            raise UserInputError(f"loss term 'skd': scale must be in (0, 1] (the pooling patch as a share "
-                                 f"of the feature map's side), got {scale!r}")
+            raise UserInputError(
+                f"loss term 'skd': scale must be in (0, 1] (the pooling patch as a share "
+                f"of the feature map's side), got {scale!r}"
+            )
         self.scale = scale
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:

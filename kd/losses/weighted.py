@@ -6,6 +6,7 @@ A term with weight 0 is inactive: never bound, never called (its cost is skipped
 term's unweighted value is reported, and a NaN or infinite one stops training with a
 NonFiniteLossError naming the term and where it happened.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,11 +24,15 @@ class WeightedSum(nn.Module):
         names = ", ".join(terms) or "none"
         for name, weight in weights.items():
             if name not in terms:
-                raise UserInputError(f"a weight is given for loss term {name!r}, which this stage does not have "
-                                     f"(its terms: {names}); remove that weight or add the term")
+                raise UserInputError(
+                    f"a weight is given for loss term {name!r}, which this stage does not have "
+                    f"(its terms: {names}); remove that weight or add the term"
+                )
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
-                raise UserInputError(f"the weight of loss term {name!r} must be a finite number >= 0, got "
-                                     f"{weight!r}; set it to 0 to switch the term off")
+                raise UserInputError(
+                    f"the weight of loss term {name!r} must be a finite number >= 0, got "
+                    f"{weight!r}; set it to 0 to switch the term off"
+                )
         for name in terms:
             if name not in weights:
                 raise UserInputError(f"loss term {name!r} has no weight; give one (0 switches it off)")
@@ -35,7 +40,9 @@ class WeightedSum(nn.Module):
         self.weights = {name: float(weights[name]) for name in terms}
         self.active = [name for name in terms if self.weights[name] != 0]
         if not self.active:
-            raise UserInputError(f"every loss weight is 0 (terms: {names}); give at least one term a weight > 0")
+            raise UserInputError(
+                f"every loss weight is 0 (terms: {names}); give at least one term a weight > 0"
+            )
 
     @property
     def student_needs(self) -> tuple[str, ...]:
@@ -57,7 +64,9 @@ class WeightedSum(nn.Module):
         """Parameters trained with the student (adapters), critics' left out."""
         return (p for name in self.active for p in self.terms[name].student_parameters())
 
-    def forward(self, student: dict, teacher: dict, batch: dict, where: str = "") -> tuple[torch.Tensor, dict]:
+    def forward(
+        self, student: dict, teacher: dict, batch: dict, where: str = ""
+    ) -> tuple[torch.Tensor, dict]:
         total, values = None, {}
         for name in self.active:
             value = self.terms[name](student, teacher, batch)

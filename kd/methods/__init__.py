@@ -7,11 +7,21 @@
 `python -m kd.methods` prints every recipe with its defaults. A new recipe is a function
 decorated with `@register_recipe("name")` (kd.methods.recipe), in kd.methods.recipes or a plugin.
 """
+
 from __future__ import annotations
 
 from kd.errors import UserInputError
 from kd.methods import recipes  # noqa: F401  (registers the published recipes)
-from kd.methods.recipe import DEFAULT_CRITIC, GROUPS, RECIPES, STREAMS, Optimizer, Recipe, Stage, register_recipe
+from kd.methods.recipe import (
+    DEFAULT_CRITIC,
+    GROUPS,
+    RECIPES,
+    STREAMS,
+    Optimizer,
+    Recipe,
+    Stage,
+    register_recipe,
+)
 
 
 def build_recipe(name: str, overrides: dict | None = None) -> Recipe:
@@ -31,17 +41,34 @@ def describe(recipe: Recipe) -> str:
         stream = f"mix r={stage.r:g}" if stage.stream == "mix" else stage.stream
         lines.append(
             f"  {stage.name}: {losses}; trains {'+'.join(stage.train)}; {stage.epochs} epochs on {stream}; "
-            f"{opt.kind} lr {opt.lr:g} momentum {opt.momentum:g} wd {opt.weight_decay:g} poly {opt.poly_power:g}"
+            f"{opt.kind} lr {opt.lr:g} momentum {opt.momentum:g} wd {opt.weight_decay:g} "
+            f"poly {opt.poly_power:g}"
             + (f"; batchnorm {stage.batchnorm}" if stage.batchnorm != "train" else "")
-            + (f"; stops after {stage.patience} epochs without a {stage.min_delta:g} gain" if stage.patience else "")
+            + (
+                f"; stops after {stage.patience} epochs without a {stage.min_delta:g} gain"
+                if stage.patience
+                else ""
+            )
         )
         for term, options in stage.loss_options.items():
             lines.append(f"    {term}: {', '.join(f'{k}={v}' for k, v in options.items())}")
         if stage.critic is not None:
             c = stage.critic
-            lines.append(f"    critic: {c.kind} lr {c.lr:g} betas {c.betas} (updated after every student step)")
+            lines.append(
+                f"    critic: {c.kind} lr {c.lr:g} betas {c.betas} (updated after every student step)"
+            )
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_CRITIC", "GROUPS", "RECIPES", "STREAMS", "Optimizer", "Recipe", "Stage", "build_recipe",
-           "describe", "register_recipe"]
+__all__ = [
+    "DEFAULT_CRITIC",
+    "GROUPS",
+    "RECIPES",
+    "STREAMS",
+    "Optimizer",
+    "Recipe",
+    "Stage",
+    "build_recipe",
+    "describe",
+    "register_recipe",
+]

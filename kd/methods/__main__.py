@@ -1,4 +1,5 @@
 """python -m kd.methods [NAME ...]: the recipes with every default, or the named ones."""
+
 import argparse
 import sys
 
@@ -8,7 +9,8 @@ from kd.methods import RECIPES, build_recipe, describe
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kd.methods", description="Print training recipes: stages, loss weights, optimisers, lengths."
+        prog="python -m kd.methods",
+        description="Print training recipes: stages, loss weights, optimisers, lengths.",
     )
     parser.add_argument("names", nargs="*", help=f"recipes to show (default: all): {', '.join(RECIPES)}")
     args = parser.parse_args(argv)

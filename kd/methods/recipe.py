@@ -27,6 +27,7 @@ A recipe is registered next to its function, in kd.methods.recipes or in a study
     def mine() -> Recipe:  # build_recipe calls it without arguments
         return Recipe("mine", (Stage("train", {"ce": 1.0, "my_term": 0.5}),))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,7 +54,8 @@ MIX_EPOCHS = ("target", "paper")
 
 @dataclass(frozen=True)
 class Optimizer:
-    """SGD with momentum (or Adam: `betas`); the learning rate decays as lr * (1 - step/steps) ** poly_power."""
+    """SGD with momentum (or Adam: `betas`); the learning rate decays as
+    lr * (1 - step/steps) ** poly_power."""
 
     kind: str = "sgd"
     lr: float = 1e-2
@@ -75,7 +77,8 @@ class Optimizer:
         return found
 
 
-# IFVD's official code: Adam for the discriminator, lr 4e-4, betas (0.9, 0.99); a stage's critic=None means it.
+# IFVD's official code: Adam for the discriminator, lr 4e-4, betas (0.9, 0.99); a stage's
+# critic=None means it.
 DEFAULT_CRITIC = Optimizer(kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0, betas=(0.9, 0.99))
 
 
@@ -115,7 +118,9 @@ class Recipe:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise UserInputError(f"recipe {self.name!r} has no stage {name!r}; stages: {', '.join(self.stage_names)}.")
+        raise UserInputError(
+            f"recipe {self.name!r} has no stage {name!r}; stages: {', '.join(self.stage_names)}."
+        )
 
     @property
     def stage_names(self) -> list[str]:
@@ -135,8 +140,11 @@ class Recipe:
         (the terms' `teacher_needs`; unknown terms are left to validate())."""
         from kd.losses import TERMS
 
-        return {name: TERMS[name].teacher_needs for name in sorted(self.loss_names())
-                if name in TERMS and TERMS[name].teacher_needs}
+        return {
+            name: TERMS[name].teacher_needs
+            for name in sorted(self.loss_names())
+            if name in TERMS and TERMS[name].teacher_needs
+        }
 
     @property
     def needs_teacher(self) -> bool:
@@ -156,34 +164,52 @@ class Recipe:
             where = f"stage {stage.name!r}"
             unknown = sorted(set(stage.losses) - set(known_losses))
             if unknown:
-                problems.append(f"{where} names unknown loss terms {', '.join(unknown)} (known: {', '.join(known_losses)})")
+                problems.append(
+                    f"{where} names unknown loss terms {', '.join(unknown)} "
+                    f"(known: {', '.join(known_losses)})"
+                )
             for term, weight in stage.losses.items():
                 if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-                    problems.append(f"{where}: weight of {term!r} must be a finite number >= 0, got {weight!r}")
+                    problems.append(
+                        f"{where}: weight of {term!r} must be a finite number >= 0, got {weight!r}"
+                    )
             if not stage.active_losses():
                 problems.append(f"{where} has no loss term with a non-zero weight")
             bad_groups = sorted(set(stage.train) - set(GROUPS))
             if bad_groups or not stage.train:
-                problems.append(f"{where}: train must name some of {', '.join(GROUPS)}, got {list(stage.train)}")
+                problems.append(
+                    f"{where}: train must name some of {', '.join(GROUPS)}, got {list(stage.train)}"
+                )
             if not (isinstance(stage.epochs, int) and stage.epochs >= 1):
                 problems.append(f"{where}: epochs must be a whole number >= 1, got {stage.epochs!r}")
             if stage.stream not in STREAMS:
                 problems.append(f"{where}: stream must be one of {', '.join(STREAMS)}, got {stage.stream!r}")
             # The one user-facing check of r: kd.data.esd only asserts it.
             if stage.stream == "mix" and not (
-                isinstance(stage.r, (int, float)) and not isinstance(stage.r, bool) and math.isfinite(stage.r)
+                isinstance(stage.r, (int, float))
+                and not isinstance(stage.r, bool)
+                and math.isfinite(stage.r)
                 and stage.r >= 0
             ):
-                problems.append(f"{where}: r, the mixed stream's target images per proximity image, must be a "
-                                f"finite number >= 0 (0 = proximity only), got {stage.r!r}")
+                problems.append(
+                    f"{where}: r, the mixed stream's target images per proximity image, must be a "
+                    f"finite number >= 0 (0 = proximity only), got {stage.r!r}"
+                )
             if stage.patience is not None and not (isinstance(stage.patience, int) and stage.patience >= 1):
-                problems.append(f"{where}: patience must be a whole number of epochs >= 1 (or None), got {stage.patience!r}")
+                problems.append(
+                    f"{where}: patience must be a whole number of epochs >= 1 (or None), "
+                    f"got {stage.patience!r}"
+                )
             if not (isinstance(stage.min_delta, (int, float)) and 0 <= stage.min_delta < 1):
                 problems.append(f"{where}: min_delta must be a fraction in [0, 1), got {stage.min_delta!r}")
             if stage.batchnorm not in BATCHNORM:
-                problems.append(f"{where}: batchnorm must be one of {', '.join(BATCHNORM)}, got {stage.batchnorm!r}")
+                problems.append(
+                    f"{where}: batchnorm must be one of {', '.join(BATCHNORM)}, got {stage.batchnorm!r}"
+                )
             if stage.mix_epoch not in MIX_EPOCHS:
-                problems.append(f"{where}: mix_epoch must be one of {', '.join(MIX_EPOCHS)}, got {stage.mix_epoch!r}")
+                problems.append(
+                    f"{where}: mix_epoch must be one of {', '.join(MIX_EPOCHS)}, got {stage.mix_epoch!r}"
+                )
             problems += stage.optimizer.problems(f"{where}: optimizer")
             if stage.critic is not None:
                 problems += stage.critic.problems(f"{where}: critic")
@@ -196,8 +222,10 @@ class Recipe:
                     unknown = [o for o in options if o not in accepted]
                     if unknown:
                         fields = ", ".join(f.name for f in dataclasses.fields(Stage))
-                        problems.append(f"{where}: no field or option {', '.join(map(repr, unknown))}: loss term "
-                                        f"{term!r} takes {', '.join(accepted) or 'no options'}; stage fields: {fields}")
+                        problems.append(
+                            f"{where}: no field or option {', '.join(map(repr, unknown))}: loss term "
+                            f"{term!r} takes {', '.join(accepted) or 'no options'}; stage fields: {fields}"
+                        )
                     else:
                         try:  # terms check their option values when built (cheap: shapes come later)
                             known_losses[term](**options)
@@ -263,12 +291,14 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
     if key == "r":
         mixed = [i for i, s in enumerate(stages) if s.stream == "mix"]
         if not mixed:
-            raise UserInputError(f"override 'r': recipe {recipe.name!r} has no stage reading the mixed ESD stream.")
+            raise UserInputError(
+                f"override 'r': recipe {recipe.name!r} has no stage reading the mixed ESD stream."
+            )
         for i in mixed:
             recipe = _replace_stage(recipe, i, dataclasses.replace(recipe.stages[i], r=value))
         return recipe
     if key.startswith("lambda_"):
-        term = key[len("lambda_"):]
+        term = key[len("lambda_") :]
         using = [i for i, s in enumerate(stages) if term in s.losses]
         if not using:
             raise UserInputError(
@@ -283,21 +313,26 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
         from kd.methods.recipes import OPTIMIZER_READINGS
 
         if value not in OPTIMIZER_READINGS:
-            raise UserInputError(f"override {key!r}: unknown optimiser {value!r}; "
-                                 f"named ones: {', '.join(OPTIMIZER_READINGS)}.")
+            raise UserInputError(
+                f"override {key!r}: unknown optimiser {value!r}; named ones: {', '.join(OPTIMIZER_READINGS)}."
+            )
         value = OPTIMIZER_READINGS[value]
     stage_fields = {f.name for f in dataclasses.fields(Stage)}
     term_stages = [i for i, s in enumerate(stages) if head in s.losses]
-    # SD's stage "feature" uses the term "feature": "feature.epochs" is the stage's, "feature.reduction" the term's
+    # SD's stage "feature" uses the term "feature": "feature.epochs" is the stage's,
+    # "feature.reduction" the term's
     if head in recipe.stage_names and rest and (rest.split(".")[0] in stage_fields or not term_stages):
         index = recipe.stage_names.index(head)
         return _replace_stage(recipe, index, _set_path(stages[index], rest.split("."), value, key))
     if term_stages and rest:  # "kd.temperature": an option of that term in every stage that uses it
         for i in term_stages:
-            recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["loss_options", head, rest], value, key))
+            recipe = _replace_stage(
+                recipe, i, _set_path(recipe.stages[i], ["loss_options", head, rest], value, key)
+            )
         return recipe
     raise UserInputError(
-        f"unknown override {key!r} for recipe {recipe.name!r}; use 'epochs', 'total_epochs', 'r', 'lambda_<term>', "
+        f"unknown override {key!r} for recipe {recipe.name!r}; "
+        "use 'epochs', 'total_epochs', 'r', 'lambda_<term>', "
         f"'<term>.<option>' or '<stage>.<field>' with stages {', '.join(recipe.stage_names)} "
         "(fields: losses.<term>, train, epochs, optimizer.lr, optimizer.momentum, ..., stream, r, critic.lr)."
     )
@@ -306,14 +341,16 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
 def _share(stages: tuple[Stage, ...], total, key: str) -> tuple[Stage, ...]:
     """Every stage's epochs scaled so that they add up to `total` (largest remainders; each >= 1)."""
     if not (isinstance(total, int) and not isinstance(total, bool) and total >= len(stages)):
-        raise UserInputError(f"override {key!r}: needs a whole number of epochs >= {len(stages)} "
-                             f"(one per stage), got {total!r}.")
+        raise UserInputError(
+            f"override {key!r}: needs a whole number of epochs >= {len(stages)} "
+            f"(one per stage), got {total!r}."
+        )
     weights = [max(s.epochs, 1) for s in stages]
     exact = [total * w / sum(weights) for w in weights]
     shares = [max(1, math.floor(x)) for x in exact]
     by_remainder = sorted(range(len(stages)), key=lambda i: exact[i] - math.floor(exact[i]), reverse=True)
-    for i in by_remainder[:total - sum(shares)]:
+    for i in by_remainder[: total - sum(shares)]:
         shares[i] += 1
     while sum(shares) > total:  # a stage raised to 1 took an epoch from the largest
         shares[shares.index(max(shares))] -= 1
-    return tuple(dataclasses.replace(s, epochs=n) for s, n in zip(stages, shares))
+    return tuple(dataclasses.replace(s, epochs=n) for s, n in zip(stages, shares, strict=True))

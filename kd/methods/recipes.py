@@ -14,6 +14,7 @@ Both use eq. 2 as written (feature_mse's "channel_sum"). Precise BatchNorm stati
 (Stage.batchnorm) after stages 1 and 2: at batch 4 the running averages lag the weights and
 the feature ratio in eval mode is 0.79 without them, 0.64 with them (SGD).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,33 +41,77 @@ OPTIMIZER_READINGS = {
 @register_recipe("baseline")
 def baseline(epochs: int = EPOCHS, student: str = "sd") -> Recipe:
     """The student trained directly on the labelled target images (SD's baseline S)."""
-    return Recipe("baseline", (
-        Stage("train", {"ce": 1.0}, train=("student",), epochs=epochs,
-              optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=SD_DECAY)),
-    ), student=student, description="student alone, pixel cross-entropy")
+    return Recipe(
+        "baseline",
+        (
+            Stage(
+                "train",
+                {"ce": 1.0},
+                train=("student",),
+                epochs=epochs,
+                optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=SD_DECAY),
+            ),
+        ),
+        student=student,
+        description="student alone, pixel cross-entropy",
+    )
 
 
 @register_recipe("ftt")
 def ftt(epochs: int = EPOCHS) -> Recipe:
     """Fine-tuning-based transfer: the constructed teacher CT (frozen AMG + trainable SD head)."""
-    return Recipe("ftt", (
-        Stage("train", {"ce": 1.0}, train=("head",), epochs=epochs,
-              optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=SD_DECAY)),
-    ), student="ct", description="constructed teacher: frozen AMG + SD head trained with cross-entropy")
+    return Recipe(
+        "ftt",
+        (
+            Stage(
+                "train",
+                {"ce": 1.0},
+                train=("head",),
+                epochs=epochs,
+                optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=SD_DECAY),
+            ),
+        ),
+        student="ct",
+        description="constructed teacher: frozen AMG + SD head trained with cross-entropy",
+    )
 
 
 @register_recipe("sd")
 def sd(epochs: tuple[int, int, int] = SD_STAGE_EPOCHS) -> Recipe:
-    """Spirit Distillation's three stages: the paper's settings, except stage 1's optimiser (module docstring)."""
+    """Spirit Distillation's three stages: the paper's settings, except stage 1's optimiser
+    (module docstring)."""
     feature, frozen, finetune = epochs
-    return Recipe("sd", (
-        Stage("feature", {"feature": 1.0}, train=("fe",), epochs=feature,
-              optimizer=OPTIMIZER_READINGS["adam"], batchnorm="precise"),
-        Stage("frozen", {"ce": 1.0}, train=("head",), epochs=frozen,
-              optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=SD_DECAY), batchnorm="precise"),
-        Stage("finetune", {"ce": 1.0}, train=("student",), epochs=finetune,
-              optimizer=Optimizer(lr=5e-5, momentum=0.99, weight_decay=SD_DECAY), batchnorm=FINETUNE_BATCHNORM),
-    ), student="sd", description="SD: feature mimicking, frozen-FE head training, fine-tuning")
+    return Recipe(
+        "sd",
+        (
+            Stage(
+                "feature",
+                {"feature": 1.0},
+                train=("fe",),
+                epochs=feature,
+                optimizer=OPTIMIZER_READINGS["adam"],
+                batchnorm="precise",
+            ),
+            Stage(
+                "frozen",
+                {"ce": 1.0},
+                train=("head",),
+                epochs=frozen,
+                optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=SD_DECAY),
+                batchnorm="precise",
+            ),
+            Stage(
+                "finetune",
+                {"ce": 1.0},
+                train=("student",),
+                epochs=finetune,
+                optimizer=Optimizer(lr=5e-5, momentum=0.99, weight_decay=SD_DECAY),
+                batchnorm=FINETUNE_BATCHNORM,
+            ),
+        ),
+        student="sd",
+        description="SD: feature mimicking, frozen-FE head training, fine-tuning",
+    )
 
 
 @register_recipe("esd")
@@ -74,39 +119,83 @@ def esd(r: float = 1.0, epochs: tuple[int, int, int] = SD_STAGE_EPOCHS) -> Recip
     """Enhanced SD: stage 1 reads target and proximity images shuffled at ratio r (0 = proximity only)."""
     base = sd(epochs)
     mixed = dataclasses.replace(base.stages[0], stream="mix", r=r)
-    return Recipe("esd", (mixed, *base.stages[1:]), student="sd",
-                  description="ESD: SD with target + proximity images in stage 1 at ratio r")
+    return Recipe(
+        "esd",
+        (mixed, *base.stages[1:]),
+        student="sd",
+        description="ESD: SD with target + proximity images in stage 1 at ratio r",
+    )
 
 
 def _one_stage(name: str, losses: dict, epochs: int, student: str, description: str, options=None) -> Recipe:
-    return Recipe(name, (
-        Stage("train", losses, train=("student",), epochs=epochs,
-              optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=IFVD_DECAY),
-              loss_options=options or {}, critic=DEFAULT_CRITIC if losses.get("adv") else None),
-    ), student=student, description=description)
+    return Recipe(
+        name,
+        (
+            Stage(
+                "train",
+                losses,
+                train=("student",),
+                epochs=epochs,
+                optimizer=Optimizer(lr=1e-2, momentum=0.9, weight_decay=IFVD_DECAY),
+                loss_options=options or {},
+                critic=DEFAULT_CRITIC if losses.get("adv") else None,
+            ),
+        ),
+        student=student,
+        description=description,
+    )
 
 
 @register_recipe("ifvd")
-def ifvd(lambda_kd: float = 10.0, lambda_adv: float = 0.1, lambda_ifv: float = 50.0, epochs: int = EPOCHS,
-         student: str = "pspnet_resnet18", name: str = "ifvd") -> Recipe:
+def ifvd(
+    lambda_kd: float = 10.0,
+    lambda_adv: float = 0.1,
+    lambda_ifv: float = 50.0,
+    epochs: int = EPOCHS,
+    student: str = "pspnet_resnet18",
+    name: str = "ifvd",
+) -> Recipe:
     """IFVD: L = L_ce + 10 L_kd + 0.1 L_adv + 50 L_ifv (the paper's weights; the code uses 200 for IFV)."""
-    return _one_stage(name, {"ce": 1.0, "kd": lambda_kd, "adv": lambda_adv, "ifv": lambda_ifv}, epochs, student,
-                      "IFVD: cross-entropy + pixel KD + adversarial + intra-class feature variation")
+    return _one_stage(
+        name,
+        {"ce": 1.0, "kd": lambda_kd, "adv": lambda_adv, "ifv": lambda_ifv},
+        epochs,
+        student,
+        "IFVD: cross-entropy + pixel KD + adversarial + intra-class feature variation",
+    )
 
 
 @register_recipe("skd")
-def skd(lambda_kd: float = 10.0, lambda_skd: float = 1.0, lambda_adv: float = 0.1, epochs: int = EPOCHS,
-        student: str = "pspnet_resnet18") -> Recipe:
+def skd(
+    lambda_kd: float = 10.0,
+    lambda_skd: float = 1.0,
+    lambda_adv: float = 0.1,
+    epochs: int = EPOCHS,
+    student: str = "pspnet_resnet18",
+) -> Recipe:
     """Structured KD: pixel KD + pairwise similarity + holistic (adversarial) distillation."""
-    return _one_stage("skd", {"ce": 1.0, "kd": lambda_kd, "skd": lambda_skd, "adv": lambda_adv}, epochs, student,
-                      "SKD: cross-entropy + pixel KD + pairwise similarity + adversarial")
+    return _one_stage(
+        "skd",
+        {"ce": 1.0, "kd": lambda_kd, "skd": lambda_skd, "adv": lambda_adv},
+        epochs,
+        student,
+        "SKD: cross-entropy + pixel KD + pairwise similarity + adversarial",
+    )
 
 
 @register_recipe("cwd")
-def cwd(lambda_cwd: float = 3.0, temperature: float = 4.0, epochs: int = EPOCHS, student: str = "pspnet_resnet18") -> Recipe:
+def cwd(
+    lambda_cwd: float = 3.0, temperature: float = 4.0, epochs: int = EPOCHS, student: str = "pspnet_resnet18"
+) -> Recipe:
     """Channel-wise distillation on logits (Shu et al. 2021: weight 3, temperature 4)."""
-    return _one_stage("cwd", {"ce": 1.0, "cwd": lambda_cwd}, epochs, student,
-                      "CWD: cross-entropy + channel-wise distillation of logits", {"cwd": {"temperature": temperature}})
+    return _one_stage(
+        "cwd",
+        {"ce": 1.0, "cwd": lambda_cwd},
+        epochs,
+        student,
+        "CWD: cross-entropy + channel-wise distillation of logits",
+        {"cwd": {"temperature": temperature}},
+    )
 
 
 def _ablation(name: str, kd: bool, adv: bool, ifv: bool) -> Recipe:

@@ -8,6 +8,7 @@
 A teacher named in --models brings its constructed teacher (ct) and every SD-student variant
 (sd-text, sd-table, sd-dense: kd.models.sd.SD_VARIANTS) at its split point with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,15 @@ import torch
 
 from kd.errors import UserInputError
 from kd.metrics import count_flops, count_parameters, latency
-from kd.models.registry import SPLIT_STUDENTS, STUDENTS, TEACHERS, build_student, build_teacher, model_names, split_points
+from kd.models.registry import (
+    SPLIT_STUDENTS,
+    STUDENTS,
+    TEACHERS,
+    build_student,
+    build_teacher,
+    model_names,
+    split_points,
+)
 from kd.models.sd import SD_VARIANTS
 
 # The SD paper's setting: DeepLabV3-ResNet50 split after layer4; and the project's default teacher
@@ -31,7 +40,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x1024 (height x width), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"size must look like 512x1024 (height x width), got {text!r}"
+        ) from None
     return height, width
 
 
@@ -43,12 +54,24 @@ def parse_args(argv):
     action.add_argument("--list", action="store_true", help="every model with its role and split points")
     action.add_argument("--summary", action="store_true", help="a table of params, GFLOPs and CPU latency")
     parser.add_argument("--models", default=None, help="comma-separated names to include (default: all)")
-    parser.add_argument("--size", type=parse_size, default=(512, 1024), help="input HxW for FLOPs and latency (default 512x1024)")
-    parser.add_argument("--classes", type=int, default=2, help="output classes (default 2, the SD paper's road vs background)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=(512, 1024),
+        help="input HxW for FLOPs and latency (default 512x1024)",
+    )
+    parser.add_argument(
+        "--classes", type=int, default=2, help="output classes (default 2, the SD paper's road vs background)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed forward passes per model (default 2)")
-    parser.add_argument("--no-latency", action="store_true", help="skip the timing (FLOPs are counted without compute)")
-    parser.add_argument("--json", action="store_true",
-                        help='print the summary as a JSON list of {"name", "params", "gflops"[, "latency_ms"]}')
+    parser.add_argument(
+        "--no-latency", action="store_true", help="skip the timing (FLOPs are counted without compute)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print the summary as a JSON list of {"name", "params", "gflops"[, "latency_ms"]}',
+    )
     return parser.parse_args(argv)
 
 
@@ -56,9 +79,16 @@ def list_models() -> None:
     roles = model_names()
     width = max(map(len, roles)) + 2
     for name, role in roles.items():
-        points = "the teacher's, up to the split point (build with teacher= and split_point=)" if name in SPLIT_STUDENTS else ", ".join(split_points(name))
+        points = (
+            "the teacher's, up to the split point (build with teacher= and split_point=)"
+            if name in SPLIT_STUDENTS
+            else ", ".join(split_points(name))
+        )
         print(f"{name:<{width}} {role:<10} split points: {points}")
-    print("\nAlso HEAD:BACKBONE, e.g. deeplabv3:resnet34 or pspnet:mobilenet_v3_small, for any listed torchvision backbone.")
+    print(
+        "\nAlso HEAD:BACKBONE, e.g. deeplabv3:resnet34 or pspnet:mobilenet_v3_small, "
+        "for any listed torchvision backbone."
+    )
 
 
 def summary_rows(wanted: set[str] | None, num_classes: int):
@@ -74,8 +104,15 @@ def summary_rows(wanted: set[str] | None, num_classes: int):
         for label, options in variants:
             student = label.partition("-")[0]
             if wanted is None or student in wanted or teacher in wanted:
-                yield f"{label} ({teacher}@{point})", lambda s=student, t=teacher, p=point, o=options: build_student(
-                    s, num_classes, teacher=build_teacher(t, num_classes, **_no_weights(t)), split_point=p, **o
+                yield (
+                    f"{label} ({teacher}@{point})",
+                    lambda s=student, t=teacher, p=point, o=options: build_student(
+                        s,
+                        num_classes,
+                        teacher=build_teacher(t, num_classes, **_no_weights(t)),
+                        split_point=p,
+                        **o,
+                    ),
                 )
 
 
@@ -90,19 +127,28 @@ def summarise(args) -> None:
     if wanted:
         unknown = wanted - set(model_names())
         if unknown:
-            raise UserInputError(f"unknown model(s) {', '.join(sorted(unknown))}; see python -m kd.models --list.")
+            raise UserInputError(
+                f"unknown model(s) {', '.join(sorted(unknown))}; see python -m kd.models --list."
+            )
     height, width = args.size
     if not args.json:
-        print(f"input 1x3x{height}x{width}, {args.classes} classes, FLOPs = 2 x multiply-adds, latency on CPU "
-              f"({torch.get_num_threads()} threads, median of {args.repeats})")
+        print(
+            f"input 1x3x{height}x{width}, {args.classes} classes, FLOPs = 2 x multiply-adds, latency on CPU "
+            f"({torch.get_num_threads()} threads, median of {args.repeats})"
+        )
         print(f"{'model':<48} {'params (M)':>11} {'GFLOPs':>9} {'latency (ms)':>13}")
     rows = []
     for label, build in summary_rows(wanted, args.classes):
         model = build().eval()
-        row = {"name": label, "params": count_parameters(model),
-               "gflops": count_flops(model, (1, 3, height, width)) / 1e9}
+        row = {
+            "name": label,
+            "params": count_parameters(model),
+            "gflops": count_flops(model, (1, 3, height, width)) / 1e9,
+        }
         if not args.no_latency:
-            row["latency_ms"] = latency(model, (1, 3, height, width), warmup=1, repeats=args.repeats)["median_ms"]
+            row["latency_ms"] = latency(model, (1, 3, height, width), warmup=1, repeats=args.repeats)[
+                "median_ms"
+            ]
         rows.append(row)
         if not args.json:
             ms = f"{row['latency_ms']:.0f}" if "latency_ms" in row else "-"

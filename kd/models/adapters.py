@@ -8,6 +8,7 @@ stride; a denser SD feature extractor (output stride 8 under a stride-32 teacher
 teacher's channels at a finer size, and is averaged down to the teacher's positions without
 any learned part, so the feature extractor itself must reproduce the teacher's features.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,9 @@ class FeatureAdapter(nn.Module):
 
     def __init__(self, student_channels: int, teacher_channels: int):
         super().__init__()
-        self.proj = nn.Sequential(nn.Conv2d(student_channels, teacher_channels, 1, bias=False), nn.BatchNorm2d(teacher_channels))
+        self.proj = nn.Sequential(
+            nn.Conv2d(student_channels, teacher_channels, 1, bias=False), nn.BatchNorm2d(teacher_channels)
+        )
 
     def forward(self, student_features: torch.Tensor, teacher_size=None) -> torch.Tensor:
         x = self.proj(student_features)
@@ -35,7 +38,7 @@ class ResizeAdapter(nn.Module):
     def forward(self, student_features: torch.Tensor, teacher_size=None) -> torch.Tensor:
         if teacher_size is None or tuple(student_features.shape[-2:]) == tuple(teacher_size):
             return student_features
-        if all(s >= t for s, t in zip(student_features.shape[-2:], teacher_size)):
+        if all(s >= t for s, t in zip(student_features.shape[-2:], teacher_size, strict=True)):
             return F.adaptive_avg_pool2d(student_features, tuple(teacher_size))
         return F.interpolate(student_features, size=tuple(teacher_size), mode="bilinear", align_corners=False)
 

@@ -6,6 +6,7 @@ The stages are the torchvision model's own modules (the classifier is dropped), 
 module paths such as "stages.layer2.0.conv1" stay recognisable. Weights are never
 downloaded: every model is built with weights=None.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -81,13 +82,21 @@ def resnet_stages(name: str, dilated: bool = False, width: float = 1.0) -> Stage
         raise UserInputError(f"ResNet width must be positive (1.0 is the standard ResNet), got {width}.")
     block, layers = _RESNET_LAYERS[name]
     bottleneck = block is Bottleneck
-    model = _ScaledResNet(block, layers, width=width,
-                          replace_stride_with_dilation=[False, dilated, dilated] if bottleneck else None)
+    model = _ScaledResNet(
+        block,
+        layers,
+        width=width,
+        replace_stride_with_dilation=[False, dilated, dilated] if bottleneck else None,
+    )
     if dilated and not bottleneck:
         _dilate_basic_layer(model.layer3, 2)
         _dilate_basic_layer(model.layer4, 4)
-    stem = nn.Sequential(OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool))
-    return OrderedDict(stem=stem, layer1=model.layer1, layer2=model.layer2, layer3=model.layer3, layer4=model.layer4)
+    stem = nn.Sequential(
+        OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool)
+    )
+    return OrderedDict(
+        stem=stem, layer1=model.layer1, layer2=model.layer2, layer3=model.layer3, layer4=model.layer4
+    )
 
 
 _EFFICIENTNETS = [f"efficientnet_b{i}" for i in range(8)]
@@ -99,7 +108,7 @@ def efficientnet_stages(name: str) -> Stages:
         raise UserInputError(f"unknown EfficientNet {name!r}; choose one of {', '.join(_EFFICIENTNETS)}.")
     features = tvm.get_model(name, weights=None).features
     names = ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["top"]
-    return OrderedDict(zip(names, features))
+    return OrderedDict(zip(names, features, strict=True))
 
 
 def _downsamples(block: nn.Module) -> bool:
@@ -117,14 +126,16 @@ def mobilenet_v3_stages(name: str) -> Stages:
              stage3 = [4:9] (/16), stage4 = [9:13] (/32, ends with the 576-channel conv)
     """
     if name not in ("mobilenet_v3_large", "mobilenet_v3_small"):
-        raise UserInputError(f"unknown MobileNetV3 {name!r}; choose mobilenet_v3_large or mobilenet_v3_small.")
+        raise UserInputError(
+            f"unknown MobileNetV3 {name!r}; choose mobilenet_v3_large or mobilenet_v3_small."
+        )
     groups: list[list[nn.Module]] = []
     for block in tvm.get_model(name, weights=None).features:
         if not groups or _downsamples(block):
             groups.append([])
         groups[-1].append(block)
     names = ["stem"] + [f"stage{i}" for i in range(1, len(groups))]
-    return OrderedDict((n, nn.Sequential(*blocks)) for n, blocks in zip(names, groups))
+    return OrderedDict((n, nn.Sequential(*blocks)) for n, blocks in zip(names, groups, strict=True))
 
 
 def features_stages(name: str) -> Stages:
@@ -167,15 +178,18 @@ def backbone_stages(name: str, **options) -> Stages:
     try:
         inspect.signature(builder).bind(**options)
     except TypeError:
-        accepted = [p for p in inspect.signature(builder).parameters if p not in builder.keywords and p != "name"]
+        accepted = [
+            p for p in inspect.signature(builder).parameters if p not in builder.keywords and p != "name"
+        ]
         raise UserInputError(
-            f"backbone {name!r} takes options {', '.join(accepted) or 'none'}; got {', '.join(sorted(options))}."
+            f"backbone {name!r} takes options {', '.join(accepted) or 'none'}; "
+            f"got {', '.join(sorted(options))}."
         ) from None
     return builder(**options)
 
 
 @torch.no_grad()
-def stage_channels(stages: Stages, size: tuple[int, int] = (64, 64)) -> "OrderedDict[str, int]":
+def stage_channels(stages: Stages, size: tuple[int, int] = (64, 64)) -> OrderedDict[str, int]:
     """Output channels of every stage, from one forward pass on a small input in eval mode."""
     modules = list(stages.values())
     parameter = next((p for m in modules for p in m.parameters()), None)
@@ -187,6 +201,6 @@ def stage_channels(stages: Stages, size: tuple[int, int] = (64, 64)) -> "Ordered
             x = stage.eval()(x)
             channels[name] = x.shape[1]
     finally:
-        for module, mode in zip(modules, modes):
+        for module, mode in zip(modules, modes, strict=True):
             module.train(mode)
     return channels

@@ -1,4 +1,5 @@
 """Reading checkpoint files strictly, with errors that say what does not fit."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ from torch import nn
 from kd.errors import UserInputError
 
 
-def read_checkpoint(path: str | Path) -> "tuple[dict[str, torch.Tensor], dict]":
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, metadata) from a torch checkpoint file.
 
     Accepts a plain state dict or one wrapped as {"state_dict": ...} or {"model": ...};
@@ -17,13 +18,16 @@ def read_checkpoint(path: str | Path) -> "tuple[dict[str, torch.Tensor], dict]":
     """
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"checkpoint {path} does not exist (or is not a file); pass the path of a .pth file.")
+        raise UserInputError(
+            f"checkpoint {path} does not exist (or is not a file); pass the path of a .pth file."
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds (pickle, zip, EOF) for a bad file
         raise UserInputError(
             f"checkpoint {path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); pass a file written by torch.save(model.state_dict(), ...)."
+            f"{str(error).splitlines()[0] if str(error) else ''}); "
+            "pass a file written by torch.save(model.state_dict(), ...)."
         ) from error
     meta = data.get("meta", {}) if isinstance(data, dict) and isinstance(data.get("meta"), dict) else {}
     if isinstance(data, dict):
@@ -39,7 +43,7 @@ def read_checkpoint(path: str | Path) -> "tuple[dict[str, torch.Tensor], dict]":
     return data, meta
 
 
-def read_state_dict(path: str | Path) -> "dict[str, torch.Tensor]":
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)[0]
 
 
@@ -49,7 +53,8 @@ def _some(keys: list[str], limit: int = 5) -> str:
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, expected: str | None = None) -> dict:
-    """Load `path` into `model` strictly and return its metadata; a mismatch is a UserInputError saying what differs."""
+    """Load `path` into `model` strictly and return its metadata; a mismatch is a UserInputError
+    saying what differs."""
     expected = expected or getattr(model, "name", type(model).__name__)
     state, meta = read_checkpoint(path)
     own = model.state_dict()

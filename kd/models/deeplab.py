@@ -1,4 +1,5 @@
 """DeepLabV3 teachers: ASPP on EfficientNet-Lite0 (the default) and torchvision's ResNet-50 one."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -8,9 +9,13 @@ from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplabv3_resnet50
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from kd.models.checkpoints import load_checkpoint
 from kd.models.backbones import backbone_stages, stage_channels
-from kd.models.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_lite0_stages
+from kd.models.checkpoints import load_checkpoint
+from kd.models.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    efficientnet_lite0_stages,
+)
 from kd.models.segmenter import Segmenter
 
 # torchvision's COCO checkpoint predicts the 20 Pascal VOC classes plus background.
@@ -24,8 +29,12 @@ def deeplabv3_efficientnet_lite0(num_classes: int, pretrained: bool = True) -> S
     """
     stages = efficientnet_lite0_stages(pretrained)
     return Segmenter(
-        stages, DeepLabHead(1280, num_classes), num_classes, name="deeplabv3_efficientnet_lite0",
-        input_mean=EFFICIENTNET_LITE_MEAN, input_std=EFFICIENTNET_LITE_STD,
+        stages,
+        DeepLabHead(1280, num_classes),
+        num_classes,
+        name="deeplabv3_efficientnet_lite0",
+        input_mean=EFFICIENTNET_LITE_MEAN,
+        input_std=EFFICIENTNET_LITE_STD,
     )
 
 
@@ -33,8 +42,12 @@ def deeplabv3_on(backbone: str, num_classes: int, **options) -> Segmenter:
     """A fresh ASPP head on any backbone of kd.models.backbones (random init unless weights are loaded)."""
     stages = backbone_stages(backbone, **options)
     channels = stage_channels(stages)
-    return Segmenter(stages, DeepLabHead(next(reversed(channels.values())), num_classes), num_classes,
-                     name=f"deeplabv3_{backbone}")
+    return Segmenter(
+        stages,
+        DeepLabHead(next(reversed(channels.values())), num_classes),
+        num_classes,
+        name=f"deeplabv3_{backbone}",
+    )
 
 
 def deeplabv3_resnet50(num_classes: int, checkpoint: str | Path | None = None) -> Segmenter:

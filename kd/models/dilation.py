@@ -8,6 +8,7 @@ loses its stride, and every later spatial convolution is dilated by how much fin
 now is than it was (the convolution that loses its stride keeps the dilation before it, as
 torchvision's ResNet does).
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,7 +61,9 @@ def set_output_stride(module: nn.Module, goal: int, in_channels: int = 3) -> nn.
     made coarser (that would need its undilated architecture).
     """
     if goal not in OUTPUT_STRIDES:
-        raise UserInputError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {goal!r}.")
+        raise UserInputError(
+            f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {goal!r}."
+        )
     current = output_stride(module, in_channels)
     if goal > current:
         raise UserInputError(
@@ -73,8 +76,10 @@ def set_output_stride(module: nn.Module, goal: int, in_channels: int = 3) -> nn.
         stride_out = stride_in * _stride(layer)
         if stride_out > goal and _stride(layer) > 1:
             if not isinstance(layer, nn.Conv2d):
-                raise UserInputError(f"output_stride {goal}: a {type(layer).__name__} strides past it; "
-                                     f"choose {stride_in} or more.")
+                raise UserInputError(
+                    f"output_stride {goal}: a {type(layer).__name__} strides past it; "
+                    f"choose {stride_in} or more."
+                )
             layer.stride = type(layer.stride)([1] * len(layer.stride))
         finer = stride_in // min(stride_in, goal)  # how much finer this layer's input now is
         if finer > 1 and isinstance(layer, nn.Conv2d) and any(k > 1 for k in layer.kernel_size):
@@ -86,10 +91,12 @@ def _dilate(conv: nn.Conv2d, dilation: int) -> None:
     old = conv.dilation
     new = type(old)([dilation] * len(old))
     if type(conv).forward is nn.Conv2d.forward:  # fixed 'same' padding: widen it with the dilation
-        same = all(p == (k - 1) // 2 * d for p, k, d in zip(conv.padding, conv.kernel_size, old))
+        same = all(p == (k - 1) // 2 * d for p, k, d in zip(conv.padding, conv.kernel_size, old, strict=True))
         if not same:
-            raise UserInputError(f"cannot dilate a convolution with padding {conv.padding} and kernel "
-                                 f"{conv.kernel_size}: only 'same'-padded convolutions keep their size")
+            raise UserInputError(
+                f"cannot dilate a convolution with padding {conv.padding} and kernel "
+                f"{conv.kernel_size}: only 'same'-padded convolutions keep their size"
+            )
         conv.padding = tuple((k - 1) // 2 * dilation for k in conv.kernel_size)
     # Conv2d subclasses (EfficientNet-Lite's dynamic 'same' padding) pad from their dilation at run time.
     conv.dilation = new

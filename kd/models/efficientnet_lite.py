@@ -11,6 +11,7 @@ ratio 1.2) and running means (correlation 0.87); under ImageNet mean/std they ar
 large in variance (correlation 0.23). Top-5 ImageNet classification of car crops works with
 either (the network is robust to it), slightly better with 127/128.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -66,12 +67,12 @@ class MBConvStage(nn.Sequential):
         self.drop_connect_rates = list(drop_connect_rates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, rate in zip(self, self.drop_connect_rates):
+        for block, rate in zip(self, self.drop_connect_rates, strict=True):
             x = block(x, drop_connect_rate=rate)
         return x
 
 
-def efficientnet_lite0_stages(pretrained: bool = True) -> "OrderedDict[str, nn.Module]":
+def efficientnet_lite0_stages(pretrained: bool = True) -> OrderedDict[str, nn.Module]:
     """stem (/2, 32 ch), stage1..stage7 (16 /2, 24 /4, 40 /8, 80 /16, 112 /16, 192 /32, 320 /32),
     top (1280 ch, /32), sharing the modules of efficientnet_lite0_classifier(pretrained)."""
     model = efficientnet_lite0_classifier(pretrained)

@@ -14,6 +14,7 @@ the gcd separately for pointwise (1x1) and spatial (kxk) convolutions:
     "cap:N"      groups = gcd(in, out, N) for every convolution
     "cap:P,S"    pointwise gcd(in, out, P), spatial gcd(in, out, S)
 """
+
 from __future__ import annotations
 
 import copy

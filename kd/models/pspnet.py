@@ -3,6 +3,7 @@
 The IFVD teacher is PSPNet-ResNet101 with output stride 8 (`pspnet_resnet101`); the
 students are PSPNets on small backbones (`pspnet("resnet18", 19)` and friends).
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,14 @@ from kd.models.segmenter import Segmenter
 # The backbones of the study's PSPNets (tested); pspnet() also takes any other name in
 # list_backbones(), e.g. for "pspnet:vgg11" in the model registry.
 PSP_BACKBONES = [
-    "resnet18", "resnet18_half", "resnet50", "resnet101",
-    "efficientnet_b0", "efficientnet_b1", "mobilenet_v3_large", "mobilenet_v3_small",
+    "resnet18",
+    "resnet18_half",
+    "resnet50",
+    "resnet101",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
 ]
 # The teachers follow the PSPNet paper (output stride 8); the students keep their stride
 # 32, which is what makes them cheap.
@@ -43,7 +50,9 @@ class PSPHead(nn.Module):
         # over and raises ("Expected more than 1 value per channel"). A biased conv + ReLU
         # keeps the branch well defined; the 3x3 conv after the concatenation is normalised.
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(bin), nn.Conv2d(in_channels, branch_channels, 1), nn.ReLU(inplace=True))
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(bin), nn.Conv2d(in_channels, branch_channels, 1), nn.ReLU(inplace=True)
+            )
             for bin in bins
         )
         self.bottleneck = nn.Sequential(
@@ -56,7 +65,9 @@ class PSPHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pyramid = [x] + [F.interpolate(b(x), size=size, mode="bilinear", align_corners=False) for b in self.branches]
+        pyramid = [x] + [
+            F.interpolate(b(x), size=size, mode="bilinear", align_corners=False) for b in self.branches
+        ]
         return self.classifier(self.dropout(self.bottleneck(torch.cat(pyramid, dim=1))))
 
 
@@ -67,7 +78,9 @@ def pspnet(backbone: str, num_classes: int, dilated: bool | None = None) -> Segm
     False for the small students (output stride 32).
     """
     if backbone not in list_backbones():
-        raise UserInputError(f"unknown PSPNet backbone {backbone!r}; choose one of {', '.join(list_backbones())}.")
+        raise UserInputError(
+            f"unknown PSPNet backbone {backbone!r}; choose one of {', '.join(list_backbones())}."
+        )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}.")
     default = backbone in _DILATED_BY_DEFAULT
@@ -75,7 +88,8 @@ def pspnet(backbone: str, num_classes: int, dilated: bool | None = None) -> Segm
     is_resnet = backbone.startswith("resnet")
     if dilated and not is_resnet:
         raise UserInputError(
-            f"dilated=True is only implemented for ResNet backbones; use dilated=False (or None) for {backbone!r}."
+            "dilated=True is only implemented for ResNet backbones; "
+            f"use dilated=False (or None) for {backbone!r}."
         )
     stages = backbone_stages(backbone, dilated=dilated) if is_resnet else backbone_stages(backbone)
     in_channels = list(stage_channels(stages).values())[-1]

@@ -6,15 +6,16 @@ A plain dict per role, no framework. Names are what study files and the CLI use.
     @register_student("my_student")
     def my_student(num_classes: int) -> Segmenter: ...
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from kd.errors import UserInputError
 from kd.models.backbones import list_backbones
-from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_resnet50, deeplabv3_on
+from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_on, deeplabv3_resnet50
 from kd.models.pspnet import pspnet, pspnet_resnet101
 from kd.models.sd import constructed_teacher, sd_student
 from kd.models.segmenter import Segmenter
@@ -60,7 +61,9 @@ def _registration(table: dict, role: str, name: str):
     def add(build: Callable[..., Segmenter]) -> Callable[..., Segmenter]:
         # One name, one model across the roles: model_names() and split_points() look in all of them.
         if any(other is not table and name in other for other in (TEACHERS, STUDENTS, SPLIT_STUDENTS)):
-            raise UserInputError(f"{role} {name!r}: a model of another kind has that name already; choose another")
+            raise UserInputError(
+                f"{role} {name!r}: a model of another kind has that name already; choose another"
+            )
         return register(table, role, name, build)
 
     return add
@@ -74,7 +77,11 @@ def model_names() -> dict[str, str]:
 
 
 def _unknown(name: str, role: str) -> UserInputError:
-    known = list(TEACHERS) + list(STUDENTS) if role == "model" else list(TEACHERS if role == "teacher" else STUDENTS)
+    known = (
+        list(TEACHERS) + list(STUDENTS)
+        if role == "model"
+        else list(TEACHERS if role == "teacher" else STUDENTS)
+    )
     return UserInputError(
         f"unknown {role} {name!r}; choose one of {', '.join(known)}, or HEAD:BACKBONE with HEAD in "
         f"{', '.join(HEADS)} and a torchvision backbone ({', '.join(list_backbones())})."
@@ -106,13 +113,16 @@ def build_student(
     student takes its capacity as options (variant=, groups=, output_stride=, head_width=)."""
     if name in SPLIT_STUDENTS:
         if teacher is None or split_point is None:
-            raise UserInputError(f"student {name!r} is built from a teacher's split: pass teacher= and split_point=.")
+            raise UserInputError(
+                f"student {name!r} is built from a teacher's split: pass teacher= and split_point=."
+            )
         return SPLIT_STUDENTS[name](teacher, split_point, num_classes, **options)
     return _build_named(name, num_classes, STUDENTS, "student", **options)
 
 
 def split_points(name: str) -> list[str]:
-    """The split points of a teacher or student architecture (built on the meta device: no memory, no weights)."""
+    """The split points of a teacher or student architecture (built on the meta device: no memory,
+    no weights)."""
     options = {"pretrained": False} if name == "deeplabv3_efficientnet_lite0" else {}
     with torch.device("meta"):
         table = TEACHERS if name in TEACHERS or ":" in name else STUDENTS

@@ -12,6 +12,7 @@ including the point) and the teacher head. From it:
 - `constructed_teacher`: CT = a frozen copy of the AMG + a trainable `SDHead`; the
   transfer-learning baseline of the paper.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,8 +65,10 @@ class SDCapacity:
         except UserInputError as err:
             found.append(str(err).rstrip("."))
         if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES:
-            found.append(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))} or None "
-                         f"(the teacher's), got {self.output_stride!r}")
+            found.append(
+                f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))} or None "
+                f"(the teacher's), got {self.output_stride!r}"
+            )
         if not (isinstance(self.head_width, int) and self.head_width >= 16):
             found.append(f"head_width must be a whole number >= 16, got {self.head_width!r}")
         return found
@@ -89,7 +92,9 @@ def sd_capacity(variant: str | SDCapacity | None = None, **changes) -> SDCapacit
     if not isinstance(variant, SDCapacity):
         name = DEFAULT_VARIANT if variant is None else variant
         if name not in SD_VARIANTS:
-            raise UserInputError(f"unknown SD student variant {name!r}; choose one of {', '.join(SD_VARIANTS)}.")
+            raise UserInputError(
+                f"unknown SD student variant {name!r}; choose one of {', '.join(SD_VARIANTS)}."
+            )
         variant = SD_VARIANTS[name]
     changes = {k: v for k, v in changes.items() if v is not None}
     if changes.get("output_stride") == "teacher":
@@ -102,11 +107,17 @@ def sd_capacity(variant: str | SDCapacity | None = None, **changes) -> SDCapacit
 
 
 def _group_conv(in_channels: int, out_channels: int, bias: bool) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, padding=1, groups=math.gcd(in_channels, out_channels), bias=bias)
+    return nn.Conv2d(
+        in_channels, out_channels, 3, padding=1, groups=math.gcd(in_channels, out_channels), bias=bias
+    )
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(_group_conv(in_channels, out_channels, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        _group_conv(in_channels, out_channels, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class SDHead(nn.Module):
@@ -126,7 +137,9 @@ class SDHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, widths=SD_HEAD_WIDTHS):
         super().__init__()
         if len(widths) != 6:
-            raise ValueError(f"SDHead takes 6 widths (3 convs before and 3 after the upsampling), got {len(widths)}")
+            raise ValueError(
+                f"SDHead takes 6 widths (3 convs before and 3 after the upsampling), got {len(widths)}"
+            )
         chans = [in_channels, *widths]
         convs = [_conv_bn_relu(a, b) for a, b in pairwise(chans)]
         self.block1 = nn.Sequential(*convs[:3])
@@ -178,9 +191,16 @@ def _head(teacher: Segmenter, split_point: str, num_classes: int, width: int = S
     return head.to(device=parameter.device, dtype=parameter.dtype)
 
 
-def sd_student(teacher: Segmenter, split_point: str, num_classes: int | None = None,
-               variant: str | SDCapacity | None = None, *, groups: str | None = None,
-               output_stride: int | None = None, head_width: int | None = None) -> Segmenter:
+def sd_student(
+    teacher: Segmenter,
+    split_point: str,
+    num_classes: int | None = None,
+    variant: str | SDCapacity | None = None,
+    *,
+    groups: str | None = None,
+    output_stride: int | None = None,
+    head_width: int | None = None,
+) -> Segmenter:
     """The SD student: grouped copy of the teacher's AMG at `split_point` + `SDHead`.
 
     `variant` names an SDCapacity (SD_VARIANTS; default DEFAULT_VARIANT); `groups`,
@@ -208,14 +228,18 @@ def sd_student(teacher: Segmenter, split_point: str, num_classes: int | None = N
     fe.requires_grad_(True)
     num_classes = _num_classes(teacher, num_classes)
     return Segmenter(
-        OrderedDict(fe.named_children()), _head(teacher, split_point, num_classes, capacity.head_width),
-        num_classes, name=f"sd_student_{teacher.name}@{split_point}",
-        input_mean=teacher.input_mean, input_std=teacher.input_std,  # it mimics the teacher on the same inputs
+        OrderedDict(fe.named_children()),
+        _head(teacher, split_point, num_classes, capacity.head_width),
+        num_classes,
+        name=f"sd_student_{teacher.name}@{split_point}",
+        input_mean=teacher.input_mean,
+        input_std=teacher.input_std,  # it mimics the teacher on the same inputs
     )
 
 
-def constructed_teacher(teacher: Segmenter, split_point: str, num_classes: int | None = None,
-                        head_width: int | None = None) -> Segmenter:
+def constructed_teacher(
+    teacher: Segmenter, split_point: str, num_classes: int | None = None, head_width: int | None = None
+) -> Segmenter:
     """CT: a frozen deep copy of the teacher's AMG at `split_point` + a trainable `SDHead` (as wide
     as the default SD student's, unless `head_width` says otherwise).
 
@@ -226,6 +250,9 @@ def constructed_teacher(teacher: Segmenter, split_point: str, num_classes: int |
     num_classes = _num_classes(teacher, num_classes)
     return Segmenter(
         OrderedDict((name, _Frozen(stage)) for name, stage in stages.items()),
-        _head(teacher, split_point, num_classes, sd_capacity(head_width=head_width).head_width), num_classes,
-        name=f"ct_{teacher.name}@{split_point}", input_mean=teacher.input_mean, input_std=teacher.input_std,
+        _head(teacher, split_point, num_classes, sd_capacity(head_width=head_width).head_width),
+        num_classes,
+        name=f"ct_{teacher.name}@{split_point}",
+        input_mean=teacher.input_mean,
+        input_std=teacher.input_std,
     )

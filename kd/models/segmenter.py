@@ -9,6 +9,7 @@ and the teacher head (the remaining stages plus the head). Both share the model'
 Intermediate features for distillation losses are taken with forward hooks on named
 modules (`FeatureTap`), not by changing forward().
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -31,7 +32,7 @@ def upsample(logits: torch.Tensor, size) -> torch.Tensor:
 class Tail(nn.Module):
     """The part of a Segmenter after a split point: remaining stages, head, upsampling."""
 
-    def __init__(self, stages: "OrderedDict[str, nn.Module]", head: nn.Module):
+    def __init__(self, stages: OrderedDict[str, nn.Module], head: nn.Module):
         super().__init__()
         self.stages = nn.ModuleDict(stages)
         self.head = head
@@ -47,7 +48,7 @@ class Segmenter(nn.Module):
 
     def __init__(
         self,
-        stages: "OrderedDict[str, nn.Module]",
+        stages: OrderedDict[str, nn.Module],
         head: nn.Module,
         num_classes: int,
         name: str = "segmenter",
@@ -68,7 +69,8 @@ class Segmenter(nn.Module):
     def check_split_point(self, point: str) -> str:
         if point not in self.stages:
             raise UserInputError(
-                f"{self.name} has no split point {point!r}; valid split points: {', '.join(self.split_points)}."
+                f"{self.name} has no split point {point!r}; "
+                f"valid split points: {', '.join(self.split_points)}."
             )
         return point
 
@@ -129,7 +131,7 @@ class Segmenter(nn.Module):
             x = stage(x)
         return upsample(self.head(x), size)
 
-    def stage_channels(self, size: tuple[int, int] = (64, 64)) -> "OrderedDict[str, int]":
+    def stage_channels(self, size: tuple[int, int] = (64, 64)) -> OrderedDict[str, int]:
         """Output channels of every stage, from one forward pass on a small input."""
         return stage_channels(self.stages, size)
 
@@ -137,21 +139,23 @@ class Segmenter(nn.Module):
 class FeatureTap:
     """Captures outputs of named submodules during forward passes, with forward hooks.
 
-        with FeatureTap(model, ["stages.layer2", "head"]) as tap:
-            logits = model(x)
-        tap.outputs["stages.layer2"]
+    with FeatureTap(model, ["stages.layer2", "head"]) as tap:
+        logits = model(x)
+    tap.outputs["stages.layer2"]
     """
 
     def __init__(self, model: nn.Module, names: list[str]):
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
-            raise UserInputError(f"no module named {', '.join(missing)} in the model; names look like 'stages.layer2'.")
+            raise UserInputError(
+                f"no module named {', '.join(missing)} in the model; names look like 'stages.layer2'."
+            )
         self.modules = {n: modules[n] for n in names}
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles = []
 
-    def __enter__(self) -> "FeatureTap":
+    def __enter__(self) -> FeatureTap:
         for name, module in self.modules.items():
             self._handles.append(module.register_forward_hook(self._hook(name)))
         return self

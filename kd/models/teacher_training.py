@@ -6,6 +6,7 @@ sizes, synthetic seed and size), the transform and the training settings. A stud
 its teacher with the same inputs and gets the stored weights back instead of retraining;
 change any input and a new checkpoint is trained.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -126,7 +127,8 @@ def fit_teacher(
         raise UserInputError(f"{dataset.name} is unlabelled; a teacher needs labelled images.")
     if getattr(dataset, "num_classes", model.num_classes) != model.num_classes:
         raise UserInputError(
-            f"{model.name} predicts {model.num_classes} classes but {dataset.name} has {dataset.num_classes}; "
+            f"{model.name} predicts {model.num_classes} classes but {dataset.name} has "
+            f"{dataset.num_classes}; "
             "build the teacher with the dataset's num_classes."
         )
     transform = transform or PairedTransform(mean=model.input_mean, std=model.input_std)
@@ -145,8 +147,13 @@ def fit_teacher(
 
     final_loss = _train(model, dataset, settings, transform, torch.device(device), say)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"model": model.name, "digest": digest, "settings": asdict(settings), "final_loss": final_loss,
-            "dataset": dataset_fingerprint(dataset)}
+    meta = {
+        "model": model.name,
+        "digest": digest,
+        "settings": asdict(settings),
+        "final_loss": final_loss,
+        "dataset": dataset_fingerprint(dataset),
+    }
     atomic_write(path, lambda partial: torch.save({"state_dict": model.state_dict(), "meta": meta}, partial))
     say(f"teacher {model.name}: saved {path}")
     return TeacherCheckpoint(path, digest, reused=False, final_loss=final_loss)
@@ -156,7 +163,10 @@ def _train(model: Segmenter, dataset, settings: TeacherTraining, transform, devi
     torch.manual_seed(settings.seed)
     data = Augmented(dataset, transform, seed=settings.seed)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=settings.batch_size, shuffle=True, generator=torch.Generator().manual_seed(settings.seed),
+        data,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(settings.seed),
         drop_last=len(data) > settings.batch_size,
     )
     model.to(device)
@@ -167,9 +177,13 @@ def _train(model: Segmenter, dataset, settings: TeacherTraining, transform, devi
         for parameter in frozen.parameters():
             parameter.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.SGD(
+        trainable, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
     total = settings.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / total) ** settings.poly_power)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (1 - step / total) ** settings.poly_power
+    )
     step, epoch_loss = 0, float("nan")
     for epoch in range(settings.epochs):
         data.set_epoch(epoch)
@@ -183,7 +197,9 @@ def _train(model: Segmenter, dataset, settings: TeacherTraining, transform, devi
                 continue  # a crop of void only has no loss to learn from
             loss = F.cross_entropy(model(images), masks, ignore_index=dataset.ignore_index)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"teacher training of {model.name}: loss is {loss.item()} at step {step}")
+                raise FloatingPointError(
+                    f"teacher training of {model.name}: loss is {loss.item()} at step {step}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -192,7 +208,10 @@ def _train(model: Segmenter, dataset, settings: TeacherTraining, transform, devi
             step += 1
         epoch_loss = sum(losses) / len(losses) if losses else float("nan")
         seconds = time.perf_counter() - start
-        say(f"teacher {model.name}: epoch {epoch + 1}/{settings.epochs} loss {epoch_loss:.4f} ({seconds:.1f} s)")
+        say(
+            f"teacher {model.name}: epoch {epoch + 1}/{settings.epochs} "
+            f"loss {epoch_loss:.4f} ({seconds:.1f} s)"
+        )
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     model.eval()
