@@ -383,15 +383,29 @@ def validate(config: StudyConfig):
     return space
 
 
+# How a run folder's trials are configured. 2: every trial is a study.contract.TrialChoice (issue 14);
+# Ray's saved experiment of an older format cannot be resumed by this code.
+RUN_FORMAT = 2
+
+
 def save(config: StudyConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.json"
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    path.write_text(json.dumps({"run_format": RUN_FORMAT, **config.to_dict()}, indent=2) + "\n")
     return path
 
 
 def load(run_dir: Path) -> StudyConfig:
+    """The configuration a study was started with, to resume it."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserInputError(f"{run_dir} holds no study (no config.json); start it without --resume.")
-    return StudyConfig(**json.loads(path.read_text()))
+    values = json.loads(path.read_text())
+    found = values.pop("run_format", 1)
+    if found != RUN_FORMAT:
+        raise UserInputError(
+            f"{run_dir} was started by another version of SegKD Study (run format {found}; this one resumes "
+            f"format {RUN_FORMAT}): continue it with the version that started it, or start a new study. "
+            "Its tables stay readable: python -m analysis.report works on it."
+        )
+    return StudyConfig(**values)

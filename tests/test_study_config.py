@@ -1,5 +1,7 @@
 """Study configuration: presets, study files, command-line overrides, and every error before Ray starts."""
 
+import json
+
 import pytest
 
 from kd.errors import UserInputError
@@ -100,6 +102,19 @@ def test_unknown_keys_and_bad_files(tmp_path):
 def test_resume_needs_a_study(tmp_path, capsys):
     assert main(["--name", "never", "--out", str(tmp_path), "--resume"]) == 2
     assert "holds no study" in capsys.readouterr().err
+
+
+def test_a_study_of_another_run_format_is_not_resumed(tmp_path, capsys):
+    config = study_config.resolve("smoke", overrides={"out": str(tmp_path), "name": "old"})
+    study_config.save(config, config.run_dir)
+    assert study_config.load(config.run_dir) == config
+    older = {
+        k: v for k, v in json.loads((config.run_dir / "config.json").read_text()).items() if k != "run_format"
+    }
+    (config.run_dir / "config.json").write_text(json.dumps(older))  # as studies before TrialChoice saved it
+    assert main(["--name", "old", "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "another version of SegKD Study (run format 1" in err and "python -m analysis.report" in err
 
 
 def test_help_explains(capsys):
