@@ -191,3 +191,24 @@ def test_same_study_file_and_seed_give_the_same_trials(local_ray, tmp_path):
     ]
     columns = [c for c in same if c in tables[0].columns]
     pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])
+
+
+def test_asha_stops_trials_on_the_first_seeds_epochs_and_the_tables_say_so(local_ray, tmp_path):
+    import optuna
+
+    config = smoke(tmp_path, scheduler="asha", trials=4, seeds=2, epochs=4, methods=["baseline"])
+    run_dir = run_study(config, say=lambda line: None)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 4 and set(trials["status"]) <= {"completed", "stopped"}
+    assert "completed" in set(trials["status"])  # the best of the first rung always goes on
+    done, stopped = trials[trials["status"] == "completed"], trials[trials["status"] == "stopped"]
+    assert done["miou_img"].notna().all() and (done["seeds"] == 2).all()
+    assert stopped["miou_img"].isna().all()  # an intermediate score is no result
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(run_dir / "optuna.journal"))
+    )
+    states = [t.state.name for t in optuna.load_study(study_name=config.name, storage=journal).trials]
+    assert states.count("COMPLETE") == len(done) and states.count("PRUNED") == len(stopped)
+    curves = pd.read_parquet(run_dir / "curves.parquet")
+    first_seed = curves[(curves["trial_id"] == done.iloc[0]["trial_id"]) & (curves["seed"] == 0)]
+    assert first_seed["miou_img"].notna().sum() == 4  # ASHA reads the first seed after every epoch
