@@ -36,14 +36,6 @@ from kd.metrics import OBJECTIVES
 SAMPLERS = ("tpe", "nsga2", "gp", "grid")
 SCHEDULERS = ("none", "asha")
 EVALUATE = ("epoch", "stage", "end")
-# Which split of each data kind plays each role. Proximity images are used without labels.
-SPLITS = {
-    "synthetic": {"source": "source", "target": "target", "proximity": "proximity", "val": "test"},
-    "camvid": {"source": "train", "target": "train", "proximity": "val", "val": "test"},
-    "cityscapes": {"source": "train", "target": "train", "proximity": "val", "val": "val"},
-    "kitti": {"source": "train", "target": "train", "proximity": "train", "val": "train"},
-    "folder": {"source": "train", "target": "train", "proximity": "train", "val": "train"},
-}
 
 
 @dataclass
@@ -66,10 +58,13 @@ class StudyConfig:
     image_size: list[int] = field(default_factory=lambda: [64, 128])  # synthetic: drawn at; real: resized to
     crop: list[int] | None = None
     hflip: bool = True
-    source_images: int | None = 64  # teacher training (None: all)
+    # How many images each role gets (study.roles says which; None: every image its rule leaves)
+    source_images: int | None = 64  # teacher training
     target_images: int | None = 16  # the few labelled target images
-    proximity_images: int | None = 32
-    val_images: int | None = 16
+    proximity_images: int | None = 32  # ESD's unlabelled images
+    val_images: int | None = 16  # selection: objectives, ASHA, the best trial
+    test_images: int | None = 16  # the reported results, scored once the selection is made
+    split_seed: int = 0  # kitti and folder data: the shuffle that deals images to roles
     # models
     teacher: str = "deeplabv3_efficientnet_lite0"
     teacher_checkpoint: str | None = (
@@ -119,6 +114,7 @@ PRESETS = {
         "target_images": 8,
         "proximity_images": 8,
         "val_images": 4,
+        "test_images": 4,
         "teacher_epochs": 1,
         "epochs": 3,
         "views": 2,
@@ -134,8 +130,9 @@ PRESETS = {
         "space": {m: {"split_point": list(DEEP_SPLIT_POINTS)} for m in ("baseline", "sd", "esd")},
     },
     # The SD paper's protocol on CamVid: binary road against background, the first 64 training images
-    # as the labelled target, the 101 val-sequence images as unlabelled proximity images, every
-    # test image evaluated. One grid point per method at the papers' settings, ESD at four r.
+    # as the labelled target, the 101 val-sequence images as unlabelled proximity images, the last
+    # 101 training images (sequence 0016E5) for selection, every test image for the results.
+    # One grid point per method at the papers' settings, ESD at four r.
     # The recipes' own budget, equal for every method (100 epochs: SD/ESD 40/40/20), 5 seeds;
     # images are halved (180x240). About 7 h on 2 CPU cores (continue with --resume), minutes on a GPU.
     "camvid-sd": {
@@ -150,7 +147,8 @@ PRESETS = {
         "source_images": None,
         "target_images": 64,
         "proximity_images": None,
-        "val_images": None,
+        "val_images": 101,
+        "test_images": None,
         "teacher_epochs": 4,
         "epochs": None,
         "batch_size": 4,
@@ -168,8 +166,9 @@ PRESETS = {
         "seeds": 3,
         "students": {"baseline": "pspnet_resnet18"},
         "source_images": None,
-        "target_images": None,
-        "val_images": None,
+        "target_images": 261,  # every train image but the val images and the gap before them
+        "val_images": 101,
+        "test_images": None,
         # 11 classes need a longer-trained teacher head than road/background (6 epochs: teacher mIoU 0.34)
         "teacher_epochs": 30,
         "epochs": 10,
@@ -272,6 +271,8 @@ def problems(config: StudyConfig) -> list[str]:
         )
     if config.evaluate not in EVALUATE:
         found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")
+    if not _whole(config.split_seed, 0):
+        found.append(f"split_seed must be a whole number >= 0, got {config.split_seed!r}")
     if not _whole(config.retries, 0):
         found.append(f"retries must be a whole number >= 0, got {config.retries!r}")
     if not _whole(config.max_concurrent, 0):
@@ -313,8 +314,11 @@ def import_plugins(config: StudyConfig) -> list[str]:
 
 def _data_problems(config: StudyConfig) -> list[str]:
     found = []
-    if config.kind not in SPLITS:
-        found.append(f"data {config.data!r}: the kind must be one of {', '.join(SPLITS)} (e.g. camvid:PATH)")
+    from kd.data import DATA_KINDS
+
+    if config.kind not in DATA_KINDS:
+        kinds = ", ".join(DATA_KINDS)
+        found.append(f"data {config.data!r}: the kind must be one of {kinds} (e.g. camvid:PATH)")
     elif config.kind != "synthetic":
         location = config.data.partition(":")[2]
         paths = location.split(",") if config.kind == "folder" else [location]
@@ -337,7 +341,7 @@ def _data_problems(config: StudyConfig) -> list[str]:
             isinstance(value, list) and len(value) == 2 and all(_whole(v) for v in value)
         ):
             found.append(f"{key} must be [height, width] in pixels, got {value!r}")
-    for key in ("source_images", "target_images", "proximity_images", "val_images"):
+    for key in ("source_images", "target_images", "proximity_images", "val_images", "test_images"):
         value = getattr(config, key)
         if value is not None and not _whole(value):
             found.append(f"{key} must be a whole number >= 1 (or left out for all), got {value!r}")

@@ -18,18 +18,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kd.data import PairedTransform, open_dataset
+from kd.data import PairedTransform
 from kd.engine import Engine, RunData, RunSettings, evaluate
 from kd.methods import build_recipe
 from kd.metrics import count_flops, count_parameters
 from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
 from kd.models.registry import SPLIT_STUDENTS
 from kd.models.teacher_training import TeacherTraining
-from study.config import SPLITS, StudyConfig
+from study.config import StudyConfig
 from study.contract import TrialChoice
+from study.roles import open_roles
 from study.space import StudySpace
 
-SAMPLES, TEACHER = "samples.npz", "teacher.json"
+SAMPLES, TEACHER, ROLES = "samples.npz", "teacher.json", "roles.json"
 DISPLAY_WIDTH = 256  # samples and predictions are stored at most this wide: enough to look at, small on disk
 
 
@@ -39,15 +40,6 @@ class Shared:
 
     teacher_state: dict
     num_classes: int
-
-
-def open_role(config: StudyConfig, role: str, first_n: int | None):
-    """The dataset playing `role` (source, target, proximity, val) in this study."""
-    options = {"image_size": tuple(config.image_size)} if config.kind == "synthetic" else {}
-    if config.kind == "folder":
-        options["classes"] = config.classes
-    split = SPLITS[config.kind][role]
-    return open_dataset(config.data, split, label_set=config.label_set, first_n=first_n, **options)
 
 
 def _resize(config: StudyConfig):
@@ -62,15 +54,16 @@ def recipe_for(config: StudyConfig, method: str, overrides: dict | None = None):
     )
 
 
-def open_data(config: StudyConfig) -> RunData:
+def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
     """The study's datasets and transforms (each model normalises its own copy). Proximity images
     are opened when some method's recipe reads the mixed stream."""
     mixed = any(recipe_for(config, method).needs_proximity for method in config.methods)
     crop = tuple(config.crop) if config.crop else None
+    roles = roles or open_roles(config)
     return RunData(
-        target=open_role(config, "target", config.target_images),
-        val=open_role(config, "val", config.val_images),
-        proximity=open_role(config, "proximity", config.proximity_images) if mixed else None,
+        target=roles["target"],
+        val=roles["val"],
+        proximity=roles["proximity"] if mixed else None,
         train_transform=PairedTransform(
             resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False
         ),
@@ -102,7 +95,7 @@ def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
         load_checkpoint(teacher, config.teacher_checkpoint)
         say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
     else:
-        source = open_role(config, "source", config.source_images)
+        source = open_roles(config)["source"]
         transform = PairedTransform(
             resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean, std=teacher.input_std
         )
@@ -200,6 +193,12 @@ def save_samples(data: RunData, path) -> None:
     )
 
 
+def save_roles(roles: dict, path: Path) -> None:
+    """Which images played which role: {role: {"dataset", "ids"}}, for readers to check the protocol."""
+    record = {role: {"dataset": data.name, "ids": data.ids} for role, data in roles.items()}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir) -> dict:
     """The teacher's own scores on the validation images, the reference every student is read against;
     written to run_dir/teacher.json."""
@@ -219,8 +218,11 @@ def prepare(config: StudyConfig, space: StudySpace, run_dir: Path, say=print) ->
     """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches,
     score the teacher. The datasets and the teacher are dropped when this returns, so the driver
     does not hold them while the trials run."""
-    data = open_data(config)
+    roles = open_roles(config)
+    data = open_data(config, roles)
     verify_data(data, say)
+    roles["test"].verify()
+    save_roles(roles, run_dir / ROLES)
     num_classes = data.target.num_classes
     teacher_state = prepare_teacher(config, num_classes, say=say)
     teacher = teacher_shell(config, num_classes)

@@ -143,7 +143,7 @@ def test_help_explains(capsys):
 def test_camvid_presets_find_the_data_and_validate(preset, camvid_root):
     config = study_config.resolve(preset)
     assert config.data == f"camvid:{camvid_root.resolve()}" and config.sampler == "grid" and config.seeds >= 3
-    assert config.val_images is None  # every test image is evaluated
+    assert config.test_images is None and config.val_images == 101  # every test image for the results
     assert study_config.validate(config).methods == config.methods
 
 

@@ -188,7 +188,7 @@ def test_a_corrupt_image_stops_the_study_before_ray_naming_the_file(tmp_path, ca
     from conftest import write_png
 
     noise = np.random.default_rng(0)
-    for name in ("a", "b", "c"):
+    for name in "abcdef":
         write_png(tmp_path / "img" / f"{name}.png", noise.integers(0, 255, (32, 48, 3), dtype=np.uint8))
         write_png(tmp_path / "ann" / f"{name}.png", np.zeros((32, 48), np.uint8))
     broken = tmp_path / "img" / "b.png"
@@ -197,7 +197,7 @@ def test_a_corrupt_image_stops_the_study_before_ray_naming_the_file(tmp_path, ca
     study = _file(
         tmp_path,
         f'data = "{data}"\nclasses = ["road", "other"]\nmethods = ["baseline"]\n'
-        "source_images = 3\ntarget_images = 3\nval_images = 3",
+        "target_images = 2\nval_images = 2\ntest_images = 2",  # every image in a role that is checked
     )
     assert main(["--preset", "smoke", "--config", str(study), "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ from pathlib import Path
 from kd.data.esd import MixedDataset, mixed_stream, stream_counts
 from kd.data.folders import CAMVID_ENV, CamVid, Cityscapes, Folder, Kitti, SegmentationFiles
 from kd.data.labels import IGNORE_INDEX, LABEL_SETS
+from kd.data.subset import Subset
 from kd.data.synthetic import DOMAINS, SyntheticRoadScenes, render
 from kd.data.transforms import Augmented, MaxPool2x, PairedTransform, view_seed
 from kd.errors import DatasetError
@@ -32,6 +33,7 @@ __all__ = [
     "MixedDataset",
     "PairedTransform",
     "SegmentationFiles",
+    "Subset",
     "SyntheticRoadScenes",
     "locate_camvid",
     "mixed_stream",
