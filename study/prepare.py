@@ -54,16 +54,21 @@ def recipe_for(config: StudyConfig, method: str, overrides: dict | None = None):
     )
 
 
-def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
-    """The study's datasets and transforms (each model normalises its own copy). Proximity images
-    are opened when some method's recipe reads the mixed stream."""
+def needed_roles(config: StudyConfig) -> tuple[str, ...]:
+    """Target, val and test; proximity when some method's recipe reads the mixed stream; source
+    when the teacher's head is trained here."""
     mixed = any(recipe_for(config, method).needs_proximity for method in config.methods)
+    return ("target", "val", "test") + ("proximity",) * mixed + ("source",) * (not config.teacher_checkpoint)
+
+
+def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
+    """The study's datasets and transforms (each model normalises its own copy)."""
     crop = tuple(config.crop) if config.crop else None
-    roles = roles or open_roles(config)
+    roles = roles or open_roles(config, needed_roles(config))
     return RunData(
         target=roles["target"],
         val=roles["val"],
-        proximity=roles["proximity"] if mixed else None,
+        proximity=roles.get("proximity"),
         train_transform=PairedTransform(
             resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False
         ),
@@ -95,7 +100,7 @@ def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
         load_checkpoint(teacher, config.teacher_checkpoint)
         say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
     else:
-        source = open_roles(config)["source"]
+        source = open_roles(config, ("source",))["source"]
         transform = PairedTransform(
             resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean, std=teacher.input_std
         )
@@ -218,7 +223,7 @@ def prepare(config: StudyConfig, space: StudySpace, run_dir: Path, say=print) ->
     """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches,
     score the teacher. The datasets and the teacher are dropped when this returns, so the driver
     does not hold them while the trials run."""
-    roles = open_roles(config)
+    roles = open_roles(config, needed_roles(config))
     data = open_data(config, roles)
     verify_data(data, say)
     roles["test"].verify()

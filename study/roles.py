@@ -129,11 +129,13 @@ def open_split(config, split: str):
 
 
 def open_roles(config, roles=ROLES) -> dict[str, Subset]:
-    """The datasets of `roles`; an empty role or two roles sharing an image stop the study here,
-    naming the images."""
+    """The datasets of `roles`; one of them left without images, or two roles sharing an image,
+    stop the study here, naming the images."""
     splits = {split: open_split(config, split) for split in SPLITS[config.kind]}
     chosen = draws(config, {split: len(data) for split, data in splits.items()})
-    problems = [f"{role}: no images left (from {d.split})" for role, d in chosen.items() if not d.indices]
+    problems = [
+        f"{role}: no images left (from {chosen[role].split})" for role in roles if not chosen[role].indices
+    ]
     problems += overlaps({role: [splits[d.split].ids[i] for i in d.indices] for role, d in chosen.items()})
     if problems:
         raise UserInputError(
