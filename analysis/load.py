@@ -22,7 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.schema import CURVE_COLUMNS, CURVES, PER_IMAGE, PER_IMAGE_COLUMNS, TRIAL_COLUMNS, TRIALS
+from study.schema import (
+    CURVE_COLUMNS,
+    CURVES,
+    FINAL,
+    FINAL_COLUMNS,
+    PER_IMAGE,
+    PER_IMAGE_COLUMNS,
+    TRIAL_COLUMNS,
+    TRIALS,
+)
 
 
 @dataclass
@@ -30,8 +39,10 @@ class Study:
     run_dir: Path
     config: dict
     trials: pd.DataFrame
-    per_image: pd.DataFrame
+    per_image: pd.DataFrame  # validation images (split "val"): what every trial was selected on
     curves: pd.DataFrame
+    final: pd.DataFrame = None  # each variant's chosen trial on the test images, per seed
+    test_per_image: pd.DataFrame = None  # their per-image test scores
 
     @property
     def name(self) -> str:
@@ -111,10 +122,14 @@ def load(run_dir: str | Path) -> Study:
         raise UserInputError(f"{run_dir} is not a folder; give a study's run folder, e.g. runs/default.")
     config_path = run_dir / "config.json"
     trials = _table(run_dir / TRIALS, TRIAL_COLUMNS)
+    per_image = _table(run_dir / PER_IMAGE, PER_IMAGE_COLUMNS)
+    test = per_image["split"] == "test"  # tables from before the split column hold validation rows only
     return Study(
         run_dir=run_dir,
         config=json.loads(config_path.read_text()) if config_path.is_file() else {},
         trials=trials.assign(variant=variants(trials)),  # one column to group by, whichever version wrote it
-        per_image=_table(run_dir / PER_IMAGE, PER_IMAGE_COLUMNS),
+        per_image=per_image[~test].reset_index(drop=True),
         curves=_table(run_dir / CURVES, CURVE_COLUMNS),
+        final=_table(run_dir / FINAL, FINAL_COLUMNS),
+        test_per_image=per_image[test].reset_index(drop=True),
     )

@@ -54,6 +54,13 @@ class TrialChoice:
     def student_options(self) -> dict[str, Any]:
         return {k[len(STUDENT) :]: v for k, v in self.overrides.items() if k.startswith(STUDENT)}
 
+    @classmethod
+    def from_row(cls, row: dict) -> TrialChoice:
+        """The choice a trials.parquet row was trained with (its `values` left out)."""
+        import json
+
+        return cls(row["method"], json.loads(row["overrides"]), row["split_point"], {}, row["variant"])
+
     def __str__(self) -> str:  # Ray names trial folders after this
         return f"{self.variant}-{self.key[:8]}"
 
@@ -76,6 +83,7 @@ class TrialReport:
     seconds: float | None = None
     node: str | None = None
     error: str | None = None
+    students: str | None = None  # the folder of the trained students' weights, seed<k>.pt, on the worker
 
     def objectives(self) -> dict[str, float]:
         """The means a searcher or scheduler reads."""
@@ -85,8 +93,11 @@ class TrialReport:
     def from_dict(cls, values: dict) -> TrialReport:
         return cls(**values)
 
-    def to_row(self, trial_id: str, choice: TrialChoice, status: str, trial_dir: str | None = None) -> dict:
-        """The trial's row of trials.parquet: scores only for a completed trial."""
+    def to_row(
+        self, trial_id: str, choice: TrialChoice, status: str, trial_dir: str | None = None, students=None
+    ) -> dict:
+        """The trial's row of trials.parquet: scores only for a completed trial. `students`: where
+        its students' weights are kept (a variant's best trial on validation keeps them)."""
         completed = status == "completed"
         row = {
             "trial_id": trial_id,
@@ -112,6 +123,7 @@ class TrialReport:
             trial_dir=trial_dir,
             node=self.node,
             predictions=f"{PREDICTIONS}/{choice.key}.npz",
+            students=students,
         )
         return row
 

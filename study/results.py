@@ -10,6 +10,7 @@ are read back first, so nothing is lost and a trial is never listed twice.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -61,26 +62,51 @@ class ResultsTables:
         report: TrialReport,
         status: str,
         trial_dir: str | None = None,
+        students: str | None = None,
     ) -> dict | None:
         """Record a finished trial and rewrite the tables; its row, or None when it was recorded
         already (finished before an interruption and reported again on resume)."""
         if trial_id in self.rows:
             return None
-        row = self.rows[trial_id] = report.to_row(trial_id, choice, status, trial_dir)
+        row = self.rows[trial_id] = report.to_row(trial_id, choice, status, trial_dir, students)
         ids = {"trial_id": trial_id, "method": choice.method}
         self.images += [
-            {**ids, "seed": r["seed"], "image_id": r["id"], "miou": r["miou"]} for r in report.per_image
+            {**ids, "split": "val", "seed": r["seed"], "image_id": r["id"], "miou": r["miou"]}
+            for r in report.per_image
         ]
         self.curves += [{**ids, **r} for r in report.curves]
-        write_table(pd.DataFrame(list(self.rows.values())), self.run_dir / TRIALS)
-        write_table(
-            pd.DataFrame(
-                self.curves, columns=None if self.curves else ["trial_id", "method", "seed", "epoch"]
-            ),
-            self.run_dir / CURVES,
-        )
-        write_table(pd.DataFrame(self.images, columns=list(PER_IMAGE_COLUMNS)), self.run_dir / PER_IMAGE)
+        self.write()
         return row
+
+    def write(self) -> None:
+        write_table(pd.DataFrame(list(self.rows.values())), self.run_dir / TRIALS)
+        empty = ["trial_id", "method", "seed", "epoch"]
+        write_table(pd.DataFrame(self.curves, columns=None if self.curves else empty), self.run_dir / CURVES)
+        write_table(pd.DataFrame(self.images, columns=list(PER_IMAGE_COLUMNS)), self.run_dir / PER_IMAGE)
+
+    def keep_best_students(self, variant: str, objective: str, mode: str) -> list[str]:
+        """Delete the kept students of `variant`'s trials but its best on validation by `objective`
+        (ties: the earlier trial); the folders deleted, relative to the run folder."""
+        kept = [
+            r for r in self.rows.values() if r["variant"] == variant and isinstance(r.get("students"), str)
+        ]
+        if len(kept) < 2:
+            return []
+        sign = 1 if mode == "max" else -1
+        best = max(kept, key=lambda row: sign * row[objective])
+        dropped = []
+        for row in kept:
+            if row is not best:
+                shutil.rmtree(self.run_dir / row["students"], ignore_errors=True)
+                dropped.append(row["students"])
+                row["students"] = None
+        self.write()
+        return dropped
+
+    def set_test_images(self, rows: list[dict]) -> None:
+        """The chosen trials' per-image test scores, replacing any from an earlier scoring."""
+        self.images = [r for r in self.images if r.get("split", "val") != "test"] + rows
+        self.write()
 
     def counts(self) -> dict[str, int]:
         statuses = [row["status"] for row in self.rows.values()]

@@ -71,10 +71,13 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     )
     if len(tables.rows) >= total:
         shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)  # engine checkpoints of trials in flight
+        from study.final import score_chosen
+
+        score_chosen(config, run_dir, shared, say)  # test once, after selection: final.parquet
     else:
         say(
             f"the study stopped early; continue it with: python -m study.run --name {config.name} "
-            f"--out {config.out} --resume"
+            f"--out {config.out} --resume; the chosen trials are scored on the test images at the end"
         )
     _write_report(run_dir, say)
     return run_dir

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from kd.metrics import METRICS
 
-TRIALS, PER_IMAGE, CURVES = "trials.parquet", "per_image.parquet", "curves.parquet"
+TRIALS, PER_IMAGE, CURVES, FINAL = "trials.parquet", "per_image.parquet", "curves.parquet", "final.parquet"
 STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took (mean over seeds)
 
 IDENTITY = ("trial_id", "method", "variant", "status")
@@ -29,9 +29,13 @@ OUTCOME = (
     "node",
     "predictions",
     "overrides",
+    "students",
 )
 TRIAL_COLUMNS = (*IDENTITY, "split_point", *OUTCOME)
-PER_IMAGE_COLUMNS = ("trial_id", "method", "seed", "image_id", "miou")
+# split: "val" (every trial, what selects) or "test" (each variant's chosen trial, scored once at the end)
+PER_IMAGE_COLUMNS = ("trial_id", "method", "split", "seed", "image_id", "miou")
+# final.parquet: each variant's chosen trial, every seed scored on the test images
+FINAL_COLUMNS = ("method", "variant", "trial_id", "seed", *METRICS)
 CURVE_COLUMNS = (
     "trial_id",
     "method",

@@ -28,6 +28,7 @@ from study.contract import PREDICTIONS, TrialChoice, TrialReport
 from study.prepare import Shared, open_data, recipe_for, settings_for, student_for, teacher_shell, to_display
 
 SCRATCH = "scratch"  # run_dir/scratch/<choice key>: engine checkpoints of trials in flight
+STUDENTS = "students"  # the trained students' weights, seed<k>.pt, handed to Ray as the trial's checkpoint
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
         ]
         if seed == 0:
             save_predictions(student, data, device, run_dir / PREDICTIONS / f"{choice.key}.npz")
+        students = run_dir / SCRATCH / choice.key / STUDENTS
+        students.mkdir(parents=True, exist_ok=True)
+        torch.save(student.state_dict(), students / f"seed{seed}.pt")
+        report.students = str(students)
     size = data.val[0]["image"].shape[-2:]
     report.params, report.flops = result.params, count_flops(student, (1, 3, *size))
     report.metrics = _mean_and_spread(finals)

@@ -75,19 +75,23 @@ def trainable(config: dict, context: StudyContext) -> None:
 
     report = run_trial(choice, context, on_epoch)
     report.node = ray.get_runtime_context().get_node_id()
+    # The students' weights travel as Ray's checkpoint: Ray copies them to the study's storage,
+    # where the driver finds them even when this worker's node is gone.
+    students = (
+        tune.Checkpoint.from_directory(report.students) if report.students and not report.error else None
+    )
     try:
-        tune.report(
-            {
-                **report.objectives(),
-                "final": True,
-                "failed": report.error,
-                "report": dataclasses.asdict(report),
-            }
-        )
+        metrics = {
+            **report.objectives(),
+            "final": True,
+            "failed": report.error,
+            "report": dataclasses.asdict(report),
+        }
+        tune.report(metrics, checkpoint=students)
         run_dir = Path(context.config.out).resolve() / context.config.name
         shutil.rmtree(
             run_dir / SCRATCH / choice.key, ignore_errors=True
-        )  # checkpoints matter only while it runs
+        )  # engine checkpoints, the students' copy
     finally:
         gc.collect()
         if torch.cuda.is_available():
@@ -147,13 +151,13 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
 class ResultsWriter(tune.Callback):
     """Writes each finished trial to the tables and prints one progress line."""
 
-    def __init__(self, run_dir: Path, total: int, say=print):
-        self.run_dir, self.total, self.say = Path(run_dir), total, say
+    def __init__(self, run_dir: Path, total: int, objective: str, say=print):
+        self.run_dir, self.total, self.objective, self.say = Path(run_dir), total, objective, say
         self.tables = ResultsTables(self.run_dir)
 
     def __getstate__(self) -> dict:
         # Ray pickles callbacks with the experiment and restores them on --resume: rows come from disk then.
-        return {"run_dir": self.run_dir, "total": self.total, "say": self.say}
+        return {"run_dir": self.run_dir, "total": self.total, "objective": self.objective, "say": self.say}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -175,17 +179,25 @@ class ResultsWriter(tune.Callback):
         self._record(trial, TrialReport(error=last_error_line(text)), "failed")
 
     def _record(self, trial, report: TrialReport, status: str) -> None:
-        row = self.tables.add(trial.trial_id, trial.config["choice"], report, status, self._trial_dir(trial))
-        if row is not None:
-            self.say(progress_line(len(self.tables.rows), self.total, row))
+        choice: TrialChoice = trial.config["choice"]
+        students = (
+            self._relative(trial.checkpoint.path) if status == "completed" and trial.checkpoint else None
+        )
+        row = self.tables.add(
+            trial.trial_id, choice, report, status, self._relative(getattr(trial, "path", None)), students
+        )
+        if row is None:
+            return
+        self.say(progress_line(len(self.tables.rows), self.total, row))
+        if students:  # only each variant's best on validation keeps its students: they are what test scores
+            self.tables.keep_best_students(choice.variant, self.objective, OBJECTIVES[self.objective])
 
-    def _trial_dir(self, trial) -> str | None:
-        """Where Ray keeps the trial's files (logs), relative to the run folder when inside it."""
-        path = Path(trial.path) if getattr(trial, "path", None) else None
-        if path is None:
+    def _relative(self, path: str | None) -> str | None:
+        """A path of Ray's, relative to the run folder when inside it."""
+        if not path:
             return None
         try:
-            return str(path.resolve().relative_to(self.run_dir.resolve()))
+            return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
         except ValueError:
             return str(path)
 
@@ -228,7 +240,7 @@ def make_tuner(
     run_config = tune.RunConfig(
         name=RAY_DIR,
         storage_path=str(run_dir),
-        callbacks=[ResultsWriter(run_dir, total, say)],
+        callbacks=[ResultsWriter(run_dir, total, config.objectives[0], say)],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=config.retries),
     )

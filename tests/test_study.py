@@ -65,8 +65,11 @@ def test_smoke_study_writes_the_tables(smoke_run):
     if (trials["method"] == "baseline").any():
         assert trials.loc[trials["method"] == "baseline", "r"].isna().all()
     per_image = pd.read_parquet(run_dir / "per_image.parquet")
-    assert list(per_image.columns) == ["trial_id", "method", "seed", "image_id", "miou"]
-    assert len(per_image) == 3 * 4  # 3 trials x 1 seed x 4 validation images
+    assert list(per_image.columns) == ["trial_id", "method", "split", "seed", "image_id", "miou"]
+    variants = trials["variant"].nunique()
+    assert (
+        len(per_image) == 3 * 4 + variants * 4
+    )  # 3 trials x 4 val images; each variant's best x 4 test images
     assert json.loads((run_dir / "config.json").read_text())["name"] == "smoke"
     import analysis
 
@@ -78,6 +81,7 @@ def test_smoke_study_writes_the_tables(smoke_run):
         predicted = study.predictions(trial_id)
         assert list(predicted["ids"]) == list(samples["ids"]) and predicted["predictions"].max() <= 1
     assert not (run_dir / "scratch").exists()  # engine checkpoints are gone once trials finish
+
     teacher = study.teacher()  # the reference the students are read against, on the same 4 images
     assert teacher["name"].startswith("deeplabv3_efficientnet_lite0") and 0 <= teacher["miou"] <= 1
     assert teacher["params"] > trials["params"].max() and teacher["flops"] > 0
@@ -90,6 +94,24 @@ def test_smoke_study_writes_the_tables(smoke_run):
         study_name="smoke", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
     )
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+
+
+def test_each_variants_best_on_validation_is_scored_once_on_test_images(smoke_run):
+    trials = pd.read_parquet(smoke_run / "trials.parquet")
+    kept = trials[trials["students"].notna()]
+    assert sorted(kept["variant"]) == sorted(trials["variant"].unique())  # one per variant: its best on val
+    for _, row in kept.iterrows():
+        rivals = trials[trials["variant"] == row["variant"]]
+        assert row["miou_img"] == rivals["miou_img"].max()
+        assert sorted(p.name for p in (smoke_run / row["students"]).iterdir()) == ["seed0.pt"]
+    final = pd.read_parquet(smoke_run / "final.parquet")
+    assert sorted(final["trial_id"]) == sorted(kept["trial_id"]) and (final["seed"] == 0).all()
+    assert final["miou_img"].between(0, 1).all() and "r" in final.columns  # the chosen hyperparameters
+    per_image = pd.read_parquet(smoke_run / "per_image.parquet")
+    val, test = (set(per_image.loc[per_image["split"] == s, "image_id"]) for s in ("val", "test"))
+    roles = json.loads((smoke_run / "roles.json").read_text())
+    assert val == set(roles["val"]["ids"]) and test == set(roles["test"]["ids"])
+    assert not val & test and not (val | test) & set(roles["target"]["ids"])
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(local_ray, tmp_path):
