@@ -250,6 +250,19 @@ def grid_size(config: dict) -> int:
         return len(config.get("methods") or [])
 
 
+def budget_line(config: dict) -> str:
+    """What each method got: trials (a search's methods take turns), epochs in all, seeds per trial."""
+    methods = config.get("methods") or []
+    epochs = config.get("epochs") or "the recipe's own"
+    if config.get("sampler") == "grid":
+        trials = "one trial per grid point"
+    elif methods and isinstance(config.get("trials"), int):
+        trials = f"{config['trials'] // len(methods)} trials (methods take turns)"
+    else:
+        trials = "?"
+    return f"{trials}, {epochs} epochs over all stages, {config.get('seeds', '?')} seeds per trial"
+
+
 def teacher_line(teacher: dict | None) -> str:
     if not teacher:
         return "– (not recorded)"
@@ -290,6 +303,7 @@ def header_html(study) -> str:
             f"{int(counts.get('stopped', 0))} stopped, {pending} running or not started, of {requested} "
             "requested"
         ),
+        "budget per method": budget_line(config),
         "teacher (reference)": teacher_line(study.teacher()),
         "run folder": str(study.run_dir),
     }

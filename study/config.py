@@ -43,7 +43,8 @@ class StudyConfig:
     name: str = "default"
     out: str = "runs"
     methods: list[str] = field(default_factory=lambda: ["baseline", "sd", "esd", "ifvd"])
-    trials: int = 10  # Optuna trials over all methods (grid: ignored, one trial per method)
+    # Optuna trials over all methods, shared equally (a multiple of the number of methods; grid: ignored)
+    trials: int = 12
     seeds: int = 2  # training seeds per trial; metrics are their mean and standard deviation
     seed: int = 0  # the sampler's seed
     sampler: str = "tpe"  # tpe | nsga2 | gp | grid (ablation: every method once, defaults, no search)
@@ -107,7 +108,7 @@ PRESETS = {
     "smoke": {
         "name": "smoke",
         "methods": ["baseline", "esd"],
-        "trials": 3,
+        "trials": 4,
         "seeds": 1,
         "image_size": [32, 64],
         "source_images": 16,
@@ -257,6 +258,17 @@ def problems(config: StudyConfig) -> list[str]:
                 f"epochs = {config.epochs} is each method's total over its stages, but "
                 f"{', '.join(short)} need(s) {max(stages.values())} (one per stage); raise epochs"
             )
+    if (
+        config.sampler != "grid"
+        and _whole(config.trials)
+        and config.methods
+        and config.trials % len(config.methods)
+    ):
+        share = -(-config.trials // len(config.methods)) * len(config.methods)
+        found.append(
+            f"trials = {config.trials} cannot be shared equally by {len(config.methods)} methods; "
+            f"give a multiple of {len(config.methods)} (e.g. {share}), so each method gets as many trials"
+        )
     if config.sampler not in SAMPLERS:
         found.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
     bad_objectives = [o for o in config.objectives if o not in OBJECTIVES]

@@ -158,7 +158,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--methods",
         help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)",
     )
-    parser.add_argument("--trials", type=int, help="Optuna trials over all methods")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        help="Optuna trials over all methods, which take turns: a multiple of the number of methods, "
+        "so each gets as many",
+    )
     parser.add_argument(
         "--epochs",
         type=int,

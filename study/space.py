@@ -60,9 +60,12 @@ class StudySpace:
         return points
 
     def suggest(self, trial) -> TrialChoice:
-        """Ask an Optuna trial for a method, then for each of its searched parameters."""
-        methods = self.methods
-        method = trial.suggest_categorical("method", methods) if len(methods) > 1 else methods[0]
+        """An Optuna trial's method, then each of its searched parameters, asked of the trial.
+
+        Methods take turns by the trial's number, so that each gets the same number of trials
+        (an equal budget): the sampler chooses parameters, never how often a method is tried."""
+        method = self.methods[trial.number % len(self.methods)]
+        trial.set_user_attr("method", method)
         values = {}
         for name, p in self.params[method].items():
             key = f"{method}.{name}"

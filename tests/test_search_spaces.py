@@ -47,15 +47,21 @@ def test_a_trial_has_exactly_its_methods_parameters(method):
         assert choice.values[name] == value  # the table column has the parameter's own name
 
 
-def test_parameters_belong_to_their_method_only():
-    seen = {}
-    for seed in range(12):
-        trial, choice = ask(["sd", "esd", "ifvd"], sampler=optuna.samplers.RandomSampler(seed=seed))
-        seen[choice.method] = set(trial.params)
-        assert trial.params["method"] == choice.method
+def asked(methods, count, study_values=None):
+    """`count` trials of one Optuna study over the methods' space: (trial, TrialChoice) pairs."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = resolve_space(methods, POINTS, study_values)
+    return [(trial, space.suggest(trial)) for trial in (study.ask() for _ in range(count))]
+
+
+def test_methods_take_turns_and_parameters_belong_to_their_method_only():
+    pairs = asked(["sd", "esd", "ifvd"], 6)
+    assert [c.method for _, c in pairs] == ["sd", "esd", "ifvd"] * 2  # an equal number of trials each
+    seen = {c.method: set(t.params) for t, c in pairs}
+    assert all(t.user_attrs["method"] == c.method for t, c in pairs)
     assert seen["esd"] >= {"esd.r", "esd.split_point"} and "sd.r" not in seen["sd"]
     assert not any("split_point" in name for name in seen["ifvd"])
-    assert all(name.startswith(("ifvd.", "method")) for name in seen["ifvd"])
+    assert all(name.startswith("ifvd.") for name in seen["ifvd"])
 
 
 def test_weights_and_rates_are_log_uniform_r_and_temperature_are_not():
@@ -103,9 +109,8 @@ def test_ranges_choices_and_tables_narrow():
     assert space["r"] == Float(0.0, 3.0, target="r", default=1.0)
     assert space["split_point"].choices == ("stage5", "stage7")
     assert (space["frozen_lr"].low, space["frozen_lr"].high, space["frozen_lr"].log) == (2e-3, 3e-2, True)
-    for seed in range(5):
-        trial, _ = ask(["esd", "cwd"], values, optuna.samplers.RandomSampler(seed=seed))
-        if trial.params["method"] == "esd":
+    for trial, choice in asked(["esd", "cwd"], 6, values):
+        if choice.method == "esd":
             assert 0.0 <= trial.params["esd.r"] <= 3.0 and trial.params["esd.split_point"] != "stage3"
         else:
             assert trial.params["cwd.temperature"] in (1.0, 4.0)

@@ -33,7 +33,7 @@ def smoke_run(local_ray, tmp_path_factory):
 def test_smoke_study_writes_the_tables(smoke_run):
     run_dir = smoke_run
     trials = pd.read_parquet(run_dir / "trials.parquet")
-    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert len(trials) == 4 and trials["trial_id"].is_unique
     assert set(trials["status"]) == {"completed"}
     for column in (
         "trial_id",
@@ -68,7 +68,7 @@ def test_smoke_study_writes_the_tables(smoke_run):
     assert list(per_image.columns) == ["trial_id", "method", "split", "seed", "image_id", "miou"]
     variants = trials["variant"].nunique()
     assert (
-        len(per_image) == 3 * 4 + variants * 4
+        len(per_image) == 4 * 4 + variants * 4
     )  # 3 trials x 4 val images; each variant's best x 4 test images
     assert json.loads((run_dir / "config.json").read_text())["name"] == "smoke"
     import analysis
@@ -93,7 +93,8 @@ def test_smoke_study_writes_the_tables(smoke_run):
     study = optuna.load_study(
         study_name="smoke", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
     )
-    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4
+    assert sorted(trials["method"]) == ["baseline", "baseline", "esd", "esd"]  # methods take turns
 
 
 def test_each_variants_best_on_validation_is_scored_once_on_test_images(smoke_run):

@@ -16,9 +16,9 @@ def write(tmp_path, text):
 
 
 def test_layers_defaults_preset_file_command_line(tmp_path):
-    path = write(tmp_path, 'trials = 9\nseeds = 3\nmethods = ["sd", "esd"]\n[space.esd]\nr = [0.0, 2.0]\n')
+    path = write(tmp_path, 'trials = 10\nseeds = 3\nmethods = ["sd", "esd"]\n[space.esd]\nr = [0.0, 2.0]\n')
     config = study_config.resolve("smoke", path, {"seeds": 4, "trials": None})
-    assert config.trials == 9 and config.seeds == 4 and config.methods == ["sd", "esd"]
+    assert config.trials == 10 and config.seeds == 4 and config.methods == ["sd", "esd"]
     assert config.image_size == [32, 64]  # from the preset
     assert config.space == {"esd": {"r": [0.0, 2.0]}}
     assert study_config.validate(config).methods == config.methods
@@ -83,6 +83,8 @@ def test_search_space_problems_are_listed_together():
         ({"students": {"ifvd": "alexnet"}}, "is not a known student"),
         ({"cpus_per_trial": 0}, "cpus_per_trial must be a number > 0"),
         ({"epochs": 2}, r"epochs = 2 is each method's total over its stages, but esd need\(s\) 3"),
+        ({"trials": 5}, r"trials = 5 cannot be shared equally by 2 methods; give a multiple of 2 \(e.g. 6\)"),
+        ({"split_seed": -1}, "split_seed must be a whole number >= 0"),
     ],
 )
 def test_bad_settings_are_named(overrides, words):

@@ -33,7 +33,7 @@ def launch(args, log: Path) -> subprocess.Popen:
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_path):
-    name, trials = "resume", 5
+    name, trials = "resume", 4
     common = ["--name", name, "--out", str(tmp_path)]
     first = launch(
         ["--preset", "smoke", *common, "--trials", str(trials), "--max-concurrent", "1"],
