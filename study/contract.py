@@ -59,7 +59,8 @@ class TrialChoice:
         """The choice a trials.parquet row was trained with (its `values` left out)."""
         import json
 
-        return cls(row["method"], json.loads(row["overrides"]), row["split_point"], {}, row["variant"])
+        point = row["split_point"] if isinstance(row["split_point"], str) else None  # parquet: NaN for none
+        return cls(row["method"], json.loads(row["overrides"]), point, {}, row["variant"])
 
     def __str__(self) -> str:  # Ray names trial folders after this
         return f"{self.variant}-{self.key[:8]}"

@@ -71,9 +71,7 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     )
     if len(tables.rows) >= total:
         shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)  # engine checkpoints of trials in flight
-        from study.final import score_chosen
-
-        score_chosen(config, run_dir, shared, say)  # test once, after selection: final.parquet
+        _score_on_test(config, run_dir, shared, say)
     else:
         say(
             f"the study stopped early; continue it with: python -m study.run --name {config.name} "
@@ -121,6 +119,19 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _score_on_test(config: StudyConfig, run_dir: Path, shared, say) -> None:
+    """Test once, after selection (final.parquet); a failure here keeps every table and says how to retry."""
+    from study.final import score_chosen
+
+    try:
+        score_chosen(config, run_dir, shared, say)
+    except Exception as err:
+        say(
+            f"test scoring failed ({type(err).__name__}: {err}); the tables are intact: fix the cause "
+            f"and score again with: python -m study.run --name {config.name} --out {config.out} --resume"
+        )
 
 
 def _write_report(run_dir: Path, say) -> None:
