@@ -273,3 +273,19 @@ def test_student_capacity_is_fixed_unless_a_study_lists_choices():
     assert [p.values for p in points] == [{"groups": g} for g in ("gcd", "table", "dense")]
     with pytest.raises(UserInputError, match="'huge' is not valid; valid: gcd, table"):
         space_for("sd", POINTS, {"sd": {"groups": "huge"}})
+
+
+def test_a_choice_reads_back_from_its_table_row(tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from study.contract import TrialChoice, TrialReport
+
+    points = grid(["ifvd", "esd"], POINTS, {"esd": {"r": {"choices": [0.5, 1.0]}}})
+    rows = [TrialReport(seeds=1).to_row(f"t{i}", c, "completed") for i, c in enumerate(points)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "trials.parquet")  # None split points come back as NaN
+    for choice, row in zip(
+        points, pd.read_parquet(tmp_path / "trials.parquet").to_dict("records"), strict=True
+    ):
+        assert TrialChoice.from_row(row) == dataclasses.replace(choice, values={})
