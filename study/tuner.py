@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ from study.space import StudySpace
 from study.trial import SCRATCH, StudyContext, run_trial
 
 RAY_DIR = "ray"
+REPORT = "report.json"  # in a trial's checkpoint, next to its students' weights
 JOURNAL = "optuna.journal"
 # glibc gives every thread that allocates its own malloc arena; torch's intra-op threads then keep
 # hundreds of MB of freed memory per worker. Two arenas hold a worker's peak close to its live data.
@@ -67,19 +69,16 @@ def trainable(config: dict, context: StudyContext) -> None:
     import ray
 
     choice: TrialChoice = config["choice"]
-    on_epoch = None
-    if context.config.scheduler == "asha":
-
-        def on_epoch(metrics):
-            tune.report({k: metrics[k] for k in (*METRICS, "epoch") if k in metrics})
-
-    report = run_trial(choice, context, on_epoch)
-    report.node = ray.get_runtime_context().get_node_id()
-    # The students' weights travel as Ray's checkpoint: Ray copies them to the study's storage,
-    # where the driver finds them even when this worker's node is gone.
-    students = (
-        tune.Checkpoint.from_directory(report.students) if report.students and not report.error else None
-    )
+    report, students = _finished_before(), tune.get_checkpoint()
+    if report is None:  # the usual case: train
+        report = run_trial(choice, context, _epoch_reporter(context))
+        report.node = ray.get_runtime_context().get_node_id()
+        # The students' weights, with the report, travel as Ray's checkpoint: Ray copies them to
+        # the study's storage, where the driver finds them even when this worker's node is gone.
+        students = None
+        if report.students and not report.error:
+            (Path(report.students) / REPORT).write_text(json.dumps(dataclasses.asdict(report)))
+            students = tune.Checkpoint.from_directory(report.students)
     try:
         metrics = {
             **report.objectives(),
@@ -98,6 +97,24 @@ def trainable(config: dict, context: StudyContext) -> None:
             torch.cuda.empty_cache()  # the next trial in this worker starts with the GPU's memory free
 
 
+def _finished_before() -> TrialReport | None:
+    """A trial that had finished when the driver was interrupted, and that Ray restarts from its
+    checkpoint on --resume: its report again, without training again."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        saved = Path(folder) / REPORT
+        return TrialReport.from_dict(json.loads(saved.read_text())) if saved.is_file() else None
+
+
+def _epoch_reporter(context: StudyContext):
+    """With ASHA, the first seed's validation scores after every epoch go to the scheduler."""
+    if context.config.scheduler != "asha":
+        return None
+    return lambda metrics: tune.report({k: metrics[k] for k in (*METRICS, "epoch") if k in metrics})
+
+
 def _finished_only_optuna_search():
     from ray.tune.search.optuna import OptunaSearch
 
@@ -112,6 +129,16 @@ def _finished_only_optuna_search():
             config = super().suggest(trial_id)
             # Optuna's own "<method>.<name>" keys stay in the searcher: the trial's config is its choice
             return {"choice": config["choice"]} if isinstance(config, dict) else config
+
+        def on_trial_result(self, trial_id: str, result: dict):
+            if result.get("final"):  # told on completion; as an intermediate step it would only repeat it
+                return
+            import optuna
+
+            try:
+                super().on_trial_result(trial_id, result)
+            except optuna.exceptions.UpdateFinishedTrialError:  # re-run after --resume, closed in the journal
+                pass
 
         def on_trial_complete(self, trial_id, result=None, error=False):
             error = error or bool(result and result.get("failed"))

@@ -42,4 +42,8 @@ def test_trials_land_on_more_than_one_node(two_node_cluster, tmp_path):
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 4 and (trials["status"] == "completed").all()
     assert trials["node"].nunique() == 2  # one CPU per node: two trials at a time, one on each node
-    assert len(pd.read_parquet(run_dir / "per_image.parquet")) == 4 * 4
+    per_image = pd.read_parquet(run_dir / "per_image.parquet")
+    assert (per_image["split"] == "val").sum() == 4 * 4  # every trial on the 4 validation images
+    assert (per_image["split"] == "test").sum() == trials[
+        "variant"
+    ].nunique() * 4  # each variant's best, on test
