@@ -104,7 +104,12 @@ def test_each_variants_best_on_validation_is_scored_once_on_test_images(smoke_ru
     for _, row in kept.iterrows():
         rivals = trials[trials["variant"] == row["variant"]]
         assert row["miou_img"] == rivals["miou_img"].max()
-        assert sorted(p.name for p in (smoke_run / row["students"]).iterdir()) == ["seed0.pt"]
+        kept_files = smoke_run / row["students"]
+        assert sorted(p.name for p in kept_files.iterdir()) == ["report.json", "seed0.pt"]
+        saved = json.loads(
+            (kept_files / "report.json").read_text()
+        )  # what a restored finished trial re-reports
+        assert saved["metrics"]["miou_img"] == pytest.approx(row["miou_img"])
     final = pd.read_parquet(smoke_run / "final.parquet")
     assert sorted(final["trial_id"]) == sorted(kept["trial_id"]) and (final["seed"] == 0).all()
     assert final["miou_img"].between(0, 1).all() and "r" in final.columns  # the chosen hyperparameters
