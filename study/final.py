@@ -18,7 +18,7 @@ from kd.engine import evaluate
 from kd.metrics import METRICS
 from study.config import StudyConfig
 from study.contract import TrialChoice
-from study.prepare import Shared, open_data, recipe_for, student_for, teacher_shell
+from study.prepare import Shared, eval_transform, recipe_for, student_for, teacher_shell
 from study.results import ResultsTables, write_table
 from study.roles import open_roles
 from study.schema import FINAL, FINAL_COLUMNS, is_hyperparameter
@@ -30,7 +30,7 @@ def score_chosen(config: StudyConfig, run_dir: Path, shared: Shared, say=print) 
     tables = ResultsTables(run_dir)
     chosen = [row for row in tables.rows.values() if isinstance(row.get("students"), str)]  # NaN: none kept
     device = "cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    test, transform = open_roles(config, ("test",))["test"], open_data(config).eval_transform
+    test, transform = open_roles(config, ("test",))["test"], eval_transform(config)
     teacher = teacher_shell(config, shared.num_classes)
     teacher.load_state_dict(shared.teacher_state)
     teacher.eval()

@@ -61,6 +61,11 @@ def needed_roles(config: StudyConfig) -> tuple[str, ...]:
     return ("target", "val", "test") + ("proximity",) * mixed + ("source",) * (not config.teacher_checkpoint)
 
 
+def eval_transform(config: StudyConfig) -> PairedTransform:
+    """How every scored image is prepared: resized to the study's size, never augmented."""
+    return PairedTransform(resize=_resize(config), normalize=False)
+
+
 def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
     """The study's datasets and transforms (each model normalises its own copy)."""
     crop = tuple(config.crop) if config.crop else None
@@ -72,7 +77,7 @@ def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
         train_transform=PairedTransform(
             resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False
         ),
-        eval_transform=PairedTransform(resize=_resize(config), normalize=False),
+        eval_transform=eval_transform(config),
     )
 
 
@@ -91,16 +96,16 @@ def teacher_shell(config: StudyConfig, num_classes: int):
     return build_teacher(config.teacher, num_classes=num_classes, **options)
 
 
-def prepare_teacher(config: StudyConfig, num_classes: int, say=print) -> dict:
+def prepare_teacher(config: StudyConfig, num_classes: int, say=print, source=None) -> dict:
     """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images
-    (cached)."""
+    (cached; `source`: that role's dataset when the caller has it open)."""
     torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
     teacher = build_teacher(config.teacher, num_classes=num_classes)
     if config.teacher_checkpoint:
         load_checkpoint(teacher, config.teacher_checkpoint)
         say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
     else:
-        source = open_roles(config, ("source",))["source"]
+        source = open_roles(config, ("source",))["source"] if source is None else source
         transform = PairedTransform(
             resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean, std=teacher.input_std
         )
@@ -229,7 +234,7 @@ def prepare(config: StudyConfig, space: StudySpace, run_dir: Path, say=print) ->
     roles["test"].verify()
     save_roles(roles, run_dir / ROLES)
     num_classes = data.target.num_classes
-    teacher_state = prepare_teacher(config, num_classes, say=say)
+    teacher_state = prepare_teacher(config, num_classes, say=say, source=roles.get("source"))
     teacher = teacher_shell(config, num_classes)
     teacher.load_state_dict(teacher_state)
     teacher.eval()

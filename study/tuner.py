@@ -69,7 +69,8 @@ def trainable(config: dict, context: StudyContext) -> None:
     import ray
 
     choice: TrialChoice = config["choice"]
-    report, students = _finished_before(), tune.get_checkpoint()
+    students = tune.get_checkpoint()
+    report = saved_report(students)
     if report is None:  # the usual case: train
         report = run_trial(choice, context, _epoch_reporter(context))
         report.node = ray.get_runtime_context().get_node_id()
@@ -88,19 +89,17 @@ def trainable(config: dict, context: StudyContext) -> None:
         }
         tune.report(metrics, checkpoint=students)
         run_dir = Path(context.config.out).resolve() / context.config.name
-        shutil.rmtree(
-            run_dir / SCRATCH / choice.key, ignore_errors=True
-        )  # engine checkpoints, the students' copy
+        # the engine checkpoints and the students' local copy (Ray has its own now)
+        shutil.rmtree(run_dir / SCRATCH / choice.key, ignore_errors=True)
     finally:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next trial in this worker starts with the GPU's memory free
 
 
-def _finished_before() -> TrialReport | None:
-    """A trial that had finished when the driver was interrupted, and that Ray restarts from its
-    checkpoint on --resume: its report again, without training again."""
-    checkpoint = tune.get_checkpoint()
+def saved_report(checkpoint: tune.Checkpoint | None) -> TrialReport | None:
+    """The report kept in a trial's checkpoint: Ray restores a trial that had finished when the
+    driver was interrupted from it on --resume, and the trial re-reports it without training again."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:

@@ -160,10 +160,15 @@ def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
             list(config) == ["choice"] and config["choice"].method == "baseline"
         )  # Optuna's names stay inside
     searcher.on_trial_complete("finished", {"miou_img": 0.5, "final": True})
+    # a final report is told on completion, never as an intermediate step (a trial Ray restarts
+    # after --resume may already be closed in Optuna's journal)
+    searcher.suggest("restarted")
+    searcher.on_trial_result("restarted", {"miou_img": 0.6, "final": True, "training_iteration": 1})
+    assert searcher._ot_study.trials[-1].intermediate_values == {}
     searcher.on_trial_complete("stopped", {"miou_img": 0.9, "epoch": 1})
     searcher.on_trial_complete("crashed", {"miou_img": 0.7}, error=True)
     states = [t.state.name for t in searcher._ot_study.trials]
-    assert states == ["COMPLETE", "PRUNED", "FAIL"]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "RUNNING"]
     assert searcher._ot_study.best_value == 0.5  # the stopped trial's 0.9 was never taken as final
 
 
