@@ -22,12 +22,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.tables import (
+    SPLITS,
     best_trials,
+    chosen_trials,
     format_value,
     higher_is_better,
     hyperparameters,
     objective,
     ordered_variants,
+    reported_scores,
+    reported_split,
+    split_images,
     trial_hyperparameters,
 )
 from kd.metrics import METRICS, THETA
@@ -78,20 +83,41 @@ def _numeric(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return frame.dropna(subset=list(columns))
 
 
+def on_test(study) -> pd.DataFrame:
+    """Each variant's chosen trial with its test means, or nothing before the study scored them."""
+    return reported_scores(study, "test") if reported_split(study) == "test" else study.trials.iloc[0:0]
+
+
+def _scores_by_variant(study):
+    """(variant, rows, label, marker) of every completed trial on validation, then of the chosen
+    trials on test: one legend entry per variant and split."""
+    for frame, label, marker in ((study.completed, "val", "circle"), (on_test(study), "test", "diamond")):
+        for variant, mine in _by_variant(study, frame):
+            yield (
+                variant,
+                mine,
+                f"{variant} ({label})",
+                {"symbol": marker, "size": 9 if label == "val" else 13},
+            )
+
+
 def hp_acc_vs_var(study) -> go.Figure | None:
-    """HP-Acc against Var, one point per completed trial (SD paper, Fig. 8)."""
-    done = _numeric(study.completed, ["hp_acc", "var"])
-    if done.empty:
+    """HP-Acc against Var, one point per completed trial on validation and one per variant's chosen
+    trial on test (SD paper, Fig. 8)."""
+    if _numeric(study.completed, ["hp_acc", "var"]).empty:
         return None
     fig, colors = go.Figure(), variant_colors(study)
-    for variant, mine in _by_variant(study, done):
+    for variant, mine, name, marker in _scores_by_variant(study):
+        mine = _numeric(mine, ["hp_acc", "var"])
+        if mine.empty:
+            continue
         fig.add_trace(
             go.Scatter(
                 x=mine["var"].tolist(),
                 y=mine["hp_acc"].tolist(),
                 mode="markers",
-                name=variant,
-                marker={"color": colors[variant], "size": 9},
+                name=name,
+                marker={"color": colors[variant], **marker},
                 text=_hover(mine, study),
                 hovertemplate="%{text}<br>var %{x:.4g}<br>hp_acc %{y:.3f}<extra></extra>",
             )
@@ -106,14 +132,13 @@ def hp_acc_vs_var(study) -> go.Figure | None:
 
 
 def esd_ratio(study) -> go.Figure | None:
-    """mIoU and HP-Acc against the ESD ratio r, error bars = sd over the trial's seeds (SD paper, Fig. 7)."""
-    if "r" not in study.completed:
-        return None
-    done = _numeric(study.completed, ["r"]).sort_values("r", kind="stable")
-    if done.empty:
+    """mIoU and HP-Acc against the ESD ratio r, error bars = sd over the trial's seeds (SD paper,
+    Fig. 7): every completed trial on validation, each variant's chosen trial on test."""
+    if "r" not in study.completed or _numeric(study.completed, ["r"]).empty:
         return None
     fig, colors = make_subplots(rows=1, cols=2, subplot_titles=("mIoU", "HP-Acc")), variant_colors(study)
-    for variant, mine in _by_variant(study, done):
+    for variant, mine, name, marker in _scores_by_variant(study):
+        mine = _numeric(mine, ["r"]).sort_values("r", kind="stable")
         for col, metric in enumerate(("miou", "hp_acc"), start=1):
             if mine[metric].isna().all():
                 continue
@@ -124,10 +149,10 @@ def esd_ratio(study) -> go.Figure | None:
                     y=pd.to_numeric(mine[metric]).tolist(),
                     error_y={"type": "data", "array": std.fillna(0).tolist(), "visible": True},
                     mode="lines+markers",
-                    name=variant,
-                    legendgroup=variant,
+                    name=name,
+                    legendgroup=name,
                     showlegend=col == 1,
-                    marker={"color": colors[variant], "size": 8},
+                    marker={"color": colors[variant], **marker},
                     line={"color": colors[variant]},
                     text=_hover(mine, study),
                     hovertemplate=f"%{{text}}<br>r %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>",
@@ -142,11 +167,13 @@ def esd_ratio(study) -> go.Figure | None:
 
 
 def per_image_histograms(study) -> go.Figure | None:
-    """The distribution of mIoU_i of each variant's best trial over all its seeds (SD paper, Fig. 5)."""
-    best, colors = best_trials(study), variant_colors(study)
+    """The distribution of mIoU_i of each variant's chosen trial over all its seeds, on the test images
+    once scored there, else on validation (SD paper, Fig. 5)."""
+    split = reported_split(study)
+    chosen, images, colors = chosen_trials(study, split), split_images(study, split), variant_colors(study)
     fig = go.Figure()
-    for _, top in best.iterrows():
-        scores = study.per_image[study.per_image["trial_id"] == top["trial_id"]]["miou"].dropna()
+    for _, top in chosen.iterrows():
+        scores = images[images["trial_id"] == top["trial_id"]]["miou"].dropna()
         if scores.empty:
             continue
         fig.add_trace(
@@ -165,7 +192,10 @@ def per_image_histograms(study) -> go.Figure | None:
         return None
     fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA:g}")
     fig.update_layout(
-        barmode="overlay", xaxis_title="mIoU_i", yaxis_title="share of images (all seeds)", xaxis_range=[0, 1]
+        barmode="overlay",
+        xaxis_title=f"mIoU_i on the {SPLITS[split]}",
+        yaxis_title="share of images (all seeds)",
+        xaxis_range=[0, 1],
     )
     return fig
 
@@ -236,8 +266,9 @@ def pareto_front(study) -> go.Figure | None:
 
 
 def miou_vs_gflops(study) -> go.Figure | None:
-    """mIoU of each variant's best trial against its GFLOPs; bubble area = parameters (SD paper, Fig. 1)."""
-    best = _numeric(best_trials(study), ["miou", "flops"])
+    """mIoU of each variant's chosen trial (test once scored, else validation) against its GFLOPs;
+    bubble area = parameters (SD paper, Fig. 1)."""
+    best = _numeric(reported_scores(study), ["miou", "flops"])
     if best.empty:
         return None
     params = pd.to_numeric(best["params"], errors="coerce")
@@ -267,7 +298,11 @@ def miou_vs_gflops(study) -> go.Figure | None:
                 "<br>params %{customdata[1]}<extra></extra>",
             )
         )
-    fig.update_layout(xaxis_title="GFLOPs (one forward pass)", yaxis_title="mIoU", showlegend=True)
+    fig.update_layout(
+        xaxis_title="GFLOPs (one forward pass)",
+        yaxis_title=f"mIoU on the {SPLITS[reported_split(study)]}",
+        showlegend=True,
+    )
     fig.update_xaxes(tickformat=".3~g")
     return fig
 

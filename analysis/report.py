@@ -25,34 +25,42 @@ from analysis.load import load
 from kd.metrics import METRICS, OBJECTIVES, THETA
 
 NO_TRIALS = "No completed trials yet: this section fills in as trials finish."
-# (title, figure function, caption: what it shows and what to look for, note when there is nothing to draw)
+# (title, figure function, images, caption: what it shows and what to look for, note when there is
+# nothing to draw). images: "val" (search figures: every trial, on the validation images that
+# selected them), "reported" (results: test once the chosen trials were scored there), or "both".
 FIGURES = [
     (
         "HP-Acc against Var",
         figures.hp_acc_vs_var,
-        "One point per completed trial (SD paper, Fig. 8). HP-Acc is the share of validation images with "
-        f"mIoU_i > {THETA:g}, Var the spread of mIoU_i. Look up and to the left: robust variants score many "
-        "images well and few badly.",
+        "both",
+        "Circles: every completed trial on the validation images; diamonds (once the study scored them): "
+        "each variant's chosen trial on the test images (SD paper, Fig. 8). HP-Acc is the share of "
+        f"images with mIoU_i > {THETA:g}, Var the spread of mIoU_i. Look up and to the left: robust "
+        "variants score many images well and few badly.",
         NO_TRIALS,
     ),
     (
         "ESD: the ratio r",
         figures.esd_ratio,
-        "mIoU and HP-Acc of every completed trial with a proximity-domain ratio r (SD paper, Fig. 7); "
+        "both",
+        "mIoU and HP-Acc against the proximity-domain ratio r (SD paper, Fig. 7): every completed trial on "
+        "the validation images (circles), each ESD variant's chosen trial on the test images (diamonds); "
         "error bars are the standard deviation over the trial's seeds. Look for the r where both peak; "
-        "other hyperparameters vary between points too.",
+        "other hyperparameters vary between trials too.",
         "No completed trial has a ratio r (no ESD trials yet).",
     ),
     (
-        "Per-image mIoU of the best trials",
+        "Per-image mIoU of the chosen trials",
         figures.per_image_histograms,
-        "Distribution of mIoU_i of each variant's best trial over all its seeds and validation images "
+        "reported",
+        "Distribution of mIoU_i of each variant's chosen trial over all its seeds and images "
         f"(SD paper, Fig. 5). Look for mass moved right of the θ = {THETA:g} line and a thinner left tail.",
-        "No per-image scores of a best trial yet.",
+        "No per-image scores of a chosen trial yet.",
     ),
     (
         "Pareto front",
         figures.pareto_front,
+        "val",
         "Completed trials in the three pairs of miou_img (higher is better), hp_acc (higher) and var "
         "(lower). Diamonds are the non-dominated trials over all three: no other trial is at least as good "
         "in every metric and better in one. Look for which variants own the front.",
@@ -61,13 +69,15 @@ FIGURES = [
     (
         "Accuracy against cost",
         figures.miou_vs_gflops,
-        "mIoU of each variant's best trial against the GFLOPs of one forward pass; bubble area is the number "
-        "of parameters (SD paper, Fig. 1). Up and to the left is a better accuracy per computation.",
-        "No best trial with both mIoU and FLOPs yet.",
+        "reported",
+        "mIoU of each variant's chosen trial against the GFLOPs of one forward pass; bubble area is the "
+        "number of parameters (SD paper, Fig. 1). Up and to the left is a better accuracy per computation.",
+        "No chosen trial with both mIoU and FLOPs yet.",
     ),
     (
         "Segmentation samples",
         figures.segmentation_samples,
+        "val",
         "Input, ground truth and the prediction of each variant's best trial (first seed) on the first "
         "three validation images and on the image each variant found hardest (lowest mIoU_i). Void pixels "
         "are black. Look for where the variants disagree: thin structures, borders, shadows.",
@@ -76,6 +86,7 @@ FIGURES = [
     (
         "Training curves",
         figures.curves,
+        "val",
         "Loss terms and validation metrics per epoch of each variant's best trial (first seed); the stages "
         "of a recipe follow each other on the epoch axis. Look for diverging or still-falling losses.",
         "No training curves of a best trial yet.",
@@ -168,6 +179,8 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
                 for v, d in zip(summary["best_trial"], summary["best_degenerate"], strict=True)
             ],
             "hyperparameters": [_text(v, "") for v in summary["hyperparameters"]],
+            "selection score (val)": [_number(v, 3) for v in summary["selection_score"]],
+            "scored on": summary["split"],
             "seeds": [_number(s, 0) for s in summary["seeds"]],
             **{
                 f"{m} ± 95% CI": [
@@ -185,6 +198,19 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def split_note(study) -> str:
+    """What the results tables and figures are scored on, and, before the test scores exist, why
+    the numbers shown are optimistic."""
+    if tables.reported_split(study) == "test":
+        missing = set(tables.ordered_variants(study)) - set(study.final["variant"])
+        return _note(f"Not scored on the test images: {', '.join(sorted(missing))}.") if missing else ""
+    return _note(
+        "Not yet scored on the test images: these are the validation scores that selected each best "
+        "trial, biased upward by that selection. The study scores each variant's chosen trial on the "
+        "test images once all its trials have finished."
+    )
+
+
 def summary_html(study) -> str:
     summary = tables.method_summary(study)
     if summary.empty:
@@ -192,41 +218,70 @@ def summary_html(study) -> str:
     shown = summary_frame(summary)
     objective = tables.objective(study)
     direction = "highest" if tables.higher_is_better(objective) else "lowest"
+    images = tables.SPLITS[tables.reported_split(study)]
     text = (
-        f'<p class="caption">Best trial of each variant (a method, or one point of a grid over it) = '
-        f"{direction} {html.escape(objective)} (the study's first objective). Means over that trial's seeds "
-        "with 95 % Student-t intervals (none for one seed); miou_img, hp_acc (share of images with mIoU_i "
-        f"&gt; {THETA:g}) and var (population variance of mIoU_i) "
-        "recomputed per seed from the per-image scores, miou from the trials table. Steps per stage: the "
+        f'<p class="caption">Chosen trial of each variant (a method, or one point of a grid over it) = '
+        f"{direction} {html.escape(objective)} (the study's first objective) on the validation images "
+        f"(selection score). Its scores on the <b>{images}</b>: means over that trial's seeds with 95 % "
+        "Student-t intervals (none for one seed); miou_img, hp_acc (share of images with mIoU_i "
+        f"&gt; {THETA:g}) and var (population variance of mIoU_i) per seed, miou from the summed "
+        "confusion matrix per seed (on validation: from the trials table). Steps per stage: the "
         "optimiser steps each stage took (mean over seeds): the budget. Stage-1 feature ratio: the final "
         "feature loss over that of predicting each channel's mean (1 = stage 1 learned nothing). A "
         "DEGENERATE trial predicts one class on every validation pixel: its mIoU is no evidence of "
         "learning.</p>"
     )
-    note = _note(NO_TRIALS) if study.completed.empty else ""
+    note = _note(NO_TRIALS) if study.completed.empty else split_note(study)
     return note + text + _table(shown)
 
 
 def paired_html(study) -> str:
     paired = tables.paired_comparison(study)
+    images = tables.SPLITS[tables.reported_split(study)]
     text = (
-        "<p class=\"caption\">Each variant's best trial against the baseline's best trial on the same "
-        "(seed, validation image) pairs. mean diff = mean of mIoU_i(variant) − mIoU_i(baseline); p: "
-        "two-sided Wilcoxon signed-rank test (zero differences dropped; p = 1 when all are zero); effect "
-        "size: matched-pairs rank-biserial correlation (R+ − R−)/(R+ + R−) of the ranks of |differences|, "
-        "+1 = the variant wins every pair, −1 = the baseline does.</p>"
+        "<p class=\"caption\">Each variant's chosen trial against the baseline's, on the "
+        f"<b>{images}</b>. Per seed (seeds are the independent repetitions): mean diff and sd of "
+        "miou_img(variant) − miou_img(baseline) paired by seed; p: two-sided paired t-test; p adj.: "
+        f"Holm-adjusted over the variants compared; significant: p adj. &lt; {tables.ALPHA:g}; seeds "
+        f"needed: the seeds with which a paired t-test at α = {tables.ALPHA:g} has "
+        f"{tables.POWER:.0%} power for the observed mean and sd (inf: more than {tables.MAX_SEEDS}). "
+        "Per image: pairs (seed, image); p: two-sided Wilcoxon signed-rank test (zero differences "
+        "dropped; p = 1 when all are zero), Holm-adjusted likewise; effect size: matched-pairs "
+        "rank-biserial correlation (R+ − R−)/(R+ + R−), +1 = the variant wins every pair, −1 = the "
+        "baseline does. The same image under several seeds counts once per seed, so the per-image pairs "
+        "are not independent: read the per-seed test first.</p>"
     )
     if paired.empty:
         return text + _note(paired.attrs.get("note", "Nothing to compare."))
     return text + _table(paired_frame(paired))
 
 
+def _p(value) -> str:
+    return "–" if math.isnan(value) else f"{value:.3g}"
+
+
 def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
-    return paired.assign(
-        mean_diff=[_number(v, 4) for v in paired["mean_diff"]],
-        p_value=[f"{p:.3g}" if not math.isnan(p) else "–" for p in paired["p_value"]],
-        effect_size=[_number(v, 3) for v in paired["effect_size"]],
-        significant=["yes (p < 0.05)" if s else "no" for s in paired["significant"]],
+    """paired_comparison as it is shown."""
+    return pd.DataFrame(
+        {
+            "variant": paired["variant"],
+            "trial": paired["trial_id"],
+            "baseline trial": paired["baseline_trial"],
+            "scored on": paired["split"],
+            "seeds": paired["n_seeds"],
+            "mean diff (per seed)": [_number(v, 4) for v in paired["mean_diff"]],
+            "sd diff": [_number(v, 4) for v in paired["sd_diff"]],
+            "p (paired t)": [_p(v) for v in paired["p_value"]],
+            "p adj. (Holm)": [_p(v) for v in paired["p_adjusted"]],
+            "seeds needed": [_number(v, 0) for v in paired["seeds_needed"]],
+            "pairs (seed, image)": paired["n_pairs"],
+            "mean diff (per image)": [_number(v, 4) for v in paired["image_mean_diff"]],
+            "p (Wilcoxon)": [_p(v) for v in paired["image_p_value"]],
+            "p adj. (Holm), images": [_p(v) for v in paired["image_p_adjusted"]],
+            "effect size": [_number(v, 3) for v in paired["effect_size"]],
+            "better": paired["better"],
+            "significant": [f"yes (p adj. < {tables.ALPHA:g})" if v else "no" for v in paired["significant"]],
+        }
     )
 
 
@@ -321,12 +376,21 @@ def _figure_html(figure) -> str:
     )
 
 
+def images_label(images: str, study) -> str:
+    """Which images a figure's numbers come from, for its title."""
+    split = tables.reported_split(study)
+    if images == "val" or split == "val":
+        return tables.SPLITS["val"]
+    return tables.SPLITS["test"] if images == "reported" else "validation: every trial; test: chosen trials"
+
+
 def figures_html(study) -> tuple[str, int]:
     """The figure sections, with a note in place of a figure there is nothing for yet, and how many
     plots they embed."""
     parts, plots = [], 0
-    for title, build, caption, empty in FIGURES:
-        parts.append(f'<h2>{html.escape(title)}</h2><p class="caption">{html.escape(caption)}</p>')
+    for title, build, images, caption, empty in FIGURES:
+        heading = f"{title} ({images_label(images, study)})"
+        parts.append(f'<h2>{html.escape(heading)}</h2><p class="caption">{html.escape(caption)}</p>')
         figure = build(study)
         parts.append(
             _note(NO_TRIALS if study.completed.empty else empty) if figure is None else _figure_html(figure)
@@ -413,14 +477,16 @@ def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
     text = [
         f"# {study.name}: tables\n",
         f"Teacher (reference): {teacher_line(study.teacher())}\n",
-        "## Methods (means over seeds, 95 % Student-t intervals)\n",
+        f"## Methods on the {tables.SPLITS[tables.reported_split(study)]} (chosen on validation; means "
+        "over seeds, 95 % Student-t intervals)\n",
         markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
-        "\n## Against the baseline (paired per seed and image, Wilcoxon signed-rank)\n",
+        "\n## Against the baseline (paired t-test per seed with Holm adjustment and seeds needed; "
+        "Wilcoxon signed-rank per (seed, image))\n",
         markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n",
     ]
     written = [folder / "tables.md"]
     written[0].write_text("\n".join(text))
-    for title, build, _, _ in FIGURES:
+    for title, build, *_ in FIGURES:
         figure = build(study)
         if figure is None:
             continue

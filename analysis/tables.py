@@ -4,6 +4,11 @@ one variant, NaN metrics, trials without per-image rows) and then returns empty 
 
 A variant is what the tables compare: a method, or one point of a grid over it ("esd r=0.5").
 
+Selection and reporting: a variant's best trial is picked on the validation images (the trials
+table and the `val` rows of per_image). Once the study has scored each variant's chosen trial on
+the test images (final.parquet and the `test` rows of per_image), the summary and the comparisons
+report those test scores; before that they show the validation scores and say so (column `split`).
+
 Statistics:
 - Per seed, from `per_image` (as kd.metrics.robustness; images with NaN mIoU_i are left out):
   miou_img = mean of mIoU_i, hp_acc = share of images with mIoU_i > kd.metrics.THETA,
@@ -21,6 +26,13 @@ Statistics:
   r = (R+ - R-) / (R+ + R-), R+/R- the sums of the ranks of |d| (ties averaged, zeros dropped as in
   the test) over positive/negative d; +1: the variant wins every pair, -1: the baseline does.
   Images seen under several seeds count once per seed, so the pairs are not fully independent.
+- Seed-level comparison (the unit a reviewer accepts: seeds are the independent repetitions): one
+  miou_img per seed of each trial, paired by seed; d_s = miou_img(variant) - miou_img(baseline).
+  p: two-sided paired t-test (scipy.stats.ttest_rel). p_adjusted: Holm over the variants compared
+  with the baseline (statsmodels multipletests), the per-image p-values likewise in their own
+  column. seeds_needed: the smallest number of seeds with which a paired t-test at alpha 0.05
+  (unadjusted) has 80 % power for the observed mean difference and sd of d_s
+  (statsmodels TTestPower); NaN when the difference is 0 or cannot be estimated (one seed).
 """
 
 from __future__ import annotations
@@ -30,19 +42,26 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
 from kd.metrics import METRICS, OBJECTIVES, THETA
 from study.schema import STEPS, is_hyperparameter
 
+SPLITS = {"val": "validation images", "test": "test images"}
+ALPHA, POWER = 0.05, 0.8  # the comparisons' significance level and the power seeds_needed aims at
+MAX_SEEDS = 10_000  # seeds_needed beyond this is reported as inf: no study will run that many
 SUMMARY_COLUMNS = [
     "variant",
     "method",
+    "split",
     "trials",
     "completed",
     "failed",
     "stopped",
     "degenerate",
     "best_trial",
+    "selection_score",
     "hyperparameters",
     "seeds",
     *(c for m in METRICS for c in (m, f"{m}_ci")),
@@ -57,9 +76,17 @@ PAIRED_COLUMNS = [
     "variant",
     "trial_id",
     "baseline_trial",
-    "n_pairs",
+    "split",
+    "n_seeds",
     "mean_diff",
+    "sd_diff",
     "p_value",
+    "p_adjusted",
+    "seeds_needed",
+    "n_pairs",
+    "image_mean_diff",
+    "image_p_value",
+    "image_p_adjusted",
     "effect_size",
     "better",
     "significant",
@@ -177,9 +204,61 @@ def _flag(value) -> bool:
     return bool(value) if isinstance(value, (bool, np.bool_)) else False
 
 
-def method_summary(study) -> pd.DataFrame:
-    """Per variant: trial counts and its best trial's metrics with 95 % intervals over the seeds."""
-    trials, best = study.trials, best_trials(study).set_index("variant", drop=False)
+def reported_split(study) -> str:
+    """ "test" once the study scored its chosen trials on the test images, else "val"."""
+    return "test" if study.final is not None and len(study.final) else "val"
+
+
+def split_images(study, split: str) -> pd.DataFrame:
+    return study.test_per_image if split == "test" else study.per_image
+
+
+def chosen_trials(study, split: str | None = None) -> pd.DataFrame:
+    """One row per variant: the trial the tables report. On validation its best trial; on test the
+    trial the study scored there (the same trial, picked on validation when the search ended)."""
+    best = best_trials(study)
+    if (split or reported_split(study)) == "val":
+        return best
+    scored = study.final.drop_duplicates("variant").set_index("variant")["trial_id"]
+    trials = study.trials.drop_duplicates("trial_id").set_index("trial_id", drop=False)
+    rows = [
+        trials.loc[scored[v]]
+        for v in ordered_variants(study)
+        if v in scored.index and scored[v] in trials.index
+    ]
+    return pd.DataFrame(rows).reset_index(drop=True) if rows else best.iloc[0:0]
+
+
+def seed_metrics(study, trial_id: str, split: str) -> pd.DataFrame:
+    """One row per seed of a trial: its metrics on `split` (test: all four, from final.parquet;
+    validation: miou_img, hp_acc and var from the per-image rows)."""
+    if split == "test":
+        mine = study.final[study.final["trial_id"] == trial_id]
+        return mine.set_index("seed")[list(METRICS)].apply(pd.to_numeric, errors="coerce")
+    return seed_scores(study.per_image[study.per_image["trial_id"] == trial_id])
+
+
+def reported_scores(study, split: str | None = None) -> pd.DataFrame:
+    """chosen_trials with each metric and `<metric>_std` (population sd over the seeds) on `split`;
+    on validation those of the trials table."""
+    split = split or reported_split(study)
+    chosen = chosen_trials(study, split)
+    if split == "val" or chosen.empty:
+        return chosen
+    chosen = chosen.copy()
+    for index, top in chosen.iterrows():
+        seeds = seed_metrics(study, top["trial_id"], split)
+        for metric in METRICS:
+            chosen.loc[index, metric] = seeds[metric].mean()
+            chosen.loc[index, f"{metric}_std"] = seeds[metric].std(ddof=0)
+    return chosen
+
+
+def method_summary(study, split: str | None = None) -> pd.DataFrame:
+    """Per variant: trial counts and its chosen trial's metrics on `split` (default: test once
+    scored, else validation) with 95 % intervals over the seeds."""
+    split = split or reported_split(study)
+    trials, chosen = study.trials, chosen_trials(study, split).set_index("variant", drop=False)
     rows = []
     for variant in ordered_variants(study):
         mine = trials[trials["variant"] == variant]
@@ -187,28 +266,30 @@ def method_summary(study) -> pd.DataFrame:
         row = {
             "variant": variant,
             "method": mine["method"].iloc[0] if len(mine) else variant,
+            "split": split,
             "trials": len(mine),
             "completed": int(status.get("completed", 0)),
             "failed": int(status.get("failed", 0)),
             "stopped": int(status.get("stopped", 0)),
             "degenerate": int(mine["degenerate"].map(_flag).sum()),
         }
-        if variant in best.index:
-            row.update(_best_trial_scores(study, best.loc[variant]))
+        if variant in chosen.index:
+            row.update(_chosen_scores(study, chosen.loc[variant], split))
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _best_trial_scores(study, top: pd.Series) -> dict:
-    """A variant's best trial in the summary: per-seed means and intervals from its per-image rows when
-    it has them, else from the trials table."""
-    seeds = seed_scores(study.per_image[study.per_image["trial_id"] == top["trial_id"]])
+def _chosen_scores(study, top: pd.Series, split: str) -> dict:
+    """A variant's chosen trial in the summary: per-seed means and intervals from its scores on
+    `split` when it has them, else (validation) from the trials table."""
+    seeds = seed_metrics(study, top["trial_id"], split)
     n = len(seeds) if len(seeds) else _number(top.get("seeds"))
     row = {
         "best_trial": top["trial_id"],
+        "selection_score": _number(top.get(objective(study))),
         "hyperparameters": describe(top, hyperparameters(study.trials)),
         "seeds": n,
-        "ci_from": "per_image" if len(seeds) else "trials table",
+        "ci_from": ("final" if split == "test" else "per_image") if len(seeds) else "trials table",
         "params": _number(top.get("params")),
         "gflops": _number(top.get("flops")) / 1e9,
         "steps": stage_steps(top),
@@ -247,50 +328,104 @@ def wilcoxon_rank_biserial(differences) -> tuple[float, float]:
     return p, float((plus - minus) / (plus + minus))
 
 
-def paired_comparison(study, baseline: str = "baseline") -> pd.DataFrame:
-    """Each variant's best trial against the best trial of the variant `baseline` on the same
-    (seed, image) pairs. An empty table (with its columns) when there is nothing to compare;
+def paired_t(differences) -> float:
+    """Two-sided p of the paired t-test on per-seed differences (NaN for fewer than two)."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if d.size < 2:
+        return math.nan
+    if np.ptp(d) == 0:  # the t statistic is undefined: identical differences
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def seeds_needed(differences) -> float:
+    """Seeds a paired t-test (alpha ALPHA, unadjusted) needs for power POWER at the observed mean
+    and sd of the per-seed differences; inf beyond MAX_SEEDS, NaN for no difference or fewer than
+    two seeds."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if d.size < 2 or d.mean() == 0:
+        return math.nan
+    if np.ptp(d) == 0:
+        return 2.0  # every seed moved by the same amount: the fewest a t-test can use
+    seeds = np.arange(2, MAX_SEEDS + 1)
+    # statsmodels' root finder gives up on very large or small effects; its power function does not
+    power = TTestPower().power(effect_size=abs(d.mean()) / d.std(ddof=1), nobs=seeds, alpha=ALPHA)
+    enough = np.flatnonzero(power >= POWER)
+    return float(seeds[enough[0]]) if enough.size else math.inf
+
+
+def holm(p_values) -> list[float]:
+    """Holm-adjusted p-values; NaN stays NaN and is not counted as a test."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    tested = ~np.isnan(p)
+    if tested.any():
+        adjusted[tested] = multipletests(p[tested], method="holm")[1]
+    return adjusted.tolist()
+
+
+def paired_comparison(study, baseline: str = "baseline", split: str | None = None) -> pd.DataFrame:
+    """Each variant's chosen trial against the baseline's on `split` (default: test once scored,
+    else validation): per seed (paired t, Holm over the variants, seeds needed) and per (seed,
+    image) pair (Wilcoxon). An empty table (with its columns) when there is nothing to compare;
     `.attrs["note"]` says why."""
-    best = best_trials(study)
-    if best.empty:
-        return _nothing_to_compare("No completed trials yet.")
-    if baseline not in set(best["variant"]):
-        return _nothing_to_compare(f"No completed trial of the {baseline!r} variant to compare against.")
-    base = best[best["variant"] == baseline].iloc[0]
-    scores = study.per_image.dropna(subset=["miou"])[["trial_id", "seed", "image_id", "miou"]]
+    split = split or reported_split(study)
+    chosen = chosen_trials(study, split)
+    if chosen.empty:
+        return _nothing_to_compare(f"No trial scored on the {SPLITS[split]} yet.")
+    if baseline not in set(chosen["variant"]):
+        return _nothing_to_compare(
+            f"No trial of the {baseline!r} variant scored on the {SPLITS[split]} to compare against."
+        )
+    base = chosen[chosen["variant"] == baseline].iloc[0]
+    scores = split_images(study, split).dropna(subset=["miou"])[["trial_id", "seed", "image_id", "miou"]]
     base_scores = scores[scores["trial_id"] == base["trial_id"]].drop(columns="trial_id")
     if base_scores.empty:
-        return _nothing_to_compare(f"The {baseline!r} best trial {base['trial_id']} has no per-image scores.")
+        return _nothing_to_compare(f"The {baseline!r} trial {base['trial_id']} has no per-image scores.")
+    base_seeds = seed_metrics(study, base["trial_id"], split)["miou_img"]
     rows = []
-    for _, top in best[best["variant"] != baseline].iterrows():
+    for _, top in chosen[chosen["variant"] != baseline].iterrows():
         pairs = scores[scores["trial_id"] == top["trial_id"]].merge(
             base_scores, on=["seed", "image_id"], suffixes=("", "_base")
         )
-        if not pairs.empty:
-            rows.append(
-                _paired_row(top, base, pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float))
-            )
-    if rows:
-        return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-    if len(best) == 1:
-        return _nothing_to_compare(f"Only the {baseline!r} variant has completed trials: nothing to compare.")
-    return _nothing_to_compare("No variant's best trial shares (seed, image) pairs with the baseline's.")
+        if pairs.empty:
+            continue
+        seeds = seed_metrics(study, top["trial_id"], split)["miou_img"]
+        seed_d = (seeds - base_seeds).dropna().to_numpy(float)  # aligned on the seed index
+        image_d = pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)
+        rows.append(_paired_row(top, base, split, seed_d, image_d))
+    if not rows:
+        if len(chosen) == 1:
+            return _nothing_to_compare(f"Only the {baseline!r} variant has scores: nothing to compare.")
+        return _nothing_to_compare("No variant's trial shares (seed, image) pairs with the baseline's.")
+    paired = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    paired["p_adjusted"] = holm(paired["p_value"])
+    paired["image_p_adjusted"] = holm(paired["image_p_value"])
+    paired["significant"] = [bool(p < ALPHA) for p in paired["p_adjusted"]]  # NaN: False
+    return paired
 
 
-def _paired_row(top: pd.Series, base: pd.Series, d: np.ndarray) -> dict:
-    p, effect = wilcoxon_rank_biserial(d)
-    mean = float(d.mean())
-    better = top["variant"] if mean > 0 else base["variant"] if mean < 0 else "tie"
+def _paired_row(top: pd.Series, base: pd.Series, split: str, seed_d: np.ndarray, image_d: np.ndarray) -> dict:
+    image_p, effect = wilcoxon_rank_biserial(image_d)
+    mean = float(seed_d.mean()) if seed_d.size else math.nan
+    sign = mean if seed_d.size else float(image_d.mean())
     return {
         "variant": top["variant"],
         "trial_id": top["trial_id"],
         "baseline_trial": base["trial_id"],
-        "n_pairs": len(d),
+        "split": split,
+        "n_seeds": int(seed_d.size),
         "mean_diff": mean,
-        "p_value": p,
+        "sd_diff": float(seed_d.std(ddof=1)) if seed_d.size > 1 else math.nan,
+        "p_value": paired_t(seed_d),
+        "seeds_needed": seeds_needed(seed_d),
+        "n_pairs": len(image_d),
+        "image_mean_diff": float(image_d.mean()),
+        "image_p_value": image_p,
         "effect_size": effect,
-        "better": better,
-        "significant": bool(p < 0.05),
+        "better": top["variant"] if sign > 0 else base["variant"] if sign < 0 else "tie",
     }
 
 

@@ -278,15 +278,54 @@ def test_paired_comparison(study):
         study.per_image[study.per_image.trial_id == "b1"], on=["seed", "image_id"]
     )
     d = (merged["miou_x"] - merged["miou_y"]).to_numpy()
+    assert sd["split"] == "val"  # nothing scored on test: the validation rows, labelled
     assert sd["n_pairs"] == 12 and sd["baseline_trial"] == "b1"
-    assert sd["mean_diff"] == pytest.approx(np.mean(DIFF))
-    assert sd["p_value"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert sd["image_mean_diff"] == pytest.approx(np.mean(DIFF))
+    assert sd["image_p_value"] == pytest.approx(stats.wilcoxon(d).pvalue)
     nonzero = d[np.abs(d) > 1e-12]
     ranks = stats.rankdata(np.abs(nonzero))
     assert sd["effect_size"] == pytest.approx(
         (ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum()
     )
-    assert sd["better"] == "sd" and sd["significant"]
+    # one miou_img per seed, paired by seed: the means of DIFF's seed-major chunks of four
+    per_seed = np.asarray(DIFF).reshape(3, 4).mean(axis=1)
+    assert sd["n_seeds"] == 3
+    assert sd["mean_diff"] == pytest.approx(per_seed.mean())
+    assert sd["sd_diff"] == pytest.approx(per_seed.std(ddof=1))
+    assert sd["p_value"] == pytest.approx(stats.ttest_rel(per_seed + 0.6, np.full(3, 0.6)).pvalue)
+    assert sd["better"] == "sd"
+
+
+def test_paired_comparison_adjusts_across_variants_and_counts_seeds(study):
+    paired = tables.paired_comparison(study).set_index("variant")
+    assert set(paired.index) == {"sd", "esd"}
+    p = paired["p_value"].to_numpy()
+    low, high = np.argsort(p)
+    # Holm by hand: the smallest p times 2, the next times 1, never below the previous
+    assert paired["p_adjusted"].iloc[low] == pytest.approx(min(1, 2 * p[low]))
+    assert paired["p_adjusted"].iloc[high] == pytest.approx(max(min(1, 2 * p[low]), p[high]))
+    assert list(paired["significant"]) == [bool(v < 0.05) for v in paired["p_adjusted"]]
+    # the seeds needed: a paired t-test of that many seeds has at least 80 % power, one fewer has less
+    per_seed = np.asarray(DIFF).reshape(3, 4).mean(axis=1)
+    n, effect = int(paired.loc["sd", "seeds_needed"]), per_seed.mean() / per_seed.std(ddof=1)
+
+    def power(k):
+        t = stats.t.ppf(0.975, k - 1)
+        return stats.nct.sf(t, k - 1, effect * math.sqrt(k)) + stats.nct.cdf(-t, k - 1, effect * math.sqrt(k))
+
+    assert power(n) >= 0.8 and (n == 2 or power(n - 1) < 0.8)
+
+
+def test_seed_level_edge_cases():
+    assert math.isnan(tables.paired_t([0.1]))
+    assert tables.paired_t([0.0, 0.0, 0.0]) == 1.0 and tables.paired_t([0.1, 0.1]) == 0.0
+    assert math.isnan(tables.seeds_needed([0.1])) and math.isnan(tables.seeds_needed([0.1, -0.1]))
+    assert tables.seeds_needed([0.1, 0.1, 0.1]) == 2
+    assert tables.seeds_needed([0.001, -0.1, 0.1, -0.2, 0.2001]) == math.inf  # beyond MAX_SEEDS
+    adjusted = tables.holm([0.01, math.nan, 0.04])
+    assert (
+        adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    )
 
 
 def test_paired_comparison_without_baseline(tmp_path):
@@ -340,11 +379,11 @@ def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
     paired = tables.paired_comparison(study)
     assert sorted(paired["variant"]) == ["esd r=0", "esd r=1", "esd r=3", "sd"]
     assert len(set(figures.variant_colors(study)[n] for n in variants)) == 5
-    assert [t.name for t in figures.hp_acc_vs_var(study).data] == variants
+    assert [t.name for t in figures.hp_acc_vs_var(study).data] == [f"{v} (val)" for v in variants]
     hist = [t.name for t in figures.per_image_histograms(study).data]
     assert hist == ["baseline (b1)", "sd (s1)", "esd r=3 (e1)", "esd r=0 (e2)", "esd r=1 (e3)"]
     for build in (figures.miou_vs_gflops, figures.pareto_front, figures.esd_ratio):
-        names = {trace.name.removesuffix(" (Pareto front)") for trace in build(study).data}
+        names = {re.sub(r" \((Pareto front|val)\)$", "", trace.name) for trace in build(study).data}
         assert {"esd r=0", "esd r=1", "esd r=3"} <= names and "esd" not in names, build.__name__
 
 
@@ -431,15 +470,118 @@ def test_pareto_mask_by_hand():
     assert mask.tolist() == [True, False, True, True, False, True, False]
 
 
+TEST_IMAGES = ["t0", "t1", "t2"]
+# The chosen trials on the test images, per seed: b1 and s1 (esd was not scored, as after a failure).
+TEST_B1 = {0: [0.3, 0.5, 0.4], 1: [0.35, 0.55, 0.45], 2: [0.2, 0.6, 0.4]}
+TEST_GAIN = {0: 0.05, 1: 0.02, 2: 0.06}  # s1 = b1 + this on every test image of the seed
+
+
+def scored_on_test(root: Path) -> Path:
+    """Add what the driver writes after selection: final.parquet and the test rows of per_image."""
+    val = pd.read_parquet(root / "per_image.parquet").assign(split="val")
+    rows, finals = [], []
+    for trial_id, method, gain in (("b1", "baseline", {0: 0, 1: 0, 2: 0}), ("s1", "sd", TEST_GAIN)):
+        for seed, scores in TEST_B1.items():
+            scores = [v + gain[seed] for v in scores]
+            rows += [
+                {
+                    "trial_id": trial_id,
+                    "method": method,
+                    "split": "test",
+                    "seed": seed,
+                    "image_id": i,
+                    "miou": v,
+                }
+                for i, v in zip(TEST_IMAGES, scores, strict=True)
+            ]
+            finals.append(
+                {
+                    "method": method,
+                    "variant": method,
+                    "trial_id": trial_id,
+                    "seed": seed,
+                    "miou": 0.4 + seed / 100 + gain[seed],
+                    "miou_img": float(np.mean(scores)),
+                    "hp_acc": float(np.mean(np.array(scores) > 0.75)),
+                    "var": float(np.var(scores)),
+                }
+            )
+    pd.concat([val, pd.DataFrame(rows)]).to_parquet(root / "per_image.parquet")
+    pd.DataFrame(finals).to_parquet(root / "final.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tested(tmp_path_factory):
+    return analysis.load(scored_on_test(make_run(tmp_path_factory.mktemp("tested"), with_journal=False)))
+
+
+def test_once_scored_on_test_the_tables_report_test(tested):
+    assert tables.reported_split(tested) == "test"
+    assert set(tested.per_image["image_id"]) == set(IMAGES)  # selection rows stay apart
+    summary = tables.method_summary(tested).set_index("variant")
+    base, sd, esd = summary.loc["baseline"], summary.loc["sd"], summary.loc["esd"]
+    assert set(summary["split"]) == {"test"} and base["ci_from"] == "final"
+    per_seed = [np.mean(v) for v in TEST_B1.values()]
+    assert base["miou_img"] == pytest.approx(np.mean(per_seed))
+    assert base["miou_img_ci"] == pytest.approx(tables.mean_ci(per_seed)[1])
+    assert base["miou"] == pytest.approx(0.41)  # from final.parquet, not the trials table's 0.62
+    assert base["selection_score"] == pytest.approx(0.6)  # what chose it: miou_img on validation
+    assert sd["miou_img"] == pytest.approx(np.mean(per_seed) + np.mean(list(TEST_GAIN.values())))
+    assert pd.isna(esd["best_trial"]) and pd.isna(esd["miou_img"])  # not scored: no number, not val's
+    on_val = tables.method_summary(tested, "val").set_index("variant")
+    assert (
+        on_val.loc["baseline", "miou_img"] == pytest.approx(0.6) and on_val.loc["esd", "best_trial"] == "e1"
+    )
+
+
+def test_once_scored_on_test_the_comparison_is_on_test(tested):
+    paired = tables.paired_comparison(tested).set_index("variant")
+    assert list(paired.index) == ["sd"]  # esd has no test scores
+    sd = paired.loc["sd"]
+    gains = np.array(list(TEST_GAIN.values()))
+    assert sd["split"] == "test" and sd["n_seeds"] == 3 and sd["n_pairs"] == 9
+    assert sd["mean_diff"] == pytest.approx(gains.mean()) and sd["sd_diff"] == pytest.approx(
+        gains.std(ddof=1)
+    )
+    assert sd["p_value"] == pytest.approx(stats.ttest_1samp(gains, 0).pvalue)
+    assert sd["p_adjusted"] == pytest.approx(sd["p_value"])  # one comparison: Holm changes nothing
+    assert sd["image_mean_diff"] == pytest.approx(gains.mean())
+
+
+def test_once_scored_on_test_results_figures_use_test_and_say_so(tested, tmp_path):
+    hist = figures.per_image_histograms(tested)
+    assert sorted(hist.data[0].x) == sorted(v for s in TEST_B1.values() for v in s)
+    assert "test images" in hist.layout.xaxis.title.text
+    cost = figures.miou_vs_gflops(tested)
+    assert [t.name for t in cost.data] == ["baseline", "sd"] and cost.data[0].y[0] == pytest.approx(0.41)
+    names = [t.name for t in figures.hp_acc_vs_var(tested).data]
+    assert names == ["baseline (val)", "sd (val)", "esd (val)", "baseline (test)", "sd (test)"]
+    test_sd = next(t for t in figures.hp_acc_vs_var(tested).data if t.name == "sd (test)")
+    assert test_sd.marker.symbol == "diamond" and "trial s1" in test_sd.text[0]
+    page = write_report(tested.run_dir, tmp_path / "report.html").read_text()
+    assert "Per-image mIoU of the chosen trials (test images)" in page
+    assert "Pareto front (validation images)" in page
+    assert "HP-Acc against Var (validation: every trial; test: chosen trials)" in page
+    assert "Not scored on the test images: esd." in page
+    assert "<b>test images</b>" in page and "p adj. (Holm)" in page
+
+
+def test_before_test_scoring_the_report_says_its_numbers_are_validation(study, tmp_path):
+    page = write_report(study.run_dir, tmp_path / "report.html").read_text()
+    assert "Not yet scored on the test images" in page and "<b>validation images</b>" in page
+    assert "Per-image mIoU of the chosen trials (validation images)" in page
+
+
 # ---------------------------------------------------------------- figures
 
 
 def test_hp_acc_vs_var_numbers(study):
     fig = figures.hp_acc_vs_var(study)
-    esd = next(t for t in fig.data if t.name == "esd")
+    esd = next(t for t in fig.data if t.name == "esd (val)")
     assert list(esd.x) == [0.006, 0.009, 0.004] and list(esd.y) == [0.2, 0.1, 0.25]
     assert "trial e1" in esd.text[0] and "r=3" in esd.text[0] and "method esd" in esd.text[0]
-    assert {t.name for t in fig.data} == {"baseline", "sd", "esd"}
+    assert {t.name for t in fig.data} == {"baseline (val)", "sd (val)", "esd (val)"}
 
 
 def test_esd_ratio_sorted(study):
@@ -574,7 +716,7 @@ def test_partial_studies_give_a_report(tmp_path, case):
             predictions=False,
             with_journal=False,
         )
-        notes = ["trials table", "has no per-image scores", "No per-image scores of a best trial yet"]
+        notes = ["trials table", "has no per-image scores", "No per-image scores of a chosen trial yet"]
         summary = tables.method_summary(analysis.load(run)).set_index("variant")
         assert summary.loc["baseline", "miou_img_ci"] == pytest.approx(
             stats.t.ppf(0.975, 2) * 0.01 * math.sqrt(3 / 2) / math.sqrt(3)
@@ -589,11 +731,11 @@ def test_partial_studies_give_a_report(tmp_path, case):
     elif case == "one_method":
         rows = [r for r in trial_rows() if r["method"] == "esd"]
         run = make_run(tmp_path / "run", rows=rows, config={"methods": ["esd"]})
-        notes = ["No completed trial of the &#x27;baseline&#x27; variant", "No failed trials"]
+        notes = ["No trial of the &#x27;baseline&#x27; variant", "No failed trials"]
     else:
         rows = [r for r in trial_rows() if r["method"] != "baseline"]
         run = make_run(tmp_path / "run", rows=rows, config={"methods": ["sd", "esd"]}, with_journal=False)
-        notes = ["No completed trial of the &#x27;baseline&#x27; variant", "No Optuna journal"]
+        notes = ["No trial of the &#x27;baseline&#x27; variant", "No Optuna journal"]
     page = write_report(run).read_text()
     for note in notes:
         assert note in page, note
@@ -627,12 +769,14 @@ def test_the_committed_tables_alone_rebuild_every_table(tmp_path):
     full = make_run(tmp_path / "full", with_journal=False)
     tables_only = tmp_path / "tables"
     tables_only.mkdir()
-    for name in ("config.json", "trials.parquet", "per_image.parquet", "curves.parquet"):
+    scored_on_test(full)
+    for name in ("config.json", "trials.parquet", "per_image.parquet", "curves.parquet", "final.parquet"):
         (tables_only / name).write_bytes((full / name).read_bytes())
     assert main([str(full), "--export", str(tmp_path / "a")]) == 0
     assert main([str(tables_only), "--export", str(tmp_path / "b")]) == 0
     rebuilt = (tmp_path / "b" / "tables.md").read_text()
     assert rebuilt == (tmp_path / "a" / "tables.md").read_text() and "| esd |" in rebuilt
+    assert "## Methods on the test images" in rebuilt
 
 
 def test_degenerate_trials_steps_and_stage1_ratio_reach_the_summary_and_report(tmp_path):
