@@ -1,10 +1,10 @@
 """Study results as tables and an interactive report. Reads a run directory's files only.
 
     import analysis
-    study = analysis.load("runs/default")      # study.trials, study.per_image, study.curves
-    analysis.method_summary(study)             # best trial per variant, 95 % intervals over seeds
-    analysis.paired_comparison(study)          # Wilcoxon signed-rank against the baseline
-    python -m analysis.report runs/default     # writes runs/default/report.html
+    study = analysis.load("runs/default")  # .trials, .per_image (val), .final, .test_per_image, .curves
+    analysis.method_summary(study)         # chosen trial per variant on test, 95 % intervals over seeds
+    analysis.paired_comparison(study)      # against the baseline: per seed (t, Holm), per image (Wilcoxon)
+    python -m analysis.report runs/default # writes runs/default/report.html
 
 A variant is what the tables and figures compare: a method, or one point of a grid over it
 ("esd r=0.5"); `analysis.variants(trials)` names each trial's.

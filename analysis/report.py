@@ -321,11 +321,14 @@ def budget_line(config: dict) -> str:
 def teacher_line(teacher: dict | None) -> str:
     if not teacher:
         return "– (not recorded)"
-    scores = ", ".join(f"{m} {_number(teacher.get(m), _digits(m))}" for m in METRICS)
     params, gflops = _float(teacher.get("params")) / 1e6, _float(teacher.get("flops")) / 1e9
+    scored = {"validation images": teacher} | ({"test images": teacher["test"]} if "test" in teacher else {})
+    scores = "; ".join(
+        f"on the {images}: " + ", ".join(f"{m} {_number(record.get(m), _digits(m))}" for m in METRICS)
+        for images, record in scored.items()
+    )
     return (
-        f"{teacher.get('name', '?')} on the validation images: {scores}; "
-        f"{_significant(params)} M params, {_significant(gflops)} GFLOPs"
+        f"{teacher.get('name', '?')} {scores}; {_significant(params)} M params, {_significant(gflops)} GFLOPs"
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -214,7 +215,24 @@ def resolve(
 
         found = locate_camvid()
         values["data"] = f"camvid:{found.resolve()}" if found else "camvid"
-    return StudyConfig(**values)
+    return StudyConfig(**absolute_paths(values))
+
+
+def absolute_paths(values: dict) -> dict:
+    """The data folders and the teacher checkpoint as absolute paths: Ray runs each trial in a
+    folder of its own, where a path relative to the launching shell names nothing (and a resumed
+    study may be launched from elsewhere). Paths that are not strings are left to validation."""
+    data, checkpoint = values.get("data"), values.get("teacher_checkpoint")
+    if isinstance(data, str) and ":" in data:
+        kind, _, location = data.partition(":")
+        if location.strip():
+            located = ",".join(
+                os.path.abspath(os.path.expanduser(p)) if p else p for p in location.split(",")
+            )
+            values = {**values, "data": f"{kind}:{located}"}
+    if isinstance(checkpoint, str) and checkpoint:
+        values = {**values, "teacher_checkpoint": os.path.abspath(os.path.expanduser(checkpoint))}
+    return values
 
 
 def _whole(value, low: int = 1) -> bool:
@@ -291,7 +309,7 @@ def problems(config: StudyConfig) -> list[str]:
         found.append(
             f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}"
         )
-    found += _data_problems(config)
+    found += data_problems(config)
     if config.teacher not in TEACHERS and ":" not in config.teacher:
         found.append(
             f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)} or HEAD:BACKBONE"
@@ -324,7 +342,7 @@ def import_plugins(config: StudyConfig) -> list[str]:
     return found
 
 
-def _data_problems(config: StudyConfig) -> list[str]:
+def data_problems(config: StudyConfig) -> list[str]:
     found = []
     from kd.data import DATA_KINDS
 

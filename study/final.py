@@ -4,11 +4,13 @@ While trials run, only each variant's best trial on validation keeps its student
 (ResultsWriter); when the study has every trial, those students are scored on the test role,
 which nothing before touched. `final.parquet`: one row per (variant, seed) with the test
 metrics and the trial's hyperparameters; their per-image scores join `per_image.parquet`
-with split "test".
+with split "test". The teacher is scored on the same images, as the reference (teacher.json).
+`python -m study.evaluate` scores the same students on other data with `score_students`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,46 +20,75 @@ from kd.engine import evaluate
 from kd.metrics import METRICS
 from study.config import StudyConfig
 from study.contract import TrialChoice
-from study.prepare import Shared, eval_transform, recipe_for, student_for, teacher_shell
+from study.prepare import TEACHER, Shared, eval_transform, recipe_for, student_for, teacher_shell
 from study.results import ResultsTables, write_table
 from study.roles import open_roles
 from study.schema import FINAL, FINAL_COLUMNS, is_hyperparameter
 
 
+def kept_rows(run_dir: Path) -> list[dict]:
+    """The trials whose students the run folder kept: each variant's chosen trial."""
+    return [row for row in ResultsTables(run_dir).rows.values() if isinstance(row.get("students"), str)]
+
+
+def seed_files(run_dir: Path, row: dict) -> list[tuple[int, Path]]:
+    paths = (Path(run_dir) / row["students"]).glob("seed*.pt")
+    return sorted((int(path.stem[4:]), path) for path in paths)
+
+
+def score_students(
+    config: StudyConfig, run_dir: Path, rows: list[dict], dataset, teacher, device: str, say=print
+) -> tuple[list[dict], list[dict]]:
+    """Every kept student of `rows` on `dataset`: (one row per trial and seed with the metrics and
+    the trial's hyperparameters, one row per trial, seed and image with mIoU_i). `teacher` only
+    shapes split students: their weights are all in the student files."""
+    transform, num_classes = eval_transform(config), dataset.num_classes
+    seeds, images = [], []
+    for row in rows:
+        choice = TrialChoice.from_row(row)
+        recipe = recipe_for(config, choice.method, choice.recipe_overrides)
+        ids = {"trial_id": row["trial_id"], "method": row["method"]}
+        hyperparameters = {k: v for k, v in row.items() if is_hyperparameter(k)}
+        mine = []
+        for seed, path in seed_files(run_dir, row):
+            student = student_for(config, choice, recipe, teacher, num_classes)
+            student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            metrics, per_image = evaluate(student.to(device), dataset, transform, config.batch_size, device)
+            mine.append(
+                {**ids, "variant": row["variant"], "seed": seed}
+                | {m: metrics[m] for m in METRICS}
+                | hyperparameters
+            )
+            images += [{**ids, "seed": seed, "image_id": r["id"], "miou": r["miou"]} for r in per_image]
+        say(
+            f"{dataset.name}: {row['variant']} ({row['trial_id']}): miou_img "
+            + (", ".join(f"{m['miou_img']:.3f}" for m in mine) or "no student files")
+        )
+        seeds += mine
+    return seeds, images
+
+
 def score_chosen(config: StudyConfig, run_dir: Path, shared: Shared, say=print) -> pd.DataFrame:
-    """Score every kept student on the test images; write final.parquet and the test rows of
-    per_image.parquet. Returns the final table."""
-    tables = ResultsTables(run_dir)
-    chosen = [row for row in tables.rows.values() if isinstance(row.get("students"), str)]  # NaN: none kept
+    """Score every kept student and the teacher on the test images; write final.parquet, the test
+    rows of per_image.parquet and the teacher's test scores. Returns the final table."""
     device = "cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    test, transform = open_roles(config, ("test",))["test"], eval_transform(config)
+    test = open_roles(config, ("test",))["test"]
     teacher = teacher_shell(config, shared.num_classes)
     teacher.load_state_dict(shared.teacher_state)
     teacher.eval()
-    finals, images = [], []
-    for row in chosen:
-        choice = TrialChoice.from_row(row)
-        recipe = recipe_for(config, choice.method, choice.recipe_overrides)
-        hyperparameters = {k: v for k, v in row.items() if is_hyperparameter(k)}
-        for path in sorted((run_dir / row["students"]).glob("seed*.pt"), key=lambda p: int(p.stem[4:])):
-            seed = int(path.stem[4:])
-            student = student_for(config, choice, recipe, teacher, shared.num_classes)
-            student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            metrics, per_image = evaluate(student.to(device), test, transform, config.batch_size, device)
-            ids = {"trial_id": row["trial_id"], "method": row["method"]}
-            finals.append(
-                {**ids, "variant": row["variant"], "seed": seed, **{m: metrics[m] for m in METRICS}}
-            )
-            finals[-1].update(hyperparameters)
-            images += [
-                {**ids, "split": "test", "seed": seed, "image_id": r["id"], "miou": r["miou"]}
-                for r in per_image
-            ]
-        say(
-            f"test: {row['variant']} ({row['trial_id']}): miou_img "
-            + ", ".join(f"{f['miou_img']:.3f}" for f in finals if f["trial_id"] == row["trial_id"])
-        )
+    finals, images = score_students(config, run_dir, kept_rows(run_dir), test, teacher, device, say)
     final = pd.DataFrame(finals, columns=None if finals else list(FINAL_COLUMNS))
     write_table(final, run_dir / FINAL)
-    tables.set_test_images(images)
+    ResultsTables(run_dir).set_test_images([{**row, "split": "test"} for row in images])
+    record_teacher_on_test(teacher.to(device), test, config, run_dir, device)
     return final
+
+
+def record_teacher_on_test(teacher, test, config: StudyConfig, run_dir: Path, device: str) -> None:
+    """teacher.json gains "test": the teacher's scores on the test images, the reference the
+    students' test scores are read against."""
+    path = Path(run_dir) / TEACHER
+    record = json.loads(path.read_text()) if path.is_file() else {"name": teacher.name}
+    metrics, _ = evaluate(teacher, test, eval_transform(config), config.batch_size, device)
+    record["test"] = {m: metrics[m] for m in METRICS}
+    path.write_text(json.dumps(record, indent=2) + "\n")

@@ -82,6 +82,9 @@ def trainable(config: dict, context: StudyContext) -> None:
             students = tune.Checkpoint.from_directory(report.students)
     try:
         metrics = {
+            # A failed trial has no scores, but Tune's searcher refuses a result without its metric
+            # before the searcher could read "failed" and tell Optuna FAIL.
+            **dict.fromkeys(METRICS, float("nan")),
             **report.objectives(),
             "final": True,
             "failed": report.error,

@@ -430,6 +430,12 @@ def test_the_teacher_is_the_reference_in_header_and_export(tmp_path):
     from analysis.report import teacher_line
 
     assert teacher_line(analysis.load(run).teacher()) == line
+    record = json.loads((run / "teacher.json").read_text())
+    record["test"] = {"miou": 0.7, "miou_img": 0.71, "hp_acc": 0.5, "var": 0.02}  # after selection
+    (run / "teacher.json").write_text(json.dumps(record))
+    assert teacher_line(analysis.load(run).teacher()) == line.replace(
+        "; 3.4 M", "; on the test images: miou 0.700, miou_img 0.710, hp_acc 0.500, var 0.0200; 3.4 M"
+    )
 
 
 def test_export_into_a_folder_that_cannot_be_made_says_so(tmp_path, capsys):

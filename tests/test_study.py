@@ -134,6 +134,24 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(local_ray, tmp_path):
     assert any("FAILED" in line for line in lines)
 
 
+def test_a_failing_trial_in_a_search_is_told_to_optuna_and_the_study_goes_on(local_ray, tmp_path):
+    # The searcher must not stop the study over a failed trial's missing scores: Optuna hears FAIL.
+    config = smoke(tmp_path, name="failing-tpe", epochs=3, space={"baseline": {"lr": 1e10}})
+    run_dir = run_study(config, say=lambda line: None)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert sorted(trials["status"]) == ["completed", "completed", "failed", "failed"]
+    assert set(trials.loc[trials["status"] == "failed", "method"]) == {"baseline"}
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+    states = sorted(t.state.name for t in optuna.load_study(study_name="failing-tpe", storage=journal).trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    final = pd.read_parquet(run_dir / "final.parquet")  # the failed variant has nothing to score
+    assert set(final["method"]) == {"esd"}
+
+
 def test_existing_study_needs_resume(local_ray, tmp_path):
     run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
     with pytest.raises(Exception, match="add --resume"):
@@ -245,3 +263,41 @@ def test_asha_stops_trials_on_the_first_seeds_epochs_and_the_tables_say_so(local
     curves = pd.read_parquet(run_dir / "curves.parquet")
     first_seed = curves[(curves["trial_id"] == done.iloc[0]["trial_id"]) & (curves["seed"] == 0)]
     assert first_seed["miou_img"].notna().sum() == 4  # ASHA reads the first seed after every epoch
+
+
+def test_evaluate_rescores_the_kept_students(smoke_run, capsys):
+    from study.evaluate import EVALUATION, main
+
+    final = pd.read_parquet(smoke_run / "final.parquet").set_index("trial_id")
+    assert main([str(smoke_run)]) == 0 and capsys.readouterr().out.strip().endswith(EVALUATION)
+    again = pd.read_parquet(smoke_run / EVALUATION).set_index("trial_id")
+    assert set(again["split"]) == {"test"} and set(again["image_size"]) == {"32x64"}
+    for metric in ("miou", "miou_img", "hp_acc", "var"):  # the same students on the same images
+        assert again[metric].to_dict() == pytest.approx(final[metric].to_dict())
+    # on validation, the kept students give back the scores that selected them
+    assert main([str(smoke_run), "--split", "val"]) == 0
+    trials = pd.read_parquet(smoke_run / "trials.parquet").set_index("trial_id")
+    table = pd.read_parquet(smoke_run / EVALUATION)
+    on_val = table[table["split"] == "val"].set_index("trial_id")
+    assert on_val["miou_img"].to_dict() == pytest.approx(trials.loc[on_val.index, "miou_img"].to_dict())
+    # another resolution adds rows; the same evaluation again replaces its own
+    assert main([str(smoke_run), "--size", "48x96"]) == 0
+    assert main([str(smoke_run), "--size", "48x96"]) == 0
+    table = pd.read_parquet(smoke_run / EVALUATION)
+    assert table.groupby(["split", "image_size"]).size().to_dict() == {
+        ("test", "32x64"): len(final),
+        ("test", "48x96"): len(final),
+        ("val", "32x64"): len(final),
+    }
+    teacher = json.loads((smoke_run / "teacher.json").read_text())
+    assert 0 <= teacher["test"]["miou_img"] <= 1  # the reference on the same test images
+
+
+def test_evaluate_refuses_bad_input_before_scoring(smoke_run, tmp_path, capsys):
+    from study.evaluate import main
+
+    assert main([str(smoke_run), "--size", "big"]) == 2
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
+    assert main([str(smoke_run), "--data", f"camvid:{tmp_path / 'nowhere'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2 and "not a study's run folder" in capsys.readouterr().err

@@ -228,3 +228,19 @@ def test_stage_summary_averages_steps_and_the_first_feature_ratio_over_seeds():
     steps, ratio = stage_summary([seed0, seed1])
     assert steps == pytest.approx({"feature": 620, "frozen": 640}) and ratio == pytest.approx(0.5)
     assert stage_summary([[{"stage": "train", "steps": 1600}]]) == ({"train": 1600}, None)  # no feature stage
+
+
+def test_relative_paths_become_absolute_for_the_trials(tmp_path, monkeypatch):
+    # Ray runs each trial in its own folder: a path relative to the shell would name nothing there.
+    monkeypatch.chdir(tmp_path)
+    config = study_config.resolve(
+        "smoke",
+        overrides={"data": "folder:imgs,masks", "teacher_checkpoint": "weights/teacher.pt"},
+    )
+    assert config.data == f"folder:{tmp_path / 'imgs'},{tmp_path / 'masks'}"
+    assert config.teacher_checkpoint == str(tmp_path / "weights" / "teacher.pt")
+    assert (
+        study_config.resolve("smoke", overrides={"data": "camvid:../c"}).data
+        == f"camvid:{tmp_path.parent / 'c'}"
+    )
+    assert study_config.resolve("smoke").data == "synthetic"
