@@ -301,3 +301,32 @@ def test_evaluate_refuses_bad_input_before_scoring(smoke_run, tmp_path, capsys):
     assert main([str(smoke_run), "--data", f"camvid:{tmp_path / 'nowhere'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2 and "not a study's run folder" in capsys.readouterr().err
+
+
+def test_the_acceptance_smoke_study_on_camvid(local_ray, camvid_root, tmp_path, monkeypatch, capsys):
+    """Issue 15's acceptance, as a user types it: a relative --data path, final.parquet, val and
+    test images disjoint and never a target image, and study.evaluate on the run."""
+    import os
+
+    from study.evaluate import main as evaluate
+    from study.run import main
+
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(camvid_root, tmp_path)  # Ray's trials run elsewhere: made absolute
+    assert (
+        main(["--preset", "smoke", "--data", f"camvid:{relative}", "--out", "runs", "--name", "accept"]) == 0
+    )
+    run_dir = tmp_path / "runs" / "accept"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert set(trials["status"]) == {"completed"}, trials["error"].dropna().tolist()
+    final = pd.read_parquet(run_dir / "final.parquet")
+    assert sorted(final["variant"]) == sorted(trials["variant"].unique())
+    per_image = pd.read_parquet(run_dir / "per_image.parquet")
+    val, test = (set(per_image.loc[per_image["split"] == s, "image_id"]) for s in ("val", "test"))
+    target = set(json.loads((run_dir / "roles.json").read_text())["target"]["ids"])
+    assert val and test and not val & test and not (val | test) & target
+    assert all(name.startswith("0001TP") or name.startswith("Seq05VD") for name in test)  # the test split
+    capsys.readouterr()
+    assert evaluate([str(run_dir)]) == 0
+    evaluated = pd.read_parquet(run_dir / "evaluation.parquet").set_index("trial_id")
+    assert evaluated["miou_img"].to_dict() == pytest.approx(final.set_index("trial_id")["miou_img"].to_dict())
