@@ -78,4 +78,4 @@ def test_export_writes_markdown_tables_and_pngs(tmp_path):
     tables_md = (folder / "tables.md").read_text()
     assert "| variant |" in tables_md and "| sd |" in tables_md
     assert "0.600 ± 0.248" in tables_md  # the baseline's miou_img with its interval, as in the HTML
-    assert "| sd | s1 | b1 | 12 |" in tables_md  # the paired comparison's row
+    assert "| sd | s1 | b1 | val | 3 |" in tables_md  # the paired comparison: on validation, 3 seeds
