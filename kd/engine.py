@@ -240,7 +240,14 @@ class Engine:
                 )
         if not getattr(data.val, "labelled", True):
             problems.append("the validation images are unlabelled; evaluation needs labels")
-        labelled_terms = {"ce", "ifv"}
+        aux_terms = {
+            n for s in recipe.stages for n in s.active_losses() if "aux_logits" in TERMS[n].student_needs
+        }
+        if aux_terms and getattr(student, "aux_point", None) is None:
+            problems.append(
+                f"{', '.join(sorted(aux_terms))} trains an auxiliary head, which {student.name} has not"
+            )
+        labelled_terms = {"ce", "dsn", "ifv"}
         if any(labelled_terms & set(s.active_losses()) for s in recipe.stages) and not getattr(
             data.target, "labelled", True
         ):
@@ -281,6 +288,9 @@ class Engine:
         cut = names.index(self.student_point) + 1
         fe = [self.student.stages[n] for n in names[:cut]]
         head = [self.student.stages[n] for n in names[cut:]] + [self.student.head]
+        aux_point = getattr(self.student, "aux_point", None)
+        if aux_point is not None:  # the auxiliary head trains with the stage it reads
+            (fe if names.index(aux_point) < cut else head).append(self.student.aux_head)
         return {"fe": fe, "head": head, "student": fe + head}
 
     def _caches(self, root) -> dict:
@@ -505,6 +515,9 @@ class Engine:
             layer.momentum = None  # a cumulative average over the pass
         self._set_modes(dataclasses.replace(stage, batchnorm="train"))
         want = ("features",) if set(stage.train) == {"fe"} else ("logits",)
+        aux_head = getattr(self.student, "aux_head", None)
+        if any(m is aux_head for m in trained):  # else its BatchNorm would keep the reset statistics
+            want += ("aux_logits",)
         with torch.no_grad():
             for batch in self._loader(index, stage, stage.epochs - 1, global_epoch - 1, train=False):
                 images = batch["image"].to(self.device)

@@ -433,6 +433,7 @@ def test_every_registered_term_runs_and_backpropagates():
     student = {
         "logits": torch.randn(n, k, h, w, requires_grad=True),
         "features": torch.randn(n, 4, 4, 4, requires_grad=True),
+        "aux_logits": torch.randn(n, k, 4, 4, requires_grad=True),
     }
     teacher = {"logits": torch.randn(n, k, h, w), "features": torch.randn(n, 6, 2, 2)}
     batch = {"image": torch.rand(n, 3, h, w), "mask": torch.randint(0, k, (n, h, w))}

@@ -4,7 +4,7 @@ import torchvision.models as tvm
 
 from kd.errors import UserInputError
 from kd.models.backbones import backbone_stages, list_backbones, resnet_stages, stage_channels
-from kd.models.pspnet import PSP_BACKBONES, PSPHead, pspnet, pspnet_resnet101
+from kd.models.pspnet import PSP_BACKBONES, PSPModule, pspnet, pspnet_resnet101
 
 
 def n_params(modules) -> int:
@@ -72,11 +72,12 @@ def test_dilated_resnet_has_output_stride_8(name):
     assert x.shape[-2:] == (8, 12)
 
 
-def test_pspnet_defaults_dilate_only_the_teachers():
-    assert pspnet("resnet18", 3).features(torch.rand(1, 3, 64, 64), "layer4").shape[-1] == 2
+def test_pspnet_resnets_are_dilated_by_default_as_the_ifvd_references():
+    assert pspnet("resnet18", 3).features(torch.rand(1, 3, 64, 64), "layer4").shape[-1] == 8
+    assert pspnet("resnet18", 3, dilated=False).features(torch.rand(1, 3, 64, 64), "layer4").shape[-1] == 2
     teacher = pspnet_resnet101(19)
     assert teacher.name == "pspnet_resnet101"
-    assert teacher.split_points == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert teacher.split_points == ["stem", "layer1", "layer2", "layer3", "layer4", "psp"]
     with torch.no_grad():
         assert teacher.eval().features(torch.rand(1, 3, 64, 64), "layer4").shape[-2:] == (8, 8)
 
@@ -99,7 +100,7 @@ def test_pspnet_on_a_generic_features_backbone():
         assert model(torch.rand(1, 3, 64, 96)).shape == (1, 3, 64, 96)
 
 
-def test_psp_head_on_2x2_feature_map_in_train_mode_with_batch_1():
-    head = PSPHead(16, num_classes=3).train()
-    assert head(torch.rand(1, 16, 2, 2)).shape == (1, 3, 2, 2)
-    assert head.eval()(torch.rand(2, 16, 2, 2)).shape == (2, 3, 2, 2)
+def test_psp_module_on_2x2_feature_map_in_train_mode_with_batch_1():
+    psp = PSPModule(16).train()
+    assert psp(torch.rand(1, 16, 2, 2)).shape == (1, 4, 2, 2)
+    assert psp.eval()(torch.rand(2, 16, 2, 2)).shape == (2, 4, 2, 2)

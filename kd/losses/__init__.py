@@ -9,8 +9,9 @@ name      | class              | per-element formula (p = softmax)          | di
 "skd"     | PairwiseSimilarity | (S_s - S_t)^2, S = cos of pooled positions | N P P
 "cwd"     | ChannelWise        | T^2 p_t log(p_t/p_s), over positions, z/T  | N C
 "adv"     | Adversarial        | -D(image, p_s) at 1/8 size; WGAN-GP critic | N (D averages over positions)
+"dsn"     | DeepSupervision    | -log p_aux[y], aux head's logits upsampled | labelled pixels
 
-Each term returns a float32 scalar; "ce" and "ifv" give 0 (not NaN) when no pixel is labelled.
+Each term returns a float32 scalar; "ce", "dsn" and "ifv" give 0 (not NaN) when no pixel is labelled.
 A new term is one module: a LossTerm subclass decorated with `@register_term("name")`.
 
     from kd.losses import build_term, WeightedSum
@@ -35,6 +36,7 @@ from kd.losses.ifv import IFV, ifv_loss, ifv_map
 from kd.losses.skd import PairwiseSimilarity, pairwise_similarity
 from kd.losses.adversarial import Adversarial, Discriminator, gradient_penalty
 from kd.losses.cwd import ChannelWise, channel_wise
+from kd.losses.dsn import DeepSupervision
 
 # isort: on
 from kd.losses.weighted import WeightedSum
@@ -62,6 +64,7 @@ __all__ = [
     "Adversarial",
     "ChannelWise",
     "CrossEntropy",
+    "DeepSupervision",
     "Discriminator",
     "FeatureMSE",
     "LossTerm",

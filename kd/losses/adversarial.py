@@ -56,6 +56,57 @@ class Discriminator(nn.Module):
         return self.net(x).float().mean(dim=(1, 2, 3))
 
 
+class SelfAttention(nn.Module):
+    """SAGAN's self-attention (Zhang et al. 2019), as IFVD's critic uses it: x + gamma * attention(x),
+    gamma starting at 0 so the critic begins as a plain conv net."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.query = nn.Conv2d(channels, channels // 8, 1)
+        self.key = nn.Conv2d(channels, channels // 8, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        query = self.query(x).flatten(2).transpose(1, 2)  # [N, hw, c/8]
+        attention = torch.softmax(query @ self.key(x).flatten(2), dim=-1)  # [N, hw, hw]
+        out = (self.value(x).flatten(2) @ attention.transpose(1, 2)).view(n, c, h, w)
+        return self.gamma * out + x
+
+
+class LogitCritic(nn.Module):
+    """IFVD's official critic (networks/sagan_models.py): it sees the logits alone, BatchNorm'd
+    (preprocess mode 1), through four spectrally normalised 4x4 stride-2 convs with LeakyReLU 0.1
+    and self-attention after the third and fourth, then a 4x4 conv to one score per position.
+
+    The official critic is built for 65x65 maps (512x512 crops at output stride 8); a smaller map
+    is upsampled to a shortest side of 65 so that every input meets the same network.
+    """
+
+    side = 65
+
+    def __init__(self, num_classes: int, width: int = 64):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        layers, channels = [nn.BatchNorm2d(num_classes)], num_classes
+        for index, out in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            layers += [sn(nn.Conv2d(channels, out, 4, stride=2, padding=1)), nn.LeakyReLU(0.1)]
+            if index >= 2:
+                layers.append(SelfAttention(out))
+            channels = out
+        layers.append(nn.Conv2d(channels, 1, 4))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        size = logits.shape[-2:]
+        if min(size) < self.side:
+            scale = self.side / min(size)
+            grown = (max(self.side, round(size[0] * scale)), max(self.side, round(size[1] * scale)))
+            logits = F.interpolate(logits, size=grown, mode="bilinear", align_corners=False)
+        return self.net(logits.float()).mean(dim=(1, 2, 3))
+
+
 def gradient_penalty(
     discriminator: nn.Module, image: torch.Tensor, real: torch.Tensor, fake: torch.Tensor
 ) -> torch.Tensor:

@@ -1,11 +1,16 @@
 """Pixel-wise KD (Hinton et al., applied per pixel): KL(p_t || p_s) of the softened class distributions.
 
     p = softmax(z / T) over the classes
-    L = T^2 sum_{n,h,w} sum_k p_t (log p_t - log p_s) / (N H W)
+    reduction "pixel":   L = T^2 sum_{n,h,w} sum_k p_t (log p_t - log p_s) / (N H W)
+    reduction "element": L = T^2 sum_{n,h,w} sum_k p_t (log p_t - log p_s) / (N K H W)
+
+"pixel" is the papers' equation (IFVD and SKD: the KL of each pixel, averaged over pixels).
+"element" is what their official code computes: `nn.KLDivLoss()` with its default mean over
+every element, N*K*H*W, so the same lambda_kd weighs KD K times less (19x on Cityscapes, 11x on
+CamVid-11). The published numbers came from the code.
 
 Every pixel counts, ignored and unlabelled ones too (the teacher has an output everywhere).
-Divided by N H W, so the scale does not grow with batch size or image size; T^2 keeps the
-gradients' scale comparable across temperatures.
+T^2 keeps the gradients' scale comparable across temperatures.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kd.errors import UserInputError
 from kd.losses.base import LossTerm, check_positive, float32, register_term
+
+REDUCTIONS = ("pixel", "element")
 
 
 @float32
 def pixel_kd(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    reduction: str = "pixel",
 ) -> torch.Tensor:
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
@@ -29,7 +40,8 @@ def pixel_kd(
     log_ps = F.log_softmax(student_logits.float() / t, dim=1)
     log_pt = F.log_softmax(teacher_logits.float() / t, dim=1)
     per_pixel = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
-    return t * t * per_pixel.mean()
+    classes = student_logits.shape[1] if reduction == "element" else 1
+    return t * t * per_pixel.mean() / classes
 
 
 @register_term("kd")
@@ -38,10 +50,15 @@ class PixelKD(LossTerm):
 
     teacher_needs = ("logits",)
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, temperature: float = 1.0, reduction: str = "pixel"):
         super().__init__()
         check_positive("kd", temperature=temperature)
-        self.temperature = temperature
+        if reduction not in REDUCTIONS:
+            raise UserInputError(
+                f"loss term 'kd': reduction must be one of {', '.join(REDUCTIONS)} "
+                f"(pixel: the papers' per-pixel KL; element: their code's KLDivLoss mean), got {reduction!r}"
+            )
+        self.temperature, self.reduction = temperature, reduction
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
-        return pixel_kd(student["logits"], teacher["logits"].detach(), self.temperature)
+        return pixel_kd(student["logits"], teacher["logits"].detach(), self.temperature, self.reduction)

@@ -57,15 +57,15 @@ class _ScaledResNet(ResNet):
 
 
 def _dilate_basic_layer(layer: nn.Sequential, dilation: int) -> None:
-    """Replace a BasicBlock layer's stride 2 by dilation, as torchvision does for Bottleneck.
+    """Replace a BasicBlock layer's stride 2 by dilation, which torchvision refuses for BasicBlock.
 
-    torchvision refuses dilation for BasicBlock; the conventions copied here are its
-    Bottleneck ones: the first block keeps the previous dilation, the others use the new one.
+    As the IFVD reference code dilates its ResNet-18 students: every conv of the layer, the
+    first block's too, at the full dilation. (torchvision's Bottleneck, used as it is for
+    ResNet-50/101, keeps the previous dilation in a layer's first block.)
     """
-    for index, block in enumerate(layer):
-        d = dilation // 2 if index == 0 else dilation
+    for block in layer:
         for conv in (block.conv1, block.conv2):
-            conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
+            conv.stride, conv.dilation, conv.padding = (1, 1), (dilation, dilation), (dilation, dilation)
         if block.downsample is not None:
             block.downsample[0].stride = (1, 1)
 

@@ -1,10 +1,26 @@
-"""PSPNet (Zhao et al. 2017): a backbone's stages followed by a pyramid pooling head.
+"""PSPNet (Zhao et al. 2017): a backbone's stages, the pyramid pooling module, then a classifier.
 
-The IFVD teacher is PSPNet-ResNet101 with output stride 8 (`pspnet_resnet101`); the
-students are PSPNets on small backbones (`pspnet("resnet18", 19)` and friends).
+The IFVD teacher is PSPNet-ResNet101 (`pspnet_resnet101`); the students are PSPNets on small
+backbones (`pspnet("resnet18", 19)` and friends). They follow the IFVD reference code
+(YukangWang/IFVD, networks/pspnet.py):
+
+- ResNets are dilated to output stride 8, the students too. The references distil at 1/8:
+  at 180x240 a stride-32 student gives a 6x8 map, on which SKD's pairwise term (patches of
+  half the map) sees 4 nodes. `pspnet(..., dilated=False)` keeps stride 32, registered as
+  `pspnet_resnet18_os32` and `pspnet_resnet18_half_os32`.
+- The pyramid pooling module with its 3x3 bottleneck is the last stage, split point "psp" (the
+  reference's `x_feat_after_psp`, what IFV and SKD distil); the head is dropout + 1x1
+  classifier. Checkpoints saved before this layout keep the PSP weights under `head.branches`
+  and `head.bottleneck`; they are now `stages.psp.branches` and `stages.psp.bottleneck`
+  (`head.classifier` is unchanged).
+- ResNets carry the reference's auxiliary (DSN) head on layer3: 3x3 conv to half of layer3's
+  channels, BN, ReLU, dropout 0.1, 1x1 conv to the classes. forward() never runs it;
+  `forward_parts(..., want=("aux_logits",))` does, for the "dsn" loss term.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -26,25 +42,23 @@ PSP_BACKBONES = [
     "mobilenet_v3_large",
     "mobilenet_v3_small",
 ]
-# The teachers follow the PSPNet paper (output stride 8); the students keep their stride
-# 32, which is what makes them cheap.
-_DILATED_BY_DEFAULT = ("resnet50", "resnet101", "resnet152")
+AUX_POINT = "layer3"
 
 
-class PSPHead(nn.Module):
-    """Pyramid pooling module, then 3x3 conv + BN + ReLU, dropout 0.1 and a 1x1 classifier.
+class PSPModule(nn.Module):
+    """Pyramid pooling module, then 3x3 conv + BN + ReLU: the split point "psp".
 
     Each bin branch pools the input to bin x bin, reduces it to in_channels / len(bins)
     channels with a 1x1 conv and is upsampled back; the branches are concatenated with the
-    input. `channels` (default in_channels // 4, 512 for ResNet-50/101 as in the paper) is
-    the width of the 3x3 conv. Works for any feature map size: adaptive pooling to a bin
-    larger than the map just repeats values.
+    input. `channels` (default in_channels // 4: 512 for ResNet-50/101 as in the paper, 128
+    for ResNet-18 as in IFVD) is the width of the 3x3 conv. Works for any feature map size:
+    adaptive pooling to a bin larger than the map just repeats values.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, bins=(1, 2, 3, 6), channels: int | None = None):
+    def __init__(self, in_channels: int, bins=(1, 2, 3, 6), channels: int | None = None):
         super().__init__()
         branch_channels = max(1, in_channels // len(bins))
-        channels = channels or max(1, in_channels // 4)
+        self.channels = channels or max(1, in_channels // 4)
         # No BatchNorm in the bin branches: the 1x1 bin has one value per channel and
         # image, so with batch size 1 in training mode BatchNorm has nothing to normalise
         # over and raises ("Expected more than 1 value per channel"). A biased conv + ReLU
@@ -56,26 +70,45 @@ class PSPHead(nn.Module):
             for bin in bins
         )
         self.bottleneck = nn.Sequential(
-            nn.Conv2d(in_channels + len(bins) * branch_channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
+            nn.Conv2d(in_channels + len(bins) * branch_channels, self.channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(self.channels),
             nn.ReLU(inplace=True),
         )
-        self.dropout = nn.Dropout2d(0.1)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         pyramid = [x] + [
             F.interpolate(b(x), size=size, mode="bilinear", align_corners=False) for b in self.branches
         ]
-        return self.classifier(self.dropout(self.bottleneck(torch.cat(pyramid, dim=1))))
+        return self.bottleneck(torch.cat(pyramid, dim=1))
 
 
-def pspnet(backbone: str, num_classes: int, dilated: bool | None = None) -> Segmenter:
-    """PSPNet on `backbone` (PSP_BACKBONES or any list_backbones() name); split points are its stages.
+def classifier(channels: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        OrderedDict(dropout=nn.Dropout2d(0.1), classifier=nn.Conv2d(channels, num_classes, 1))
+    )
 
-    dilated (ResNets only) defaults to True for resnet50/resnet101 (output stride 8) and
-    False for the small students (output stride 32).
+
+def dsn_head(in_channels: int, num_classes: int) -> nn.Sequential:
+    """The reference's auxiliary head (1024 -> 512 on ResNet-101, 256 -> 128 on ResNet-18)."""
+    channels = max(1, in_channels // 2)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=1),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(0.1),
+        nn.Conv2d(channels, num_classes, 1),
+    )
+
+
+def pspnet(
+    backbone: str, num_classes: int, dilated: bool | None = None, aux: bool | None = None
+) -> Segmenter:
+    """PSPNet on `backbone` (PSP_BACKBONES or any list_backbones() name).
+
+    Split points: the backbone's stages, then "psp". dilated (ResNets only, default True)
+    gives output stride 8, False stride 32. aux (ResNets only, default True) adds the DSN
+    head on layer3.
     """
     if backbone not in list_backbones():
         raise UserInputError(
@@ -83,21 +116,34 @@ def pspnet(backbone: str, num_classes: int, dilated: bool | None = None) -> Segm
         )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    default = backbone in _DILATED_BY_DEFAULT
-    dilated = default if dilated is None else dilated
     is_resnet = backbone.startswith("resnet")
-    if dilated and not is_resnet:
-        raise UserInputError(
-            "dilated=True is only implemented for ResNet backbones; "
-            f"use dilated=False (or None) for {backbone!r}."
-        )
+    for option, value in (("dilated", dilated), ("aux", aux)):
+        if value and not is_resnet:
+            raise UserInputError(
+                f"{option}=True is only implemented for ResNet backbones; "
+                f"use {option}=False (or None) for {backbone!r}."
+            )
+    dilated = is_resnet if dilated is None else dilated
+    aux = is_resnet if aux is None else aux
     stages = backbone_stages(backbone, dilated=dilated) if is_resnet else backbone_stages(backbone)
-    in_channels = list(stage_channels(stages).values())[-1]
+    channels = stage_channels(stages)
+    stages["psp"] = PSPModule(list(channels.values())[-1])
+    head = classifier(stages["psp"].channels, num_classes)
+    # Built last, so that the other modules draw the same initial weights with or without it.
+    aux_head = dsn_head(channels[AUX_POINT], num_classes) if aux else None
     # The name tells a non-default output stride apart, so checkpoints and logs don't collide.
-    name = f"pspnet_{backbone}" + ("" if dilated == default else ("_dilated" if dilated else "_undilated"))
-    return Segmenter(stages, PSPHead(in_channels, num_classes), num_classes, name=name)
+    name = f"pspnet_{backbone}" + ("_os32" if is_resnet and not dilated else "")
+    return Segmenter(
+        stages,
+        head,
+        num_classes,
+        name=name,
+        aux_head=aux_head,
+        aux_point=AUX_POINT if aux else None,
+        head_stages=("psp",),
+    )
 
 
 def pspnet_resnet101(num_classes: int) -> Segmenter:
-    """The IFVD teacher: PSPNet on a dilated ResNet-101 (output stride 8)."""
+    """The IFVD teacher: PSPNet on a dilated ResNet-101 (output stride 8), DSN head on layer3."""
     return pspnet("resnet101", num_classes)

@@ -29,8 +29,11 @@ TEACHERS: dict[str, Callable[..., Segmenter]] = {
     "pspnet_resnet101": pspnet_resnet101,  # the IFVD teacher
 }
 STUDENTS: dict[str, Callable[..., Segmenter]] = {
+    # Output stride 8, as the IFVD/SKD/CWD references distil; the _os32 ones are undilated.
     "pspnet_resnet18": lambda num_classes: pspnet("resnet18", num_classes),
     "pspnet_resnet18_half": lambda num_classes: pspnet("resnet18_half", num_classes),
+    "pspnet_resnet18_os32": lambda num_classes: pspnet("resnet18", num_classes, dilated=False),
+    "pspnet_resnet18_half_os32": lambda num_classes: pspnet("resnet18_half", num_classes, dilated=False),
     "pspnet_efficientnet_b0": lambda num_classes: pspnet("efficientnet_b0", num_classes),
     "pspnet_efficientnet_b1": lambda num_classes: pspnet("efficientnet_b1", num_classes),
     "pspnet_mobilenet_v3": lambda num_classes: pspnet("mobilenet_v3_large", num_classes),

@@ -7,7 +7,9 @@ and the teacher head (the remaining stages plus the head). Both share the model'
 (no copies, no rewiring), so `tail(amg(x), x.shape[-2:]) == model(x)`.
 
 Intermediate features for distillation losses are taken with forward hooks on named
-modules (`FeatureTap`), not by changing forward().
+modules (`FeatureTap`), not by changing forward(). An optional `aux_head` on the output of
+stage `aux_point` (PSPNet's deep supervision) is trained through `forward_parts` only; forward()
+and the split never run it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ class Tail(nn.Module):
 
 
 class Segmenter(nn.Module):
-    """`input_mean`/`input_std` (0..1 pixel units) are the normalisation the weights expect."""
+    """`input_mean`/`input_std` (0..1 pixel units) are the normalisation the weights expect;
+    `aux_head`, if any, reads the output of stage `aux_point` (forward_parts' "aux_logits").
+    `head_stages` name stages that belong to the head although they are split points (PSPNet's
+    "psp"): they start untrained, so training "the head only" trains them too."""
 
     def __init__(
         self,
@@ -54,6 +59,9 @@ class Segmenter(nn.Module):
         name: str = "segmenter",
         input_mean: tuple[float, float, float] = IMAGENET_MEAN,
         input_std: tuple[float, float, float] = IMAGENET_STD,
+        aux_head: nn.Module | None = None,
+        aux_point: str | None = None,
+        head_stages: tuple[str, ...] = (),
     ):
         super().__init__()
         self.stages = nn.ModuleDict(stages)
@@ -61,6 +69,13 @@ class Segmenter(nn.Module):
         self.num_classes = num_classes
         self.name = name
         self.input_mean, self.input_std = tuple(input_mean), tuple(input_std)
+        if (aux_head is None) != (aux_point is None) or (aux_point is not None and aux_point not in stages):
+            raise ValueError(f"aux_head needs aux_point, one of the stages {list(stages)}; got {aux_point!r}")
+        self.aux_head, self.aux_point = aux_head, aux_point
+        unknown = set(head_stages) - set(stages)
+        if unknown:
+            raise ValueError(f"head_stages {sorted(unknown)} are not stages of {list(stages)}")
+        self.head_stages = tuple(head_stages)
 
     @property
     def split_points(self) -> list[str]:
@@ -104,24 +119,36 @@ class Segmenter(nn.Module):
         return (images - mean) / std
 
     def forward_parts(self, x: torch.Tensor, point: str | None = None, want=("features", "logits")) -> dict:
-        """The outputs distillation needs from one pass: `features` at `point` and/or `logits`.
+        """The outputs distillation needs from one pass: `features` at `point`, `logits`,
+        `aux_logits` (the aux head's, on stage `aux_point`).
 
-        `logits` are the head's output before upsampling to the input size (cheaper to
+        Both logits are the heads' output before upsampling to the input size (cheaper to
         store for a teacher cache; callers upsample). With `logits` not wanted the pass
-        stops at `point`, so a feature loss never pays for the rest of the network.
+        stops at the last stage wanted, so a feature loss never pays for the rest of the network.
         """
         want = set(want)
-        if not want <= {"features", "logits"}:
-            raise ValueError(f"forward_parts gives 'features' and 'logits', asked for {sorted(want)}")
+        if not want <= {"features", "logits", "aux_logits"}:
+            raise ValueError(
+                f"forward_parts gives 'features', 'logits' and 'aux_logits', asked for {sorted(want)}"
+            )
+        if "aux_logits" in want and self.aux_point is None:
+            raise UserInputError(
+                f"{self.name} has no auxiliary head on a stage: it cannot give 'aux_logits'."
+            )
         point = self.check_split_point(point) if point is not None else self.split_points[-1]
+        names = self.split_points
+        last = point
+        if "aux_logits" in want and names.index(self.aux_point) > names.index(point):
+            last = self.aux_point
         outputs = {}
         for name, stage in self.stages.items():
             x = stage(x)
-            if name == point:
-                if "features" in want:
-                    outputs["features"] = x
-                if "logits" not in want:
-                    return outputs
+            if name == point and "features" in want:
+                outputs["features"] = x
+            if name == self.aux_point and "aux_logits" in want:
+                outputs["aux_logits"] = self.aux_head(x)
+            if name == last and "logits" not in want:
+                return outputs
         outputs["logits"] = self.head(x)
         return outputs
 

@@ -170,12 +170,15 @@ def _train(model: Segmenter, dataset, settings: TeacherTraining, transform, devi
         drop_last=len(data) > settings.batch_size,
     )
     model.to(device)
-    frozen = model.stages if settings.trainable == "head" else None
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    if frozen is not None:
-        for parameter in frozen.parameters():
-            parameter.requires_grad_(False)
+    model.requires_grad_(True)
+    # "head": the pretrained backbone stays as it is; stages that belong to the head train
+    frozen = (
+        [stage for name, stage in model.stages.items() if name not in model.head_stages]
+        if settings.trainable == "head"
+        else []
+    )
+    for stage in frozen:
+        stage.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         trainable, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
@@ -188,8 +191,8 @@ def _train(model: Segmenter, dataset, settings: TeacherTraining, transform, devi
     for epoch in range(settings.epochs):
         data.set_epoch(epoch)
         model.train()
-        if frozen is not None:
-            frozen.eval()  # a frozen backbone keeps its BatchNorm statistics too
+        for stage in frozen:
+            stage.eval()  # a frozen backbone keeps its BatchNorm statistics too
         start, losses = time.perf_counter(), []
         for batch in loader:
             images, masks = batch["image"].to(device), batch["mask"].to(device)
