@@ -38,7 +38,7 @@ from kd.io import atomic_write, content_key
 from kd.losses import TERMS, WeightedSum, build_term
 from kd.methods import DEFAULT_CRITIC, Optimizer, Recipe, Stage
 from kd.metrics import THETA, ConfusionMeter, count_parameters, per_image_miou, robustness
-from kd.models.segmenter import Segmenter, upsample
+from kd.models.segmenter import Segmenter
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "engine.pt"
@@ -442,27 +442,29 @@ class Engine:
                     self.teacher.normalize(images), self.teacher_point, want=needs
                 )
             self.teacher_forwards += len(images)
-        parts = {name: value.float() for name, value in parts.items()}
-        if "logits" in parts:
-            parts["logits"] = upsample(parts["logits"], images.shape[-2:])
-        return parts
+        return {name: value.float() for name, value in parts.items()}
 
     def _step(
-        self, stage: Stage, losses: WeightedSum, optimizer, critic, batch: dict, lr_factor: float, where: str
+        self, stage: Stage, losses: WeightedSum, optimizer, critic, batch: dict, done: float, where: str
     ):
+        """One optimiser step (and one critic step) at `done`, the share of the stage behind us:
+        each optimiser's lr is its initial lr x (1 - done) ** its own poly_power."""
         images = batch["image"].to(self.device, non_blocking=True)
         masks = batch["mask"].to(self.device, non_blocking=True)
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * lr_factor
+        schedules = [(optimizer, stage.optimizer.poly_power)]
+        if critic is not None:
+            schedules.append((critic, (stage.critic or DEFAULT_CRITIC).poly_power))
+        for torch_optimizer, power in schedules:
+            for group in torch_optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * (1 - done) ** power
         teacher = self._teacher(batch, images, losses.teacher_needs)
         with self._autocast():
             student = self.student.forward_parts(
                 self.student.normalize(images), self.student_point, want=losses.student_needs
             )
-        # Loss terms, adapters and critics run in float32, outside autocast.
+        # Loss terms, adapters and critics run in float32, outside autocast; WeightedSum upsamples
+        # the logits for the terms that compare them at the input size.
         student = {name: value.float() for name, value in student.items()}
-        if "logits" in student:
-            student["logits"] = upsample(student["logits"], images.shape[-2:])
         inputs = {"image": images, "mask": masks}
         total, values = losses(student, teacher, inputs, where=where)
         optimizer.zero_grad(set_to_none=True)
@@ -470,9 +472,7 @@ class Engine:
         optimizer.step()
         if critic is not None:
             detached = {name: value.detach() for name, value in student.items()}
-            critic_loss = sum(
-                term.critic_loss(detached, teacher, inputs) for term in losses.critic_terms().values()
-            )
+            critic_loss = losses.critic_loss(detached, teacher, inputs)
             if not torch.isfinite(critic_loss):
                 raise NonFiniteLossError(term="adv (critic)", value=float(critic_loss), where=where)
             critic.zero_grad(set_to_none=True)
@@ -623,7 +623,7 @@ class Engine:
                 optimizer.load_state_dict(state["optimizer"])
                 if critic is not None:
                     critic.load_state_dict(state["critic"])
-            for group in optimizer.param_groups:
+            for group in optimizer.param_groups + (critic.param_groups if critic is not None else []):
                 group.setdefault("initial_lr", group["lr"])
             plateau = Plateau(stage, [row["loss"] for row in self.history if row["stage_index"] == index])
             for epoch in range(start_epoch, stage.epochs):
@@ -643,7 +643,7 @@ class Engine:
                         optimizer,
                         critic,
                         batch,
-                        (1 - done) ** stage.optimizer.poly_power,
+                        done,
                         where,
                     )
                     for name, value in values.items():

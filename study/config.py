@@ -6,8 +6,9 @@ before Ray starts. The resolved configuration is saved in the run directory as
 `config.json`, so `--resume` and the report know exactly what ran.
 
 A study file holds the same keys as `StudyConfig`, plus `[space.<method>]` tables (fixed
-values, ranges or choices for that method's search space, see search_spaces) and a
-`[students]` table (the student per method):
+values, ranges or choices for that method's search space, see search_spaces), a
+`[students]` table (the student per method) and a `[student_weights]` table (a backbone
+weights file per method):
 
     name = "esd-r"
     methods = ["sd", "esd"]
@@ -18,6 +19,8 @@ values, ranges or choices for that method's search space, see search_spaces) and
     r = [0.0, 5.0]
     [students]
     ifvd = "pspnet_resnet18"
+    [student_weights]
+    ifvd = "resnet18_imagenet.pth"
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class StudyConfig:
     )
     teacher_epochs: int = 3
     students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
+    # method -> a weights file loaded into its student's backbone before training (say, torchvision's
+    # ImageNet ResNet-18, saved where there is internet: README); nothing is downloaded
+    student_weights: dict[str, str] = field(default_factory=dict)
     # training
     # Each method's epochs in all, its stages sharing them in the recipe's proportions, so that
     # methods get the same number of optimiser steps (None: the recipes' own, 100 for every one)
@@ -218,20 +224,27 @@ def resolve(
     return StudyConfig(**absolute_paths(values))
 
 
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def absolute_paths(values: dict) -> dict:
-    """The data folders and the teacher checkpoint as absolute paths: Ray runs each trial in a
-    folder of its own, where a path relative to the launching shell names nothing (and a resumed
-    study may be launched from elsewhere). Paths that are not strings are left to validation."""
+    """The data folders, the teacher checkpoint and the student weights as absolute paths: Ray runs
+    each trial in a folder of its own, where a path relative to the launching shell names nothing
+    (and a resumed study may be launched from elsewhere). Paths that are not strings are left to
+    validation."""
     data, checkpoint = values.get("data"), values.get("teacher_checkpoint")
+    weights = values.get("student_weights")
     if isinstance(data, str) and ":" in data:
         kind, _, location = data.partition(":")
         if location.strip():
-            located = ",".join(
-                os.path.abspath(os.path.expanduser(p)) if p else p for p in location.split(",")
-            )
+            located = ",".join(_absolute(p) if p else p for p in location.split(","))
             values = {**values, "data": f"{kind}:{located}"}
     if isinstance(checkpoint, str) and checkpoint:
-        values = {**values, "teacher_checkpoint": os.path.abspath(os.path.expanduser(checkpoint))}
+        values = {**values, "teacher_checkpoint": _absolute(checkpoint)}
+    if isinstance(weights, dict):
+        absolute = {m: _absolute(p) if isinstance(p, str) and p else p for m, p in weights.items()}
+        values = {**values, "student_weights": absolute}
     return values
 
 
@@ -323,7 +336,27 @@ def problems(config: StudyConfig) -> list[str]:
             found.append(
                 f"[students] {method} = {student!r} is not a known student ({', '.join(STUDENTS)}, sd, ct)"
             )
+    found += _weights_problems(config, RECIPES)
     return found + _resource_problems(config)
+
+
+def _weights_problems(config: StudyConfig, recipes) -> list[str]:
+    if not isinstance(config.student_weights, dict):
+        return [
+            "student_weights must be a table of method = weights file, e.g. "
+            f'[student_weights] ifvd = "resnet18_imagenet.pth"; got {config.student_weights!r}'
+        ]
+    found = []
+    for method, path in config.student_weights.items():
+        if method not in recipes:
+            found.append(f"[student_weights] names unknown method {method!r}")
+        if not isinstance(path, str) or not Path(path).is_file():
+            found.append(
+                f"[student_weights] {method} = {path!r}: no such file; give the path of a backbone's "
+                "weights saved with torch.save(...state_dict(), PATH) (README: A study file), or remove "
+                "the entry to train that student from scratch"
+            )
+    return found
 
 
 def import_plugins(config: StudyConfig) -> list[str]:

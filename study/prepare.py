@@ -2,13 +2,15 @@
 
 The datasets (every file decoded once, so a corrupt one stops the study before Ray starts), the
 teacher (loaded from a checkpoint or its head trained on the source images, content-hashed and
-reused across studies), the validation samples the report draws, the teacher-output caches of
+reused across studies), a check that every `student_weights` file fits its student, the
+validation samples the report draws, the teacher-output caches of
 every (method, split point) the study may pick, and the teacher's own scores. Trials get the
 teacher's weights through Ray's object store and find the caches filled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -20,9 +22,12 @@ import torch.nn.functional as F
 
 from kd.data import PairedTransform
 from kd.engine import Engine, RunData, RunSettings, evaluate
+from kd.errors import UserInputError
 from kd.methods import build_recipe
+from kd.methods.recipes import AUGMENTATIONS
 from kd.metrics import count_flops, count_parameters
 from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
+from kd.models.checkpoints import load_backbone_weights
 from kd.models.registry import SPLIT_STUDENTS
 from kd.models.teacher_training import TeacherTraining
 from study.config import StudyConfig
@@ -66,19 +71,36 @@ def eval_transform(config: StudyConfig) -> PairedTransform:
     return PairedTransform(resize=_resize(config), normalize=False)
 
 
+def train_transform(config: StudyConfig, recipe) -> PairedTransform:
+    """How `recipe` sees its training images: resized to the study's size, then its augmentation
+    family's random steps (kd.methods.recipes.AUGMENTATIONS). The crop is the study's `crop`; a
+    family with a random scale crops to `image_size` when `crop` is unset, so every view has one
+    size. `hflip = false` turns every family's flip off."""
+    augmentation = AUGMENTATIONS[recipe.augmentation]
+    crop = augmentation.crop or config.crop or (config.image_size if augmentation.scale else None)
+    augmentation = dataclasses.replace(
+        augmentation, crop=tuple(crop) if crop else None, hflip=augmentation.hflip and config.hflip
+    )
+    return PairedTransform.from_augmentation(augmentation, resize=_resize(config), normalize=False)
+
+
 def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
-    """The study's datasets and transforms (each model normalises its own copy)."""
-    crop = tuple(config.crop) if config.crop else None
+    """The study's datasets and eval transform (each model normalises its own copy). Methods train
+    with their own augmentation, so the train transform here is the eval one until recipe_data
+    gives a recipe its own."""
     roles = roles or open_roles(config, needed_roles(config))
     return RunData(
         target=roles["target"],
         val=roles["val"],
         proximity=roles.get("proximity"),
-        train_transform=PairedTransform(
-            resize=_resize(config), crop=crop, hflip=config.hflip, normalize=False
-        ),
+        train_transform=eval_transform(config),
         eval_transform=eval_transform(config),
     )
+
+
+def recipe_data(config: StudyConfig, data: RunData, recipe) -> RunData:
+    """`data` with `recipe`'s train transform."""
+    return dataclasses.replace(data, train_transform=train_transform(config, recipe))
 
 
 def verify_data(data: RunData, say=print) -> None:
@@ -119,20 +141,41 @@ def prepare_teacher(config: StudyConfig, num_classes: int, say=print, source=Non
     return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
 
 
-def student_for(config: StudyConfig, choice: TrialChoice, recipe, teacher, num_classes: int):
+def student_for(
+    config: StudyConfig, choice: TrialChoice, recipe, teacher, num_classes: int, load_weights: bool = False
+):
     """The student `choice` trains: the study's per-method student, else the recipe's; the SD
-    student's capacity comes from the choice's "student.<option>" overrides."""
+    student's capacity comes from the choice's "student.<option>" overrides. `load_weights`: the
+    study's `student_weights` for the method, if any, loaded into its backbone (callers that load a
+    trained student's weights afterwards leave it off)."""
     name = config.students.get(choice.method, recipe.student)
     if name in SPLIT_STUDENTS:
         options = choice.student_options if name == "sd" else {}
-        return build_student(
+        student = build_student(
             name,
             num_classes,
             teacher=teacher,
             split_point=choice.split_point or teacher.split_points[-1],
             **options,
         )
-    return build_student(name, num_classes)
+    else:
+        student = build_student(name, num_classes)
+    path = config.student_weights.get(choice.method)
+    if load_weights and path:
+        try:
+            load_backbone_weights(student, path)
+        except UserInputError as err:
+            raise UserInputError(f"[student_weights] {choice.method}: {err}") from None
+    return student
+
+
+def check_student_weights(config: StudyConfig, teacher, num_classes: int) -> None:
+    """Load every method's `student_weights` once: a file that does not fit its student stops the
+    study here, before any trial runs."""
+    for method in config.methods:
+        if method in config.student_weights:
+            recipe = recipe_for(config, method)
+            student_for(config, TrialChoice(method, {}), recipe, teacher, num_classes, load_weights=True)
 
 
 def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | None = None) -> RunSettings:
@@ -156,7 +199,14 @@ def fill_caches(
         if not recipe.needs_teacher:
             continue
         student = student_for(config, TrialChoice(method, {}, point), recipe, teacher, num_classes)
-        engine = Engine(recipe, student, teacher, data, settings_for(config, 0, "cpu"), progress=None)
+        engine = Engine(
+            recipe,
+            student,
+            teacher,
+            recipe_data(config, data, recipe),
+            settings_for(config, 0, "cpu"),
+            progress=None,
+        )
         for cache in engine.caches.values():
             if cache.key not in seen:
                 seen.add(cache.key)
@@ -238,6 +288,7 @@ def prepare(config: StudyConfig, space: StudySpace, run_dir: Path, say=print) ->
     teacher = teacher_shell(config, num_classes)
     teacher.load_state_dict(teacher_state)
     teacher.eval()
+    check_student_weights(config, teacher, num_classes)
     save_samples(data, run_dir / SAMPLES)
     fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say)
     scores = evaluate_teacher(config, teacher, data, run_dir)

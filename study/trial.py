@@ -25,7 +25,16 @@ from kd.engine import Engine, RunData, collate
 from kd.metrics import METRICS, count_flops
 from study.config import StudyConfig, import_plugins
 from study.contract import PREDICTIONS, TrialChoice, TrialReport
-from study.prepare import Shared, open_data, recipe_for, settings_for, student_for, teacher_shell, to_display
+from study.prepare import (
+    Shared,
+    open_data,
+    recipe_data,
+    recipe_for,
+    settings_for,
+    student_for,
+    teacher_shell,
+    to_display,
+)
 
 SCRATCH = "scratch"  # run_dir/scratch/<choice key>: engine checkpoints of trials in flight
 STUDENTS = "students"  # the trained students' weights, seed<k>.pt, handed to Ray as the trial's checkpoint
@@ -65,18 +74,18 @@ def run_trial(
 
 def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_epoch) -> TrialReport:
     device = "cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    data = _process_data(json.dumps(config.to_dict(), sort_keys=True))
     teacher = teacher_shell(config, shared.num_classes)
     teacher.load_state_dict(shared.teacher_state)
     teacher.to(device).eval()
     recipe = recipe_for(config, choice.method, choice.recipe_overrides)
+    data = recipe_data(config, _process_data(json.dumps(config.to_dict(), sort_keys=True)), recipe)
     # Files go straight to the run folder, named by the choice: a worker reused for several
     # trials keeps the first trial's Ray context, and Ray's trial folder is copied around.
     run_dir = Path(config.out).resolve() / config.name
     report, finals, stages = TrialReport(seeds=config.seeds), [], []
     for seed in range(config.seeds):
         torch.manual_seed(seed)
-        student = student_for(config, choice, recipe, teacher, shared.num_classes)
+        student = student_for(config, choice, recipe, teacher, shared.num_classes, load_weights=True)
         evaluate = "epoch" if on_epoch is not None and seed == 0 else None
         engine = Engine(
             recipe,

@@ -5,10 +5,14 @@ Built from torchvision.transforms.v2, which moves a tv_tensors.Mask with its ima
 generator, so each call runs under a generator seeded from (seed, index, view) and
 restored afterwards: the same view of an image is the same tensor every time, which lets a
 frozen teacher's output for that view be computed once and reused.
+
+An `Augmentation` names a transform's random steps as data; recipes name theirs (kd.methods:
+AUGMENTATIONS), so methods compared with one seed see the same views when they share one.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +32,38 @@ def view_seed(seed: int, index: int, view: int) -> int:
     )
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """The random steps of a training transform, in PairedTransform's order: `scale`, a (low, high)
+    range from which one factor is drawn uniformly to rescale image and mask; `crop`, a random
+    (height, width) window, the image padded with `fill` (uint8 RGB) and the mask with the ignore
+    value where it is smaller; `hflip`, a horizontal flip with probability 0.5."""
+
+    scale: tuple[float, float] | None = None
+    crop: tuple[int, int] | None = None
+    hflip: bool = False
+    fill: int | tuple[int, int, int] = 0
+
+
+class RandomScale(v2.Transform):
+    """Image and mask resized by one factor drawn uniformly from `scale` (the mask by nearest neighbour)."""
+
+    def __init__(self, scale: tuple[float, float]):
+        super().__init__()
+        self.scale = tuple(scale)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = next(
+            v2.functional.get_size(i) for i in flat_inputs if isinstance(i, tv_tensors.Image)
+        )
+        low, high = self.scale
+        factor = low + float(torch.rand(1)) * (high - low)
+        return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(v2.functional.resize, inpt, size=params["size"], antialias=True)
+
+
 class MaxPool2x(v2.Transform):
     """The SD paper's 2x max-pooling of the input; the mask takes the top-left label of each 2x2 window."""
 
@@ -43,10 +79,12 @@ class MaxPool2x(v2.Transform):
 
 
 class PairedTransform:
-    """Resize -> random crop -> horizontal flip -> float in [0, 1] -> 2x max-pool -> normalise.
+    """Resize -> random scale -> random crop -> horizontal flip -> float in [0, 1] -> 2x max-pool
+    -> normalise.
 
-    Every step is optional. `resize` and `crop` are (height, width). Crops larger than the
-    image pad it (image with 0, mask with the ignore value).
+    Every step is optional. `resize` and `crop` are (height, width); `scale`, `crop`, `hflip` and
+    `fill` are an Augmentation's (from_augmentation). Crops larger than the image pad it (image
+    with `fill`, mask with the ignore value).
     """
 
     def __init__(
@@ -59,13 +97,19 @@ class PairedTransform:
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         ignore_index: int = 255,
+        scale: tuple[float, float] | None = None,
+        fill: int | tuple[int, int, int] = 0,
     ):
+        if scale is not None and crop is None:
+            raise ValueError("a random scale needs a crop, so that every view of an image has one size")
         steps: list[v2.Transform] = []
         if resize is not None:
             steps.append(v2.Resize(tuple(resize), antialias=True))
+        if scale is not None:
+            steps.append(RandomScale(scale))
         if crop is not None:
-            fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
-            steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, fill=fill))
+            fills = {tv_tensors.Image: fill, tv_tensors.Mask: ignore_index}
+            steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, fill=fills))
         if hflip:
             steps.append(v2.RandomHorizontalFlip(p=0.5))
         steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
@@ -75,7 +119,15 @@ class PairedTransform:
             steps.append(v2.Normalize(mean=list(mean), std=list(std)))
         self.random = crop is not None or hflip
         self.normalizes = normalize
+        self.fill = fill
         self.pipeline = v2.Compose(steps)
+
+    @classmethod
+    def from_augmentation(
+        cls, augmentation: Augmentation, resize: tuple[int, int] | None = None, **options
+    ) -> PairedTransform:
+        """`augmentation`'s random steps after `resize`; `options` are the other arguments (normalize=...)."""
+        return cls(resize=resize, **asdict(augmentation), **options)
 
     def __call__(self, sample: dict, seed: int = 0, view: int = 0) -> dict:
         """Transform one sample dict (`image`, `mask`, `index`, ...) as view `view` of image `index`."""
@@ -88,7 +140,9 @@ class PairedTransform:
         return {**sample, "image": image, "mask": mask, "view": view}
 
     def __repr__(self) -> str:
-        return f"PairedTransform({self.pipeline})"
+        # The teacher cache keys on this text, and RandomCrop's repr leaves its fill out.
+        fill = f", fill={self.fill}" if self.fill != 0 else ""
+        return f"PairedTransform({self.pipeline}{fill})"
 
 
 class Augmented(torch.utils.data.Dataset):

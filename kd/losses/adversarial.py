@@ -8,10 +8,16 @@ Real pairs carry the teacher's softmax, fake ones the student's. Two losses, two
     student:  L = -mean D(x, p_s), this term's forward(): the papers' "- lambda_adv L_adv" written
               as a loss, so a positive weight makes the student fool the critic.
 
-D's score is averaged over positions, so neither loss grows with batch or image size. The
-critic judges maps average-pooled to `scale` (default 1/8) of the input size, as IFVD's
-critic judges the student's 1/8-resolution outputs: at full resolution it would cost more
-than a small student's own step.
+D's score is averaged over positions, so neither loss grows with batch or image size.
+
+Two critics, two readings:
+- critic "pairs" (the papers' text: SKD's holistic loss judges the segmentation map with the
+  image as its condition): `Discriminator` on concat(image, softmax), plain convs, the maps
+  average-pooled to `scale` (default 1/8) of the input size, as IFVD judges 1/8-resolution
+  outputs: at full resolution it would cost more than a small student's own step.
+- critic "logits" (IFVD's and SKD's code): `LogitCritic` on the logits alone at the head's
+  resolution (give `logits_at="output"`), BatchNorm'd, spectral norm and self-attention. The
+  code scales the critic's loss by lambda_d = 0.1 (`critic_weight`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import UserInputError
-from kd.losses.base import LossTerm, check_positive, register_term
+from kd.losses.base import LossTerm, check_logits_at, check_positive, register_term
 
 MIN_SIDE = 16  # four stride-2 convs (k=4, p=1) halve a side four times: 16 -> 1
 
@@ -117,6 +123,9 @@ def gradient_penalty(
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+CRITICS = {"pairs": Discriminator, "logits": LogitCritic}
+
+
 @register_term("adv")
 class Adversarial(LossTerm):
     """The student's (generator's) side of the holistic loss; the critic is trained via critic_loss()."""
@@ -124,9 +133,24 @@ class Adversarial(LossTerm):
     teacher_needs = ("logits",)
     has_critic = True
 
-    def __init__(self, gp_weight: float = 10.0, width: int = 64, scale: float = 0.125):
+    def __init__(
+        self,
+        gp_weight: float = 10.0,
+        width: int = 64,
+        scale: float = 0.125,
+        critic: str = "pairs",
+        critic_weight: float = 1.0,
+        logits_at: str = "input",
+    ):
         super().__init__()
-        check_positive("adv", width=width)
+        check_positive("adv", width=width, critic_weight=critic_weight)
+        if critic not in CRITICS:
+            raise UserInputError(
+                f"loss term 'adv': critic must be one of {', '.join(CRITICS)} (pairs: image + softmax, "
+                f"the papers' text; logits: the logits alone, their code), got {critic!r}"
+            )
+        self.critic, self.critic_weight = critic, float(critic_weight)
+        self.logits_at = check_logits_at("adv", logits_at)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
             raise UserInputError(
                 f"loss term 'adv': scale must be within (0, 1] (1 = full resolution), got {scale!r}"
@@ -149,10 +173,13 @@ class Adversarial(LossTerm):
         if (
             num_classes is not None and num_classes != self.num_classes
         ):  # binding again keeps a trained critic
-            self.discriminator, self.num_classes = Discriminator(num_classes, width=self.width), num_classes
+            self.discriminator, self.num_classes = (
+                CRITICS[self.critic](num_classes, width=self.width),
+                num_classes,
+            )
         return self
 
-    def _critic(self) -> Discriminator:
+    def _critic(self) -> nn.Module:
         if self.discriminator is None:
             raise RuntimeError(
                 "loss term 'adv' has no discriminator yet: call bind(num_classes=...) before "
@@ -169,9 +196,13 @@ class Adversarial(LossTerm):
         size = (max(1, math.ceil(x.shape[-2] * self.scale)), max(1, math.ceil(x.shape[-1] * self.scale)))
         return F.adaptive_avg_pool2d(x, size)
 
+    def _judged(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the critic sees of a segmentation: pooled probabilities, or the logits as they are."""
+        return self._pooled(F.softmax(logits.float(), dim=1)) if self.critic == "pairs" else logits.float()
+
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         critic = self._critic()
-        fake = self._pooled(F.softmax(student["logits"].float(), dim=1))
+        fake = self._judged(student["logits"])
         # The critic is not trained by the student's loss: keep its .grad untouched by this backward.
         critic.requires_grad_(False)
         try:
@@ -182,7 +213,9 @@ class Adversarial(LossTerm):
     def critic_loss(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         critic = self._critic()
         image = self._pooled(batch["image"].float())
-        fake = self._pooled(F.softmax(student["logits"].detach().float(), dim=1))
-        real = self._pooled(F.softmax(teacher["logits"].detach().float(), dim=1))
+        fake = self._judged(student["logits"].detach())
+        real = self._judged(teacher["logits"].detach())
         wasserstein = critic(image, fake).mean() - critic(image, real).mean()
-        return wasserstein + self.gp_weight * gradient_penalty(critic, image, real, fake)
+        return self.critic_weight * (
+            wasserstein + self.gp_weight * gradient_penalty(critic, image, real, fake)
+        )

@@ -3,9 +3,11 @@
     term = PixelKD(temperature=4.0).bind(num_classes=19)
     value = term(student, teacher, batch)      # a float32 scalar tensor
 
-- `student` / `teacher`: `"logits"` float [N,K,H,W], already upsampled to the input size (both
-  sides the same size); `"features"` float [N,C,h,w] at the distillation point (student and
-  teacher may differ in C and h,w).
+- `student` / `teacher`: `"logits"` float [N,K,H,W], upsampled to the input size (both sides the
+  same size), or, for a term whose `logits_at` is "output", at the resolution the teacher's head
+  gives them (IFVD's and SKD's code compare logits at 1/8; the student's are resized to the
+  teacher's if they differ); `"features"` float [N,C,h,w] at the distillation point (student and
+  teacher may differ in C and h,w); `"aux_logits"` the auxiliary head's, not upsampled.
 - `batch`: `"image"` float [N,3,H,W] in [0,1] (not normalised), `"mask"` int64 [N,H,W] with the
   ignore index (an unlabelled image's mask is all ignore index).
 """
@@ -28,8 +30,9 @@ TERMS: dict[str, type[LossTerm]] = {}  # filled by @register_term where each ter
 class LossTerm(nn.Module):
     """A loss term: `forward(student, teacher, batch) -> scalar`; shape-dependent parts made in bind()."""
 
-    student_needs: tuple[str, ...] = ("logits",)  # subset of {"logits", "features"}
+    student_needs: tuple[str, ...] = ("logits",)  # subset of {"logits", "features", "aux_logits"}
     teacher_needs: tuple[str, ...] = ()  # () = no teacher needed
+    logits_at: str = "input"  # or "output": the head's own resolution (see the module docstring)
     has_critic: bool = False  # True: the engine must also run critic steps (critic_loss, critic_parameters)
 
     def bind(
@@ -81,6 +84,18 @@ def float32(formula):
             return formula(*args, **kwargs)
 
     return wrapper
+
+
+LOGITS_AT = ("input", "output")
+
+
+def check_logits_at(term: str, value: str) -> str:
+    if value not in LOGITS_AT:
+        raise UserInputError(
+            f"loss term {term!r}: logits_at must be 'input' (upsampled to the image, the papers' "
+            f"equations) or 'output' (the head's resolution, as the official code), got {value!r}"
+        )
+    return value
 
 
 def check_positive(term: str, **values: float) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kd.losses.base import LossTerm, check_positive, float32, register_term
+from kd.losses.base import LossTerm, check_logits_at, check_positive, float32, register_term
 
 
 @float32
@@ -37,10 +37,10 @@ class ChannelWise(LossTerm):
 
     teacher_needs = ("logits",)
 
-    def __init__(self, temperature: float = 4.0):
+    def __init__(self, temperature: float = 4.0, logits_at: str = "input"):
         super().__init__()
         check_positive("cwd", temperature=temperature)
-        self.temperature = temperature
+        self.temperature, self.logits_at = temperature, check_logits_at("cwd", logits_at)
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         return channel_wise(student["logits"], teacher["logits"].detach(), self.temperature)

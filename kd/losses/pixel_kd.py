@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from kd.errors import UserInputError
-from kd.losses.base import LossTerm, check_positive, float32, register_term
+from kd.losses.base import LossTerm, check_logits_at, check_positive, float32, register_term
 
 REDUCTIONS = ("pixel", "element")
 
@@ -50,7 +50,7 @@ class PixelKD(LossTerm):
 
     teacher_needs = ("logits",)
 
-    def __init__(self, temperature: float = 1.0, reduction: str = "pixel"):
+    def __init__(self, temperature: float = 1.0, reduction: str = "pixel", logits_at: str = "input"):
         super().__init__()
         check_positive("kd", temperature=temperature)
         if reduction not in REDUCTIONS:
@@ -59,6 +59,7 @@ class PixelKD(LossTerm):
                 f"(pixel: the papers' per-pixel KL; element: their code's KLDivLoss mean), got {reduction!r}"
             )
         self.temperature, self.reduction = temperature, reduction
+        self.logits_at = check_logits_at("kd", logits_at)
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         return pixel_kd(student["logits"], teacher["logits"].detach(), self.temperature, self.reduction)

@@ -5,6 +5,9 @@
 A term with weight 0 is inactive: never bound, never called (its cost is skipped). Each active
 term's unweighted value is reported, and a NaN or infinite one stops training with a
 NonFiniteLossError naming the term and where it happened.
+
+The caller hands over logits as the heads give them; each term sees them at its `logits_at`:
+upsampled to the input size (once per call, shared by the terms that want it) or as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import NonFiniteLossError, UserInputError
@@ -67,12 +71,49 @@ class WeightedSum(nn.Module):
     def forward(
         self, student: dict, teacher: dict, batch: dict, where: str = ""
     ) -> tuple[torch.Tensor, dict]:
+        views = LogitViews(student, teacher, batch)
         total, values = None, {}
         for name in self.active:
-            value = self.terms[name](student, teacher, batch)
+            value = self.terms[name](*views.at(self.terms[name].logits_at), batch)
             values[name] = float(value.detach())
             if not math.isfinite(values[name]):
                 raise NonFiniteLossError(term=name, value=values[name], where=where)
             weighted = self.weights[name] * value
             total = weighted if total is None else total + weighted
         return total, values
+
+    def critic_loss(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
+        """The summed losses of the terms' critics, each seeing logits at its `logits_at`."""
+        views = LogitViews(student, teacher, batch)
+        return sum(
+            term.critic_loss(*views.at(term.logits_at), batch) for term in self.critic_terms().values()
+        )
+
+
+def _resize(logits: torch.Tensor, size) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class LogitViews:
+    """(student, teacher) dicts with "logits" at the input size (the batch's images; logits left
+    as they are without images) or at the teacher head's own size."""
+
+    def __init__(self, student: dict, teacher: dict, batch: dict):
+        image = batch.get("image")
+        self.raw, self.made = (student, teacher), {}
+        self.input_size = None if image is None else tuple(image.shape[-2:])
+
+    def at(self, where: str) -> tuple[dict, dict]:
+        if where not in self.made:
+            sides = self.raw
+            reference = next((side["logits"] for side in reversed(sides) if "logits" in side), None)
+            size = self.input_size if where == "input" else None
+            if size is None and reference is not None:
+                size = reference.shape[-2:]
+            self.made[where] = tuple(
+                {**side, "logits": _resize(side["logits"], size)} if "logits" in side and size else side
+                for side in sides
+            )
+        return self.made[where]

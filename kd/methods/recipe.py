@@ -77,9 +77,11 @@ class Optimizer:
         return found
 
 
-# IFVD's official code: Adam for the discriminator, lr 4e-4, betas (0.9, 0.99); a stage's
-# critic=None means it.
-DEFAULT_CRITIC = Optimizer(kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0, betas=(0.9, 0.99))
+# The critic of the papers' readings: Adam, lr 4e-4, betas (0.9, 0.99) as IFVD's code, at a
+# constant lr (poly_power 0); a stage's critic=None means it. The code readings decay it (recipes.py).
+DEFAULT_CRITIC = Optimizer(
+    kind="adam", lr=4e-4, momentum=0.0, weight_decay=0.0, betas=(0.9, 0.99), poly_power=0.0
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ class Recipe:
     stages: tuple[Stage, ...]
     student: str = "sd"  # the student it was published with: "sd", "ct" or a kd.models name
     description: str = ""
+    # Its training images' random steps, a name in kd.methods.recipes.AUGMENTATIONS: methods of one
+    # family see the same views for the same seed.
+    augmentation: str = "sd"
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -155,9 +160,15 @@ class Recipe:
 
     def validate(self, known_losses) -> Recipe:
         """Every problem at once, as one UserInputError; returns self when there are none."""
+        from kd.methods.recipes import AUGMENTATIONS
+
         problems = []
         if not self.stages:
             problems.append("it has no stages")
+        if self.augmentation not in AUGMENTATIONS:
+            problems.append(
+                f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}"
+            )
         if len(set(self.stage_names)) != len(self.stages):
             problems.append(f"stage names repeat: {', '.join(self.stage_names)}")
         for stage in self.stages:

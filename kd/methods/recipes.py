@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from kd.data.transforms import IMAGENET_MEAN, Augmentation
 from kd.methods.recipe import DEFAULT_CRITIC, Optimizer, Recipe, Stage, register_recipe
 
 SD_DECAY = 3e-3
@@ -35,6 +36,20 @@ FINETUNE_BATCHNORM = "precise"
 OPTIMIZER_READINGS = {
     "adam": Optimizer(kind="adam", lr=1e-3, momentum=0.0, weight_decay=0.0),  # SD stage 1 default (see above)
     "sd-paper": Optimizer(lr=3e-3, momentum=0.99, weight_decay=SD_DECAY),  # SD stage 1 as the paper states it
+}
+
+# Augmentation families (Recipe.augmentation), as each reference trains. The crop size is the
+# study's `crop` (kd.data.transforms.Augmentation; study.prepare.train_transform).
+AUGMENTATIONS = {
+    # SD's paper: random crop and horizontal flip. Its "2x max-pool input" is left out: what is
+    # pooled, and whether evaluated images are too, is not stated, and a student trained at half
+    # resolution but scored at full resolution would be another experiment (PairedTransform's
+    # max_pool is one reading).
+    "sd": Augmentation(hflip=True),
+    # IFVD's and SKD's code (CWD's mmseg configs alike): random scale 0.5-2 (their code draws
+    # 0.5, 0.6, ..., 2.0; here uniform), a crop, padded where the scaled image is smaller, and a
+    # flip. They subtract the mean pixel and then pad with 0, so the padding is the mean pixel.
+    "ifvd": Augmentation(scale=(0.5, 2.0), hflip=True, fill=tuple(round(255 * m) for m in IMAGENET_MEAN)),
 }
 
 
@@ -143,6 +158,7 @@ def _one_stage(name: str, losses: dict, epochs: int, student: str, description: 
         ),
         student=student,
         description=description,
+        augmentation="ifvd",
     )
 
 
@@ -201,7 +217,13 @@ def cwd(
 def _ablation(name: str, kd: bool, adv: bool, ifv: bool) -> Recipe:
     recipe = ifvd(lambda_kd=10.0 * kd, lambda_adv=0.1 * adv, lambda_ifv=50.0 * ifv, name=name)
     switched = ", ".join(t for t, on in (("kd", kd), ("adv", adv), ("ifv", ifv)) if on)
-    return Recipe(name, recipe.stages, recipe.student, f"IFVD ablation (Table 1): cross-entropy + {switched}")
+    return Recipe(
+        name,
+        recipe.stages,
+        recipe.student,
+        f"IFVD ablation (Table 1): cross-entropy + {switched}",
+        augmentation=recipe.augmentation,
+    )
 
 
 # IFVD's Table 1: terms switched off (weight 0: never computed); lambda_<term> switches one back on.
