@@ -15,18 +15,31 @@ from __future__ import annotations
 from search_spaces.base import Float, Param, register
 
 LAMBDA_KD = Float(1.0, 100.0, log=True, target="lambda_kd", default=10.0)
-LAMBDA_ADV = Float(0.01, 1.0, log=True, target="lambda_adv", default=0.1)
-LAMBDA_IFV = Float(5.0, 500.0, log=True, target="lambda_ifv", default=50.0)
+LAMBDA_ADV = Float(0.01, 1.0, log=True, target="lambda_adv", default=0.1)  # the papers' (SKD's code too)
 TEMPERATURE = Float(1.0, 4.0, target="kd.temperature")
 LR = Float(1e-3, 5e-2, log=True, target="train.optimizer.lr", default=1e-2)
+
+
+@register("ifvd_student")
+def student(split_points: list[str]) -> dict[str, Param]:
+    return {"lr": LR}
 
 
 @register("ifvd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "lambda_kd": LAMBDA_KD,
-        "lambda_adv": LAMBDA_ADV,
-        "lambda_ifv": LAMBDA_IFV,
+        "lambda_adv": Float(1e-4, 1e-2, log=True, target="lambda_adv", default=0.001),
+        "lambda_ifv": Float(20.0, 2000.0, log=True, target="lambda_ifv", default=200.0),
         "temperature": TEMPERATURE,
         "lr": LR,
+    }
+
+
+@register("ifvd_paper")
+def paper(split_points: list[str]) -> dict[str, Param]:
+    return {
+        **params(split_points),
+        "lambda_adv": LAMBDA_ADV,
+        "lambda_ifv": Float(5.0, 500.0, log=True, target="lambda_ifv", default=50.0),
     }

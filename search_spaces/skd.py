@@ -1,4 +1,5 @@
-"""SKD (structured KD): pixel KD + pairwise similarity + holistic (adversarial) distillation.
+"""SKD (structured KD): pixel KD + pairwise similarity + holistic (adversarial) distillation;
+`skd` (the official code) and `skd_paper` share the space: their weights are the same.
 
 lambda_kd, lambda_adv, temperature and lr as for IFVD (search_spaces.ifvd: Liu et al. use
 the same pixel KD weight 10 and adversarial weight 0.1, SGD at 1e-2).
@@ -11,6 +12,7 @@ from search_spaces.base import Float, Param, register
 from search_spaces.ifvd import LAMBDA_ADV, LAMBDA_KD, LR, TEMPERATURE
 
 
+@register("skd_paper")  # decorators apply bottom-up: "skd" registers first, in kd.methods' order
 @register("skd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {

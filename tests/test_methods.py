@@ -71,18 +71,34 @@ def test_esd_is_sd_with_the_mixed_stream_in_stage_one_only():
     assert esd.stages[0].optimizer == sd.stages[0].optimizer
 
 
-def test_ifvd_weights_and_critic():
-    stage = build_recipe("ifvd").stages[0]
-    assert stage.losses == {"ce": 1.0, "kd": 10.0, "adv": 0.1, "ifv": 50.0}
-    assert stage.critic.kind == "adam" and stage.critic.lr == 4e-4
+def test_ifvd_in_both_readings():
+    code, paper = build_recipe("ifvd").stages[0], build_recipe("ifvd_paper").stages[0]
+    # options.py of the official code: kd 10, adv 0.001, ifv 200, plus CriterionDSN's 0.4
+    assert code.losses == {"ce": 1.0, "dsn": 0.4, "kd": 10.0, "adv": 0.001, "ifv": 200.0}
+    assert code.loss_options["kd"] == {"logits_at": "output", "reduction": "element"}
+    assert code.loss_options["adv"] == {"critic": "logits", "critic_weight": 0.1, "logits_at": "output"}
+    assert (code.critic.kind, code.critic.lr, code.critic.poly_power) == ("adam", 4e-4, 0.9)
+    assert paper.losses == {"ce": 1.0, "kd": 10.0, "adv": 0.1, "ifv": 50.0} and not paper.loss_options
+    assert paper.critic.poly_power == 0  # constant, as before this reading had a name
+    skd = build_recipe("skd").stages[0]
+    assert skd.losses == {"ce": 1.0, "dsn": 0.4, "kd": 10.0, "skd": 1.0, "adv": 0.1}
+    assert (skd.critic.kind, skd.critic.momentum, skd.critic.weight_decay) == ("sgd", 0.9, 1e-4)
+    assert build_recipe("skd_paper").stages[0].losses == {"ce": 1.0, "kd": 10.0, "skd": 1.0, "adv": 0.1}
+    assert build_recipe("ifvd_student").stages[0].active_losses() == {"ce": 1.0, "dsn": 0.4}
+    assert {build_recipe(n).augmentation for n in ("ifvd", "ifvd_paper", "skd", "cwd", "ifvd_student")} == {
+        "ifvd"
+    }
 
 
 def test_ablations_switch_terms_off():
-    assert build_recipe("ifvd_kd").stages[0].active_losses() == {"ce": 1.0, "kd": 10.0}
-    assert build_recipe("ifvd_ifv").stages[0].active_losses() == {"ce": 1.0, "ifv": 50.0}
-    assert build_recipe("ifvd_kd_adv").stages[0].active_losses() == {"ce": 1.0, "kd": 10.0, "adv": 0.1}
-    assert build_recipe("ifvd_kd_adv").stages[0].critic is not None
-    assert build_recipe("ifvd_kd").stages[0].critic is None
+    # IFVD's Table 1 from the code reading: its numbers came from the code
+    assert build_recipe("ifvd_kd").stages[0].active_losses() == {"ce": 1.0, "dsn": 0.4, "kd": 10.0}
+    assert build_recipe("ifvd_ifv").stages[0].active_losses() == {"ce": 1.0, "dsn": 0.4, "ifv": 200.0}
+    kd_adv = build_recipe("ifvd_kd_adv").stages[0]
+    assert kd_adv.active_losses() == {"ce": 1.0, "dsn": 0.4, "kd": 10.0, "adv": 0.001}
+    assert kd_adv.critic == build_recipe("ifvd").stages[0].critic
+    # switched back on, adv keeps the code's critic
+    assert build_recipe("ifvd_kd", {"lambda_adv": 0.01}).stages[0].critic == kd_adv.critic
 
 
 def test_overrides_reach_every_field_and_leave_the_original_alone():
@@ -112,8 +128,15 @@ def test_term_options_override():
     with pytest.raises(UserInputError, match="no field or option 'temprature'"):
         build_recipe("ifvd", {"kd.temprature": 2.0})
     recipe = build_recipe("ifvd", {"kd.temperature": 2.0})
-    assert recipe.stages[0].loss_options["kd"] == {"temperature": 2.0}
-    assert build_recipe("cwd", {"cwd.temperature": 1.0}).stages[0].loss_options["cwd"] == {"temperature": 1.0}
+    assert recipe.stages[0].loss_options["kd"] == {
+        "logits_at": "output",
+        "reduction": "element",
+        "temperature": 2.0,
+    }  # added to the reading's own options
+    assert build_recipe("cwd", {"cwd.temperature": 1.0}).stages[0].loss_options["cwd"] == {
+        "temperature": 1.0,
+        "logits_at": "output",
+    }
 
 
 @pytest.mark.parametrize(
@@ -159,6 +182,7 @@ def test_recipes_say_what_data_they_need():
     assert build_recipe("sd").needs_teacher and build_recipe("sd").teacher_terms == {"feature": ("features",)}
     assert not build_recipe("baseline").needs_teacher and not build_recipe("ftt").needs_teacher
     assert build_recipe("ifvd").teacher_terms == {"adv": ("logits",), "ifv": ("features",), "kd": ("logits",)}
+    assert "dsn" not in build_recipe("ifvd").teacher_terms  # the student's own auxiliary head
     # a term at weight 0 is never computed: it needs no teacher
     assert build_recipe("ifvd_ifv").teacher_terms == {"ifv": ("features",)}
     assert not build_recipe("sd", {"lambda_feature": 0, "feature.losses.ce": 1.0}).needs_teacher
@@ -167,7 +191,7 @@ def test_recipes_say_what_data_they_need():
 def test_the_default_critic_is_one_definition():
     from kd.methods import DEFAULT_CRITIC
 
-    assert build_recipe("ifvd").stages[0].critic == DEFAULT_CRITIC
+    assert build_recipe("ifvd_paper").stages[0].critic == DEFAULT_CRITIC
     assert (DEFAULT_CRITIC.kind, DEFAULT_CRITIC.lr, DEFAULT_CRITIC.betas) == ("adam", 4e-4, (0.9, 0.99))
     # a critic setting on a stage without one starts from the default
     assert build_recipe("sd", {"feature.critic.lr": 1e-3}).stages[0].critic == dataclasses.replace(
@@ -184,7 +208,7 @@ def test_cli_prints_defaults(capsys):
     assert methods_main(["sd", "esd"]) == 0
     out = capsys.readouterr().out
     assert (
-        "feature: 1*feature; trains fe; 40 epochs on target; adam lr 0.001 momentum 0 wd 0 poly 0.9; "
+        "feature: 1*feature; trains fe; 40 epochs on target; adam lr 0.001 betas (0.9, 0.99) wd 0 poly 0.9; "
         "batchnorm precise" in out
     )
     assert "mix r=1" in out

@@ -65,3 +65,99 @@ def test_logit_critic_has_the_official_shape():
     # 65x65 (512x512 crops at stride 8) gives one score per image; smaller maps are grown to it
     assert critic(None, torch.randn(2, 19, 65, 65)).shape == (2,)
     assert critic(None, torch.randn(2, 19, 23, 30)).shape == (2,)
+
+
+def official_dsn(preds, target):
+    """CriterionDSN: CE of the main and the auxiliary logits, the second weighted 0.4."""
+    h, w = target.shape[1:]
+    main = F.interpolate(preds[0], size=(h, w), mode="bilinear", align_corners=True)
+    aux = F.interpolate(preds[1], size=(h, w), mode="bilinear", align_corners=True)
+    ce = nn.CrossEntropyLoss(ignore_index=255)
+    return ce(main, target) + 0.4 * ce(aux, target)
+
+
+def official_ifv(feat_s, feat_t, target, num_classes):
+    """CriterionIFV, line by line."""
+    size = feat_s.shape[2:]
+    tar_s = nn.Upsample(size, mode="nearest")(target.unsqueeze(1).float()).expand(feat_s.size())
+    tar_t = nn.Upsample(size, mode="nearest")(target.unsqueeze(1).float()).expand(feat_t.size())
+    center_s, center_t = feat_s.clone(), feat_t.clone()
+    for i in range(num_classes):
+        mask_s, mask_t = (tar_s == i).float(), (tar_t == i).float()
+        mean_s = (mask_s * feat_s).sum(-1).sum(-1) / (mask_s.sum(-1).sum(-1) + 1e-6)
+        mean_t = (mask_t * feat_t).sum(-1).sum(-1) / (mask_t.sum(-1).sum(-1) + 1e-6)
+        center_s = (1 - mask_s) * center_s + mask_s * mean_s.unsqueeze(-1).unsqueeze(-1)
+        center_t = (1 - mask_t) * center_t + mask_t * mean_t.unsqueeze(-1).unsqueeze(-1)
+    cos = nn.CosineSimilarity(dim=1)
+    return nn.MSELoss()(cos(feat_s, center_s), cos(feat_t, center_t))
+
+
+def ifvd_inputs(void: bool = False):
+    """One training step's tensors at 65x65, the official critic's size (no resizing anywhere)."""
+    torch.manual_seed(0)
+    n, k, size = 2, 5, (65, 65)
+    student = {
+        "logits": torch.randn(n, k, *size),
+        "aux_logits": torch.randn(n, k, *size),
+        "features": torch.randn(n, 16, *size),
+    }
+    teacher = {"logits": torch.randn(n, k, *size), "features": torch.randn(n, 32, *size)}
+    mask = torch.randint(0, k, (n, *size))
+    if void:
+        mask[:, :10] = 255
+    return student, teacher, {"image": torch.rand(n, 3, *size), "mask": mask}, k
+
+
+def our_losses(recipe_name: str, k: int):
+    """The stage's WeightedSum as the engine builds it, its critic fixed (eval mode: no spectral-norm
+    update, BatchNorm statistics as they are) so that each call sees the same network."""
+    from kd.losses import WeightedSum, build_term
+    from kd.methods import build_recipe
+
+    stage = build_recipe(recipe_name).stages[0]
+    terms = {name: build_term(name, **stage.loss_options.get(name, {})) for name in stage.losses}
+    losses = WeightedSum(terms, stage.losses).bind(num_classes=k, ignore_index=255)
+    if "adv" in losses.terms:
+        losses.terms["adv"].discriminator.eval()
+    return losses
+
+
+def test_ifvd_total_is_the_official_weighted_sum():
+    student, teacher, batch, k = ifvd_inputs()
+    losses = our_losses("ifvd", k)
+    total, values = losses(student, teacher, batch)
+    critic = losses.terms["adv"].discriminator
+    official = (
+        official_dsn([student["logits"], student["aux_logits"]], batch["mask"])
+        + 10 * official_kd(student["logits"], teacher["logits"])
+        + 0.001 * -critic.net(student["logits"]).mean()  # CriterionAdvForG on the same critic
+        + 200 * official_ifv(student["features"], teacher["features"], batch["mask"], k)
+    )
+    assert total.item() == pytest.approx(official.item(), abs=1e-5)
+    assert values["adv"] != 0 and values["ifv"] > 0  # every term took part
+    assert set(values) == {"ce", "dsn", "kd", "adv", "ifv"}
+
+
+def test_ifvd_official_ifv_counts_void_pixels_ours_leaves_them_out():
+    # The one deliberate difference (kd/losses/ifv.py): the official mean runs over every pixel,
+    # void ones contributing 0; ours over the labelled ones, so it does not shrink with void.
+    student, teacher, batch, k = ifvd_inputs(void=True)
+    _, values = our_losses("ifvd", k)(student, teacher, batch)
+    official = official_ifv(student["features"], teacher["features"], batch["mask"], k)
+    labelled = (batch["mask"] != 255).float().mean().item()
+    assert values["ifv"] * labelled == pytest.approx(official.item(), rel=1e-4)
+
+
+def test_the_code_critic_loss_is_the_officials_scaled_by_lambda_d():
+    student, teacher, batch, k = ifvd_inputs()
+    losses = our_losses("ifvd", k)
+    critic = losses.terms["adv"].discriminator
+    torch.manual_seed(1)
+    ours = losses.critic_loss(student, teacher, batch)
+    fake, real = critic.net(student["logits"]).mean(), critic.net(teacher["logits"]).mean()
+    torch.manual_seed(1)  # the same random mix for the gradient penalty
+    from kd.losses.adversarial import gradient_penalty
+
+    penalty = gradient_penalty(critic, batch["image"], teacher["logits"], student["logits"])
+    # kd_model.py: d_loss = lambda_d * (wgan-gp critic loss) + lambda_d * lambda_gp * penalty
+    assert ours.item() == pytest.approx((0.1 * (fake - real) + 0.1 * 10 * penalty).item(), rel=1e-4)

@@ -33,16 +33,22 @@ def build_recipe(name: str, overrides: dict | None = None) -> Recipe:
     return RECIPES[name]().override(overrides or {}).validate(TERMS)
 
 
+def _optimizer_text(opt: Optimizer) -> str:
+    moment = f"betas {opt.betas}" if opt.kind == "adam" else f"momentum {opt.momentum:g}"
+    return f"{opt.kind} lr {opt.lr:g} {moment} wd {opt.weight_decay:g} poly {opt.poly_power:g}"
+
+
 def describe(recipe: Recipe) -> str:
-    lines = [f"{recipe.name}: {recipe.description} (student: {recipe.student})"]
+    lines = [
+        f"{recipe.name}: {recipe.description} (student: {recipe.student}; "
+        f"augmentation: {recipe.augmentation})"
+    ]
     for stage in recipe.stages:
-        opt = stage.optimizer
         losses = " + ".join(f"{w:g}*{t}" for t, w in stage.losses.items())
         stream = f"mix r={stage.r:g}" if stage.stream == "mix" else stage.stream
         lines.append(
             f"  {stage.name}: {losses}; trains {'+'.join(stage.train)}; {stage.epochs} epochs on {stream}; "
-            f"{opt.kind} lr {opt.lr:g} momentum {opt.momentum:g} wd {opt.weight_decay:g} "
-            f"poly {opt.poly_power:g}"
+            + _optimizer_text(stage.optimizer)
             + (f"; batchnorm {stage.batchnorm}" if stage.batchnorm != "train" else "")
             + (
                 f"; stops after {stage.patience} epochs without a {stage.min_delta:g} gain"
@@ -53,10 +59,7 @@ def describe(recipe: Recipe) -> str:
         for term, options in stage.loss_options.items():
             lines.append(f"    {term}: {', '.join(f'{k}={v}' for k, v in options.items())}")
         if stage.critic is not None:
-            c = stage.critic
-            lines.append(
-                f"    critic: {c.kind} lr {c.lr:g} betas {c.betas} (updated after every student step)"
-            )
+            lines.append(f"    critic: {_optimizer_text(stage.critic)} (one step after every student step)")
     return "\n".join(lines)
 
 
