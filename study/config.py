@@ -87,6 +87,9 @@ class StudyConfig:
     batch_size: int = 4
     views: int = 4
     evaluate: str = "stage"  # after every stage that trains the head: the curves show what stage 3 adds
+    # One augmentation family for every method (kd.methods.recipes.AUGMENTATIONS), so that methods
+    # compared in the study see the same training views; None: each recipe's own
+    augmentation: str | None = None
     # resources
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -137,6 +140,7 @@ PRESETS = {
     # the SD student has not.
     "default": {
         "students": {"ifvd_paper": "sd"},
+        "augmentation": "sd",  # and the same training views
         "space": {m: {"split_point": list(DEEP_SPLIT_POINTS)} for m in ("baseline", "sd", "esd")},
     },
     # The SD paper's protocol on CamVid: binary road against background, the first 64 training images
@@ -315,6 +319,13 @@ def problems(config: StudyConfig) -> list[str]:
         )
     if config.evaluate not in EVALUATE:
         found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")
+    from kd.methods.recipes import AUGMENTATIONS
+
+    if config.augmentation is not None and config.augmentation not in AUGMENTATIONS:
+        found.append(
+            f"augmentation must be one of {', '.join(AUGMENTATIONS)} (or left out: each recipe's own), "
+            f"got {config.augmentation!r}"
+        )
     if not _whole(config.split_seed, 0):
         found.append(f"split_seed must be a whole number >= 0, got {config.split_seed!r}")
     if not _whole(config.retries, 0):

@@ -53,10 +53,12 @@ def _resize(config: StudyConfig):
 
 
 def recipe_for(config: StudyConfig, method: str, overrides: dict | None = None):
-    """The method's recipe with the study's budget (each method's epochs in all) and `overrides`."""
-    return build_recipe(
+    """The method's recipe with the study's budget (each method's epochs in all), its augmentation
+    when the study sets one for all, and `overrides`."""
+    recipe = build_recipe(
         method, ({"total_epochs": config.epochs} if config.epochs else {}) | (overrides or {})
     )
+    return dataclasses.replace(recipe, augmentation=config.augmentation) if config.augmentation else recipe
 
 
 def needed_roles(config: StudyConfig) -> tuple[str, ...]:

@@ -136,3 +136,18 @@ def test_the_teacher_caches_are_filled_with_each_recipes_own_views(one_thread):
     fill_caches(config, teacher, data, space.grid(), data.target.num_classes, say=lambda line: None)
     _, engine = batches(config, data, teacher, "ifvd")
     assert engine.caches and all(not cache.missing for cache in engine.caches.values())
+
+
+def test_a_study_can_give_every_method_one_augmentation():
+    import dataclasses
+
+    from study.prepare import recipe_for
+
+    config = study_config.resolve("default")  # every method on the SD student, with the same views
+    assert config.augmentation == "sd"
+    assert {recipe_for(config, m).augmentation for m in config.methods} == {"sd"}
+    own = dataclasses.replace(config, augmentation=None)
+    assert recipe_for(own, "ifvd_paper").augmentation == "ifvd"  # left out: the recipe's own
+    bad = study_config.resolve("default", overrides={"augmentation": "jitter"})
+    with pytest.raises(Exception, match="augmentation must be one of sd, ifvd"):
+        study_config.validate(bad)
