@@ -5,7 +5,8 @@
                                        [--device auto]
     # the SD paper's teacher:
     python benchmarks/teacher_cache.py --teacher deeplabv3_resnet50 --split-point layer4
-    python benchmarks/teacher_cache.py --recipe ifvd --teacher pspnet_resnet101 --student pspnet_resnet18_half
+    python benchmarks/teacher_cache.py --recipe ifvd_paper --teacher pspnet_resnet101 \
+        --student pspnet_resnet18_half_os32
 
 Goal: at least 3x faster per epoch with the cache. The gain is the teacher's share of a
 step: (teacher forward + student step) / student step. Also prints the teacher's forward count
