@@ -161,3 +161,46 @@ def test_the_code_critic_loss_is_the_officials_scaled_by_lambda_d():
     penalty = gradient_penalty(critic, batch["image"], teacher["logits"], student["logits"])
     # kd_model.py: d_loss = lambda_d * (wgan-gp critic loss) + lambda_d * lambda_gp * penalty
     assert ours.item() == pytest.approx((0.1 * (fake - real) + 0.1 * 10 * penalty).item(), rel=1e-4)
+
+
+def official_skd_pixel(pred_s, pred_t):
+    """SKD's CriterionPixelWise: the teacher-softmax cross-entropy summed, divided by W H only."""
+    n, c, w, h = pred_s.shape
+    soft_t = F.softmax(pred_t.permute(0, 2, 3, 1).reshape(-1, c), dim=1)
+    log_s = F.log_softmax(pred_s.permute(0, 2, 3, 1).reshape(-1, c), dim=1)
+    return (-soft_t * log_s).sum() / w / h
+
+
+def official_pairwise(feat_s, feat_t, scale=0.5):
+    """SKD's CriterionPairWiseforWholeFeatAfterPool with utils.sim_dis_compute."""
+
+    def similarity(feat):
+        feat = feat / ((feat**2).sum(dim=1, keepdim=True) ** 0.5 + 1e-8).detach()
+        feat = feat.reshape(feat.shape[0], feat.shape[1], -1)
+        return torch.einsum("icm,icn->imn", feat, feat)
+
+    w, h = feat_t.shape[2:]
+    kernel = (int(w * scale), int(h * scale))
+    pool = nn.MaxPool2d(kernel_size=kernel, stride=kernel, padding=0, ceil_mode=True)
+    ps, pt = pool(feat_s), pool(feat_t)
+    return ((similarity(pt) - similarity(ps)) ** 2 / (pt.shape[-1] * pt.shape[-2]) ** 2 / pt.shape[0]).sum()
+
+
+def test_skd_total_is_the_official_weighted_sum_up_to_the_teachers_entropy():
+    # At one image per GPU (the code's DataParallel criterion), SKD's pixel term is our per-pixel
+    # KL plus the teacher's mean entropy: a constant, the same gradient.
+    student, teacher, batch, k = ifvd_inputs()
+    student, teacher = ({name: v[:1] for name, v in side.items()} for side in (student, teacher))
+    batch = {name: v[:1] for name, v in batch.items()}
+    losses = our_losses("skd", k)
+    total, _ = losses(student, teacher, batch)
+    critic = losses.terms["adv"].discriminator
+    official = (
+        official_dsn([student["logits"], student["aux_logits"]], batch["mask"])
+        + 10 * official_skd_pixel(student["logits"], teacher["logits"])
+        + 1 * official_pairwise(student["features"], teacher["features"])
+        + 0.1 * -critic.net(student["logits"]).mean()
+    )
+    p_t = F.softmax(teacher["logits"], dim=1)
+    entropy = -(p_t * F.log_softmax(teacher["logits"], dim=1)).sum(dim=1).mean()
+    assert (total + 10 * entropy).item() == pytest.approx(official.item(), abs=1e-4)
