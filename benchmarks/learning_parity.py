@@ -3,6 +3,7 @@
     python benchmarks/learning_parity.py              # plain loop, engine, baseline, ftt, sd
     python benchmarks/learning_parity.py --entries plain,engine --seeds 0,1,2,3,4
     python benchmarks/learning_parity.py --eval test  # the issue's measurement, on test
+    python benchmarks/learning_parity.py --entries pspnet_plain,ifvd_student   # the IFVD family
 
 The data are the `camvid-sd` preset's: binary road against background, the first 64 CamVid
 training images at 180x240, batch 4. The plain loop is what anyone writes in 30 lines: a
@@ -10,6 +11,9 @@ training images at 180x240, batch 4. The plain loop is what anyone writes in 30 
 1e-2 momentum 0.9, cross-entropy, 100 epochs, no augmentation, no schedule. `engine` trains
 the same CNN from the same initial weights with the `baseline` recipe through kd.engine;
 `baseline`, `ftt` and `sd` are the recipes with the preset's students and teacher.
+`pspnet_plain` is the same 30-line loop on the IFVD family's student (PSPNet-ResNet18, output
+stride 8, from the same initial weights as `ifvd_student`), and `ifvd_student` that student
+trained by its recipe through kd.engine, with the references' augmentation and deep supervision.
 
 Evaluation is on `dev` by default: every third CamVid training image after the first 64 (101
 images the target set never contains), so that the check never looks at the test images the
@@ -41,7 +45,8 @@ from kd.models.segmenter import Segmenter  # noqa: E402
 
 SIZE = (180, 240)
 TARGET_IMAGES = 64
-ENTRIES = ("plain", "engine", "baseline", "ftt", "sd")
+ENTRIES = ("plain", "engine", "baseline", "ftt", "sd", "pspnet_plain", "ifvd_student")
+IFVD_STUDENT = "pspnet_resnet18"
 
 
 def plain_cnn(seed: int) -> Segmenter:
@@ -109,13 +114,18 @@ def camvid_sd_teacher():
 
 
 def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -> dict:
+    from kd.models import build_student
     from study.config import resolve
     from study.contract import TrialChoice
-    from study.prepare import recipe_for, student_for
+    from study.prepare import recipe_for, student_for, train_transform
 
     resize = PairedTransform(resize=SIZE, normalize=False)
     if entry == "plain":
         model = plain_loop(plain_cnn(seed), target, epochs or 100, seed)
+        return evaluate(model, val, resize)[0]
+    if entry == "pspnet_plain":
+        torch.manual_seed(seed)
+        model = plain_loop(build_student(IFVD_STUDENT, 2), target, epochs or 100, seed)
         return evaluate(model, val, resize)[0]
     config = resolve(
         "camvid-sd", overrides={"epochs": epochs}
@@ -125,6 +135,9 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
     if entry == "engine":
         recipe = build_recipe("baseline", {"epochs": epochs or 100})
         student = plain_cnn(seed)
+    elif entry == "ifvd_student":
+        torch.manual_seed(seed)
+        student = build_student(IFVD_STUDENT, 2)
     else:
         torch.manual_seed(seed)
         student = student_for(config, TrialChoice(method, {}), recipe, teacher, 2)
@@ -132,7 +145,7 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
         target,
         val,
         None,
-        train_transform=PairedTransform(resize=SIZE, hflip=config.hflip, normalize=False),
+        train_transform=train_transform(config, recipe),
         eval_transform=resize,
     )
     settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
