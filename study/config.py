@@ -234,12 +234,14 @@ def _absolute(path: str) -> str:
 
 
 def absolute_paths(values: dict) -> dict:
-    """The data folders, the teacher checkpoint and the student weights as absolute paths: Ray runs
-    each trial in a folder of its own, where a path relative to the launching shell names nothing
-    (and a resumed study may be launched from elsewhere). Paths that are not strings are left to
-    validation."""
+    """The data folders, the teacher checkpoint, the student weights and the run folders' root
+    (`out`) as absolute paths: Ray runs each trial in a folder of its own, where a path relative to
+    the launching shell names nothing, or another folder (and a resumed study may be launched from
+    elsewhere). Paths that are not strings are left to validation."""
     data, checkpoint = values.get("data"), values.get("teacher_checkpoint")
-    weights = values.get("student_weights")
+    weights, out = values.get("student_weights"), values.get("out", StudyConfig.out)
+    if isinstance(out, str) and out:
+        values = {**values, "out": _absolute(out)}
     if isinstance(data, str) and ":" in data:
         kind, _, location = data.partition(":")
         if location.strip():

@@ -326,6 +326,9 @@ def test_the_acceptance_smoke_study_on_camvid(local_ray, camvid_root, tmp_path, 
     target = set(json.loads((run_dir / "roles.json").read_text())["target"]["ids"])
     assert val and test and not val & test and not (val | test) & target
     assert all(name.startswith("0001TP") or name.startswith("Seq05VD") for name in test)  # the test split
+    # every trial wrote into the run folder, not into Ray's per-trial working folder
+    predictions = trials["predictions"].map(lambda path: (run_dir / path).is_file())
+    assert predictions.all() and (run_dir / "samples.npz").is_file()
     capsys.readouterr()
     assert evaluate([str(run_dir)]) == 0
     evaluated = pd.read_parquet(run_dir / "evaluation.parquet").set_index("trial_id")

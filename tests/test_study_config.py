@@ -244,3 +244,4 @@ def test_relative_paths_become_absolute_for_the_trials(tmp_path, monkeypatch):
         == f"camvid:{tmp_path.parent / 'c'}"
     )
     assert study_config.resolve("smoke").data == "synthetic"
+    assert study_config.resolve("smoke").out == str(tmp_path / "runs")  # the default "runs", from here
