@@ -46,7 +46,10 @@ class Augmentation:
 
 
 class RandomScale(v2.Transform):
-    """Image and mask resized by one factor drawn uniformly from `scale` (the mask by nearest neighbour)."""
+    """Image and mask resized by one factor drawn uniformly from `scale` (the mask by nearest neighbour).
+
+    Not v2.ScaleJitter: its factor is relative to a fixed target size, not to the image, so it is a
+    pure factor only when every image already has that size."""
 
     def __init__(self, scale: tuple[float, float]):
         super().__init__()

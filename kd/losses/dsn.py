@@ -9,10 +9,10 @@ reference upsamples with align_corners=True; we use align_corners=False, as ever
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from kd.losses.base import LossTerm, register_term
 from kd.losses.ce import cross_entropy
+from kd.models.segmenter import upsample
 
 
 @register_term("dsn")
@@ -34,7 +34,6 @@ class DeepSupervision(LossTerm):
 
     def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
         mask = batch["mask"]
-        logits = F.interpolate(
-            student["aux_logits"].float(), size=mask.shape[-2:], mode="bilinear", align_corners=False
+        return cross_entropy(
+            upsample(student["aux_logits"].float(), mask.shape[-2:]), mask, self.ignore_index
         )
-        return cross_entropy(logits, mask, self.ignore_index)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import NonFiniteLossError, UserInputError
 from kd.losses.base import LossTerm
+from kd.models.segmenter import upsample
 
 
 class WeightedSum(nn.Module):
@@ -90,12 +90,6 @@ class WeightedSum(nn.Module):
         )
 
 
-def _resize(logits: torch.Tensor, size) -> torch.Tensor:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-
-
 class LogitViews:
     """(student, teacher) dicts with "logits" at the input size (the batch's images; logits left
     as they are without images) or at the teacher head's own size."""
@@ -107,13 +101,13 @@ class LogitViews:
 
     def at(self, where: str) -> tuple[dict, dict]:
         if where not in self.made:
-            sides = self.raw
-            reference = next((side["logits"] for side in reversed(sides) if "logits" in side), None)
+            student, teacher = self.raw
             size = self.input_size if where == "input" else None
-            if size is None and reference is not None:
-                size = reference.shape[-2:]
+            size = size or next(
+                (side["logits"].shape[-2:] for side in (teacher, student) if "logits" in side), None
+            )
             self.made[where] = tuple(
-                {**side, "logits": _resize(side["logits"], size)} if "logits" in side and size else side
-                for side in sides
+                {**side, "logits": upsample(side["logits"], size)} if "logits" in side and size else side
+                for side in self.raw
             )
         return self.made[where]
