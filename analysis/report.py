@@ -438,14 +438,23 @@ def write_report(run_dir, out=None) -> Path:
         "<h2>Failed trials</h2>",
         failed_html(study),
     ]
+    return write_page(out, page_html(f"{study.name}: SegKD study report", parts, plots))
+
+
+def page_html(title: str, parts: list[str], plots: int) -> str:
+    """The self-contained page around the sections: plotly.js once (only if a plot needs it), the
+    error listener and the counter the browser test reads."""
     script = f"<script>{get_plotlyjs()}</script>" if plots else ""
-    page = (
+    return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(str(study.name))}: SegKD study report</title><style>{STYLE}</style></head>\n"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
         f'<body data-expected="{plots}">\n{ERROR_LISTENER}\n{script}\n'
         + "\n".join(parts)
         + f"\n{COUNTER}\n</body></html>\n"
     )
+
+
+def write_page(out: Path, page: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(page, encoding="utf-8")
@@ -510,26 +519,52 @@ def main(argv=None) -> int:
     from kd.errors import UserInputError
 
     parser = argparse.ArgumentParser(
-        prog="python -m analysis.report", description="Write a study's self-contained HTML report."
+        prog="python -m analysis.report",
+        description="Write a study's self-contained HTML report, or, given several run folders, one page "
+        "comparing them (the first is the reference of the paired tests).",
     )
-    parser.add_argument("run_dir", help="the study's run folder, e.g. runs/default")
-    parser.add_argument("--out", help="the report file (default: RUN_DIR/report.html)")
+    parser.add_argument(
+        "run_dir",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="a study's run folder, e.g. runs/default; several: one page comparing them, "
+        "the first the reference",
+    )
+    parser.add_argument(
+        "--out", help="the report file (default: RUN_DIR/report.html; several runs: compare.html here)"
+    )
     parser.add_argument(
         "--export",
         metavar="DIR",
         help="also write the tables as markdown (DIR/tables.md) and "
-        "the figures as PNGs into DIR, e.g. for a paper or docs/RESULTS.md",
+        "the figures as PNGs into DIR, e.g. for a paper or docs/RESULTS.md (one run folder only)",
     )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.run_dir, args.out)
-        exported = export(args.run_dir, args.export) if args.export else []
+        written = _compare(args) if len(args.run_dir) > 1 else _single(args)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for written in [path, *exported]:
-        print(written)
+    for path in written:
+        print(path)
     return 0
+
+
+def _single(args) -> list[Path]:
+    path = write_report(args.run_dir[0], args.out)
+    return [path, *(export(args.run_dir[0], args.export) if args.export else [])]
+
+
+def _compare(args) -> list[Path]:
+    from analysis.compare import write_comparison
+    from kd.errors import UserInputError
+
+    if args.export:
+        raise UserInputError(
+            "--export writes one study's tables and figures: run it once per run folder "
+            "(python -m analysis.report RUN_DIR --export DIR), without the other runs."
+        )
+    return [write_comparison(args.run_dir, args.out)]
 
 
 if __name__ == "__main__":

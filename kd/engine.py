@@ -16,6 +16,13 @@ Determinism and resumption: every epoch seeds torch and its shuffling from (seed
 epoch), so an epoch does not depend on the random state earlier epochs left behind. A
 checkpoint written after every epoch (student, loss-term parts, optimiser state, history)
 lets a run resume mid-recipe and end with the same weights as an uninterrupted run.
+
+Data parallel: under an initialised torch.distributed group of N processes (Ray Train's
+TorchTrainer), each trains on its contiguous 1/N of every global batch (batch_size stays the
+global batch) and gradients are averaged before each step (kd.distributed). The result is a
+one-process run's up to what depends on the batch as a whole (BatchNorm statistics, IFV's class
+prototypes) and dropout masks. Rank 0 alone fills the teacher caches, writes checkpoints and
+reports progress; every rank evaluates and calls back.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, default_collate
 
+from kd import distributed
 from kd.data import Augmented, MixedDataset, PairedTransform
 from kd.errors import NonFiniteLossError, UserInputError
 from kd.io import atomic_write, content_key
@@ -43,6 +52,7 @@ from kd.models.segmenter import Segmenter
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "engine.pt"
 EVALUATE = ("epoch", "stage", "end")
+AMP = ("bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class RunSettings:
     batch_size: int = 8
     seed: int = 0
     device: str = "cpu"
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    amp: str = "bf16"  # CUDA autocast: "bf16", "fp16" (with a GradScaler) or "off"; CPU runs float32
     views: int | None = 4  # fixed bank of augmentation views per image; None: a fresh view every epoch
     augment_seed: int = 0  # seeds the bank, shared across training seeds so teacher caches are shared
     student_point: str | None = None  # student features for feature terms; default: its last stage
@@ -74,6 +84,8 @@ class RunSettings:
                 found.append(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
         if self.views is not None and not (isinstance(self.views, int) and self.views >= 1):
             found.append(f"views must be a whole number >= 1 or None, got {self.views!r}")
+        if self.amp not in AMP:
+            found.append(f"amp must be one of {', '.join(AMP)}, got {self.amp!r}")
         if self.evaluate not in EVALUATE:
             found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {self.evaluate!r}")
         if not 0 <= self.theta <= 1:
@@ -144,6 +156,7 @@ def evaluate(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate,
+        pin_memory=torch.device(device).type == "cuda",
     )
     meter = ConfusionMeter(model.num_classes, dataset.ignore_index)
     per_image, ids = [], []
@@ -193,7 +206,12 @@ class Engine:
         self.callback, self.say = callback, progress or (lambda message: None)
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
         self.device = torch.device(settings.device)
-        self.amp = settings.amp and self.device.type == "cuda"
+        self.rank, self.world_size = distributed.world()
+        if self.rank != 0:  # one progress report for the whole group
+            self.say = lambda message: None
+        # Autocast on or off; tests switch it on for CPU to exercise the CUDA path.
+        self.amp = settings.amp != "off" and self.device.type == "cuda"
+        self.amp_dtype = torch.float16 if settings.amp == "fp16" else torch.bfloat16
         self._validate()
         self.groups = self._groups()
         # A constructed teacher's AMG is frozen by construction; no stage may thaw it.
@@ -207,8 +225,7 @@ class Engine:
         self.history: list[dict] = []
 
     def _autocast(self):
-        # bfloat16 needs no loss scaling; self.amp is on for CUDA (tests switch it on for CPU too)
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     # ---- validation: every problem before any expensive work -------------------------------
 
@@ -222,6 +239,11 @@ class Engine:
         )
         recipe.validate(TERMS)
         problems = settings.problems()
+        if isinstance(settings.batch_size, int) and settings.batch_size % self.world_size:
+            problems.append(
+                f"batch_size {settings.batch_size} (the global batch) does not split evenly over "
+                f"{self.world_size} processes; make it a multiple of {self.world_size}"
+            )
         if recipe.needs_teacher and teacher is None:
             problems.append(
                 f"recipe {recipe.name!r} distils from a teacher ({', '.join(recipe.teacher_terms)}): "
@@ -389,7 +411,7 @@ class Engine:
                 module.eval()  # frozen BatchNorm keeps its statistics
             elif stage.batchnorm == "frozen":
                 for layer in module.modules():
-                    if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    if isinstance(layer, _BatchNorm):
                         layer.eval()
 
     def _loader(
@@ -408,14 +430,24 @@ class Engine:
             dataset = MixedDataset(target, proximity, stage.r, length, seed=_derive(s.seed, index))
         dataset.set_epoch(global_epoch)
         generator = torch.Generator().manual_seed(_derive(s.seed, index, epoch))
+        # Training batches are split over the ranks; the passes after training (precise BN, feature
+        # ratio) run on every image on every rank, so each rank gets the one-process result.
+        rank, size = (self.rank, self.world_size) if train else (0, 1)
+        batches = distributed.ShardedBatches(
+            len(dataset),
+            s.batch_size,
+            generator=generator if train else None,
+            drop_last=train and len(dataset) > s.batch_size,
+            rank=rank,
+            size=size,
+        )
         return DataLoader(
             dataset,
-            batch_size=s.batch_size,
-            shuffle=train,
-            generator=generator,
-            drop_last=train and len(dataset) > s.batch_size,
+            batch_sampler=batches,
+            generator=generator,  # the loader draws its workers' base seed from it, not from torch's
             num_workers=s.num_workers,
             collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
 
@@ -468,15 +500,21 @@ class Engine:
         inputs = {"image": images, "mask": masks}
         total, values = losses(student, teacher, inputs, where=where)
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        self.scaler.scale(total).backward()
+        # Manual averaging rather than DistributedDataParallel: the engine calls forward_parts, not
+        # forward, and each stage freezes other parts of the network. The scaler unscales the mean.
+        distributed.average_gradients(p for group in optimizer.param_groups for p in group["params"])
+        self.scaler.step(optimizer)
+        self.scaler.update()
         if critic is not None:
             detached = {name: value.detach() for name, value in student.items()}
             critic_loss = losses.critic_loss(detached, teacher, inputs)
             if not torch.isfinite(critic_loss):
                 raise NonFiniteLossError(term="adv (critic)", value=float(critic_loss), where=where)
             critic.zero_grad(set_to_none=True)
+            # No scaler: the critic sees detached float32 logits and runs outside autocast.
             critic_loss.backward()
+            distributed.average_gradients(p for group in critic.param_groups for p in group["params"])
             critic.step()
             values["critic"] = float(critic_loss.detach())
         return values
@@ -501,12 +539,7 @@ class Engine:
         """Recompute the BatchNorm statistics of the modules `stage` trains over the images of its last
         epoch, as exact averages for the final weights ("precise BN")."""
         trained = [m for group in stage.train for m in self.groups[group]]
-        norms = [
-            layer
-            for module in trained
-            for layer in module.modules()
-            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)
-        ]
+        norms = [layer for module in trained for layer in module.modules() if isinstance(layer, _BatchNorm)]
         if not norms:
             return
         momenta = [layer.momentum for layer in norms]
@@ -558,6 +591,8 @@ class Engine:
         settings = dataclasses.asdict(self.settings)
         for machine_only in ("device", "num_workers", "eval_batch_size", "cache"):
             settings.pop(machine_only)
+        # amp was a bool (bfloat16 or not) until "fp16" came: checkpoints written before then still resume.
+        settings["amp"] = {"bf16": True, "off": False}.get(settings["amp"], settings["amp"])
         recipe = self.recipe.to_dict()
         for stage in recipe["stages"]:
             stage["ratio"] = stage.pop(
@@ -594,14 +629,18 @@ class Engine:
         self.student.to(self.device)
         if self.teacher is not None:
             self.teacher.to(self.device).eval()
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
+        )
         state = self._load()
-        if state is None or "result" not in state:
+        if (state is None or "result" not in state) and self.rank == 0:
             for domain, cache in self.caches.items():
                 if cache.missing:  # once per teacher, dataset and view bank; later runs find it filled
                     self.say(f"teacher cache ({domain}): computing {cache.missing} outputs into {cache.path}")
                     self.teacher_forwards += cache.fill(
                         batch_size=self.settings.batch_size, progress=self.say
                     )
+        distributed.barrier()  # the other ranks read what rank 0 stored; their first read opens it
         first_stage, first_epoch = 0, 0
         if state is not None:
             self.student.load_state_dict(state["student"])
@@ -610,7 +649,10 @@ class Engine:
                 self.say(f"{self.recipe.name}: already finished ({self.checkpoint_path})")
                 return RunResult(**state["result"])
             first_stage, first_epoch = state["stage"], state["epoch"]
+            if state.get("scaler"):  # empty when written with the scaler off (another device or amp)
+                self.scaler.load_state_dict(state["scaler"])
             self.say(f"{self.recipe.name}: resuming at stage {first_stage + 1}, epoch {first_epoch + 1}")
+        distributed.broadcast_module(self.student)
         stages = self.recipe.stages
         global_epoch = len(self.history)  # epochs run so far: stages that stopped early count what they ran
         evaluation = None
@@ -627,7 +669,8 @@ class Engine:
                 group.setdefault("initial_lr", group["lr"])
             plateau = Plateau(stage, [row["loss"] for row in self.history if row["stage_index"] == index])
             for epoch in range(start_epoch, stage.epochs):
-                torch.manual_seed(_derive(self.settings.seed, index, epoch))
+                # Ranks draw other dropout masks, as one process does for other images of the batch.
+                torch.manual_seed(_derive(self.settings.seed, index, epoch) + self.rank)
                 self._set_modes(stage)
                 loader = self._loader(index, stage, epoch, global_epoch)
                 steps, begun, sums = len(loader), time.perf_counter(), {}
@@ -648,6 +691,7 @@ class Engine:
                     )
                     for name, value in values.items():
                         sums[name] = sums.get(name, 0.0) + value
+                sums = distributed.mean_across(sums)  # every rank must stop the stage at the same epoch
                 global_epoch += 1
                 metrics = {
                     "recipe": self.recipe.name,
@@ -670,8 +714,13 @@ class Engine:
                     metrics["stage_end"] = "plateau" if stopped else "max"
                     if stage.batchnorm == "precise":
                         self.recalibrate_batchnorm(index, stage, global_epoch)
-                    if "feature" in active:
-                        metrics["feature_ratio"] = self.feature_ratio(index, stage, losses, global_epoch)
+                # Each rank's BatchNorm statistics come from its own shards (or, in precise BN, its own
+                # dropout masks): one set for all ranks before anything reads or saves them.
+                distributed.average_buffers(
+                    m for m in self.student.modules() if isinstance(m, _BatchNorm) and m.training
+                )
+                if last_of_stage and "feature" in active:
+                    metrics["feature_ratio"] = self.feature_ratio(index, stage, losses, global_epoch)
                 if self.settings.evaluate == "epoch" or (
                     self.settings.evaluate == "stage" and last_of_stage and self._head_trained(stage)
                 ):
@@ -681,7 +730,7 @@ class Engine:
                     evaluation = None
                 self.history.append(metrics)
                 self.say(_progress_line(metrics, stage))
-                if self.checkpoint_path is not None:
+                if self.checkpoint_path is not None and self.rank == 0:
                     # A stage that stopped early resumes at the next stage, with that stage's fresh optimiser.
                     at = (
                         {"stage": index + 1, "epoch": 0}
@@ -698,14 +747,19 @@ class Engine:
                         {
                             **at,
                             "student": self.student.state_dict(),
+                            "scaler": self.scaler.state_dict(),
                             "history": self.history,
                             "teacher_forwards": self.teacher_forwards,
                         }
                     )
+                if self.checkpoint_path is not None:
+                    # A callback may stop the run: a next run in these processes resumes from this
+                    # checkpoint on every rank, not from the previous one on ranks that went on sooner.
+                    distributed.barrier()
                 if self.callback is not None:
-                    self.callback(
-                        metrics
-                    )  # after the checkpoint: a callback that stops the run loses nothing
+                    # After the checkpoint: a callback that stops the run loses nothing. Every rank calls
+                    # it (Ray Train's report wants all of them), so it must stop all ranks or none.
+                    self.callback(metrics)
                 if stopped:
                     break
         if evaluation is None:
@@ -720,7 +774,7 @@ class Engine:
         )
         for parameter in self.student.parameters():
             parameter.requires_grad_(id(parameter) in self.trainable_ids)
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and self.rank == 0:
             self._save(
                 {
                     "stage": len(stages),
@@ -731,6 +785,8 @@ class Engine:
                     "result": dataclasses.asdict(result),
                 }
             )
+        if self.checkpoint_path is not None:
+            distributed.barrier()  # a next run in these processes finds the result on every rank
         return result
 
 

@@ -90,10 +90,21 @@ class StudyConfig:
     # One augmentation family for every method (kd.methods.recipes.AUGMENTATIONS), so that methods
     # compared in the study see the same training views; None: each recipe's own
     augmentation: str | None = None
-    # resources
+    # resources: a trial runs on `workers_per_trial` workers, each with these CPUs and GPUs
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    # Data-parallel workers per trial (Ray Train's TorchTrainer: NCCL on GPUs, gloo on CPU); each
+    # takes a slice of every batch, so batch_size is the global batch and must divide among them
+    workers_per_trial: int = 1
+    num_workers: int = 0  # DataLoader processes per worker (pinned memory on CUDA)
+    amp: str = "bf16"  # autocast on CUDA: bf16, fp16 (with a gradient scaler) or off; CPU: always off
     address: str | None = None  # an existing Ray cluster ("auto" or host:port); None: a local Ray
+    # Where trained teachers and teacher-output caches are kept and reused (None: $SEGKD_CACHE, else
+    # ~/.cache/segkd, per machine); on a cluster, a folder every node sees, filled once
+    cache_dir: str | None = None
+    resource_wait_s: float = 300  # say so when trials have waited this long for free resources
+    # Refuse trials no node can hold; false for a cluster an autoscaler grows (Ray does not say how far)
+    check_resources: bool = True
     space: dict[str, dict] = field(default_factory=dict)
     # Python modules imported in the driver and in every trial before anything is built: a place
     # for your own students, teachers or loss terms (they register themselves in kd's dicts).
@@ -234,10 +245,10 @@ def _absolute(path: str) -> str:
 
 
 def absolute_paths(values: dict) -> dict:
-    """The data folders, the teacher checkpoint, the student weights and the run folders' root
-    (`out`) as absolute paths: Ray runs each trial in a folder of its own, where a path relative to
-    the launching shell names nothing, or another folder (and a resumed study may be launched from
-    elsewhere). Paths that are not strings are left to validation."""
+    """The data folders, the teacher checkpoint, the student weights, the cache folder and the run
+    folders' root (`out`) as absolute paths: Ray runs each trial in a folder of its own, where a
+    path relative to the launching shell names nothing, or another folder (and a resumed study may
+    be launched from elsewhere). Paths that are not strings are left to validation."""
     data, checkpoint = values.get("data"), values.get("teacher_checkpoint")
     weights, out = values.get("student_weights"), values.get("out", StudyConfig.out)
     if isinstance(out, str) and out:
@@ -249,6 +260,8 @@ def absolute_paths(values: dict) -> dict:
             values = {**values, "data": f"{kind}:{located}"}
     if isinstance(checkpoint, str) and checkpoint:
         values = {**values, "teacher_checkpoint": _absolute(checkpoint)}
+    if isinstance(values.get("cache_dir"), str) and values["cache_dir"]:
+        values = {**values, "cache_dir": _absolute(values["cache_dir"])}
     if isinstance(weights, dict):
         absolute = {m: _absolute(p) if isinstance(p, str) and p else p for m, p in weights.items()}
         values = {**values, "student_weights": absolute}
@@ -318,6 +331,11 @@ def problems(config: StudyConfig) -> list[str]:
         found.append(
             "scheduler 'asha' stops trials on one metric: "
             "use it with a single objective and a searching sampler"
+        )
+    if config.scheduler == "asha" and config.workers_per_trial != 1:
+        found.append(
+            "scheduler 'asha' reads every epoch's scores from a trial, which data-parallel trials do not "
+            "send: use workers_per_trial = 1 with asha, or scheduler 'none'"
         )
     if config.evaluate not in EVALUATE:
         found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")
@@ -425,8 +443,31 @@ def data_problems(config: StudyConfig) -> list[str]:
     return found
 
 
+AMP = ("bf16", "fp16", "off")
+
+
 def _resource_problems(config: StudyConfig) -> list[str]:
     found = []
+    if not _whole(config.workers_per_trial):
+        found.append(f"workers_per_trial must be a whole number >= 1, got {config.workers_per_trial!r}")
+    elif _whole(config.batch_size) and config.batch_size % config.workers_per_trial:
+        found.append(
+            f"batch_size = {config.batch_size} is the global batch, split equally among "
+            f"workers_per_trial = {config.workers_per_trial} workers: make batch_size a multiple of "
+            f"{config.workers_per_trial} (--batch-size) or change --workers-per-trial"
+        )
+    if not _whole(config.num_workers, 0):
+        found.append(
+            f"num_workers must be a whole number >= 0 (0: load in the trial), got {config.num_workers!r}"
+        )
+    if config.amp not in AMP:
+        found.append(f"amp must be one of {', '.join(AMP)}, got {config.amp!r}")
+    if not _number(config.resource_wait_s) or config.resource_wait_s <= 0:
+        found.append(f"resource_wait_s must be a number of seconds > 0, got {config.resource_wait_s!r}")
+    if not isinstance(config.check_resources, bool):
+        found.append(f"check_resources must be true or false, got {config.check_resources!r}")
+    if config.cache_dir is not None and not isinstance(config.cache_dir, str):
+        found.append(f"cache_dir must be a folder path, got {config.cache_dir!r}")
     if not _number(config.cpus_per_trial) or config.cpus_per_trial <= 0:
         found.append(
             f"cpus_per_trial must be a number > 0 (fractions allowed), got {config.cpus_per_trial!r}"
@@ -462,6 +503,39 @@ def validate(config: StudyConfig):
         listing = "\n".join(f"  - {problem}" for problem in found)
         raise UserInputError(f"the study configuration has {len(found)} problem(s):\n{listing}")
     return space
+
+
+# What --resume may change: where and how fast trials run, never what they compute (amp and
+# augmentation-affecting settings are not here).
+RESUMABLE = (
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "workers_per_trial",
+    "address",
+    "max_concurrent",
+    "num_workers",
+    "cache_dir",
+    "resource_wait_s",
+    "check_resources",
+)
+
+
+def resumed(run_dir: Path, overrides: dict) -> StudyConfig:
+    """The saved configuration of the study in `run_dir`, with the settings in RESUMABLE that
+    `overrides` gives; another setting that differs from the saved one is refused, named."""
+    saved = load(run_dir)
+    given = {k: v for k, v in absolute_paths(overrides).items() if overrides.get(k) is not None}
+    fixed = sorted(
+        k for k, v in given.items() if k not in RESUMABLE and k in FIELDS and getattr(saved, k) != v
+    )
+    if fixed:
+        listing = ", ".join(f"{k} (saved {getattr(saved, k)!r}, given {given[k]!r})" for k in fixed)
+        raise UserInputError(
+            f"--resume continues the study as it was started; it cannot change {listing}. "
+            f"Resuming may change only {', '.join(RESUMABLE)}; start a new study (another --name) "
+            "to change the rest."
+        )
+    return dataclasses.replace(saved, **{k: v for k, v in given.items() if k in RESUMABLE})
 
 
 # How a run folder's trials are configured. 2: every trial is a study.contract.TrialChoice (issue 14);

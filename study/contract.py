@@ -83,6 +83,9 @@ class TrialReport:
     curves: list[dict] = field(default_factory=list)  # seed, epoch, stage, losses, lr, metrics
     seconds: float | None = None
     node: str | None = None
+    workers: int | None = None  # the resources it ran on: workers, CPUs and GPUs per worker
+    cpus: float | None = None
+    gpus: float | None = None
     error: str | None = None
     students: str | None = None  # the folder of the trained students' weights, seed<k>.pt, on the worker
 
@@ -123,6 +126,9 @@ class TrialReport:
             error=self.error,
             trial_dir=trial_dir,
             node=self.node,
+            workers=self.workers,
+            cpus=self.cpus,
+            gpus=self.gpus,
             predictions=f"{PREDICTIONS}/{choice.key}.npz",
             students=students,
         )

@@ -68,10 +68,11 @@ def score_students(
     return seeds, images
 
 
-def score_chosen(config: StudyConfig, run_dir: Path, shared: Shared, say=print) -> pd.DataFrame:
+def score_chosen(
+    config: StudyConfig, run_dir: Path, shared: Shared, say=print, device: str = "cpu"
+) -> pd.DataFrame:
     """Score every kept student and the teacher on the test images; write final.parquet, the test
     rows of per_image.parquet and the teacher's test scores. Returns the final table."""
-    device = "cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     test = open_roles(config, ("test",))["test"]
     teacher = teacher_shell(config, shared.num_classes)
     teacher.load_state_dict(shared.teacher_state)

@@ -105,9 +105,10 @@ def recipe_data(config: StudyConfig, data: RunData, recipe) -> RunData:
     return dataclasses.replace(data, train_transform=train_transform(config, recipe))
 
 
-def verify_data(data: RunData, say=print) -> None:
-    """Decode every image and mask from files now: a corrupt file stops the study before Ray starts, named."""
-    for dataset in (data.target, data.val, data.proximity):
+def verify_data(data: RunData, say=print, test=None) -> None:
+    """Decode every image and mask from files now (`test`: that role's dataset too): a corrupt file
+    stops the study before Ray starts, named."""
+    for dataset in (data.target, data.val, data.proximity, test):
         if dataset is not None and hasattr(dataset, "verify"):
             started = time.perf_counter()
             dataset.verify()
@@ -120,7 +121,17 @@ def teacher_shell(config: StudyConfig, num_classes: int):
     return build_teacher(config.teacher, num_classes=num_classes, **options)
 
 
-def prepare_teacher(config: StudyConfig, num_classes: int, say=print, source=None) -> dict:
+def cache_folders(config: StudyConfig) -> tuple[Path | None, Path | None]:
+    """(trained teachers, teacher-output caches) under the study's `cache_dir`; (None, None): kd's
+    defaults under $SEGKD_CACHE."""
+    if not config.cache_dir:
+        return None, None
+    return Path(config.cache_dir) / "teachers", Path(config.cache_dir) / "teacher_outputs"
+
+
+def prepare_teacher(
+    config: StudyConfig, num_classes: int, say=print, source=None, device: str = "cpu"
+) -> dict:
     """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images
     (cached; `source`: that role's dataset when the caller has it open)."""
     torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
@@ -138,6 +149,8 @@ def prepare_teacher(config: StudyConfig, num_classes: int, say=print, source=Non
             source,
             TeacherTraining(epochs=config.teacher_epochs, batch_size=config.batch_size),
             transform=transform,
+            cache_dir=cache_folders(config)[0],
+            device=device,
             progress=say,
         )
     return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
@@ -187,11 +200,19 @@ def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | No
         device=device,
         views=config.views,
         evaluate=evaluate or config.evaluate,
+        amp=config.amp,
+        num_workers=config.num_workers,
     )
 
 
 def fill_caches(
-    config: StudyConfig, teacher, data: RunData, choices: list[TrialChoice], num_classes: int, say=print
+    config: StudyConfig,
+    teacher,
+    data: RunData,
+    choices: list[TrialChoice],
+    num_classes: int,
+    say=print,
+    device: str = "cpu",
 ) -> int:
     """Compute, once per study, the teacher outputs that `choices` read: one cache per (method,
     split point, domain), shared by every trial that reads it."""
@@ -206,8 +227,9 @@ def fill_caches(
             student,
             teacher,
             recipe_data(config, data, recipe),
-            settings_for(config, 0, "cpu"),
+            settings_for(config, 0, device),
             progress=None,
+            cache_root=cache_folders(config)[1],
         )
         for cache in engine.caches.values():
             if cache.key not in seen:
@@ -261,10 +283,10 @@ def save_roles(roles: dict, path: Path) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir) -> dict:
+def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir, device: str = "cpu") -> dict:
     """The teacher's own scores on the validation images, the reference every student is read against;
     written to run_dir/teacher.json."""
-    metrics, _ = evaluate(teacher, data.val, data.eval_transform, config.batch_size)
+    metrics, _ = evaluate(teacher, data.val, data.eval_transform, config.batch_size, device)
     size = data.val[0]["image"].shape[-2:]
     record = {
         "name": teacher.name,
@@ -276,24 +298,38 @@ def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir) -> di
     return record
 
 
-def prepare(config: StudyConfig, space: StudySpace, run_dir: Path, say=print) -> Shared:
+def check_files(config: StudyConfig, say=print) -> None:
+    """Decode every file the study reads: on the driver, seconds, before Ray starts."""
+    roles = open_roles(config, needed_roles(config))
+    verify_data(open_data(config, roles), say, roles["test"])
+
+
+def prepare(
+    config: StudyConfig,
+    space: StudySpace,
+    run_dir: Path,
+    verified: bool = False,
+    say=print,
+    device: str = "cpu",
+) -> Shared:
     """Check the data, train (or load) the teacher, save samples, fill the teacher-output caches,
-    score the teacher. The datasets and the teacher are dropped when this returns, so the driver
-    does not hold them while the trials run."""
+    score the teacher, on `device`. The datasets and the teacher are dropped when this returns, so
+    the driver does not hold them while the trials run (study.tasks runs this as a Ray task on GPUs).
+    `verified`: check_files has decoded every file already."""
     roles = open_roles(config, needed_roles(config))
     data = open_data(config, roles)
-    verify_data(data, say)
-    roles["test"].verify()
+    if not verified:
+        verify_data(data, say, roles["test"])
     save_roles(roles, run_dir / ROLES)
     num_classes = data.target.num_classes
-    teacher_state = prepare_teacher(config, num_classes, say=say, source=roles.get("source"))
+    teacher_state = prepare_teacher(config, num_classes, say=say, source=roles.get("source"), device=device)
     teacher = teacher_shell(config, num_classes)
     teacher.load_state_dict(teacher_state)
-    teacher.eval()
+    teacher.to(device).eval()
     check_student_weights(config, teacher, num_classes)
     save_samples(data, run_dir / SAMPLES)
-    fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say)
-    scores = evaluate_teacher(config, teacher, data, run_dir)
+    fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say, device=device)
+    scores = evaluate_teacher(config, teacher, data, run_dir, device)
     say(
         f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "
         f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}"

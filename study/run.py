@@ -27,13 +27,25 @@ from study import config as study_config
 from study.config import PRESETS, StudyConfig
 
 
-def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
-    """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory."""
-    config, space = _checked(config, resume)
-    from study.prepare import prepare
+def run_study(config: StudyConfig, resume: bool = False, say=print, changes: dict | None = None) -> Path:
+    """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory.
+
+    `resume`: continue the study saved in config's run folder, with `changes` to the settings that
+    may change on resume (study.config.RESUMABLE: resources, the cluster, the cache folder)."""
+    config, space = _checked(config, resume, changes or {})
+    from study.lock import RunLock
+
+    with RunLock(config.run_dir.resolve()):
+        return _run(config, space, resume, say)
+
+
+def _run(config: StudyConfig, space, resume: bool, say) -> Path:
+    from study.cluster import ResourceWaitWarning, resource_problems, start_ray
+    from study.prepare import check_files, prepare
     from study.results import ResultsTables
+    from study.tasks import run_work, runs_on_ray
     from study.trial import SCRATCH, StudyContext
-    from study.tuner import make_tuner, quiet_ray, start_ray
+    from study.tuner import make_tuner, quiet_ray
 
     quiet_ray()
     run_dir, started = config.run_dir.resolve(), time.perf_counter()
@@ -43,14 +55,26 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
         f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} "
         f"-> {run_dir}"
     )
-    study_config.save(config, run_dir)
-    shared = prepare(config, space, run_dir, say)
+    local = not runs_on_ray(config)
+    if local:  # a corrupt file is named before Ray starts; a Ray task checks them where it runs
+        check_files(config, say)
+    started_ray = start_ray(config.address)
+    try:
+        _refuse_impossible(resource_problems(config, config.check_resources))
+        study_config.save(config, run_dir)
+        shared = run_work(prepare, config, space, run_dir, local, say=say)
+    except UserInputError:
+        if started_ray:  # a configuration error leaves nothing running behind it
+            import ray
+
+            ray.shutdown()
+        raise
     _release_memory()
     say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
-    start_ray(config.address)
     if resume:
         say(f"resuming: {len(ResultsTables(run_dir).rows)} trial(s) already finished")
-    tuner = make_tuner(config, space, StudyContext(config, shared), run_dir, total, resume, say)
+    waits = ResourceWaitWarning(config, say=say)
+    tuner = make_tuner(config, space, StudyContext(config, shared), run_dir, total, resume, say, [waits])
     fit_started = time.perf_counter()
     tuner.fit()
     tables = ResultsTables(run_dir)  # on resume Ray ran its restored copy of the writer
@@ -81,11 +105,12 @@ def run_study(config: StudyConfig, resume: bool = False, say=print) -> Path:
     return run_dir
 
 
-def _checked(config: StudyConfig, resume: bool):
-    """(the configuration that runs, its resolved search space); a resumed study runs what it started with."""
+def _checked(config: StudyConfig, resume: bool, changes: dict):
+    """(the configuration that runs, its resolved search space); a resumed study runs what it
+    started with, on the resources `changes` may give it."""
     run_dir = config.run_dir.resolve()
     if resume:
-        config = study_config.load(run_dir)
+        config = study_config.resumed(run_dir, changes)
     elif (run_dir / "config.json").exists():
         raise UserInputError(
             f"{run_dir} already holds a study; add --resume to continue it, or choose another --name."
@@ -109,6 +134,13 @@ def _check_writable(run_dir: Path) -> None:
         ) from None
 
 
+def _refuse_impossible(found: list[str]) -> None:
+    """Requests no node can ever satisfy stop the study here: Ray would wait for them forever."""
+    if found:
+        listing = "\n".join(f"  - {problem}" for problem in found)
+        raise UserInputError(f"the cluster cannot run these trials:\n{listing}")
+
+
 def _release_memory() -> None:
     """Give freed heap memory back to the system (glibc only; elsewhere a no-op)."""
     import ctypes
@@ -124,9 +156,10 @@ def _release_memory() -> None:
 def _score_on_test(config: StudyConfig, run_dir: Path, shared, say) -> None:
     """Test once, after selection (final.parquet); a failure here keeps every table and says how to retry."""
     from study.final import score_chosen
+    from study.tasks import run_work
 
     try:
-        score_chosen(config, run_dir, shared, say)
+        run_work(score_chosen, config, run_dir, shared, say=say)
     except Exception as err:
         say(
             f"test scoring failed ({type(err).__name__}: {err}); the tables are intact: fix the cause "
@@ -203,13 +236,45 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU (0.5: two trials each)"
     )
     parser.add_argument(
+        "--workers-per-trial",
+        type=int,
+        help="data-parallel workers per trial (Ray Train, DDP; each with --cpus/--gpus-per-trial); "
+        "--batch-size stays the global batch (default 1)",
+    )
+    parser.add_argument(
         "--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)"
+    )
+    parser.add_argument(
+        "--no-resource-check",
+        dest="check_resources",
+        action="store_false",
+        default=None,
+        help="do not refuse trials that no node of the cluster can hold now (for a cluster an "
+        "autoscaler grows)",
+    )
+    parser.add_argument(
+        "--num-workers", type=int, help="DataLoader processes per trial worker (default 0: none)"
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("bf16", "fp16", "off"),
+        help="mixed precision on CUDA: bf16 (default), fp16 (with a gradient scaler) or off",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where trained teachers and teacher-output caches are kept (default $SEGKD_CACHE or "
+        "~/.cache/segkd); on a cluster, a folder every node sees",
     )
     parser.add_argument(
         "--address", help="join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue the study --name (its saved configuration)"
+        "--resume",
+        action="store_true",
+        help="continue the study --name with its saved configuration; it may run on other resources "
+        "(--cpus-per-trial, --gpus-per-trial, --workers-per-trial, --max-concurrent, --address, "
+        "--num-workers, --cache-dir) but nothing that changes results",
     )
     parser.add_argument(
         "--retries", type=int, help="runs again a trial whose worker or node died (default 1)"
@@ -221,8 +286,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    return study_config.resolve(args.preset, args.config, given_settings(args))
+
+
+def given_settings(args: argparse.Namespace) -> dict:
+    """The settings the command line gives (None: not given)."""
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None  # noqa: E731
-    overrides = {
+    return {
         "methods": split(args.methods),
         "trials": args.trials,
         "seeds": args.seeds,
@@ -236,17 +306,25 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         "cpus_per_trial": args.cpus_per_trial,
         "gpus_per_trial": args.gpus_per_trial,
         "max_concurrent": args.max_concurrent,
+        "workers_per_trial": args.workers_per_trial,
+        "num_workers": args.num_workers,
+        "amp": args.amp,
+        "cache_dir": args.cache_dir,
+        "check_resources": args.check_resources,
         "address": args.address,
         "retries": args.retries,
     }
-    return study_config.resolve(args.preset, args.config, overrides)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = config_from_args(args)
-        run_study(config, resume=args.resume)
+        changes = {
+            **(study_config.read_study_file(args.config) if args.config else {}),
+            **given_settings(args),
+        }
+        run_study(config, resume=args.resume, changes=changes)
     except UserInputError as err:
         if args.debug:
             raise

@@ -27,6 +27,9 @@ OUTCOME = (
     "error",
     "trial_dir",
     "node",
+    "workers",  # the resources the trial ran on: workers, and CPUs and GPUs per worker
+    "cpus",
+    "gpus",
     "predictions",
     "overrides",
     "students",

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 
 from kd.data import Augmented
+from kd.distributed import world
 from kd.engine import Engine, RunData, collate
 from kd.metrics import METRICS, count_flops
 from study.config import StudyConfig, import_plugins
 from study.contract import PREDICTIONS, TrialChoice, TrialReport
 from study.prepare import (
     Shared,
+    cache_folders,
     open_data,
     recipe_data,
     recipe_for,
@@ -55,25 +57,31 @@ def _process_data(config_json: str) -> RunData:
 
 
 def run_trial(
-    choice: TrialChoice, context: StudyContext, on_epoch: Callable[[dict], None] | None = None
+    choice: TrialChoice,
+    context: StudyContext,
+    on_epoch: Callable[[dict], None] | None = None,
+    device: str | None = None,
 ) -> TrialReport:
     """Train every seed of `choice`; `on_epoch(metrics)` sees the first seed's validation scores
-    after every epoch (when the study evaluates every epoch). A failure in the trial's own code is
+    after every epoch (when the study evaluates every epoch). `device`: default cuda when the
+    study gives trials GPUs. In a data-parallel trial every worker runs this on its slice of each
+    batch (kd.engine) and only the first writes files. A failure in the trial's own code is
     returned as the report's `error`, not raised: Ray would only run it again and fail alike."""
     config = context.config
     import_plugins(config)  # a fresh worker process has not imported the user's modules yet
     torch.set_num_threads(max(1, int(config.cpus_per_trial)))
     started = time.perf_counter()
     try:
-        report = _train_seeds(config, choice, context.shared, on_epoch)
+        report = _train_seeds(config, choice, context.shared, on_epoch, device)
     except Exception as err:
         report = TrialReport(error=f"{type(err).__name__}: {err}")
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_epoch) -> TrialReport:
-    device = "cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_epoch, device) -> TrialReport:
+    device = device or ("cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
+    writes = world()[0] == 0  # of a data-parallel trial's workers, the first writes its files
     teacher = teacher_shell(config, shared.num_classes)
     teacher.load_state_dict(shared.teacher_state)
     teacher.to(device).eval()
@@ -96,6 +104,7 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
             progress=None,
             callback=on_epoch if seed == 0 else None,
             checkpoint_dir=run_dir / SCRATCH / choice.key / f"seed{seed}",
+            cache_root=cache_folders(config)[1],
         )
         result = engine.run()
         finals.append(result.final)
@@ -104,12 +113,14 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
         report.curves += [
             {"seed": seed, **{k: v for k, v in row.items() if k != "recipe"}} for row in result.history
         ]
+        students = run_dir / SCRATCH / choice.key / STUDENTS
+        report.students = str(students)
+        if not writes:
+            continue
         if seed == 0:
             save_predictions(student, data, device, run_dir / PREDICTIONS / f"{choice.key}.npz")
-        students = run_dir / SCRATCH / choice.key / STUDENTS
         students.mkdir(parents=True, exist_ok=True)
         torch.save(student.state_dict(), students / f"seed{seed}.pt")
-        report.students = str(students)
     size = data.val[0]["image"].shape[-2:]
     report.params, report.flops = result.params, count_flops(student, (1, 3, *size))
     report.metrics = _mean_and_spread(finals)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from ray import tune
+from ray.tune.search import ConcurrencyLimiter
 
 from kd.metrics import METRICS, OBJECTIVES
 from study.config import StudyConfig
@@ -29,9 +30,6 @@ from study.trial import SCRATCH, StudyContext, run_trial
 RAY_DIR = "ray"
 REPORT = "report.json"  # in a trial's checkpoint, next to its students' weights
 JOURNAL = "optuna.journal"
-# glibc gives every thread that allocates its own malloc arena; torch's intra-op threads then keep
-# hundreds of MB of freed memory per worker. Two arenas hold a worker's peak close to its live data.
-WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 def quiet_ray() -> None:
@@ -49,20 +47,6 @@ def quiet_ray() -> None:
     warnings.filterwarnings("ignore", module="ray")
 
 
-def start_ray(address: str | None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            configure_logging=True,
-            runtime_env={"env_vars": WORKER_ENV},
-        )
-
-
 def trainable(config: dict, context: StudyContext) -> None:
     """Tune's function trainable: one report at the end (`final: True` tells the searcher the trial
     ran to the end); with ASHA also the first seed's scores after every epoch."""
@@ -72,7 +56,11 @@ def trainable(config: dict, context: StudyContext) -> None:
     students = tune.get_checkpoint()
     report = saved_report(students)
     if report is None:  # the usual case: train
-        report = run_trial(choice, context, _epoch_reporter(context))
+        if context.config.workers_per_trial > 1:
+            report = data_parallel_trial(choice, context)
+        else:
+            report = run_trial(choice, context, _epoch_reporter(context))
+            report.workers, report.cpus, report.gpus = 1, *assigned_resources()
         report.node = ray.get_runtime_context().get_node_id()
         # The students' weights, with the report, travel as Ray's checkpoint: Ray copies them to
         # the study's storage, where the driver finds them even when this worker's node is gone.
@@ -98,6 +86,64 @@ def trainable(config: dict, context: StudyContext) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next trial in this worker starts with the GPU's memory free
+
+
+def data_parallel_trial(choice: TrialChoice, context: StudyContext) -> TrialReport:
+    """The trial on `workers_per_trial` Ray Train workers (DDP: NCCL on GPUs, gloo on CPU), each
+    with the trial's CPUs and GPUs. This Tune trial only coordinates them; the first worker writes
+    the report next to the trial's checkpoints, in the run folder every node sees."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    config = context.config
+    answer = Path(config.out) / config.name / SCRATCH / choice.key / REPORT
+    answer.parent.mkdir(parents=True, exist_ok=True)
+    answer.unlink(missing_ok=True)
+    gpus = config.gpus_per_trial
+    trainer = TorchTrainer(
+        _data_parallel_worker,
+        train_loop_config={"choice": choice, "context": context, "answer": str(answer)},
+        scaling_config=ScalingConfig(
+            num_workers=config.workers_per_trial,
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": config.cpus_per_trial} | ({"GPU": gpus} if gpus else {}),
+        ),
+        torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
+        run_config=RunConfig(
+            name=f"train-{choice}", storage_path=str(Path(config.out) / config.name / RAY_DIR)
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:  # a worker died or could not start: the trial failed, the study goes on
+        if not answer.is_file():
+            return TrialReport(error=f"data-parallel workers failed: {type(err).__name__}: {err}")
+    return TrialReport.from_dict(json.loads(answer.read_text()))
+
+
+def _data_parallel_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from kd.distributed import world
+    from kd.io import atomic_write
+
+    context: StudyContext = loop_config["context"]
+    device = str(ray.train.torch.get_device()) if context.config.gpus_per_trial > 0 else "cpu"
+    report = run_trial(loop_config["choice"], context, device=device)
+    report.workers, report.cpus, report.gpus = world()[1], *assigned_resources()
+    if world()[0] == 0:
+        text = json.dumps(dataclasses.asdict(report))
+        atomic_write(Path(loop_config["answer"]), lambda tmp: Path(tmp).write_text(text))
+    ray.train.report({"done": 1})
+
+
+def assigned_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) Ray gave this process: what the trial (or one of its workers) ran on."""
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    return assigned.get("CPU", 0.0), assigned.get("GPU", 0.0)
 
 
 def saved_report(checkpoint: tune.Checkpoint | None) -> TrialReport | None:
@@ -155,7 +201,6 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search import ConcurrencyLimiter
 
     samplers = {
         "tpe": optuna.samplers.TPESampler,
@@ -172,9 +217,8 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
         study_name=config.name,
         storage=JournalStorage(JournalFileBackend(str(run_dir / JOURNAL))),
     )
-    return (
-        ConcurrencyLimiter(search, max_concurrent=config.max_concurrent) if config.max_concurrent else search
-    )
+    # always limited, so that --resume can change the limit (without one: every trial may run at once)
+    return ConcurrencyLimiter(search, max_concurrent=max_concurrent(config) or config.trials)
 
 
 class ResultsWriter(tune.Callback):
@@ -231,6 +275,28 @@ class ResultsWriter(tune.Callback):
             return str(path)
 
 
+def trial_resources(config: StudyConfig) -> dict:
+    """What Tune reserves for one trial: its CPUs and GPUs, or, for a data-parallel trial, nothing
+    worth counting (its Ray Train workers reserve their own; Ray refuses an empty request)."""
+    if config.workers_per_trial > 1:
+        return {"cpu": 0, "memory": 1}
+    return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+
+
+def max_concurrent(config: StudyConfig) -> int | None:
+    """The study's limit on trials at once; for data-parallel trials, as many as the cluster's
+    CPUs and GPUs hold (their Tune trials reserve nothing, so Tune alone would start them all)."""
+    if config.max_concurrent or config.workers_per_trial == 1:
+        return config.max_concurrent or None
+    import ray
+
+    total = ray.cluster_resources()
+    fits = total.get("CPU", 0) // (config.workers_per_trial * config.cpus_per_trial)
+    if config.gpus_per_trial:
+        fits = min(fits, total.get("GPU", 0) // (config.workers_per_trial * config.gpus_per_trial))
+    return max(1, int(fits))
+
+
 def make_tuner(
     config: StudyConfig,
     space: StudySpace,
@@ -239,21 +305,27 @@ def make_tuner(
     total: int,
     resume: bool,
     say=print,
+    callbacks: list | None = None,
 ) -> tune.Tuner:
-    """A new Tuner, or the interrupted one restored (`resume`): its finished trials are not run again."""
-    resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
-    runnable = tune.with_resources(tune.with_parameters(trainable, context=context), resources)
+    """A new Tuner, or the interrupted one restored (`resume`): its finished trials are not run
+    again, and the rest run with this configuration's resources."""
+    runnable = tune.with_resources(tune.with_parameters(trainable, context=context), trial_resources(config))
     grid = config.sampler == "grid"
     param_space = {"choice": tune.grid_search(space.grid())} if grid else None
     ray_dir = run_dir / RAY_DIR
+    concurrent = max_concurrent(config)
     if resume and tune.Tuner.can_restore(str(ray_dir)):
-        return tune.Tuner.restore(
+        tuner = tune.Tuner.restore(
             str(ray_dir), runnable, resume_unfinished=True, resume_errored=False, param_space=param_space
         )
+        # Ray restores the limits the study started with and offers no public way to change them
+        restored = tuner._local_tuner._tune_config
+        restored.max_concurrent_trials = concurrent
+        if isinstance(restored.search_alg, ConcurrencyLimiter):
+            restored.search_alg.max_concurrent = concurrent or config.trials
+        return tuner
     if grid:
-        tune_config = tune.TuneConfig(
-            num_samples=1, max_concurrent_trials=config.max_concurrent or None, reuse_actors=True
-        )
+        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrent, reuse_actors=True)
     else:
         asha = config.scheduler == "asha"
         tune_config = tune.TuneConfig(
@@ -269,7 +341,7 @@ def make_tuner(
     run_config = tune.RunConfig(
         name=RAY_DIR,
         storage_path=str(run_dir),
-        callbacks=[ResultsWriter(run_dir, total, config.objectives[0], say)],
+        callbacks=[ResultsWriter(run_dir, total, config.objectives[0], say), *(callbacks or [])],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=config.retries),
     )

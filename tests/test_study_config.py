@@ -1,6 +1,7 @@
 """Study configuration: presets, study files, command-line overrides, and every error before Ray starts."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,11 @@ def test_search_space_problems_are_listed_together():
         ({"epochs": 2}, r"epochs = 2 is each method's total over its stages, but esd need\(s\) 3"),
         ({"trials": 5}, r"trials = 5 cannot be shared equally by 2 methods; give a multiple of 2 \(e.g. 6\)"),
         ({"split_seed": -1}, "split_seed must be a whole number >= 0"),
+        ({"workers_per_trial": 3}, r"batch_size = 4 is the global batch.*multiple of 3"),
+        ({"workers_per_trial": 0}, "workers_per_trial must be a whole number >= 1"),
+        ({"amp": "fp8"}, "amp must be one of bf16, fp16, off"),
+        ({"num_workers": -1}, "num_workers must be a whole number >= 0"),
+        ({"workers_per_trial": 2, "scheduler": "asha"}, "data-parallel trials do not send"),
     ],
 )
 def test_bad_settings_are_named(overrides, words):
@@ -117,6 +123,23 @@ def test_a_study_of_another_run_format_is_not_resumed(tmp_path, capsys):
     assert main(["--name", "old", "--out", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "another version of SegKD Study (run format 1" in err and "python -m analysis.report" in err
+
+
+def test_resume_may_change_resources_but_not_what_trials_compute(tmp_path, capsys):
+    config = study_config.resolve("smoke", overrides={"out": str(tmp_path), "name": "s", "cpus_per_trial": 1})
+    study_config.save(config, config.run_dir)
+    changes = {"cpus_per_trial": 2.0, "max_concurrent": 1, "cache_dir": "cache", "name": "s", "epochs": 3}
+    resumed = study_config.resumed(config.run_dir, changes)
+    assert (resumed.cpus_per_trial, resumed.max_concurrent) == (2.0, 1)
+    assert resumed.cache_dir == str((Path.cwd() / "cache").resolve())  # relative to where --resume ran
+    assert resumed.epochs == config.epochs and resumed.methods == config.methods
+    with pytest.raises(UserInputError) as err:
+        study_config.resumed(config.run_dir, {"epochs": 5, "amp": "off", "cpus_per_trial": 2.0})
+    assert "cannot change amp (saved 'bf16', given 'off'), epochs (saved 3, given 5)" in str(err.value)
+    assert "start a new study" in str(err.value)
+    # the command line: the study file and flags of a resume are changes, checked the same way
+    assert main(["--name", "s", "--out", str(tmp_path), "--resume", "--epochs", "9"]) == 2
+    assert "cannot change epochs (saved 3, given 9)" in capsys.readouterr().err
 
 
 def test_help_explains(capsys):

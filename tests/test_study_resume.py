@@ -51,9 +51,12 @@ def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_pat
     if stop == signal.SIGINT:
         assert "--resume" in (tmp_path / "first.log").read_text()  # it says how to continue
 
-    second = launch([*common, "--resume"], tmp_path / "second.log")
+    # it may continue on other resources: here every trial it runs gets both cores
+    second = launch([*common, "--resume", "--cpus-per-trial", "2"], tmp_path / "second.log")
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
     after = pd.read_parquet(table)
     assert len(after) == trials and after["trial_id"].is_unique
     assert set(before["trial_id"]) <= set(after["trial_id"])  # nothing finished was lost or run again
     assert (after["status"] == "completed").all()
+    rerun = ~after["trial_id"].isin(before["trial_id"])
+    assert (after.loc[rerun, "cpus"] == 2.0).all() and (before["cpus"] == 1.0).all()

@@ -1,0 +1,55 @@
+"""One driver per study: the run folder is locked while a driver runs it.
+
+An OS file lock (flock) on run_dir/driver.lock: the kernel releases it when the driver exits or
+dies, so a killed study can be resumed at once, and a second start or --resume while the first
+runs is refused with the first driver's host and process id. The file's text is only a label.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from kd.errors import UserInputError
+
+LOCK = "driver.lock"
+
+
+class RunLock:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.handle = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserInputError(
+                f"{self.path.parent} is being run by another driver ({holder}); wait for it to finish or "
+                "stop it (Ctrl-C), then --resume. Watch it with: python -m analysis.report "
+                f"{self.path.parent}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"host {socket.gethostname()}, pid {os.getpid()}\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing releases the lock
+            self.handle = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,44 @@
+"""Data-parallel trials (workers_per_trial = 2): Ray Train's TorchTrainer with gloo on CPU."""
+
+import pandas as pd
+import pytest
+
+from study import config as study_config
+from study.run import run_study
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(tmp_path):
+    import ray
+
+    scores = {}
+    for workers in (1, 2):
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        config = study_config.resolve(
+            "smoke",
+            overrides={
+                "out": str(tmp_path),
+                "name": f"workers{workers}",
+                "methods": ["esd"],  # the teacher cache, three stages and ESD's mixed stream
+                "sampler": "grid",
+                "workers_per_trial": workers,
+                "batch_size": 4,  # global: 2 images per worker with 2 workers
+            },
+        )
+        try:
+            run_dir = run_study(config, say=lambda line: None)
+        finally:
+            ray.shutdown()
+        trials = pd.read_parquet(run_dir / "trials.parquet")
+        assert trials["status"].tolist() == ["completed"], trials["error"].tolist()
+        assert trials["workers"].tolist() == [workers] and trials["cpus"].tolist() == [1.0]
+        assert len(pd.read_parquet(run_dir / "final.parquet")) == config.seeds  # scored on test too
+        scores[workers] = trials.iloc[0]
+    # BatchNorm sees 2 images per worker instead of 4: close, not equal
+    for metric in ("miou", "miou_img"):
+        assert abs(scores[2][metric] - scores[1][metric]) < 0.05, (
+            metric,
+            scores[1][metric],
+            scores[2][metric],
+        )
