@@ -76,6 +76,9 @@ class StudyConfig:
         None  # a trained teacher's weights; otherwise its head is trained on source
     )
     teacher_epochs: int = 3
+    # Train and score the teacher as the report's reference even when no method needs it (it is
+    # trained only for methods that distil from it or start from its weights)
+    teacher_reference: bool = False
     students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
     # method -> a weights file loaded into its student's backbone before training (say, torchvision's
     # ImageNet ResNet-18, saved where there is internet: README); nothing is downloaded
@@ -464,6 +467,8 @@ def _resource_problems(config: StudyConfig) -> list[str]:
         found.append(f"amp must be one of {', '.join(AMP)}, got {config.amp!r}")
     if not _number(config.resource_wait_s) or config.resource_wait_s <= 0:
         found.append(f"resource_wait_s must be a number of seconds > 0, got {config.resource_wait_s!r}")
+    if not isinstance(config.teacher_reference, bool):
+        found.append(f"teacher_reference must be true or false, got {config.teacher_reference!r}")
     if not isinstance(config.check_resources, bool):
         found.append(f"check_resources must be true or false, got {config.check_resources!r}")
     if config.cache_dir is not None and not isinstance(config.cache_dir, str):
@@ -490,6 +495,20 @@ def _resource_problems(config: StudyConfig) -> list[str]:
     return found
 
 
+def flag(name: str) -> str:
+    """A setting's command-line flag: `target_images` -> `--target-images`."""
+    return "--" + name.replace("_", "-")
+
+
+def with_flag(problem: str) -> str:
+    """A problem that starts with a setting's name, told where to change it."""
+    name = re.match(r"\[?([a-z_]+)", problem)
+    name = name.group(1) if name else ""
+    if name not in FIELDS or flag(name) in problem:
+        return problem
+    return f"{problem} [{flag(name)}, or {name} in the study file]"
+
+
 def validate(config: StudyConfig):
     """The study's search space (study.space.StudySpace), resolved once; every problem with the
     configuration and the space in one UserInputError."""
@@ -500,7 +519,7 @@ def validate(config: StudyConfig):
 
         space, found = resolve_space_problems(config.methods, split_points(config.teacher), config.space)
     if found:
-        listing = "\n".join(f"  - {problem}" for problem in found)
+        listing = "\n".join(f"  - {with_flag(problem)}" for problem in found)
         raise UserInputError(f"the study configuration has {len(found)} problem(s):\n{listing}")
     return space
 

@@ -81,7 +81,8 @@ def score_chosen(
     final = pd.DataFrame(finals, columns=None if finals else list(FINAL_COLUMNS))
     write_table(final, run_dir / FINAL)
     ResultsTables(run_dir).set_test_images([{**row, "split": "test"} for row in images])
-    record_teacher_on_test(teacher.to(device), test, config, run_dir, device)
+    if shared.teacher_trained:
+        record_teacher_on_test(teacher.to(device), test, config, run_dir, device)
     return final
 
 

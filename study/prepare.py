@@ -41,10 +41,34 @@ DISPLAY_WIDTH = 256  # samples and predictions are stored at most this wide: eno
 
 @dataclass(frozen=True)
 class Shared:
-    """What every trial receives: the teacher's weights and the number of classes."""
+    """What every trial receives: the teacher's weights and the number of classes. `teacher_trained`:
+    False when no method needed the teacher's weights (its state is then an untrained shell's,
+    which split students read only for their architecture)."""
 
     teacher_state: dict
     num_classes: int
+    teacher_trained: bool = True
+
+
+# Students that start from the teacher's own weights (CT: a frozen copy of its backbone); the SD
+# student copies only the architecture.
+COPIES_TEACHER_WEIGHTS = ("ct",)
+
+
+def teacher_users(config: StudyConfig) -> list[str]:
+    """The study's methods that need the teacher's trained weights: they distil from it, or their
+    student starts from its weights."""
+    users = []
+    for method in config.methods:
+        recipe = recipe_for(config, method)
+        student = config.students.get(method, recipe.student)
+        if recipe.needs_teacher or student in COPIES_TEACHER_WEIGHTS:
+            users.append(method)
+    return users
+
+
+def teacher_needed(config: StudyConfig) -> bool:
+    return bool(teacher_users(config)) or config.teacher_reference
 
 
 def _resize(config: StudyConfig):
@@ -65,7 +89,8 @@ def needed_roles(config: StudyConfig) -> tuple[str, ...]:
     """Target, val and test; proximity when some method's recipe reads the mixed stream; source
     when the teacher's head is trained here."""
     mixed = any(recipe_for(config, method).needs_proximity for method in config.methods)
-    return ("target", "val", "test") + ("proximity",) * mixed + ("source",) * (not config.teacher_checkpoint)
+    trains_teacher = teacher_needed(config) and not config.teacher_checkpoint
+    return ("target", "val", "test") + ("proximity",) * mixed + ("source",) * trains_teacher
 
 
 def eval_transform(config: StudyConfig) -> PairedTransform:
@@ -322,12 +347,26 @@ def prepare(
         verify_data(data, say, roles["test"])
     save_roles(roles, run_dir / ROLES)
     num_classes = data.target.num_classes
+    save_samples(data, run_dir / SAMPLES)
+    if not teacher_needed(config):
+        say(
+            f"teacher {config.teacher}: not trained: no method distils from it or starts from its weights "
+            "(teacher_reference = true, --teacher-reference, trains and scores it as the report's reference)"
+        )
+        teacher = teacher_shell(config, num_classes)
+        check_student_weights(config, teacher, num_classes)
+        return Shared(teacher.state_dict(), num_classes, teacher_trained=False)
+    users = teacher_users(config)
+    say(
+        f"teacher {config.teacher}: needed by {', '.join(users)}"
+        if users
+        else "teacher: the report's reference"
+    )
     teacher_state = prepare_teacher(config, num_classes, say=say, source=roles.get("source"), device=device)
     teacher = teacher_shell(config, num_classes)
     teacher.load_state_dict(teacher_state)
     teacher.to(device).eval()
     check_student_weights(config, teacher, num_classes)
-    save_samples(data, run_dir / SAMPLES)
     fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say, device=device)
     scores = evaluate_teacher(config, teacher, data, run_dir, device)
     say(

@@ -133,17 +133,31 @@ def open_roles(config, roles=ROLES) -> dict[str, Subset]:
     stop the study here, naming the images."""
     splits = {split: open_split(config, split) for split in SPLITS[config.kind]}
     chosen = draws(config, {split: len(data) for split, data in splits.items()})
-    problems = [
-        f"{role}: no images left (from {chosen[role].split})" for role in roles if not chosen[role].indices
-    ]
+    problems = [short(config, role, chosen[role], splits) for role in roles]
+    problems = [p for p in problems if p]
     problems += overlaps({role: [splits[d.split].ids[i] for i in d.indices] for role, d in chosen.items()})
     if problems:
         raise UserInputError(
-            "the study's image roles are not usable:\n"
-            + "\n".join(f"  - {p}" for p in problems)
-            + "\nchange target_images, val_images, test_images or proximity_images."
+            "the study's image roles are not usable:\n" + "\n".join(f"  - {p}" for p in problems)
         )
     return {role: Subset(splits[chosen[role].split], chosen[role].indices, role) for role in roles}
+
+
+def short(config, role: str, drawn: Draw, splits: dict) -> str | None:
+    """What is wrong when `role` got fewer images than its setting asks for, or none."""
+    wanted, got = _count(config, role), len(drawn.indices)
+    name = splits[drawn.split].name if hasattr(splits[drawn.split], "name") else drawn.split
+    if got and wanted is not None and got < wanted:
+        return (
+            f"{role}_images = {wanted} but {name} has {got} image(s) left for it after the other roles: "
+            f"set --{role}-images {got} (or {role}_images = {got} in the study file), or add images"
+        )
+    if not got:
+        return (
+            f"{role}: no images left in {name} after the other roles: ask for fewer with the other roles' "
+            "settings (--target-images, --val-images, --test-images, --proximity-images), or add images"
+        )
+    return None
 
 
 def overlaps(ids: dict[str, list[str]]) -> list[str]:

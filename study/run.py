@@ -22,9 +22,17 @@ import time
 from pathlib import Path
 
 from kd.errors import UserInputError
-from kd.metrics import OBJECTIVES
 from study import config as study_config
 from study.config import PRESETS, StudyConfig
+from study.flags import add_setting_flags, given
+
+
+class StudyStopped(Exception):
+    """The study ended before every requested trial was recorded (its tables and report are written)."""
+
+    def __init__(self, recorded: int, total: int, interrupted: bool):
+        super().__init__(f"{recorded} of {total} trials recorded")
+        self.recorded, self.total, self.interrupted = recorded, total, interrupted
 
 
 def run_study(config: StudyConfig, resume: bool = False, say=print, changes: dict | None = None) -> Path:
@@ -102,6 +110,10 @@ def _run(config: StudyConfig, space, resume: bool, say) -> Path:
             f"--out {config.out} --resume; the chosen trials are scored on the test images at the end"
         )
     _write_report(run_dir, say)
+    if len(tables.rows) < total:
+        from study.tuner import INTERRUPTED
+
+        raise StudyStopped(len(tables.rows), total, INTERRUPTED.is_set())
     return run_dir
 
 
@@ -186,8 +198,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="a TOML study file (keys as in study/config.py; "
-        "[space.METHOD] and [students] tables); command-line values override it",
+        help="a TOML study file (the settings below as keys; [space.METHOD], [students] and "
+        "[student_weights] tables); command-line values override it",
     )
     parser.add_argument(
         "--preset",
@@ -199,77 +211,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)",
     )
     parser.add_argument(
-        "--methods",
-        help="comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)",
-    )
-    parser.add_argument(
-        "--trials",
-        type=int,
-        help="Optuna trials over all methods, which take turns: a multiple of the number of methods, "
-        "so each gets as many",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        help="each method's epochs over all its stages (an equal budget; "
-        "SD/ESD split them 40/40/20); default: the preset's",
-    )
-    parser.add_argument("--seeds", type=int, help="training seeds per trial (mean and std are reported)")
-    parser.add_argument(
-        "--data", help="synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR"
-    )
-    parser.add_argument(
-        "--sampler",
-        choices=("tpe", "nsga2", "gp", "grid"),
-        help="tpe (default), nsga2 or gp (multi-objective), grid (every method once, no search)",
-    )
-    parser.add_argument(
-        "--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} (several: multi-objective)"
-    )
-    parser.add_argument(
-        "--scheduler", choices=("none", "asha"), help="asha: stop poor trials early (one objective)"
-    )
-    parser.add_argument("--name", help="the study's name: its folder under --out")
-    parser.add_argument("--out", help="where run folders go (default runs/)")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPU cores per trial (default 1)")
-    parser.add_argument(
-        "--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU (0.5: two trials each)"
-    )
-    parser.add_argument(
-        "--workers-per-trial",
-        type=int,
-        help="data-parallel workers per trial (Ray Train, DDP; each with --cpus/--gpus-per-trial); "
-        "--batch-size stays the global batch (default 1)",
-    )
-    parser.add_argument(
-        "--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)"
-    )
-    parser.add_argument(
-        "--no-resource-check",
-        dest="check_resources",
-        action="store_false",
-        default=None,
-        help="do not refuse trials that no node of the cluster can hold now (for a cluster an "
-        "autoscaler grows)",
-    )
-    parser.add_argument(
-        "--num-workers", type=int, help="DataLoader processes per trial worker (default 0: none)"
-    )
-    parser.add_argument(
-        "--amp",
-        choices=("bf16", "fp16", "off"),
-        help="mixed precision on CUDA: bf16 (default), fp16 (with a gradient scaler) or off",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help="where trained teachers and teacher-output caches are kept (default $SEGKD_CACHE or "
-        "~/.cache/segkd); on a cluster, a folder every node sees",
-    )
-    parser.add_argument(
-        "--address", help="join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)"
-    )
-    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the study --name with its saved configuration; it may run on other resources "
@@ -277,43 +218,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--num-workers, --cache-dir) but nothing that changes results",
     )
     parser.add_argument(
-        "--retries", type=int, help="runs again a trial whose worker or node died (default 1)"
-    )
-    parser.add_argument(
         "--debug", action="store_true", help="show Python tracebacks for configuration errors too"
     )
+    add_setting_flags(parser)
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
-    return study_config.resolve(args.preset, args.config, given_settings(args))
-
-
-def given_settings(args: argparse.Namespace) -> dict:
-    """The settings the command line gives (None: not given)."""
-    split = lambda text: [item.strip() for item in text.split(",") if item.strip()] if text else None  # noqa: E731
-    return {
-        "methods": split(args.methods),
-        "trials": args.trials,
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-        "data": args.data,
-        "sampler": args.sampler,
-        "objectives": split(args.objectives),
-        "scheduler": args.scheduler,
-        "name": args.name,
-        "out": args.out,
-        "cpus_per_trial": args.cpus_per_trial,
-        "gpus_per_trial": args.gpus_per_trial,
-        "max_concurrent": args.max_concurrent,
-        "workers_per_trial": args.workers_per_trial,
-        "num_workers": args.num_workers,
-        "amp": args.amp,
-        "cache_dir": args.cache_dir,
-        "check_resources": args.check_resources,
-        "address": args.address,
-        "retries": args.retries,
-    }
+    return study_config.resolve(args.preset, args.config, given(args))
 
 
 def main(argv=None) -> int:
@@ -322,7 +234,7 @@ def main(argv=None) -> int:
         config = config_from_args(args)
         changes = {
             **(study_config.read_study_file(args.config) if args.config else {}),
-            **given_settings(args),
+            **given(args),
         }
         run_study(config, resume=args.resume, changes=changes)
     except UserInputError as err:
@@ -330,6 +242,8 @@ def main(argv=None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StudyStopped as stopped:  # how to continue is said already
+        return 130 if stopped.interrupted else 1
     except KeyboardInterrupt:
         print("interrupted: continue with --resume", file=sys.stderr)
         return 130

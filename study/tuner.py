@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -221,6 +223,27 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
     return ConcurrencyLimiter(search, max_concurrent=max_concurrent(config) or config.trials)
 
 
+INTERRUPTED = threading.Event()  # set by a Ctrl-C during tuner.fit(): the command then exits 130
+
+
+class InterruptWatch(tune.Callback):
+    """Notes a Ctrl-C. Tune catches it and stops the study gracefully (its state saved), then
+    returns as if the study had ended; the command must still tell a script it was interrupted.
+    Tune installs its handler before it sets up callbacks, so this wraps Tune's."""
+
+    def setup(self, **info):
+        INTERRUPTED.clear()
+        tune_handler = signal.getsignal(signal.SIGINT)
+        if not callable(tune_handler) or threading.current_thread() is not threading.main_thread():
+            return
+
+        def noted(signum, frame):
+            INTERRUPTED.set()
+            tune_handler(signum, frame)
+
+        signal.signal(signal.SIGINT, noted)
+
+
 class ResultsWriter(tune.Callback):
     """Writes each finished trial to the tables and prints one progress line."""
 
@@ -323,6 +346,10 @@ def make_tuner(
         restored.max_concurrent_trials = concurrent
         if isinstance(restored.search_alg, ConcurrencyLimiter):
             restored.search_alg.max_concurrent = concurrent or config.trials
+        # the tables' writer keeps its rows; the other callbacks are this driver's, with its settings
+        run_config = tuner._local_tuner._run_config
+        writers = [c for c in run_config.callbacks or [] if isinstance(c, ResultsWriter)]
+        run_config.callbacks = [*writers, InterruptWatch(), *(callbacks or [])]
         return tuner
     if grid:
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrent, reuse_actors=True)
@@ -341,7 +368,11 @@ def make_tuner(
     run_config = tune.RunConfig(
         name=RAY_DIR,
         storage_path=str(run_dir),
-        callbacks=[ResultsWriter(run_dir, total, config.objectives[0], say), *(callbacks or [])],
+        callbacks=[
+            ResultsWriter(run_dir, total, config.objectives[0], say),
+            InterruptWatch(),
+            *(callbacks or []),
+        ],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=config.retries),
     )

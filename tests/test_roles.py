@@ -71,8 +71,22 @@ def test_a_folder_is_dealt_to_roles_by_a_seeded_shuffle(tmp_path):
 def test_a_role_left_without_images_stops_the_study_naming_it():
     config = study_config.resolve("smoke", overrides={"target_images": 64})  # the whole target domain
     with pytest.raises(
-        UserInputError, match=r"(?s)val: no images left \(from target\).*change target_images"
+        UserInputError, match=r"val: no images left in .* after the other roles.*--target-images"
     ):
+        open_roles(config)
+
+
+def test_a_role_short_of_images_names_its_setting_and_flag(tmp_path):
+    from conftest import rgb, write_png
+
+    for name in "abcde":
+        write_png(tmp_path / "img" / f"{name}.png", rgb())
+        write_png(tmp_path / "ann" / f"{name}.png", rgb()[..., 0] * 0)
+    config = study_config.resolve(
+        "smoke",
+        overrides={"data": f"folder:{tmp_path / 'img'},{tmp_path / 'ann'}", "classes": ["road", "other"]},
+    )  # smoke asks for 4 test, 4 val and 8 target images of the 5
+    with pytest.raises(UserInputError, match=r"val_images = 4 but .* has 1 image\(s\) left .*--val-images 1"):
         open_roles(config)
 
 

@@ -50,6 +50,7 @@ def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_pat
     assert 1 <= len(before) < trials
     if stop == signal.SIGINT:
         assert "--resume" in (tmp_path / "first.log").read_text()  # it says how to continue
+        assert first.returncode == 130  # a script can tell an interrupted study from a finished one
 
     # it may continue on other resources: here every trial it runs gets both cores
     second = launch([*common, "--resume", "--cpus-per-trial", "2"], tmp_path / "second.log")
