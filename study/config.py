@@ -112,6 +112,8 @@ class StudyConfig:
     # Python modules imported in the driver and in every trial before anything is built: a place
     # for your own students, teachers or loss terms (they register themselves in kd's dicts).
     imports: list[str] = field(default_factory=list)
+    # Ray's loggers added to every study's TensorBoard event files: "mlflow", "wandb" (optional extras)
+    callbacks: list[str] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -372,6 +374,13 @@ def problems(config: StudyConfig) -> list[str]:
                 f"[students] {method} = {student!r} is not a known student ({', '.join(STUDENTS)}, sd, ct)"
             )
     found += _weights_problems(config, RECIPES)
+    from study.watch import logger_problems
+
+    found += (
+        logger_problems(config.callbacks)
+        if isinstance(config.callbacks, list)
+        else [f"callbacks must be a list of logger names, got {config.callbacks!r}"]
+    )
     return found + _resource_problems(config)
 
 
@@ -536,6 +545,7 @@ RESUMABLE = (
     "cache_dir",
     "resource_wait_s",
     "check_resources",
+    "callbacks",
 )
 
 

@@ -34,6 +34,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "scheduler": ("study", "asha: stop poor trials early (one objective)"),
     "space": ("study", "search-space settings as a TOML inline table: 'esd = {r = [0.0, 5.0]}'"),
     "imports": ("study", "comma-separated Python modules imported first (your own parts)"),
+    "callbacks": ("study", "comma-separated loggers besides TensorBoard: mlflow, wandb (optional extras)"),
     "data": ("data", "synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR"),
     "label_set": ("data", "full (every class) or binary (road against the rest)"),
     "classes": ("data", "folder data: comma-separated class names"),

@@ -35,25 +35,30 @@ class StudyStopped(Exception):
         self.recorded, self.total, self.interrupted = recorded, total, interrupted
 
 
-def run_study(config: StudyConfig, resume: bool = False, say=print, changes: dict | None = None) -> Path:
+def run_study(
+    config: StudyConfig, resume: bool = False, say=print, changes: dict | None = None, progress: str = "live"
+) -> Path:
     """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory.
 
     `resume`: continue the study saved in config's run folder, with `changes` to the settings that
-    may change on resume (study.config.RESUMABLE: resources, the cluster, the cache folder)."""
+    may change on resume (study.config.RESUMABLE: resources, the cluster, the cache folder).
+    `progress`: "live" (a bar per running trial on a terminal), "quiet" (nothing but errors and
+    the end) or "verbose" (Ray Tune's own status table too)."""
     config, space = _checked(config, resume, changes or {})
     from study.lock import RunLock
 
     with RunLock(config.run_dir.resolve()):
-        return _run(config, space, resume, say)
+        return _run(config, space, resume, say, progress)
 
 
-def _run(config: StudyConfig, space, resume: bool, say) -> Path:
+def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
     from study.cluster import ResourceWaitWarning, resource_problems, start_ray
     from study.prepare import check_files, prepare
     from study.results import ResultsTables
     from study.tasks import run_work, runs_on_ray
     from study.trial import SCRATCH, StudyContext
     from study.tuner import make_tuner, quiet_ray
+    from study.watch import watchers
 
     quiet_ray()
     run_dir, started = config.run_dir.resolve(), time.perf_counter()
@@ -81,8 +86,18 @@ def _run(config: StudyConfig, space, resume: bool, say) -> Path:
     say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
     if resume:
         say(f"resuming: {len(ResultsTables(run_dir).rows)} trial(s) already finished")
-    waits = ResourceWaitWarning(config, say=say)
-    tuner = make_tuner(config, space, StudyContext(config, shared), run_dir, total, resume, say, [waits])
+    callbacks = [ResourceWaitWarning(config, say=say), *watchers(config, run_dir, progress)]
+    tuner = make_tuner(
+        config,
+        space,
+        StudyContext(config, shared),
+        run_dir,
+        total,
+        resume,
+        say,
+        callbacks,
+        progress == "verbose",
+    )
     fit_started = time.perf_counter()
     tuner.fit()
     tables = ResultsTables(run_dir)  # on resume Ray ran its restored copy of the writer
@@ -220,12 +235,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--debug", action="store_true", help="show Python tracebacks for configuration errors too"
     )
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="no progress: only errors and the study's end")
+    shown.add_argument("--verbose", action="store_true", help="Ray Tune's own status table as well")
     add_setting_flags(parser)
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     return study_config.resolve(args.preset, args.config, given(args))
+
+
+def _errors_only(line: str) -> None:
+    """--quiet: what needs the user (failures, how to continue, where the results are) still shows."""
+    if any(word in line for word in ("failed", "error", "--resume", "results:", "report:", "waited")):
+        print(line)
 
 
 def main(argv=None) -> int:
@@ -236,7 +260,9 @@ def main(argv=None) -> int:
             **(study_config.read_study_file(args.config) if args.config else {}),
             **given(args),
         }
-        run_study(config, resume=args.resume, changes=changes)
+        progress = "quiet" if args.quiet else "verbose" if args.verbose else "live"
+        say = print if not args.quiet else _errors_only
+        run_study(config, resume=args.resume, changes=changes, progress=progress, say=say)
     except UserInputError as err:
         if args.debug:
             raise

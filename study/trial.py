@@ -62,8 +62,9 @@ def run_trial(
     on_epoch: Callable[[dict], None] | None = None,
     device: str | None = None,
 ) -> TrialReport:
-    """Train every seed of `choice`; `on_epoch(metrics)` sees the first seed's validation scores
-    after every epoch (when the study evaluates every epoch). `device`: default cuda when the
+    """Train every seed of `choice`; `on_epoch(metrics)` sees every epoch of every seed (its
+    `seed`, `seeds`, and `epochs`: each seed's epochs at most), with validation scores where the
+    study evaluates (every epoch of the first seed under ASHA). `device`: default cuda when the
     study gives trials GPUs. In a data-parallel trial every worker runs this on its slice of each
     batch (kd.engine) and only the first writes files. A failure in the trial's own code is
     returned as the report's `error`, not raised: Ray would only run it again and fail alike."""
@@ -94,7 +95,8 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
     for seed in range(config.seeds):
         torch.manual_seed(seed)
         student = student_for(config, choice, recipe, teacher, shared.num_classes, load_weights=True)
-        evaluate = "epoch" if on_epoch is not None and seed == 0 else None
+        evaluate = "epoch" if config.scheduler == "asha" and seed == 0 else None
+        tell = _epoch_teller(on_epoch, seed, config.seeds, sum(stage.epochs for stage in recipe.stages))
         engine = Engine(
             recipe,
             student,
@@ -102,7 +104,7 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
             data,
             settings_for(config, seed, device, evaluate),
             progress=None,
-            callback=on_epoch if seed == 0 else None,
+            callback=tell,
             checkpoint_dir=run_dir / SCRATCH / choice.key / f"seed{seed}",
             cache_root=cache_folders(config)[1],
         )
@@ -127,6 +129,12 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
     report.degenerate = any(final["classes_predicted"] <= 1 for final in finals)
     report.steps, report.stage1_feature_ratio = stage_summary(stages)
     return report
+
+
+def _epoch_teller(on_epoch, seed: int, seeds: int, epochs: int):
+    if on_epoch is None:
+        return None
+    return lambda metrics: on_epoch({**metrics, "seed": seed, "seeds": seeds, "epochs": epochs})
 
 
 def _mean_and_spread(finals: list[dict]) -> dict[str, float]:

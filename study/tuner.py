@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -158,11 +159,22 @@ def saved_report(checkpoint: tune.Checkpoint | None) -> TrialReport | None:
         return TrialReport.from_dict(json.loads(saved.read_text())) if saved.is_file() else None
 
 
+EPOCH_KEYS = ("seed", "seeds", "epoch", "epochs", "stage", "loss")  # what every epoch's report says
+
+
 def _epoch_reporter(context: StudyContext):
-    """With ASHA, the first seed's validation scores after every epoch go to the scheduler."""
-    if context.config.scheduler != "asha":
-        return None
-    return lambda metrics: tune.report({k: metrics[k] for k in (*METRICS, "epoch") if k in metrics})
+    """Every epoch of every seed goes to Tune (loggers, the live progress): its loss, stage and
+    position, and validation scores where the trial evaluated (NaN elsewhere: Tune wants every
+    objective in every result). ASHA judges the first seed's epochs only: the others are not sent."""
+    asha = context.config.scheduler == "asha"
+
+    def report(metrics: dict) -> None:
+        if asha and metrics["seed"] != 0:
+            return
+        scores = {m: float(metrics[m]) if m in metrics else float("nan") for m in METRICS}
+        tune.report({**scores, **{k: metrics[k] for k in EPOCH_KEYS if k in metrics}, "final": False})
+
+    return report
 
 
 def _finished_only_optuna_search():
@@ -183,12 +195,17 @@ def _finished_only_optuna_search():
         def on_trial_result(self, trial_id: str, result: dict):
             if result.get("final"):  # told on completion; as an intermediate step it would only repeat it
                 return
+            if not all(math.isfinite(result.get(m, math.nan)) for m in self._metrics()):
+                return  # an epoch that was not evaluated
             import optuna
 
             try:
                 super().on_trial_result(trial_id, result)
             except optuna.exceptions.UpdateFinishedTrialError:  # re-run after --resume, closed in the journal
                 pass
+
+        def _metrics(self) -> list[str]:
+            return self._metric if isinstance(self._metric, list) else [self._metric]
 
         def on_trial_complete(self, trial_id, result=None, error=False):
             error = error or bool(result and result.get("failed"))
@@ -329,6 +346,7 @@ def make_tuner(
     resume: bool,
     say=print,
     callbacks: list | None = None,
+    verbose: bool = False,
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored (`resume`): its finished trials are not run
     again, and the rest run with this configuration's resources."""
@@ -373,7 +391,7 @@ def make_tuner(
             InterruptWatch(),
             *(callbacks or []),
         ],
-        verbose=0,
+        verbose=2 if verbose else 0,
         failure_config=tune.FailureConfig(max_failures=config.retries),
     )
     return tune.Tuner(
