@@ -1,7 +1,9 @@
 """Every benchmark in one run: writes benchmarks/results/<date>.json and a markdown table.
 
-    python benchmarks/suite.py                 # all figures (about 15 minutes on 2 CPUs)
-    python benchmarks/suite.py --only engine,cache,orchestration
+    python -m benchmarks.suite                 # all figures: among them two default studies and a smoke one
+    python -m benchmarks.suite --only engine,cache,orchestration
+    python -m benchmarks.suite --only study_times --readme   # time the studies, then update the README
+    python -m benchmarks.suite --readme        # the README's times table from the newest results only
 
 Figures that compare two things are measured side by side in this one run and reported as
 a ratio. Goals: engine within 5 % of a plain loop; SD stage 1 at least 3x faster with the
@@ -15,6 +17,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,13 +31,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine_overhead  # noqa: E402
+import readme_times  # noqa: E402
 import teacher_cache  # noqa: E402
+from readme_times import duration  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_ORCHESTRATION_S = 1.5
 GOAL_MEMORY_GIB = 4.0
 SD_PAPER_FLOPS_SHARE = 0.418
+# A study that runs this long is stuck (the default takes minutes, even on 2 busy cores)
+STUDY_TIMEOUT_S = 3 * 3600
+TEACHER_EPOCH = re.compile(r"^teacher (\S+): epoch \d+/(\d+) loss \S+ \(([\d.]+) s\)$", re.M)
 
 
 def engine() -> dict:
@@ -234,6 +244,121 @@ def default_study_memory() -> dict:
     }
 
 
+def _timed_study(args: list[str], out: Path) -> dict:
+    """One `python -m study.run` as a user starts it: a new process, its own Ray, an empty teacher cache."""
+    env = {
+        **os.environ,
+        # A fresh cache: a warm one skips the teacher's training, and a first run is what users meet
+        "SEGKD_CACHE": str(out / "cache"),
+        # This checkout's code, in the driver and in Ray's workers, whatever package is installed
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
+    log = out / "study.log"
+    load, started = os.getloadavg()[0], time.perf_counter()
+    with open(log, "w") as sink:
+        study = subprocess.Popen(
+            [sys.executable, "-m", "study.run", *args, "--out", str(out / "runs")],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            code = study.wait(timeout=STUDY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(study.pid, signal.SIGINT)  # the study shuts its Ray down on Ctrl-C
+            try:
+                study.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(study.pid, signal.SIGKILL)
+                study.wait()
+            return {"skipped": f"still running after {STUDY_TIMEOUT_S} s; stopped", "load_at_start": load}
+    wall = time.perf_counter() - started
+    text = log.read_text()
+    if code != 0:
+        tail = " | ".join(text.strip().splitlines()[-3:])
+        return {"skipped": f"exit code {code}: {tail[-300:]}", "load_at_start": load}
+    run_dir = next((out / "runs").iterdir())
+    timing = json.loads((run_dir / "timing.json").read_text())
+    figures = {
+        "wall_s": wall,
+        "prepare_s": timing["prepare_s"],
+        "fit_s": timing["fit_s"],
+        "trials": timing["trials_recorded"],
+        "seeds": json.loads((run_dir / "config.json").read_text())["seeds"],
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_at_start": load,
+        "load_at_end": os.getloadavg()[0],
+        "teacher_cache": "empty",
+    }
+    epochs = TEACHER_EPOCH.findall(text)
+    if epochs:
+        figures["teacher_head"] = {
+            "teacher": epochs[0][0],
+            "epochs": len(epochs),
+            "seconds": sum(float(seconds) for _, _, seconds in epochs),
+        }
+    else:
+        figures["teacher_head"] = {"skipped": "the study's log shows no teacher training"}
+    return figures
+
+
+def _camvid_sd(run: str | None) -> dict:
+    """camvid-sd takes hours: its time is read from a finished run, never measured here."""
+    if run is None:
+        return {"skipped": "it takes hours; the suite reads a finished run's time with --camvid-sd-run RUN"}
+    path = Path(run)
+    timing_file = path / "timing.json" if path.is_dir() else path
+    try:
+        timing = json.loads(timing_file.read_text())
+        config = json.loads((timing_file.parent / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        return {"skipped": f"cannot read {timing_file} or the config.json beside it: {err}"}
+    from study.schema import FINAL
+
+    # A study scores its chosen trials on the test images only once every trial is recorded
+    if not (timing_file.parent / FINAL).exists():
+        return {"skipped": f"{timing_file.parent} has no {FINAL}: the study has not finished"}
+    finished = datetime.datetime.fromtimestamp(timing_file.stat().st_mtime).strftime("%Y-%m-%d")
+    # timing.json is rewritten by every session of a study: after a --resume it holds the last
+    # session's time only, which this figure cannot tell apart from a run in one go
+    return {
+        "wall_s": timing["prepare_s"] + timing["fit_s"],
+        "trials": timing["trials_recorded"],
+        "seeds": config["seeds"],
+        "source": str(timing_file),
+        "finished": finished,
+        "caveat": "the last session's time if the study was resumed",
+    }
+
+
+def study_times(camvid_sd_run: str | None = None) -> dict:
+    """Wall-clock time of the smoke preset and of the embedded default, as the README quotes them."""
+    figures = {}
+    for key, args in (("smoke", ["--preset", "smoke"]), ("default", [])):
+        with tempfile.TemporaryDirectory() as out:
+            figures[key] = _timed_study(args, Path(out))
+        study = figures[key]
+        if study.get("wall_s") is None:
+            print(f"study_times: {key}: skipped: {study['skipped']}")
+        else:
+            head = study["teacher_head"]
+            print(
+                f"study_times: {key}: {study['wall_s']:.0f} s wall ({study['trials']} trials x "
+                f"{study['seeds']} seeds, prepare {study['prepare_s']:.0f} s, trials {study['fit_s']:.0f} s; "
+                f"teacher head {head.get('seconds', 0):.0f} s) on {study['cores']} cores, load "
+                f"{study['load_at_start']:.1f} -> {study['load_at_end']:.1f}"
+            )
+    figures["camvid_sd"] = _camvid_sd(camvid_sd_run)
+    camvid = figures["camvid_sd"]
+    print(
+        f"study_times: camvid_sd: {camvid['skipped'] if 'skipped' in camvid else duration(camvid['wall_s'])}"
+    )
+    return figures
+
+
 FIGURES = {
     "engine": engine,
     "cache": cache,
@@ -241,6 +366,7 @@ FIGURES = {
     "fractional_gpus": fractional_gpus,
     "student_vs_teacher": student_vs_teacher,
     "memory": default_study_memory,
+    "study_times": study_times,
 }
 
 
@@ -262,6 +388,10 @@ def markdown(results: dict) -> str:
             f"FLOPs {r['flops_share']:.1%} of the teacher (paper 41.8 %), latency {r['latency_share']:.1%}"
         ),
         "memory": lambda r: f"{r['peak_gib']:.2f} GiB peak PSS (summed RSS {r['peak_rss_sum_gib']:.2f} GiB)",
+        "study_times": lambda r: "; ".join(
+            f"{key} {duration(r[key]['wall_s'])}" if r[key].get("wall_s") else f"{key} skipped"
+            for key in ("smoke", "default", "camvid_sd")
+        ),
     }
     for name, result in results.items():
         if "error" in result:
@@ -280,7 +410,21 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", help=f"comma-separated, from {', '.join(FIGURES)}")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="rewrite the README's times table from the newest results that have study_times; alone, "
+        "it measures nothing",
+    )
+    parser.add_argument(
+        "--camvid-sd-run",
+        metavar="RUN",
+        help="study_times: a finished camvid-sd run folder (or its timing.json) to read that preset's time "
+        "from; it is never run here",
+    )
     args = parser.parse_args(argv)
+    if args.readme and not args.only:
+        return _readme()
     names = args.only.split(",") if args.only else list(FIGURES)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
@@ -288,15 +432,18 @@ def main(argv=None) -> int:
     results = {
         "machine": {
             "cpus": torch.get_num_threads(),
+            "cores": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__,
-        }
+        },
+        "code": _code(),
     }
     figures = {}
     for name in names:
         print(f"--- {name}")
         try:
-            figures[name] = FIGURES[name]()
+            options = {"camvid_sd_run": args.camvid_sd_run} if name == "study_times" else {}
+            figures[name] = FIGURES[name](**options)
         except Exception as err:  # one broken figure must not lose the others
             figures[name] = {"error": f"{type(err).__name__}: {err}"}
             print(f"{name}: error: {err}")
@@ -308,6 +455,27 @@ def main(argv=None) -> int:
     (RESULTS / f"{stamp}.md").write_text(table)
     print(table)
     print(f"written: {RESULTS / stamp}.json and .md")
+    return _readme() if args.readme else 0
+
+
+def _code() -> dict:
+    """The commit measured, and whether the tree differed from it: times change with the code."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "changed_files": git("status", "--porcelain").splitlines(),
+    }
+
+
+def _readme() -> int:
+    source = readme_times.rewrite_readme()
+    print(
+        f"{readme_times.README}: times table {'from ' + source.name if source else 'empty: no results yet'}"
+    )
     return 0
 
 

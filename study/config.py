@@ -130,7 +130,7 @@ class StudyConfig:
 DEEP_SPLIT_POINTS = ("stage5", "stage7", "top")  # deeplabv3_efficientnet_lite0's last three
 
 PRESETS = {
-    # A few tiny trials: about a minute on 2 cores.
+    # A few tiny trials (README: Measured times).
     "smoke": {
         "name": "smoke",
         "methods": ["baseline", "esd"],
@@ -164,7 +164,7 @@ PRESETS = {
     # 101 training images (sequence 0016E5) for selection, every test image for the results.
     # One grid point per method at the papers' settings, ESD at four r.
     # The recipes' own budget, equal for every method (100 epochs: SD/ESD 40/40/20), 5 seeds;
-    # images are halved (180x240). About 7 h on 2 CPU cores (continue with --resume), minutes on a GPU.
+    # images are halved (180x240). Hours on CPUs (continue with --resume).
     "camvid-sd": {
         "name": "camvid-sd",
         "data": "camvid",

@@ -68,7 +68,9 @@ def teacher_users(config: StudyConfig) -> list[str]:
 
 
 def teacher_needed(config: StudyConfig) -> bool:
-    return bool(teacher_users(config)) or config.teacher_reference
+    """Some method needs its weights, its reference scores are asked for, or a checkpoint of it is
+    given (loading one costs no training, and a broken file should be named, not ignored)."""
+    return bool(teacher_users(config)) or config.teacher_reference or bool(config.teacher_checkpoint)
 
 
 def _resize(config: StudyConfig):

@@ -1,7 +1,7 @@
 """python -m study.run: launch (or resume) a distillation study.
 
     python -m study.run                               # the embedded default: synthetic data, CPU, minutes
-    python -m study.run --preset smoke                # a few tiny trials, about a minute
+    python -m study.run --preset smoke                # a few tiny trials (README: Measured times)
     python -m study.run --config study.toml --gpus-per-trial 0.5
     python -m study.run --config study.toml --address auto   # on an existing Ray cluster
     python -m study.run --name my-study --resume      # continue an interrupted study
@@ -220,8 +220,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--preset",
         default="default",
         choices=list(PRESETS),
-        help="starting point: smoke (a few tiny trials, about a minute), default (minutes), "
-        "camvid-sd (the SD paper's binary CamVid protocol, about 7 h on 2 CPU cores, "
+        help="starting point: smoke (a few tiny trials), default (minutes; README: Measured times), "
+        "camvid-sd (the SD paper's binary CamVid protocol, hours on CPUs, "
         "continued with --resume) or "
         "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)",
     )
