@@ -249,7 +249,9 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 def _errors_only(line: str) -> None:
     """--quiet: what needs the user (failures, how to continue, where the results are) still shows."""
     if any(word in line for word in ("failed", "error", "--resume", "results:", "report:", "waited")):
-        print(line)
+        from tqdm import tqdm
+
+        tqdm.write(line)
 
 
 def main(argv=None) -> int:
@@ -261,7 +263,9 @@ def main(argv=None) -> int:
             **given(args),
         }
         progress = "quiet" if args.quiet else "verbose" if args.verbose else "live"
-        say = print if not args.quiet else _errors_only
+        from tqdm import tqdm
+
+        say = tqdm.write if not args.quiet else _errors_only  # above the live bars, not through them
         run_study(config, resume=args.resume, changes=changes, progress=progress, say=say)
     except UserInputError as err:
         if args.debug:
