@@ -333,28 +333,18 @@ def per_image_histograms(studies: list[Study], labels: list[str]) -> go.Figure |
                     x=scores.tolist(),
                     name=f"{top['variant']} ({top['trial_id']})",
                     **_legend(label),
-                    histnorm="probability",
-                    xbins={"start": 0, "end": 1.0001, "size": 0.05},
                     marker={
                         "color": colors[top["variant"]],
                         "pattern": {"shape": PATTERNS[k % len(PATTERNS)]},
                     },
-                    opacity=0.6,
                     hovertemplate=f"{_hover(label, top, study)}<br>mIoU_i %{{x}}<br>share %{{y:.3f}}"
                     "<extra></extra>",
+                    **figures.MIOU_HISTOGRAM,
                 )
             )
-    if not fig.data:
-        return None
-    fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA:g}")
-    fig.update_layout(
-        barmode="overlay",
-        xaxis_title=f"mIoU_i{_axis_images(studies)}",
-        yaxis_title="share of images (all seeds)",
-        xaxis_range=[0, 1],
-        legend_groupclick="toggleitem",
+    return figures.finish_miou_histogram(
+        fig, f"mIoU_i{_axis_images(studies)}", legend_groupclick="toggleitem"
     )
-    return fig
 
 
 def _cost_points(studies: list[Study], labels: list[str]) -> list[tuple[str, str, Study, pd.Series]]:

@@ -166,6 +166,29 @@ def esd_ratio(study) -> go.Figure | None:
     return fig
 
 
+# How every per-image mIoU histogram bins and draws its traces, here and in the comparison report
+MIOU_HISTOGRAM = {
+    "histnorm": "probability",
+    "xbins": {"start": 0, "end": 1.0001, "size": 0.05},
+    "opacity": 0.6,
+}
+
+
+def finish_miou_histogram(fig: go.Figure, xaxis_title: str, **layout) -> go.Figure | None:
+    """The θ line and the axes of a per-image mIoU histogram; None when it has no trace."""
+    if not fig.data:
+        return None
+    fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA:g}")
+    fig.update_layout(
+        barmode="overlay",
+        xaxis_title=xaxis_title,
+        yaxis_title="share of images (all seeds)",
+        xaxis_range=[0, 1],
+        **layout,
+    )
+    return fig
+
+
 def per_image_histograms(study) -> go.Figure | None:
     """The distribution of mIoU_i of each variant's chosen trial over all its seeds, on the test images
     once scored there, else on validation (SD paper, Fig. 5)."""
@@ -180,24 +203,13 @@ def per_image_histograms(study) -> go.Figure | None:
             go.Histogram(
                 x=scores.tolist(),
                 name=f"{top['variant']} ({top['trial_id']})",
-                histnorm="probability",
-                xbins={"start": 0, "end": 1.0001, "size": 0.05},
                 marker={"color": colors[top["variant"]]},
-                opacity=0.6,
                 hovertemplate=f"{hover_text(top, hyperparameters(study.trials))}"
                 "<br>mIoU_i %{x}<br>share %{y:.3f}<extra></extra>",
+                **MIOU_HISTOGRAM,
             )
         )
-    if not fig.data:
-        return None
-    fig.add_vline(x=THETA, line_dash="dash", annotation_text=f"θ = {THETA:g}")
-    fig.update_layout(
-        barmode="overlay",
-        xaxis_title=f"mIoU_i on the {SPLITS[split]}",
-        yaxis_title="share of images (all seeds)",
-        xaxis_range=[0, 1],
-    )
-    return fig
+    return finish_miou_histogram(fig, f"mIoU_i on the {SPLITS[split]}")
 
 
 def pareto_mask(points, maximize) -> np.ndarray:

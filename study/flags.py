@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import tomllib
+import types
 import typing
 
 from study.config import AMP, EVALUATE, SAMPLERS, SCHEDULERS, StudyConfig, flag
@@ -113,7 +114,7 @@ def _toml(text: str) -> dict:
 
 def _parser_for(kind) -> typing.Callable[[str], object]:
     args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and args:
         return _parser_for(args[0])  # X | None: None is "not given"
     origin = typing.get_origin(kind)
     if origin is list:
