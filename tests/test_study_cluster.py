@@ -14,8 +14,13 @@ def two_node_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    # Cluster's test default store (150 MiB) holds two copies of the 55 MB teacher state, not the
+    # three a study makes (preparation's result, the trials' parameters, test scoring's argument);
+    # Ray then spills to disk and refuses outright when the disk is over 95 % full. A real node's store
+    # is 30 % of its memory.
+    store = 512 * 1024**2
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": store})
+    cluster.add_node(num_cpus=1, object_store_memory=store)
     cluster.wait_for_nodes()
     yield cluster
     ray.shutdown()
@@ -38,12 +43,12 @@ def test_trials_land_on_more_than_one_node(two_node_cluster, tmp_path):
             "epochs": 45,
         },
     )
-    run_dir = run_study(config, say=lambda line: None)
+    said = []
+    run_dir = run_study(config, say=said.append)
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 4 and (trials["status"] == "completed").all()
     assert trials["node"].nunique() == 2  # one CPU per node: two trials at a time, one on each node
     per_image = pd.read_parquet(run_dir / "per_image.parquet")
     assert (per_image["split"] == "val").sum() == 4 * 4  # every trial on the 4 validation images
-    assert (per_image["split"] == "test").sum() == trials[
-        "variant"
-    ].nunique() * 4  # each variant's best, on test
+    tested = (per_image["split"] == "test").sum()
+    assert tested == trials["variant"].nunique() * 4, "\n".join(said)  # each variant's best, on test
