@@ -35,6 +35,13 @@ class StudyStopped(Exception):
         self.recorded, self.total, self.interrupted = recorded, total, interrupted
 
 
+class TestScoringFailed(Exception):
+    """Every trial is recorded but the chosen students were not scored on the test images (the
+    tables and the report are written; --resume scores them)."""
+
+    __test__ = False  # pytest: not a test class
+
+
 def run_study(
     config: StudyConfig, resume: bool = False, say=print, changes: dict | None = None, progress: str = "live"
 ) -> Path:
@@ -116,9 +123,10 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         )
         + "\n"
     )
+    scoring_error = None
     if len(tables.rows) >= total:
         shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)  # engine checkpoints of trials in flight
-        _score_on_test(config, run_dir, shared, say)
+        scoring_error = _score_on_test(config, run_dir, shared, say)
     else:
         say(
             f"the study stopped early; continue it with: python -m study.run --name {config.name} "
@@ -129,6 +137,8 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         from study.tuner import INTERRUPTED
 
         raise StudyStopped(len(tables.rows), total, INTERRUPTED.is_set())
+    if scoring_error:
+        raise TestScoringFailed(scoring_error)
     return run_dir
 
 
@@ -180,18 +190,22 @@ def _release_memory() -> None:
         pass
 
 
-def _score_on_test(config: StudyConfig, run_dir: Path, shared, say) -> None:
-    """Test once, after selection (final.parquet); a failure here keeps every table and says how to retry."""
+def _score_on_test(config: StudyConfig, run_dir: Path, shared, say) -> str | None:
+    """Test once, after selection (final.parquet). A failure here keeps every table, says how to
+    retry and is returned (None after success): the report is still written before the study fails."""
     from study.final import score_chosen
     from study.tasks import run_work
 
     try:
         run_work(score_chosen, config, run_dir, shared, say=say)
     except Exception as err:
-        say(
+        problem = (
             f"test scoring failed ({type(err).__name__}: {err}); the tables are intact: fix the cause "
             f"and score again with: python -m study.run --name {config.name} --out {config.out} --resume"
         )
+        say(problem)
+        return problem
+    return None
 
 
 def _write_report(run_dir: Path, say) -> None:
@@ -274,6 +288,8 @@ def main(argv=None) -> int:
         return 2
     except StudyStopped as stopped:  # how to continue is said already
         return 130 if stopped.interrupted else 1
+    except TestScoringFailed:  # said already, with how to score again
+        return 1
     except KeyboardInterrupt:
         print("interrupted: continue with --resume", file=sys.stderr)
         return 130

@@ -158,6 +158,21 @@ def test_existing_study_needs_resume(local_ray, tmp_path):
         run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
 
 
+def test_a_failed_test_scoring_fails_the_command_and_resume_scores(local_ray, tmp_path, capsys):
+    from study.run import main
+
+    run_dir = tmp_path / "untested"
+    (run_dir / "final.parquet").mkdir(parents=True)  # where the test scores go cannot be written
+    argv = ["--preset", "smoke", "--out", str(tmp_path), "--name", "untested", "--trials", "1"]
+    assert main([*argv, "--methods", "baseline", "--quiet"]) == 1
+    said = capsys.readouterr()
+    assert "test scoring failed" in said.out + said.err and "--resume" in said.out + said.err
+    assert (run_dir / "trials.parquet").is_file() and (run_dir / "report.html").is_file()
+    (run_dir / "final.parquet").rmdir()
+    assert main([*argv, "--resume", "--quiet"]) == 0
+    assert len(pd.read_parquet(run_dir / "final.parquet")) == 1  # the one variant, its one seed
+
+
 def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
     # Ray hands a scheduler-stopped trial's last intermediate result to on_trial_complete.
     import optuna
