@@ -65,8 +65,9 @@ class ResultsTables:
         students: str | None = None,
     ) -> dict | None:
         """Record a finished trial and rewrite the tables; its row, or None when it was recorded
-        already (finished before an interruption and reported again on resume)."""
-        if trial_id in self.rows:
+        already (finished before an interruption and reported again on resume). A crashed trial run
+        again (--resume) replaces its failed row."""
+        if trial_id in self.rows and self.rows[trial_id]["status"] != "failed":
             return None
         row = self.rows[trial_id] = report.to_row(trial_id, choice, status, trial_dir, students)
         ids = {"trial_id": trial_id, "method": choice.method}

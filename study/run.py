@@ -62,6 +62,7 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
     from study.cluster import ResourceWaitWarning, resource_problems, start_ray
     from study.prepare import check_files, prepare
     from study.results import ResultsTables
+    from study.schema import TRIALS
     from study.tasks import run_work, runs_on_ray
     from study.trial import SCRATCH, StudyContext
     from study.tuner import make_tuner, quiet_ray
@@ -123,9 +124,16 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         )
         + "\n"
     )
+    if counts["failed"]:
+        say(
+            f"{counts['failed']} trial(s) failed: the error column of {TRIALS} says why; trials whose "
+            f"worker or node died run again with: python -m study.run --name {config.name} "
+            f"--out {config.out} --resume"
+        )
     scoring_error = None
     if len(tables.rows) >= total:
-        shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)  # engine checkpoints of trials in flight
+        if not counts["failed"]:  # a crashed trial run again continues from its seeds' checkpoints
+            shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)
         scoring_error = _score_on_test(config, run_dir, shared, say)
     else:
         say(
@@ -244,7 +252,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="continue the study --name with its saved configuration; it may run on other resources "
         "(--cpus-per-trial, --gpus-per-trial, --workers-per-trial, --max-concurrent, --address, "
-        "--num-workers, --cache-dir) but nothing that changes results",
+        "--num-workers, --cache-dir) but nothing that changes results; trials whose worker or "
+        "node died run again",
     )
     parser.add_argument(
         "--debug", action="store_true", help="show Python tracebacks for configuration errors too"
@@ -280,7 +289,13 @@ def main(argv=None) -> int:
         from tqdm import tqdm
 
         say = tqdm.write if not args.quiet else _errors_only  # above the live bars, not through them
-        run_study(config, resume=args.resume, changes=changes, progress=progress, say=say)
+        run_study(
+            config,
+            resume=args.resume,
+            changes=changes,
+            progress=progress,
+            say=say,
+        )
     except UserInputError as err:
         if args.debug:
             raise

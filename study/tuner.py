@@ -349,7 +349,10 @@ def make_tuner(
     verbose: bool = False,
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored (`resume`): its finished trials are not run
-    again, and the rest run with this configuration's resources."""
+    again, and the rest run with this configuration's resources. Trials whose worker or node died
+    (after `retries` attempts) run again: a crash is not a result. (Ray already saves most of them
+    as unfinished: it keeps the RUNNING state of a trial whose actor died.) A trial that failed by
+    its own error (a diverging loss) ended normally for Ray and stays failed."""
     runnable = tune.with_resources(tune.with_parameters(trainable, context=context), trial_resources(config))
     grid = config.sampler == "grid"
     param_space = {"choice": tune.grid_search(space.grid())} if grid else None
@@ -357,7 +360,11 @@ def make_tuner(
     concurrent = max_concurrent(config)
     if resume and tune.Tuner.can_restore(str(ray_dir)):
         tuner = tune.Tuner.restore(
-            str(ray_dir), runnable, resume_unfinished=True, resume_errored=False, param_space=param_space
+            str(ray_dir),
+            runnable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=param_space,
         )
         # Ray restores the limits the study started with and offers no public way to change them
         restored = tuner._local_tuner._tune_config

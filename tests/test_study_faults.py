@@ -28,46 +28,59 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-@pytest.mark.slow
-def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
+def _start_study(tmp_path: Path, study_text: str, *flags: str) -> subprocess.Popen:
     study_file = tmp_path / "study.toml"
-    study_file.write_text(
-        'name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 20\nretries = 1\n'
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with (tmp_path / "log").open("w") as log:
-        study = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "study.run",
-                "--preset",
-                "smoke",
-                "--config",
-                str(study_file),
-                "--out",
-                str(tmp_path),
-            ],
+    study_file.write_text(study_text)
+    argv = [sys.executable, "-m", "study.run", "--preset", "smoke", "--config", str(study_file)]
+    with (tmp_path / "log").open("a") as log:
+        return subprocess.Popen(
+            [*argv, "--out", str(tmp_path), *flags],
             cwd=ROOT,
-            env=env,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def _kill_a_trial_worker(study: subprocess.Popen, log: Path) -> None:
+    """SIGKILL the first trial worker of `study` (not another study's on the machine) mid-training."""
     killed, deadline = None, time.time() + 240
     while killed is None and time.time() < deadline and study.poll() is None:
         found = subprocess.run(
             ["pgrep", "-f", "ray::ImplicitFunc.train"], capture_output=True, text=True
         ).stdout.split()
-        # only this study's worker: another study on the machine must not lose one
         found = [pid for pid in found if _descends_from(int(pid), study.pid)]
         if found:
             killed = int(found[0])
-            os.kill(killed, signal.SIGKILL)  # the trial's worker dies mid-training
+            os.kill(killed, signal.SIGKILL)
         time.sleep(0.2)
-    assert killed, "no trial worker appeared: " + (tmp_path / "log").read_text()[-2000:]
+    assert killed, "no trial worker appeared: " + log.read_text()[-2000:]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
+    text = 'name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 20\nretries = 1\n'
+    study = _start_study(tmp_path, text)
+    _kill_a_trial_worker(study, tmp_path / "log")
     assert study.wait(timeout=300) == 0, (tmp_path / "log").read_text()[-3000:]
     trials = pd.read_parquet(tmp_path / "killed" / "trials.parquet")
     assert len(trials) == 2 and (trials["status"] == "completed").all()
+
+
+@pytest.mark.slow
+def test_a_trial_that_crashed_out_of_retries_runs_again_on_resume(tmp_path):
+    text = 'name = "crashed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 20\nretries = 0\n'
+    study = _start_study(tmp_path, text)
+    _kill_a_trial_worker(study, tmp_path / "log")
+    study.wait(timeout=300)
+    trials = pd.read_parquet(tmp_path / "crashed" / "trials.parquet")
+    assert sorted(trials["status"]) == ["completed", "failed"], (tmp_path / "log").read_text()[-3000:]
+    assert "died run again with: python -m study.run --name crashed" in (tmp_path / "log").read_text()
+    crashed = trials.loc[trials["status"] == "failed", "trial_id"].item()
+    assert _start_study(tmp_path, text, "--resume").wait(timeout=300) == 0, (tmp_path / "log").read_text()
+    trials = pd.read_parquet(tmp_path / "crashed" / "trials.parquet").set_index("trial_id")
+    assert len(trials) == 2 and (trials["status"] == "completed").all()
+    assert pd.isna(trials.loc[crashed, "error"])  # its failed row was replaced, not kept beside it
 
 
 def test_a_run_folder_that_cannot_be_written_is_refused_before_training(tmp_path, capsys):
