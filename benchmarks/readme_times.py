@@ -106,7 +106,12 @@ def _rows(times: dict, machine: dict, date: str) -> list[tuple[str, str, str, st
         rows.append(
             (
                 f"{what}: {camvid['trials']} trials x {camvid['seeds']} seeds, preparation and trials "
-                f"(the last session's if it was resumed), from `{camvid['source']}`",
+                + (
+                    f"over {camvid['sessions']} session(s)"
+                    if "sessions" in camvid
+                    else "(the last session's if it was resumed)"
+                )
+                + f", from `{camvid['source']}`",
                 duration(camvid["wall_s"]),
                 "the run's own (timing.json does not record it)",
                 camvid["finished"],

@@ -322,16 +322,18 @@ def _camvid_sd(run: str | None) -> dict:
     if not (timing_file.parent / FINAL).exists():
         return {"skipped": f"{timing_file.parent} has no {FINAL}: the study has not finished"}
     finished = datetime.datetime.fromtimestamp(timing_file.stat().st_mtime).strftime("%Y-%m-%d")
-    # timing.json is rewritten by every session of a study: after a --resume it holds the last
-    # session's time only, which this figure cannot tell apart from a run in one go
-    return {
-        "wall_s": timing["prepare_s"] + timing["fit_s"],
+    figure = {
+        "wall_s": timing.get("total_s", timing["prepare_s"] + timing["fit_s"]),
         "trials": timing["trials_recorded"],
         "seeds": config["seeds"],
         "source": str(timing_file),
         "finished": finished,
-        "caveat": "the last session's time if the study was resumed",
     }
+    if "sessions" in timing:  # every session's time, summed (preparation is repeated by each)
+        figure["sessions"] = len(timing["sessions"])
+    else:  # written by a version that kept the last session's time only
+        figure["caveat"] = "the last session's time if the study was resumed"
+    return figure
 
 
 def study_times(camvid_sd_run: str | None = None) -> dict:

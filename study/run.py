@@ -114,16 +114,7 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         f"study {config.name}: {counts['completed']} completed, {counts['failed']} failed, "
         f"{len(tables.rows)} of {total} trials recorded in {time.perf_counter() - started:.0f} s"
     )
-    (run_dir / "timing.json").write_text(
-        json.dumps(  # for benchmarks: the study's time outside the trials
-            {
-                "prepare_s": fit_started - started,
-                "fit_s": time.perf_counter() - fit_started,
-                "trials_recorded": len(tables.rows),
-            }
-        )
-        + "\n"
-    )
+    _record_timing(run_dir, fit_started - started, time.perf_counter() - fit_started, len(tables.rows))
     if counts["failed"]:
         say(
             f"{counts['failed']} trial(s) failed: the error column of {TRIALS} says why; trials whose "
@@ -148,6 +139,20 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
     if scoring_error:
         raise TestScoringFailed(scoring_error)
     return run_dir
+
+
+def _record_timing(run_dir: Path, prepare_s: float, fit_s: float, recorded: int) -> None:
+    """timing.json, for benchmarks: this session's preparation and trial time at the top, and every
+    session's in `sessions`, so a study continued with --resume still has its whole wall time."""
+    path = run_dir / "timing.json"
+    try:
+        sessions = json.loads(path.read_text()).get("sessions", [])
+    except (OSError, ValueError):  # the first session, or a file from a version without sessions
+        sessions = []
+    session = {"prepare_s": prepare_s, "fit_s": fit_s, "trials_recorded": recorded}
+    sessions.append(session)
+    total = sum(s["prepare_s"] + s["fit_s"] for s in sessions)
+    path.write_text(json.dumps({**session, "total_s": total, "sessions": sessions}, indent=1) + "\n")
 
 
 def _checked(config: StudyConfig, resume: bool, changes: dict):

@@ -5,6 +5,7 @@ Both runs are real `python -m study.run` processes, each with its own local Ray 
 the CI machine), so no Ray instance of the test process is shared with them.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -61,3 +62,9 @@ def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_pat
     assert (after["status"] == "completed").all()
     rerun = ~after["trial_id"].isin(before["trial_id"])
     assert (after.loc[rerun, "cpus"] == 2.0).all() and (before["cpus"] == 1.0).all()
+    if stop == signal.SIGINT:  # a graceful stop records its session's time; SIGKILL leaves none
+        timing = json.loads((tmp_path / name / "timing.json").read_text())
+        assert len(timing["sessions"]) == 2 and timing["sessions"][-1]["trials_recorded"] == trials
+        assert timing["total_s"] == pytest.approx(
+            sum(s["prepare_s"] + s["fit_s"] for s in timing["sessions"])
+        )
