@@ -59,14 +59,7 @@ def run_study(
 
 
 def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
-    from study.cluster import ResourceWaitWarning, resource_problems, start_ray
-    from study.prepare import check_files, prepare
-    from study.results import ResultsTables
-    from study.schema import TRIALS
-    from study.tasks import run_work, runs_on_ray
-    from study.trial import SCRATCH, StudyContext
-    from study.tuner import make_tuner, quiet_ray
-    from study.watch import watchers
+    from study.tuner import quiet_ray
 
     quiet_ray()
     run_dir, started = config.run_dir.resolve(), time.perf_counter()
@@ -76,6 +69,26 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} "
         f"-> {run_dir}"
     )
+    shared = _prepare_shared(config, space, run_dir, say)
+    say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
+    fit_started = time.perf_counter()
+    tables = _fit(config, space, shared, run_dir, total, resume, say, progress)
+    _record_timing(run_dir, fit_started - started, time.perf_counter() - fit_started, len(tables.rows))
+    counts = tables.counts()
+    say(
+        f"study {config.name}: {counts['completed']} completed, {counts['failed']} failed, "
+        f"{len(tables.rows)} of {total} trials recorded in {time.perf_counter() - started:.0f} s"
+    )
+    return _finish(config, run_dir, shared, tables, total, say)
+
+
+def _prepare_shared(config: StudyConfig, space, run_dir: Path, say):
+    """Start (or join) Ray and prepare what every trial shares (study.prepare); a configuration
+    error found here leaves no Ray instance of ours running."""
+    from study.cluster import resource_problems, start_ray
+    from study.prepare import check_files, prepare
+    from study.tasks import run_work, runs_on_ray
+
     local = not runs_on_ray(config)
     if local:  # a corrupt file is named before Ray starts; a Ray task checks them where it runs
         check_files(config, say)
@@ -85,57 +98,60 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         study_config.save(config, run_dir)
         shared = run_work(prepare, config, space, run_dir, local, say=say)
     except UserInputError:
-        if started_ray:  # a configuration error leaves nothing running behind it
+        if started_ray:
             import ray
 
             ray.shutdown()
         raise
     _release_memory()
-    say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
+    return shared
+
+
+def _fit(config: StudyConfig, space, shared, run_dir: Path, total: int, resume: bool, say, progress: str):
+    """Run (or continue) the trials with Ray Tune; the tables as the trials left them."""
+    from study.cluster import ResourceWaitWarning
+    from study.results import ResultsTables
+    from study.trial import StudyContext
+    from study.tuner import make_tuner
+    from study.watch import watchers
+
     if resume:
         say(f"resuming: {len(ResultsTables(run_dir).rows)} trial(s) already finished")
     callbacks = [ResourceWaitWarning(config, say=say), *watchers(config, run_dir, progress)]
-    tuner = make_tuner(
-        config,
-        space,
-        StudyContext(config, shared),
-        run_dir,
-        total,
-        resume,
-        say,
-        callbacks,
-        progress == "verbose",
-    )
-    fit_started = time.perf_counter()
-    tuner.fit()
-    tables = ResultsTables(run_dir)  # on resume Ray ran its restored copy of the writer
-    counts = tables.counts()
-    say(
-        f"study {config.name}: {counts['completed']} completed, {counts['failed']} failed, "
-        f"{len(tables.rows)} of {total} trials recorded in {time.perf_counter() - started:.0f} s"
-    )
-    _record_timing(run_dir, fit_started - started, time.perf_counter() - fit_started, len(tables.rows))
-    if counts["failed"]:
+    context = StudyContext(config, shared)
+    verbose = progress == "verbose"
+    make_tuner(config, space, context, run_dir, total, resume, say, callbacks, verbose).fit()
+    return ResultsTables(run_dir)  # on resume Ray ran its restored copy of the writer
+
+
+def _finish(config: StudyConfig, run_dir: Path, shared, tables, total: int, say) -> Path:
+    """Once every trial is recorded, score the chosen students on test; write the report either way.
+    Raises StudyStopped when trials are missing, TestScoringFailed when scoring failed."""
+    from study.schema import TRIALS
+    from study.trial import SCRATCH
+
+    failed, recorded = tables.counts()["failed"], len(tables.rows)
+    again = f"python -m study.run --name {config.name} --out {config.out} --resume"
+    if failed:
         say(
-            f"{counts['failed']} trial(s) failed: the error column of {TRIALS} says why; trials whose "
-            f"worker or node died run again with: python -m study.run --name {config.name} "
-            f"--out {config.out} --resume"
+            f"{failed} trial(s) failed: the error column of {TRIALS} says why; trials whose "
+            f"worker or node died run again with: {again}"
         )
     scoring_error = None
-    if len(tables.rows) >= total:
-        if not counts["failed"]:  # a crashed trial run again continues from its seeds' checkpoints
+    if recorded >= total:
+        if not failed:  # a crashed trial run again continues from its seeds' checkpoints
             shutil.rmtree(run_dir / SCRATCH, ignore_errors=True)
         scoring_error = _score_on_test(config, run_dir, shared, say)
     else:
         say(
-            f"the study stopped early; continue it with: python -m study.run --name {config.name} "
-            f"--out {config.out} --resume; the chosen trials are scored on the test images at the end"
+            f"the study stopped early; continue it with: {again}; the chosen trials are scored on "
+            "the test images at the end"
         )
     _write_report(run_dir, say)
-    if len(tables.rows) < total:
+    if recorded < total:
         from study.tuner import INTERRUPTED
 
-        raise StudyStopped(len(tables.rows), total, INTERRUPTED.is_set())
+        raise StudyStopped(recorded, total, INTERRUPTED.is_set())
     if scoring_error:
         raise TestScoringFailed(scoring_error)
     return run_dir
