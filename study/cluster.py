@@ -17,6 +17,8 @@ import ipaddress
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 
 from ray import tune
@@ -28,6 +30,7 @@ WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 # How often a long wait is weighed against the cluster's resources (one call to the GCS): Tune's
 # loop turns about ten times a second, and most long waits are trials queued behind the study's own.
 CHECK_EVERY_S = 1.0
+RAY_DISK_THRESHOLD = 0.95  # Ray's local_fs_capacity_threshold default
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -53,6 +56,26 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     else:
         ray.init(address=address, **options)
     return True
+
+
+def ray_disk_warning(temp_dir: str | None = None) -> str | None:
+    """A warning when the disk under Ray's session folder is past Ray's capacity threshold: Ray
+    then refuses to create an object that does not fit in memory (spilling needs the disk), and
+    says so only in its raylet log. None when the disk is fine."""
+    temp_dir = temp_dir or os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    threshold = float(os.environ.get("RAY_local_fs_capacity_threshold", RAY_DISK_THRESHOLD))
+    try:
+        usage = shutil.disk_usage(temp_dir)
+    except OSError:
+        return None
+    used = 1 - usage.free / usage.total  # Ray's measure: what is not available counts as used
+    if used < threshold:
+        return None
+    return (
+        f"the disk under {temp_dir} is {used:.1%} full, past Ray's {threshold:.0%} limit: Ray will refuse "
+        f"objects that must spill to disk (a trial or the test scoring then fails); free space, point "
+        f"RAY_TMPDIR at another disk, or raise RAY_local_fs_capacity_threshold (e.g. to 0.99)"
+    )
 
 
 @contextlib.contextmanager

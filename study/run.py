@@ -85,13 +85,15 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
 def _prepare_shared(config: StudyConfig, space, run_dir: Path, say):
     """Start (or join) Ray and prepare what every trial shares (study.prepare); a configuration
     error found here leaves no Ray instance of ours running."""
-    from study.cluster import resource_problems, start_ray
+    from study.cluster import ray_disk_warning, resource_problems, start_ray
     from study.prepare import check_files, prepare
     from study.tasks import run_work, runs_on_ray
 
     local = not runs_on_ray(config)
     if local:  # a corrupt file is named before Ray starts; a Ray task checks them where it runs
         check_files(config, say)
+    if config.address is None and (warning := ray_disk_warning()):
+        say(f"warning: {warning}")
     started_ray = start_ray(config.address)
     try:
         _refuse_impossible(resource_problems(config, config.check_resources))
@@ -292,7 +294,9 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 def _errors_only(line: str) -> None:
     """--quiet: what needs the user (failures, how to continue, where the results are) still shows."""
-    if any(word in line for word in ("failed", "error", "--resume", "results:", "report:", "waited")):
+    if any(
+        word in line for word in ("failed", "error", "warning", "--resume", "results:", "report:", "waited")
+    ):
         from tqdm import tqdm
 
         tqdm.write(line)

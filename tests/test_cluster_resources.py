@@ -15,6 +15,7 @@ from study.cluster import (
     ResourceWaitWarning,
     is_loopback,
     listening_addresses,
+    ray_disk_warning,
     resource_problems,
     start_ray,
 )
@@ -192,3 +193,11 @@ def test_the_warning_survives_tune_s_pickling():
     copy = pickle.loads(pickle.dumps(warning))
     assert (copy.wait_s, copy.cpus, copy.say) == (7, 2, print)
     assert copy._since == {}  # another process's clock: a resumed study counts afresh
+
+
+def test_a_disk_past_rays_capacity_limit_is_named_with_the_fixes(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_local_fs_capacity_threshold", "0")  # any disk is past it
+    warning = ray_disk_warning(str(tmp_path))
+    assert str(tmp_path) in warning and "RAY_TMPDIR" in warning and "0.99" in warning
+    monkeypatch.setenv("RAY_local_fs_capacity_threshold", "1.01")  # no disk is
+    assert ray_disk_warning(str(tmp_path)) is None
