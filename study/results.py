@@ -67,8 +67,11 @@ class ResultsTables:
         """Record a finished trial and rewrite the tables; its row, or None when it was recorded
         already (finished before an interruption and reported again on resume). A crashed trial run
         again (--resume) replaces its failed row."""
-        if trial_id in self.rows and self.rows[trial_id]["status"] != "failed":
-            return None
+        if trial_id in self.rows:
+            if self.rows[trial_id]["status"] != "failed":
+                return None
+            self.images = [r for r in self.images if r["trial_id"] != trial_id]  # the failed attempt's
+            self.curves = [r for r in self.curves if r["trial_id"] != trial_id]
         row = self.rows[trial_id] = report.to_row(trial_id, choice, status, trial_dir, students)
         ids = {"trial_id": trial_id, "method": choice.method}
         self.images += [
