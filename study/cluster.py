@@ -73,7 +73,7 @@ def ray_disk_warning(temp_dir: str | None = None) -> str | None:
         return None
     return (
         f"the disk under {temp_dir} is {used:.1%} full, past Ray's {threshold:.0%} limit: Ray will refuse "
-        f"objects that must spill to disk (a trial or the test scoring then fails); free space, point "
+        f"objects that must spill to disk (trials or the test scoring then fail); free space, point "
         f"RAY_TMPDIR at another disk, or raise RAY_local_fs_capacity_threshold (e.g. to 0.99)"
     )
 
