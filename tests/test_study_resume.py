@@ -55,7 +55,9 @@ def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_pat
 
     # it may continue on other resources: here every trial it runs gets both cores
     second = launch([*common, "--resume", "--cpus-per-trial", "2"], tmp_path / "second.log")
-    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    code = second.wait(timeout=300)
+    logs = [(tmp_path / f"{run}.log").read_text()[-3000:] for run in ("first", "second")]
+    assert code == 0, "\n--- resumed:\n".join(logs)
     after = pd.read_parquet(table)
     assert len(after) == trials and after["trial_id"].is_unique
     assert set(before["trial_id"]) <= set(after["trial_id"])  # nothing finished was lost or run again
