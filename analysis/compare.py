@@ -322,26 +322,15 @@ def per_image_histograms(studies: list[Study], labels: list[str]) -> go.Figure |
     """mIoU_i of each study's chosen trials over all their seeds and images, on each study's split."""
     fig, colors = go.Figure(), variant_colors(studies)
     for k, (label, study) in enumerate(zip(labels, studies, strict=True)):
-        split = tables.reported_split(study)
-        images = tables.split_images(study, split)
-        for _, top in tables.chosen_trials(study, split).iterrows():
-            scores = images[images["trial_id"] == top["trial_id"]]["miou"].dropna()
-            if scores.empty:
-                continue
-            fig.add_trace(
-                go.Histogram(
-                    x=scores.tolist(),
-                    name=f"{top['variant']} ({top['trial_id']})",
-                    **_legend(label),
-                    marker={
-                        "color": colors[top["variant"]],
-                        "pattern": {"shape": PATTERNS[k % len(PATTERNS)]},
-                    },
-                    hovertemplate=f"{_hover(label, top, study)}<br>mIoU_i %{{x}}<br>share %{{y:.3f}}"
-                    "<extra></extra>",
-                    **figures.MIOU_HISTOGRAM,
-                )
-            )
+        for trace in figures.chosen_histograms(
+            study,
+            tables.reported_split(study),
+            colors,
+            lambda top, label=label, study=study: _hover(label, top, study),
+            pattern=PATTERNS[k % len(PATTERNS)],
+            **_legend(label),
+        ):
+            fig.add_trace(trace)
     return figures.finish_miou_histogram(
         fig, f"mIoU_i{_axis_images(studies)}", legend_groupclick="toggleitem"
     )
@@ -363,33 +352,12 @@ def accuracy_vs_cost(studies: list[Study], labels: list[str]) -> go.Figure | Non
     if not points:
         return None
     params = pd.to_numeric(pd.Series([top.get("params") for *_, top in points]), errors="coerce")
-    sizeref = 2 * params.max() / 45**2 if params.notna().any() and params.max() > 0 else None
+    sizeref = figures.bubble_scale(params)
     fig, colors = go.Figure(), variant_colors(studies)
     for (label, symbol, study, top), size in zip(points, params, strict=True):
-        std = pd.to_numeric(pd.Series([top.get("miou_std")]), errors="coerce").fillna(0).tolist()
-        fig.add_trace(
-            go.Scatter(
-                x=[top["flops"] / 1e9],
-                y=[top["miou"]],
-                mode="markers+text",
-                name=top["variant"],
-                **_legend(label),
-                text=[top["variant"]],
-                textposition="top center",
-                error_y={"type": "data", "array": std},
-                marker={
-                    "color": colors[top["variant"]],
-                    "symbol": symbol,
-                    "size": [size] if sizeref and not math.isnan(size) else [14],
-                    "sizemode": "area",
-                    "sizeref": sizeref or 1,
-                    "sizemin": 6,
-                },
-                customdata=[[_hover(label, top, study), f"{size:,.0f}"]],
-                hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}"
-                "<br>params %{customdata[1]}<extra></extra>",
-            )
-        )
+        hover = _hover(label, top, study)
+        color = colors[top["variant"]]
+        fig.add_trace(figures.cost_bubble(top, size, sizeref, color, hover, symbol=symbol, **_legend(label)))
     fig.update_layout(
         xaxis_title="GFLOPs (one forward pass)",
         yaxis_title=f"mIoU{_axis_images(studies)}",

@@ -189,26 +189,33 @@ def finish_miou_histogram(fig: go.Figure, xaxis_title: str, **layout) -> go.Figu
     return fig
 
 
+def chosen_histograms(study, split: str, colors: dict, hover, pattern: str | None = None, **options):
+    """Histograms of mIoU_i, one per chosen trial of `study` on `split` (its seeds pooled); `hover(top)`
+    gives a trial's hover text, `pattern` a bar pattern, `options` more trace settings (legend groups)."""
+    images = split_images(study, split)
+    for _, top in chosen_trials(study, split).iterrows():
+        scores = images[images["trial_id"] == top["trial_id"]]["miou"].dropna()
+        if scores.empty:
+            continue
+        yield go.Histogram(
+            x=scores.tolist(),
+            name=f"{top['variant']} ({top['trial_id']})",
+            marker={"color": colors[top["variant"]]} | ({"pattern": {"shape": pattern}} if pattern else {}),
+            hovertemplate=f"{hover(top)}<br>mIoU_i %{{x}}<br>share %{{y:.3f}}<extra></extra>",
+            **options,
+            **MIOU_HISTOGRAM,
+        )
+
+
 def per_image_histograms(study) -> go.Figure | None:
     """The distribution of mIoU_i of each variant's chosen trial over all its seeds, on the test images
     once scored there, else on validation (SD paper, Fig. 5)."""
     split = reported_split(study)
-    chosen, images, colors = chosen_trials(study, split), split_images(study, split), variant_colors(study)
     fig = go.Figure()
-    for _, top in chosen.iterrows():
-        scores = images[images["trial_id"] == top["trial_id"]]["miou"].dropna()
-        if scores.empty:
-            continue
-        fig.add_trace(
-            go.Histogram(
-                x=scores.tolist(),
-                name=f"{top['variant']} ({top['trial_id']})",
-                marker={"color": colors[top["variant"]]},
-                hovertemplate=f"{hover_text(top, hyperparameters(study.trials))}"
-                "<br>mIoU_i %{x}<br>share %{y:.3f}<extra></extra>",
-                **MIOU_HISTOGRAM,
-            )
-        )
+    for trace in chosen_histograms(
+        study, split, variant_colors(study), lambda top: hover_text(top, hyperparameters(study.trials))
+    ):
+        fig.add_trace(trace)
     return finish_miou_histogram(fig, f"mIoU_i on the {SPLITS[split]}")
 
 
@@ -277,6 +284,42 @@ def pareto_front(study) -> go.Figure | None:
     return fig
 
 
+def bubble_scale(params: pd.Series) -> float | None:
+    """Plotly's sizeref for bubbles whose area is the parameter count (the largest 45 px across);
+    None when no count is known."""
+    return 2 * params.max() / 45**2 if params.notna().any() and params.max() > 0 else None
+
+
+def cost_bubble(top: pd.Series, params: float, sizeref: float | None, color: str, hover: str, **options):
+    """A chosen trial at (GFLOPs, mIoU) with its seeds' std as the error bar; area = `params` on
+    `sizeref`'s scale (a fixed size without one). `options`: more marker settings (`symbol`) and
+    trace settings (legend groups)."""
+    std = pd.to_numeric(pd.Series([top.get("miou_std")]), errors="coerce").fillna(0).tolist()
+    sized = sizeref and not math.isnan(params) and params
+    marker_options = {k: options.pop(k) for k in ("symbol",) if k in options}
+    return go.Scatter(
+        x=[top["flops"] / 1e9],
+        y=[top["miou"]],
+        mode="markers+text",
+        name=top["variant"],
+        text=[top["variant"]],
+        textposition="top center",
+        error_y={"type": "data", "array": std},
+        marker={
+            "color": color,
+            "size": [params] if sized else [14],
+            "sizemode": "area",
+            "sizeref": sizeref or 1,
+            "sizemin": 6,
+            **marker_options,
+        },
+        customdata=[[hover, f"{params:,.0f}"]],
+        hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}"
+        "<br>params %{customdata[1]}<extra></extra>",
+        **options,
+    )
+
+
 def miou_vs_gflops(study) -> go.Figure | None:
     """mIoU of each variant's chosen trial (test once scored, else validation) against its GFLOPs;
     bubble area = parameters (SD paper, Fig. 1)."""
@@ -284,32 +327,11 @@ def miou_vs_gflops(study) -> go.Figure | None:
     if best.empty:
         return None
     params = pd.to_numeric(best["params"], errors="coerce")
-    sizeref = 2 * params.max() / 45**2 if params.notna().any() and params.max() > 0 else None
+    sizeref = bubble_scale(params)
     fig, colors = go.Figure(), variant_colors(study)
     for index, top in best.iterrows():
-        size = params[index] if sizeref and not math.isnan(params[index]) else None
-        std = pd.to_numeric(pd.Series([top.get("miou_std")]), errors="coerce").fillna(0).tolist()
-        fig.add_trace(
-            go.Scatter(
-                x=[top["flops"] / 1e9],
-                y=[top["miou"]],
-                mode="markers+text",
-                name=top["variant"],
-                text=[top["variant"]],
-                textposition="top center",
-                error_y={"type": "data", "array": std},
-                marker={
-                    "color": colors[top["variant"]],
-                    "size": [size] if size else [14],
-                    "sizemode": "area",
-                    "sizeref": sizeref or 1,
-                    "sizemin": 6,
-                },
-                customdata=[[hover_text(top, hyperparameters(study.trials)), f"{params[index]:,.0f}"]],
-                hovertemplate="%{customdata[0]}<br>GFLOPs %{x:.3g}<br>mIoU %{y:.3f}"
-                "<br>params %{customdata[1]}<extra></extra>",
-            )
-        )
+        hover = hover_text(top, hyperparameters(study.trials))
+        fig.add_trace(cost_bubble(top, params[index], sizeref, colors[top["variant"]], hover))
     fig.update_layout(
         xaxis_title="GFLOPs (one forward pass)",
         yaxis_title=f"mIoU on the {SPLITS[reported_split(study)]}",

@@ -54,7 +54,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "teacher_reference": (
         "models",
         "train and score the teacher as the report's reference even when no method needs it",
-    ),  # noqa: E501
+    ),
     "students": ("models", "METHOD=STUDENT pairs, comma-separated: the student per method"),
     "student_weights": ("models", "METHOD=FILE pairs: backbone weights a method's student starts from"),
     "epochs": (
@@ -76,7 +76,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "cache_dir": (
         "resources",
         "trained teachers and teacher-output caches (default $SEGKD_CACHE); shared on a cluster",
-    ),  # noqa: E501
+    ),
     "resource_wait_s": ("resources", "say so when trials have waited this many seconds for resources"),
     "check_resources": (
         "resources",

@@ -7,10 +7,8 @@ import html
 import re
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-from test_analysis import TEST_B1, make_run, scored_on_test  # pytest puts tests/ on sys.path
+from test_analysis import TEST_B1, make_run, score_on_test, scored_on_test  # pytest puts tests/ on sys.path
 
 import analysis
 from analysis import compare
@@ -22,41 +20,6 @@ B_TEST = {
     ("b1", "baseline"): {0: {"t1": 0.6, "t2": 0.5, "t3": 0.9}, 1: {"t1": 0.7, "t2": 0.4, "t3": 0.1}},
     ("s1", "sd"): {0: {"t9": 0.5}, 1: {"t9": 0.6}},
 }
-
-
-def score_on_test(root: Path, scores: dict) -> Path:
-    """What the driver writes once the chosen trials are scored: final.parquet, test rows of per_image."""
-    val = pd.read_parquet(root / "per_image.parquet").assign(split="val")
-    rows, finals = [], []
-    for (trial_id, method), seeds in scores.items():
-        for seed, images in seeds.items():
-            rows += [
-                {
-                    "trial_id": trial_id,
-                    "method": method,
-                    "split": "test",
-                    "seed": seed,
-                    "image_id": i,
-                    "miou": v,
-                }
-                for i, v in images.items()
-            ]
-            values = np.array(list(images.values()))
-            finals.append(
-                {
-                    "method": method,
-                    "variant": method,
-                    "trial_id": trial_id,
-                    "seed": seed,
-                    "miou": float(values.mean()),
-                    "miou_img": float(values.mean()),
-                    "hp_acc": float((values > 0.75).mean()),
-                    "var": float(values.var()),
-                }
-            )
-    pd.concat([val, pd.DataFrame(rows)]).to_parquet(root / "per_image.parquet")
-    pd.DataFrame(finals).to_parquet(root / "final.parquet")
-    return root
 
 
 @pytest.fixture(scope="module")
