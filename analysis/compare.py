@@ -394,13 +394,7 @@ def hp_acc_vs_var(studies: list[Study], labels: list[str]) -> go.Figure | None:
             fig.add_trace(trace)
     if not fig.data:
         return None
-    fig.update_layout(
-        xaxis_title="Var of mIoU_i (lower is better)",
-        yaxis_title=f"HP-Acc (share of mIoU_i > {THETA:g})",
-        legend_groupclick="toggleitem",
-    )
-    fig.update_xaxes(tickformat=".2~e")  # variances are small: SI prefixes would print "329µ"
-    return fig
+    return figures.hp_acc_axes(fig, legend_groupclick="toggleitem")
 
 
 # (title, figure function, images, caption, note when there is nothing to draw); images as in

@@ -122,10 +122,15 @@ def hp_acc_vs_var(study) -> go.Figure | None:
                 hovertemplate="%{text}<br>var %{x:.4g}<br>hp_acc %{y:.3f}<extra></extra>",
             )
         )
+    return hp_acc_axes(fig, legend_title="variant")
+
+
+def hp_acc_axes(fig: go.Figure, **layout) -> go.Figure:
+    """The axes of HP-Acc against Var (SD paper, Fig. 4); `layout`: more layout settings."""
     fig.update_layout(
         xaxis_title="Var of mIoU_i (lower is better)",
         yaxis_title=f"HP-Acc (share of mIoU_i > {THETA:g})",
-        legend_title="variant",
+        **layout,
     )
     fig.update_xaxes(tickformat=".2~e")  # variances are small: SI prefixes would print "329µ"
     return fig
