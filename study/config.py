@@ -377,7 +377,7 @@ def problems(config: StudyConfig) -> list[str]:
     from study.watch import logger_problems
 
     found += (
-        logger_problems(config.callbacks)
+        logger_problems(config.callbacks, config.name)
         if isinstance(config.callbacks, list)
         else [f"callbacks must be a list of logger names, got {config.callbacks!r}"]
     )

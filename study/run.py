@@ -119,7 +119,7 @@ def _fit(config: StudyConfig, space, shared, run_dir: Path, total: int, resume: 
 
     if resume:
         say(f"resuming: {len(ResultsTables(run_dir).rows)} trial(s) already finished")
-    callbacks = [ResourceWaitWarning(config, say=say), *watchers(config, run_dir, progress)]
+    callbacks = [ResourceWaitWarning(config, say=say), *watchers(config, run_dir, progress, say)]
     context = StudyContext(config, shared)
     verbose = progress == "verbose"
     make_tuner(config, space, context, run_dir, total, resume, say, callbacks, verbose).fit()

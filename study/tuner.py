@@ -51,8 +51,8 @@ def quiet_ray() -> None:
 
 
 def trainable(config: dict, context: StudyContext) -> None:
-    """Tune's function trainable: one report at the end (`final: True` tells the searcher the trial
-    ran to the end); with ASHA also the first seed's scores after every epoch."""
+    """Tune's function trainable: a report after every epoch (`final: False`; under ASHA the first
+    seed's only) and one at the end (`final: True` tells the searcher the trial ran to the end)."""
     import ray
 
     choice: TrialChoice = config["choice"]
@@ -97,6 +97,7 @@ def data_parallel_trial(choice: TrialChoice, context: StudyContext) -> TrialRepo
     the report next to the trial's checkpoints, in the run folder every node sees."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     config = context.config
     answer = Path(config.out) / config.name / SCRATCH / choice.key / REPORT
@@ -113,7 +114,9 @@ def data_parallel_trial(choice: TrialChoice, context: StudyContext) -> TrialRepo
         ),
         torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
         run_config=RunConfig(
-            name=f"train-{choice}", storage_path=str(Path(config.out) / config.name / RAY_DIR)
+            name=f"train-{choice}",
+            storage_path=str(Path(config.out) / config.name / RAY_DIR),
+            callbacks=[TuneReportCallback()],  # the first worker's epoch reports reach this Tune trial
         ),
     )
     try:
@@ -133,12 +136,12 @@ def _data_parallel_worker(loop_config: dict) -> None:
 
     context: StudyContext = loop_config["context"]
     device = str(ray.train.torch.get_device()) if context.config.gpus_per_trial > 0 else "cpu"
-    report = run_trial(loop_config["choice"], context, device=device)
+    on_epoch = _epoch_reporter(context, send=ray.train.report)  # every rank reports: Ray Train wants all
+    report = run_trial(loop_config["choice"], context, on_epoch, device=device)
     report.workers, report.cpus, report.gpus = world()[1], *assigned_resources()
     if world()[0] == 0:
         text = json.dumps(dataclasses.asdict(report))
         atomic_write(Path(loop_config["answer"]), lambda tmp: Path(tmp).write_text(text))
-    ray.train.report({"done": 1})
 
 
 def assigned_resources() -> tuple[float, float]:
@@ -162,17 +165,18 @@ def saved_report(checkpoint: tune.Checkpoint | None) -> TrialReport | None:
 EPOCH_KEYS = ("seed", "seeds", "epoch", "epochs", "stage", "loss")  # what every epoch's report says
 
 
-def _epoch_reporter(context: StudyContext):
+def _epoch_reporter(context: StudyContext, send=tune.report):
     """Every epoch of every seed goes to Tune (loggers, the live progress): its loss, stage and
     position, and validation scores where the trial evaluated (NaN elsewhere: Tune wants every
-    objective in every result). ASHA judges the first seed's epochs only: the others are not sent."""
+    objective in every result). ASHA judges the first seed's epochs only: the others are not sent.
+    `send`: ray.train.report in a data-parallel trial's workers, which Ray hands on to Tune."""
     asha = context.config.scheduler == "asha"
 
     def report(metrics: dict) -> None:
         if asha and metrics["seed"] != 0:
             return
         scores = {m: float(metrics[m]) if m in metrics else float("nan") for m in METRICS}
-        tune.report({**scores, **{k: metrics[k] for k in EPOCH_KEYS if k in metrics}, "final": False})
+        send({**scores, **{k: metrics[k] for k in EPOCH_KEYS if k in metrics}, "final": False})
 
     return report
 

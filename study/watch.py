@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 from ray import tune
 
-from kd.errors import UserInputError
 from kd.metrics import METRICS
+from study.contract import short
 
 TENSORBOARD = "tensorboard"  # run_dir/tensorboard/<trial>: one event folder per trial
 # name -> (the package it needs, Ray's callback)
@@ -31,7 +32,12 @@ def _position(result: dict) -> int | None:
 
 
 def _name(trial) -> str:
-    return f"{trial.trial_id} {trial.config['choice']}"
+    """Its id and method, as the finished trial's line names it: a grid point's name carries its
+    values; a searched trial's chosen values are listed."""
+    choice = trial.config["choice"]
+    chosen = {**(choice.values if choice.variant == choice.method else {}), "split_point": choice.split_point}
+    listed = ", ".join(f"{k}={short(v)}" for k, v in chosen.items() if v is not None)
+    return f"{trial.trial_id} {choice.variant}" + (f" ({listed})" if listed else "")
 
 
 class TensorBoardWriter(tune.Callback):
@@ -71,46 +77,88 @@ class TensorBoardWriter(tune.Callback):
 
 
 class LiveProgress(tune.Callback):
-    """One tqdm bar per running trial: its id and choice, stage, epochs done over all seeds, loss,
-    the last validation score, and tqdm's ETA. Finished trials keep their one line (ResultsWriter)."""
+    """Per running trial: its id and choice, seed, stage, epochs done over all seeds, loss, the last
+    validation score and an ETA. On a terminal, one tqdm bar per trial; elsewhere (a log file, CI),
+    one line per trial when a seed ends and at least every `every_s` seconds, so a grid point that
+    trains for an hour is not silent. Finished trials keep their one line (ResultsWriter)."""
 
-    def __init__(self, objective: str):
-        self.objective, self.bars = objective, {}
+    def __init__(self, objective: str, bars: bool = True, say=print, every_s: float = 600.0):
+        self.objective, self.use_bars, self.say, self.every_s = objective, bars, say, every_s
+        self.bars, self.last_score, self.lines = {}, {}, {}
 
-    def __getstate__(self) -> dict:
-        return {"objective": self.objective}
+    def __getstate__(self) -> dict:  # bars hold the terminal; a resumed study passes its own callbacks
+        return {k: getattr(self, k) for k in ("objective", "use_bars", "every_s")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, bars={})
+        self.__dict__.update(state, say=print, bars={}, last_score={}, lines={})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         done = _position(result)
         if done is None:
             return
+        score = result.get(self.objective)
+        if isinstance(score, float) and math.isfinite(score):
+            self.last_score[trial.trial_id] = score
+        total = int(result["seeds"]) * int(result["epochs"])
+        if self.use_bars:
+            self._bar(trial, total).set_postfix_str(self._state(trial, result), refresh=False)
+            bar = self.bars[trial.trial_id]
+            bar.update(max(0, done - bar.n))
+        else:
+            self._line(trial, result, done, total)
+
+    def _state(self, trial, result: dict) -> str:
+        score = self.last_score.get(trial.trial_id)
+        return (
+            f"seed {result['seed'] + 1}/{result['seeds']}, {result.get('stage', '')}, "
+            f"loss {result['loss']:.4g}" + (f", {self.objective} {score:.3f}" if score is not None else "")
+        )
+
+    def _bar(self, trial, total: int):
         from tqdm import tqdm
 
-        bar = self.bars.get(trial.trial_id)
-        if bar is None:
-            total = int(result["seeds"]) * int(result["epochs"])
-            bar = self.bars[trial.trial_id] = tqdm(total=total, desc=_name(trial), unit="epoch", leave=False)
-        score = result.get(self.objective)
-        scored = isinstance(score, float) and math.isfinite(score)
-        bar.set_postfix_str(
-            f"seed {result['seed'] + 1}/{result['seeds']}, {result.get('stage', '')}, "
-            f"loss {result['loss']:.4g}" + (f", {self.objective} {score:.3f}" if scored else "")
+        if trial.trial_id not in self.bars:
+            self.bars[trial.trial_id] = tqdm(total=total, desc=_name(trial), unit="epoch", leave=False)
+        return self.bars[trial.trial_id]
+
+    def _line(self, trial, result: dict, done: int, total: int) -> None:
+        now = time.monotonic()
+        started, last_at, last_seed = self.lines.setdefault(trial.trial_id, (now, now, result["seed"]))
+        if result["seed"] == last_seed and now - last_at < self.every_s:
+            return
+        self.lines[trial.trial_id] = (started, now, result["seed"])
+        rate = (now - started) / max(done, 1)
+        self.say(
+            f"  {_name(trial)}: epoch {done}/{total}, {self._state(trial, result)}, "
+            f"ETA {_duration(rate * (total - done))}"
         )
-        bar.update(max(0, done - bar.n))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         bar = self.bars.pop(trial.trial_id, None)
         if bar is not None:
             bar.close()
+        self.last_score.pop(trial.trial_id, None)
+        self.lines.pop(trial.trial_id, None)
 
     on_trial_error = on_trial_complete
 
 
-def logger_problems(names: list[str]) -> list[str]:
-    """Unknown loggers, or loggers whose package is not installed, named with the fix."""
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+# name -> what to change when the logger cannot start
+LOGGER_FIXES = {
+    "mlflow": "set MLFLOW_TRACKING_URI to your tracking server or a database (sqlite:///mlflow.db)",
+    "wandb": "log in with `wandb login`, or set WANDB_MODE=offline",
+}
+
+
+def logger_problems(names: list[str], study_name: str = "study") -> list[str]:
+    """Unknown loggers, loggers whose package is not installed, and loggers that cannot start (an
+    unreachable tracking server, no account), each named with the fix: found before the teacher
+    trains, not when the trials start."""
     import importlib.util
 
     found = []
@@ -122,24 +170,32 @@ def logger_problems(names: list[str]) -> list[str]:
                 f"callbacks: {name!r} needs the {LOGGERS[name][0]} package: pip install -e '.[{name}]' "
                 f"(or pip install {LOGGERS[name][0]}), or remove it from callbacks"
             )
+        else:
+            try:
+                _logger(name, study_name).setup()  # what Tune calls first; creates the experiment
+            except Exception as err:
+                said = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                found.append(
+                    f"callbacks: {name!r} could not start ({type(err).__name__}: {said}); "
+                    f"{LOGGER_FIXES[name]}, or remove it from callbacks"
+                )
     return found
 
 
-def watchers(config, run_dir: Path, progress: str) -> list[tune.Callback]:
-    """The callbacks that show the study: TensorBoard always, the live bars on a terminal unless
-    `progress` is "quiet", and the loggers the study's `callbacks` setting names."""
+def _logger(name: str, study_name: str) -> tune.Callback:
+    """Ray's logger callback: MLflow's experiment or W&B's project is the study's name."""
     import importlib
 
+    module, _, cls = LOGGERS[name][1].rpartition(".")
+    callback = getattr(importlib.import_module(module), cls)
+    return callback(experiment_name=study_name) if name == "mlflow" else callback(project=study_name)
+
+
+def watchers(config, run_dir: Path, progress: str, say=print) -> list[tune.Callback]:
+    """The callbacks that show the study: TensorBoard always, the live progress (bars on a terminal,
+    lines through `say` elsewhere) unless `progress` is "quiet", and the loggers the study's
+    `callbacks` setting names."""
     found = [TensorBoardWriter(run_dir)]
-    if progress == "live" and sys.stderr.isatty():
-        found.append(LiveProgress(config.objectives[0]))
-    for name in config.callbacks:
-        problems = logger_problems([name])
-        if problems:
-            raise UserInputError(problems[0])
-        module, _, cls = LOGGERS[name][1].rpartition(".")
-        callback = getattr(importlib.import_module(module), cls)
-        found.append(
-            callback(experiment_name=config.name) if name == "mlflow" else callback(project=config.name)
-        )
-    return found
+    if progress != "quiet":
+        found.append(LiveProgress(config.objectives[0], bars=sys.stderr.isatty(), say=say))
+    return found + [_logger(name, config.name) for name in config.callbacks]  # checked with the config

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.slow
 
 def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(tmp_path):
     import ray
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     scores = {}
     for workers in (1, 2):
@@ -35,6 +36,11 @@ def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(tmp_pa
         assert trials["workers"].tolist() == [workers] and trials["cpus"].tolist() == [1.0]
         assert len(pd.read_parquet(run_dir / "final.parquet")) == config.seeds  # scored on test too
         scores[workers] = trials.iloc[0]
+        # every epoch reached Tune's loggers, through Ray Train's report from the workers
+        (folder,) = (run_dir / "tensorboard").iterdir()
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        assert [e.step for e in events.Scalars("loss/seed0")] == list(range(1, config.epochs + 1))
     # BatchNorm sees 2 images per worker instead of 4: close, not equal
     for metric in ("miou", "miou_img"):
         assert abs(scores[2][metric] - scores[1][metric]) < 0.05, (

@@ -1,5 +1,6 @@
 """One driver per study: a second start or --resume while a driver runs is refused, named."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_a_second_driver_is_refused_until_the_first_dies(tmp_path, capsys):
         assert first.stdout.readline().strip() == "locked"
         assert main(["--name", "busy", "--out", str(tmp_path), "--resume"]) == 2
         err = capsys.readouterr().err
-        assert f"pid {first.pid}" in err and "being run by another driver" in err
+        assert f"host {socket.gethostname()}, pid {first.pid}" in err and "being run by another driver" in err
         assert "Traceback" not in err
     finally:
         first.kill()

@@ -21,11 +21,12 @@ pytestmark = pytest.mark.slow
 
 
 def launch(args, log: Path) -> subprocess.Popen:
+    """The study from the log's folder, so that a relative --out means a folder there."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "study.run", *args],
-            cwd=ROOT,
+            cwd=log.parent,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -35,16 +36,20 @@ def launch(args, log: Path) -> subprocess.Popen:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_path):
     name, trials = "resume", 4
-    common = ["--name", name, "--out", str(tmp_path)]
+    common = ["--name", name, "--out", "runs"]  # relative: the driver and every trial mean tmp_path/runs
+    run_dir = tmp_path / "runs" / name
     first = launch(
         ["--preset", "smoke", *common, "--trials", str(trials), "--max-concurrent", "1"],
         tmp_path / "first.log",
     )
-    table = tmp_path / name / "trials.parquet"
-    deadline = time.time() + 240
-    while time.time() < deadline and first.poll() is None and not table.is_file():
-        time.sleep(0.2)
+    table = run_dir / "trials.parquet"
+    deadline, in_flight = time.time() + 240, []
+    while time.time() < deadline and first.poll() is None and not (table.is_file() and in_flight):
+        # a running trial's engine checkpoints are in the run folder, not in Ray's trial folder
+        in_flight = list((run_dir / "scratch").glob("*/seed0/engine.pt"))
+        time.sleep(0.05)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    assert in_flight
     first.send_signal(stop)  # a person pressing Ctrl-C, or the driver killed outright
     first.wait(timeout=120)
     before = pd.read_parquet(table)  # written atomically: readable whatever the moment of the kill
@@ -65,7 +70,7 @@ def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_pat
     rerun = ~after["trial_id"].isin(before["trial_id"])
     assert (after.loc[rerun, "cpus"] == 2.0).all() and (before["cpus"] == 1.0).all()
     if stop == signal.SIGINT:  # a graceful stop records its session's time; SIGKILL leaves none
-        timing = json.loads((tmp_path / name / "timing.json").read_text())
+        timing = json.loads((run_dir / "timing.json").read_text())
         assert len(timing["sessions"]) == 2 and timing["sessions"][-1]["trials_recorded"] == trials
         assert timing["total_s"] == pytest.approx(
             sum(s["prepare_s"] + s["fit_s"] for s in timing["sessions"])

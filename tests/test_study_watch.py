@@ -14,13 +14,22 @@ from study.watch import logger_problems
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("watch")
+    """The smoke study, quiet, logged to MLflow (mlflow-skinny, in the test extra) in a database."""
     import contextlib
     import io
+    import os
 
+    out = tmp_path_factory.mktemp("watch")
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["--preset", "smoke", "--out", str(out), "--quiet"])
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
+    try:
+        with contextlib.redirect_stdout(printed):
+            code = main(["--preset", "smoke", "--out", str(out), "--quiet", "--callbacks", "mlflow"])
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
     return code, out / "smoke", printed.getvalue()
 
 
@@ -47,6 +56,29 @@ def test_tensorboard_has_every_epoch_of_every_trial(smoke_study):
 
 
 @pytest.mark.slow
+def test_mlflow_has_every_epoch_of_every_trial(smoke_study):
+    import mlflow
+
+    _, run_dir, _ = smoke_study
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir.parent / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")  # the study's name
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4
+    epochs = study_config.resolve("smoke").epochs
+    for run in runs:
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == epochs
+
+
+def test_a_logger_that_cannot_start_is_refused_before_the_study_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nowhere://tracking")
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--callbacks", "mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert "callbacks: 'mlflow' could not start" in err and "set MLFLOW_TRACKING_URI" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "smoke").exists()  # nothing started
+
+
+@pytest.mark.slow
 def test_optuna_dashboard_serves_the_study_s_journal(smoke_study):
     import optuna_dashboard
     from optuna.storages import JournalStorage
@@ -66,11 +98,57 @@ def test_optuna_dashboard_serves_the_study_s_journal(smoke_study):
 def test_loggers_that_need_a_package_say_how_to_get_it():
     import importlib.util
 
-    for name in ("mlflow", "wandb"):
-        found = logger_problems([name])
+    for name in ("mlflow", "wandb"):  # the test extra has mlflow: wandb is the one missing there
         if importlib.util.find_spec(name) is None:
-            assert found == [
+            assert logger_problems([name]) == [
                 f"callbacks: {name!r} needs the {name} package: pip install -e '.[{name}]' "
                 f"(or pip install {name}), or remove it from callbacks"
             ]
     assert "unknown logger 'tensorboardx'" in logger_problems(["tensorboardx"])[0]
+
+
+def _trial(trial_id: str, choice):
+    from ray.tune.experiment import Trial
+
+    return Trial("trial", config={"choice": choice}, trial_id=trial_id, stub=True)
+
+
+def _epoch(seed: int, epoch: int, loss: float, **scores) -> dict:
+    return {"seed": seed, "seeds": 2, "epoch": epoch, "epochs": 5, "stage": "stage 2", "loss": loss, **scores}
+
+
+def test_a_running_trial_s_bar_shows_where_it_is_and_its_last_score():
+    from study.contract import TrialChoice
+    from study.watch import LiveProgress
+
+    trial = _trial("abc_00001", TrialChoice("esd", {"r": 0.5}, "top", {"r": 0.5}))
+    progress = LiveProgress("miou_img", bars=True)
+    progress.on_trial_result(0, [], trial, _epoch(0, 5, 0.25, miou_img=0.5))
+    progress.on_trial_result(0, [], trial, _epoch(1, 2, 0.125, miou_img=float("nan")))  # not evaluated
+    bar = progress.bars["abc_00001"]
+    shown = str(bar)
+    assert shown.startswith("abc_00001 esd (r=0.5, split_point=top)")
+    assert "7/10" in shown  # epochs done over both seeds
+    assert "seed 2/2, stage 2, loss 0.125, miou_img 0.500" in shown  # the last score is kept
+    assert "<" in shown  # tqdm's elapsed<remaining: the ETA
+    progress.on_trial_complete(0, [], trial)
+    assert not progress.bars
+
+
+def test_without_a_terminal_a_trial_says_where_it_is_when_a_seed_ends_and_now_and_then():
+    from study.contract import TrialChoice
+    from study.watch import LiveProgress
+
+    lines = []
+    trial = _trial("abc_00002", TrialChoice("esd", {"r": 1.0}, None, {"r": 1.0}, variant="esd r=1"))
+    progress = LiveProgress("miou_img", bars=False, say=lines.append, every_s=3600)
+    for epoch in range(1, 6):
+        progress.on_trial_result(0, [], trial, _epoch(0, epoch, 1.0 / epoch, miou_img=0.1 * epoch))
+    assert lines == []  # the first seed, within the hour
+    progress.on_trial_result(0, [], trial, _epoch(1, 1, 0.5))
+    assert len(lines) == 1
+    assert lines[0].startswith("  abc_00002 esd r=1: epoch 6/10, seed 2/2, stage 2, loss 0.5, miou_img 0.500")
+    assert "ETA" in lines[0]
+    progress.every_s = 0  # every report is past due
+    progress.on_trial_result(0, [], trial, _epoch(1, 2, 0.25))
+    assert len(lines) == 2 and "epoch 7/10" in lines[1]
