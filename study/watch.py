@@ -7,6 +7,7 @@ Ray's MLflow or W&B loggers. Each is a Tune callback fed by the epoch reports ev
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,10 +32,12 @@ def _position(result: dict) -> int | None:
     return int(result["seed"]) * int(result["epochs"]) + int(result["epoch"])
 
 
-def _name(trial) -> str:
+def _name(trial, values: bool = True) -> str:
     """Its id and method, as the finished trial's line names it: a grid point's name carries its
-    values; a searched trial's chosen values are listed."""
+    values; a searched trial's chosen values are listed (not in a bar, which has one line's width)."""
     choice = trial.config["choice"]
+    if not values:
+        return f"{trial.trial_id} {choice.variant}"
     chosen = {**(choice.values if choice.variant == choice.method else {}), "split_point": choice.split_point}
     listed = ", ".join(f"{k}={short(v)}" for k, v in chosen.items() if v is not None)
     return f"{trial.trial_id} {choice.variant}" + (f" ({listed})" if listed else "")
@@ -118,7 +121,16 @@ class LiveProgress(tune.Callback):
         from tqdm import tqdm
 
         if trial.trial_id not in self.bars:
-            self.bars[trial.trial_id] = tqdm(total=total, desc=_name(trial), unit="epoch", leave=False)
+            # tqdm reads an unknown terminal size as -1 rows and draws nothing; shutil falls back to 80x24
+            columns, rows = shutil.get_terminal_size()
+            self.bars[trial.trial_id] = tqdm(
+                total=total,
+                desc=_name(trial, values=False),
+                bar_format="{desc}: {n_fmt}/{total_fmt} epochs, ETA {remaining}{postfix}",
+                leave=False,
+                ncols=columns,
+                nrows=rows,
+            )
         return self.bars[trial.trial_id]
 
     def _line(self, trial, result: dict, done: int, total: int) -> None:
