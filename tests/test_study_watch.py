@@ -152,3 +152,44 @@ def test_without_a_terminal_a_trial_says_where_it_is_when_a_seed_ends_and_now_an
     progress.every_s = 0  # every report is past due
     progress.on_trial_result(0, [], trial, _epoch(1, 2, 0.25))
     assert len(lines) == 2 and "epoch 7/10" in lines[1]
+
+
+@pytest.mark.slow
+def test_on_a_terminal_each_running_trial_has_a_bar(tmp_path):
+    """A real study on a pseudo-terminal that does not say its size (as under `script` or some CI
+    runners): the bars are drawn, and a finished trial's line stays."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    controller, terminal = pty.openpty()
+    study = subprocess.Popen(
+        [sys.executable, "-m", "study.run", "--preset", "smoke", "--out", str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the study closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert study.wait(timeout=600) == 0
+    reader.join(timeout=30)
+    os.close(controller)
+    text = shown.decode(errors="replace")
+    assert "epochs, ETA" in text, text[-3000:]
+    assert "[4/4]" in text
