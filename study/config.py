@@ -439,7 +439,7 @@ def data_problems(config: StudyConfig) -> list[str]:
             if not path or not Path(path).is_dir():
                 found.append(f"data {config.data!r}: folder {path or '(none given)'} does not exist")
         if config.kind == "folder" and not config.classes:
-            found.append('folder data needs its class names: classes = ["road", ...]')
+            found.append("classes: folder data needs its class names, e.g. road,car,other")
     if config.label_set not in ("full", "binary"):
         found.append(f"label_set must be 'full' or 'binary', got {config.label_set!r}")
     for key in ("image_size", "crop"):
