@@ -80,8 +80,9 @@ class TensorBoardWriter(tune.Callback):
 
 
 class LiveProgress(tune.Callback):
-    """Per running trial: its id and choice, seed, stage, epochs done over all seeds, loss, the last
-    validation score and an ETA. On a terminal, one tqdm bar per trial; elsewhere (a log file, CI),
+    """Per running trial: its id and variant, seed, stage, epochs done over all seeds, loss, the last
+    validation score and an ETA (from the epochs this driver has seen: a resumed trial's earlier
+    epochs took no time here). On a terminal, one tqdm bar per trial; elsewhere (a log file, CI),
     one line per trial when a seed ends and at least every `every_s` seconds, so a grid point that
     trains for an hour is not silent. Finished trials keep their one line (ResultsWriter)."""
 
@@ -104,8 +105,8 @@ class LiveProgress(tune.Callback):
             self.last_score[trial.trial_id] = score
         total = int(result["seeds"]) * int(result["epochs"])
         if self.use_bars:
-            self._bar(trial, total).set_postfix_str(self._state(trial, result), refresh=False)
-            bar = self.bars[trial.trial_id]
+            bar = self._bar(trial, total, done)
+            bar.set_postfix_str(self._state(trial, result), refresh=False)
             bar.update(max(0, done - bar.n))
         else:
             self._line(trial, result, done, total)
@@ -117,7 +118,7 @@ class LiveProgress(tune.Callback):
             f"loss {result['loss']:.4g}" + (f", {self.objective} {score:.3f}" if score is not None else "")
         )
 
-    def _bar(self, trial, total: int):
+    def _bar(self, trial, total: int, done: int):
         from tqdm import tqdm
 
         if trial.trial_id not in self.bars:
@@ -125,6 +126,7 @@ class LiveProgress(tune.Callback):
             columns, rows = shutil.get_terminal_size()
             self.bars[trial.trial_id] = tqdm(
                 total=total,
+                initial=done,
                 desc=_name(trial, values=False),
                 bar_format="{desc}: {n_fmt}/{total_fmt} epochs, ETA {remaining}{postfix}",
                 leave=False,
@@ -135,11 +137,12 @@ class LiveProgress(tune.Callback):
 
     def _line(self, trial, result: dict, done: int, total: int) -> None:
         now = time.monotonic()
-        started, last_at, last_seed = self.lines.setdefault(trial.trial_id, (now, now, result["seed"]))
+        seen = self.lines.setdefault(trial.trial_id, (now, done, now, result["seed"]))
+        started, done_then, last_at, last_seed = seen
         if result["seed"] == last_seed and now - last_at < self.every_s:
             return
-        self.lines[trial.trial_id] = (started, now, result["seed"])
-        rate = (now - started) / max(done, 1)
+        self.lines[trial.trial_id] = (started, done_then, now, result["seed"])
+        rate = (now - started) / max(done - done_then, 1)
         self.say(
             f"  {_name(trial)}: epoch {done}/{total}, {self._state(trial, result)}, "
             f"ETA {_duration(rate * (total - done))}"
