@@ -117,9 +117,15 @@ class ResultsTables:
         return {status: statuses.count(status) for status in ("completed", "failed", "stopped")}
 
 
+def trial_name(trial_id: str, method: str, chosen: dict) -> str:
+    """How progress output names a trial: "8bddabae esd (split_point=top, r=0.5)"."""
+    listed = ", ".join(f"{k}={short(v)}" for k, v in chosen.items() if v is not None)
+    return f"{trial_id} {method}" + (f" ({listed})" if listed else "")
+
+
 def progress_line(done: int, total: int, row: dict) -> str:
-    chosen = ", ".join(f"{k}={short(v)}" for k, v in row.items() if is_hyperparameter(k) and v is not None)
-    head = f"[{done}/{total}] {row['trial_id']} {row['method']}" + (f" ({chosen})" if chosen else "")
+    chosen = {k: v for k, v in row.items() if is_hyperparameter(k)}
+    head = f"[{done}/{total}] {trial_name(row['trial_id'], row['method'], chosen)}"
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']}"
     if row["status"] == "stopped":

@@ -15,7 +15,7 @@ from pathlib import Path
 from ray import tune
 
 from kd.metrics import METRICS
-from study.contract import short
+from study.results import trial_name
 
 TENSORBOARD = "tensorboard"  # run_dir/tensorboard/<trial>: one event folder per trial
 # name -> (the package it needs, Ray's callback)
@@ -33,14 +33,11 @@ def _position(result: dict) -> int | None:
 
 
 def _name(trial, values: bool = True) -> str:
-    """Its id and method, as the finished trial's line names it: a grid point's name carries its
-    values; a searched trial's chosen values are listed (not in a bar, which has one line's width)."""
+    """As the finished trial's line names it; a bar, one line wide, shows the variant instead."""
     choice = trial.config["choice"]
     if not values:
         return f"{trial.trial_id} {choice.variant}"
-    chosen = {**(choice.values if choice.variant == choice.method else {}), "split_point": choice.split_point}
-    listed = ", ".join(f"{k}={short(v)}" for k, v in chosen.items() if v is not None)
-    return f"{trial.trial_id} {choice.variant}" + (f" ({listed})" if listed else "")
+    return trial_name(trial.trial_id, choice.method, {"split_point": choice.split_point, **choice.values})
 
 
 class TensorBoardWriter(tune.Callback):

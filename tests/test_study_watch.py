@@ -17,19 +17,12 @@ def smoke_study(tmp_path_factory):
     """The smoke study, quiet, logged to MLflow (mlflow-skinny, in the test extra) in a database."""
     import contextlib
     import io
-    import os
 
     out = tmp_path_factory.mktemp("watch")
     printed = io.StringIO()
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
-    try:
-        with contextlib.redirect_stdout(printed):
-            code = main(["--preset", "smoke", "--out", str(out), "--quiet", "--callbacks", "mlflow"])
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI")
-        if before is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = before
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(printed):
+        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
+        code = main(["--preset", "smoke", "--out", str(out), "--quiet", "--callbacks", "mlflow"])
     return code, out / "smoke", printed.getvalue()
 
 
@@ -147,7 +140,9 @@ def test_without_a_terminal_a_trial_says_where_it_is_when_a_seed_ends_and_now_an
     assert lines == []  # the first seed, within the hour
     progress.on_trial_result(0, [], trial, _epoch(1, 1, 0.5))
     assert len(lines) == 1
-    assert lines[0].startswith("  abc_00002 esd r=1: epoch 6/10, seed 2/2, stage 2, loss 0.5, miou_img 0.500")
+    assert lines[0].startswith(
+        "  abc_00002 esd (r=1): epoch 6/10, seed 2/2, stage 2, loss 0.5, miou_img 0.500"
+    )
     assert "ETA" in lines[0]
     progress.every_s = 0  # every report is past due
     progress.on_trial_result(0, [], trial, _epoch(1, 2, 0.25))
