@@ -266,7 +266,7 @@ def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
         {
             "variant": paired["variant"],
             "trial": paired["trial_id"],
-            "baseline trial": paired["baseline_trial"],
+            "reference trial": paired["baseline_trial"],
             "scored on": paired["split"],
             "seeds": paired["n_seeds"],
             "mean diff (per seed)": [_number(v, 4) for v in paired["mean_diff"]],
@@ -469,8 +469,69 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
-    """Write the report's tables as markdown (`tables.md`) and its figures as PNGs into `folder`.
+def seed_frame(seeds: pd.DataFrame) -> pd.DataFrame:
+    """seed_table as it is shown: one row per variant, one column per seed, "miou_img / hp_acc"."""
+    cells = {
+        (variant, f"seed {seed}"): f"{_number(m, 3)} / {_number(h, 2)}"
+        for variant, seed, m, h in seeds[["variant", "seed", "miou_img", "hp_acc"]].values
+    }
+    columns = [f"seed {s}" for s in sorted(seeds["seed"].unique())]
+    rows = [
+        {"variant": v, **{c: cells.get((v, c), "–") for c in columns}}
+        for v in dict.fromkeys(seeds["variant"])
+    ]
+    return pd.DataFrame(rows, columns=["variant", *columns])
+
+
+def stage_end_frame(ends: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "variant": ends["variant"],
+            "stage": [f"{i}: {s}" for i, s in zip(ends["stage_index"], ends["stage"], strict=True)],
+            "seeds": ends["seeds"],
+            **{
+                f"{m} ± 95% CI": [
+                    _with_ci(mean, half, 3) for mean, half in zip(ends[m], ends[f"{m}_ci"], strict=True)
+                ]
+                for m in ("miou_img", "hp_acc")
+            },
+        }
+    )
+
+
+def export_tables(study, references: tuple[str, ...] = ("baseline",)) -> str:
+    """tables.md: the summary, every seed's scores, the validation scores at each stage's end and
+    the paired tests against each reference variant."""
+    split = tables.SPLITS[tables.reported_split(study)]
+    summary, seeds, ends = tables.method_summary(study), tables.seed_table(study), tables.stage_ends(study)
+    text = [
+        f"# {study.name}: tables\n",
+        f"Teacher (reference): {teacher_line(study.teacher())}\n",
+        f"## Methods on the {split} (chosen on validation; means over seeds, 95 % Student-t intervals)\n",
+        markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
+        f"\n## Per seed on the {split} (mIoU_img / HP-Acc)\n",
+        markdown_table(seed_frame(seeds)) if not seeds.empty else "No seeds scored.\n",
+    ]
+    if not ends.empty:
+        text += [
+            "\n## At the end of each stage, on the validation images (means over seeds)\n",
+            markdown_table(stage_end_frame(ends)),
+        ]
+    for reference in references:
+        paired = tables.paired_comparison(study, baseline=reference)
+        text += [
+            f"\n## Against {reference} (paired t-test per seed with Holm adjustment and seeds needed; "
+            "Wilcoxon signed-rank per (seed, image))\n",
+            markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n",
+        ]
+    return "\n".join(text)
+
+
+def export(
+    run_dir, folder, width: int = 1000, height: int = 560, references: tuple[str, ...] = ("baseline",)
+) -> list[Path]:
+    """Write the report's tables as markdown (`tables.md`) and its figures as PNGs into `folder`;
+    the paired tests compare each variant with each of `references`.
 
     PNGs are drawn by Kaleido in a headless Chrome or Chromium (Debian: apt-get install chromium).
     """
@@ -485,19 +546,8 @@ def export(run_dir, folder, width: int = 1000, height: int = 560) -> list[Path]:
             f"cannot export into {folder}: {error.strerror or error}; choose a folder you can "
             "write (--export DIR)."
         ) from None
-    summary, paired = tables.method_summary(study), tables.paired_comparison(study)
-    text = [
-        f"# {study.name}: tables\n",
-        f"Teacher (reference): {teacher_line(study.teacher())}\n",
-        f"## Methods on the {tables.SPLITS[tables.reported_split(study)]} (chosen on validation; means "
-        "over seeds, 95 % Student-t intervals)\n",
-        markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
-        "\n## Against the baseline (paired t-test per seed with Holm adjustment and seeds needed; "
-        "Wilcoxon signed-rank per (seed, image))\n",
-        markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n",
-    ]
     written = [folder / "tables.md"]
-    written[0].write_text("\n".join(text))
+    written[0].write_text(export_tables(study, references))
     for title, build, *_ in FIGURES:
         figure = build(study)
         if figure is None:
@@ -539,7 +589,16 @@ def main(argv=None) -> int:
         help="also write the tables as markdown (DIR/tables.md) and "
         "the figures as PNGs into DIR, e.g. for a paper or docs/RESULTS.md (one run folder only)",
     )
+    parser.add_argument(
+        "--reference",
+        metavar="VARIANT",
+        action="append",
+        help="with --export: the variant each paired test compares with (default: baseline); give it "
+        "again for more, e.g. --reference baseline --reference sd",
+    )
     args = parser.parse_args(argv)
+    if args.reference and not args.export:
+        parser.error("--reference sets the paired tests of --export DIR; give --export too")
     try:
         written = _compare(args) if len(args.run_dir) > 1 else _single(args)
     except UserInputError as error:
@@ -552,7 +611,22 @@ def main(argv=None) -> int:
 
 def _single(args) -> list[Path]:
     path = write_report(args.run_dir[0], args.out)
-    return [path, *(export(args.run_dir[0], args.export) if args.export else [])]
+    references = tuple(args.reference or ("baseline",))
+    if args.reference:
+        _check_references(load(args.run_dir[0]), references)
+    return [path, *(export(args.run_dir[0], args.export, references=references) if args.export else [])]
+
+
+def _check_references(study, references: tuple[str, ...]) -> None:
+    from kd.errors import UserInputError
+
+    known = tables.ordered_variants(study)
+    unknown = [r for r in references if r not in known]
+    if unknown:
+        raise UserInputError(
+            f"--reference {', '.join(unknown)}: no such variant in {study.name}; "
+            f"choose from {', '.join(known)}."
+        )
 
 
 def _compare(args) -> list[Path]:

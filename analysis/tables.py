@@ -92,6 +92,18 @@ PAIRED_COLUMNS = [
     "significant",
 ]
 FAILED_COLUMNS = ["trial_id", "method", "hyperparameters", "error"]
+SEED_COLUMNS = ["variant", "trial_id", "split", "seed", *METRICS]
+STAGE_END_COLUMNS = [
+    "variant",
+    "trial_id",
+    "stage_index",
+    "stage",
+    "seeds",
+    "miou_img",
+    "miou_img_ci",
+    "hp_acc",
+    "hp_acc_ci",
+]
 
 
 def higher_is_better(metric: str) -> bool:
@@ -303,6 +315,41 @@ def _chosen_scores(study, top: pd.Series, split: str) -> dict:
             row[metric] = _number(top.get(metric))
             row[f"{metric}_ci"] = ci_from_summary(top.get(metric), top.get(f"{metric}_std"), n)
     return row
+
+
+def seed_table(study, split: str | None = None) -> pd.DataFrame:
+    """One row per seed of each variant's chosen trial: its metrics on `split` (default: test once
+    scored, else validation), the numbers behind every interval of the summary."""
+    split = split or reported_split(study)
+    rows = []
+    for _, top in chosen_trials(study, split).iterrows():
+        for seed, scores in seed_metrics(study, top["trial_id"], split).iterrows():
+            rows.append(
+                {"variant": top["variant"], "trial_id": top["trial_id"], "split": split, "seed": int(seed)}
+            )
+            rows[-1].update({m: _number(scores.get(m)) for m in METRICS})
+    return pd.DataFrame(rows, columns=SEED_COLUMNS)
+
+
+def stage_ends(study) -> pd.DataFrame:
+    """Per variant whose chosen trial was scored at the end of more than one stage: the validation
+    scores at each stage's end (means over seeds, 95 % intervals), i.e. whether a later stage helped."""
+    curves = study.curves
+    if not {"stage_end", "stage_index", "miou_img", "hp_acc"} <= set(curves.columns):
+        return pd.DataFrame(columns=STAGE_END_COLUMNS)  # written before stages were recorded
+    ended = curves[curves["stage_end"].notna() & pd.to_numeric(curves["miou_img"], errors="coerce").notna()]
+    rows = []
+    for _, top in best_trials(study).iterrows():
+        mine = ended[ended["trial_id"] == top["trial_id"]]
+        if mine["stage_index"].nunique() < 2:
+            continue
+        for (index, stage), seeds in mine.groupby(["stage_index", "stage"], sort=True):
+            row = {"variant": top["variant"], "trial_id": top["trial_id"], "stage_index": int(index)}
+            row.update(stage=stage, seeds=seeds["seed"].nunique())
+            for metric in ("miou_img", "hp_acc"):
+                row[metric], row[f"{metric}_ci"] = mean_ci(seeds[metric])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=STAGE_END_COLUMNS)
 
 
 def stage_steps(row: pd.Series) -> str:

@@ -166,6 +166,12 @@ def main(argv=None) -> dict:
         help="each method's epochs in all (default: the recipes' own, 100)",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write every seed's scores (miou, miou_img, hp_acc, var) and the command to PATH, "
+        "e.g. next to a study's tables so that a comparison with the plain loop can be recomputed",
+    )
     args = parser.parse_args(argv)
     root = locate_camvid()
     if root is None:
@@ -180,11 +186,12 @@ def main(argv=None) -> dict:
     teacher = camvid_sd_teacher() if set(entries) & {"ftt", "sd"} else None
     results = {}
     for entry in entries:
-        scores = []
+        scores, per_seed = [], {}
         for seed in (int(s) for s in args.seeds.split(",")):
             started = time.perf_counter()
             final = run_entry(entry, seed, target, val, teacher, args.epochs)
             scores.append(final["miou_img"])
+            per_seed[seed] = {key: float(final[key]) for key in ("miou", "miou_img", "hp_acc", "var")}
             print(
                 f"{entry:<9} seed {seed}: miou_img {final['miou_img']:.3f} hp_acc {final['hp_acc']:.2f} "
                 f"({time.perf_counter() - started:.0f} s)",
@@ -194,6 +201,7 @@ def main(argv=None) -> dict:
             "miou_img": scores,
             "mean": statistics.fmean(scores),
             "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "per_seed": per_seed,
         }
     plain = results.get("plain", {}).get("mean")
     print(f"\nmIoU_img on {args.eval} ({len(val)} images), mean and sd over seeds:")
@@ -205,6 +213,15 @@ def main(argv=None) -> dict:
         )
         print(f"  {entry:<9} {row['mean']:.3f} +- {row['sd']:.3f}{gap}")
     print(json.dumps(results))
+    if args.json:
+        record = {
+            "command": "python benchmarks/learning_parity.py " + " ".join(argv or sys.argv[1:]),
+            "eval": args.eval,
+            "eval_images": len(val),
+            "epochs": args.epochs,
+            "results": results,
+        }
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
     return results
 
 

@@ -1,12 +1,14 @@
 """Does SD's stage 3 (fine-tuning the whole student) help, and with which BatchNorm handling?
 
-    python benchmarks/sd_stage3.py --seeds 0,1        # about 25 min a seed on one core
+    python benchmarks/sd_stage3.py --seeds 0,1                  # about 25 min a seed on one core
+    python benchmarks/sd_stage3.py --method esd --r 1 --seeds 0,1
 
-Trains SD's stages 1 and 2 once per seed on camvid-sd's data (the first 64 CamVid training
-images, binary road, 180x240, the preset's teacher), then stage 3 from that same student
-with each BatchNorm handling (`precise`, `frozen`, `train`), and scores every result on
-`dev`: every third CamVid training image after the first 64, which no study reports. The
-numbers behind the recipe's stage-3 default (kd/methods/recipes.py, README "BatchNorm").
+Trains SD's (or ESD's) stages 1 and 2 once per seed on camvid-sd's data (the first 64 CamVid
+training images, binary road, 180x240, the preset's teacher; ESD's proximity images are the
+101 of CamVid's val split, labels unused), then stage 3 from that same student with each
+BatchNorm handling (`precise`, `frozen`, `train`), and scores every result on `dev`: every
+third CamVid training image after the first 64, which no study reports. The numbers behind
+the recipes' stage-3 default (kd/methods/recipes.py, README "BatchNorm").
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import InMemory  # noqa: E402
 from learning_parity import SIZE, camvid_sd_teacher, datasets  # noqa: E402
 
-from kd.data import PairedTransform, locate_camvid  # noqa: E402
+from kd.data import PairedTransform, locate_camvid, open_dataset  # noqa: E402
 from kd.engine import Engine, RunData, RunSettings  # noqa: E402
 from kd.methods import build_recipe  # noqa: E402
 from kd.methods.recipe import BATCHNORM, Recipe  # noqa: E402
@@ -38,6 +41,9 @@ def main(argv=None) -> list[dict]:
         "--total-epochs", type=int, default=None, help="SD's epochs in all (default: the recipe's 100)"
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--method", choices=("sd", "esd"), default="sd")
+    parser.add_argument("--r", type=float, default=1.0, help="ESD's ratio r (--method esd)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows to PATH")
     args = parser.parse_args(argv)
     root = locate_camvid()
     if root is None:
@@ -51,23 +57,27 @@ def main(argv=None) -> list[dict]:
     config = resolve("camvid-sd")
     teacher = camvid_sd_teacher()
     target, dev = datasets(root, "dev")
+    proximity = InMemory(open_dataset(f"camvid:{root}", "val", label_set="binary"))
     data = RunData(
         target,
         dev,
-        None,
+        proximity if args.method == "esd" else None,
         train_transform=PairedTransform(resize=SIZE, hflip=True, normalize=False),
         eval_transform=PairedTransform(resize=SIZE, normalize=False),
     )
-    sd = build_recipe("sd", {"total_epochs": args.total_epochs} if args.total_epochs else {})
+    overrides = {"total_epochs": args.total_epochs} if args.total_epochs else {}
+    sd = build_recipe(args.method, {**overrides, **({"r": args.r} if args.method == "esd" else {})})
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
         torch.manual_seed(seed)
-        student = student_for(config, TrialChoice("sd", {}), sd, teacher, 2)
+        student = student_for(config, TrialChoice(args.method, {}), sd, teacher, 2)
         stage2 = Engine(
             Recipe("sd-stages-1-2", sd.stages[:2], "sd"), student, teacher, data, settings, progress=None
         ).run()
-        rows.append({"seed": seed, "after": "stage 2", "miou_img": stage2.final["miou_img"]})
+        rows.append(
+            {"method": sd.name, "seed": seed, "after": "stage 2", "miou_img": stage2.final["miou_img"]}
+        )
         print(json.dumps(rows[-1]), flush=True)
         for batchnorm in BATCHNORM:
             finetune = dataclasses.replace(sd.stages[2], batchnorm=batchnorm)
@@ -81,12 +91,15 @@ def main(argv=None) -> list[dict]:
             ).run()
             rows.append(
                 {
+                    "method": sd.name,
                     "seed": seed,
                     "after": f"stage 3, batchnorm {batchnorm}",
                     "miou_img": result.final["miou_img"],
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return rows
 
 

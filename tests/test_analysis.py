@@ -807,3 +807,84 @@ def test_degenerate_trials_steps_and_stage1_ratio_reach_the_summary_and_report(t
     assert "steps_feature" not in tables.hyperparameters(study.trials)
     html = write_report(run).read_text()
     assert "b1 DEGENERATE" in html and "feature 640, frozen 640, finetune 320" in html
+
+
+def test_the_seed_table_holds_every_seed_behind_the_intervals(study):
+    seeds = tables.seed_table(study)
+    assert list(dict.fromkeys(seeds["variant"])) == ["baseline", "sd", "esd"]
+    base = seeds[seeds["variant"] == "baseline"].set_index("seed")
+    assert base["trial_id"].unique().tolist() == ["b1"] and set(base["split"]) == {"val"}
+    assert base["miou_img"].tolist() == pytest.approx([0.5, 0.6, 0.7])
+    sd = seeds[seeds["variant"] == "sd"].set_index("seed")["miou_img"]
+    assert sd.tolist() == pytest.approx(
+        np.array([0.5, 0.6, 0.7]) + np.asarray(DIFF).reshape(3, 4).mean(axis=1)
+    )
+    summary = tables.method_summary(study).set_index("variant")
+    assert summary.loc["sd", "miou_img"] == pytest.approx(sd.mean())
+
+
+def stage_curves(trial_id, method, stage_scores):
+    """Two seeds; stage i's last epoch ends the stage, scored with stage_scores[i][seed] (None: not
+    scored, as SD's feature stage)."""
+    rows = []
+    for seed in (0, 1):
+        for index, scores in enumerate(stage_scores):
+            for stage_epoch in (0, 1):
+                last = stage_epoch == 1
+                score = scores[seed] if last and scores is not None else np.nan
+                rows.append(
+                    {
+                        "trial_id": trial_id,
+                        "method": method,
+                        "seed": seed,
+                        "stage": ("feature", "frozen", "finetune")[index],
+                        "stage_index": index,
+                        "stage_epoch": stage_epoch,
+                        "epoch": 2 * index + stage_epoch,
+                        "stage_end": "max" if last else None,
+                        "miou_img": score,
+                        "hp_acc": score / 2 if not np.isnan(score) else np.nan,
+                    }
+                )
+    return rows
+
+
+def test_stage_ends_show_whether_a_later_stage_helped(tmp_path):
+    run = make_run(tmp_path / "run", with_journal=False)
+    rows = stage_curves("s1", "sd", [None, [0.8, 0.7], [0.6, 0.7]]) + stage_curves(
+        "b1", "baseline", [[0.5, 0.6]]
+    )
+    rows += stage_curves("s2", "sd", [None, [0.9, 0.9], [0.9, 0.9]])  # not sd's chosen trial
+    pd.DataFrame(rows).to_parquet(run / "curves.parquet")
+    ends = tables.stage_ends(analysis.load(run))
+    assert ends["variant"].tolist() == ["sd", "sd"]  # the baseline has one stage; s2 is not chosen
+    assert ends["stage"].tolist() == ["frozen", "finetune"] and ends["seeds"].tolist() == [2, 2]
+    assert ends["miou_img"].tolist() == pytest.approx([0.75, 0.65])
+    assert ends["miou_img_ci"].tolist() == pytest.approx(
+        [stats.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)] * 2
+    )
+    assert ends["hp_acc"].tolist() == pytest.approx([0.375, 0.325])
+    assert tables.stage_ends(analysis.load(make_run(tmp_path / "plain", with_journal=False))).empty
+
+
+def test_export_has_seeds_stage_ends_and_a_section_per_reference(tmp_path, capsys):
+    run = make_run(tmp_path / "run", with_journal=False)
+    pd.DataFrame(stage_curves("s1", "sd", [None, [0.8, 0.7], [0.6, 0.7]])).to_parquet(run / "curves.parquet")
+    assert (
+        main([str(run), "--export", str(tmp_path / "x"), "--reference", "baseline", "--reference", "sd"]) == 0
+    )
+    text = (tmp_path / "x" / "tables.md").read_text()
+    assert "## Per seed on the validation images (mIoU_img / HP-Acc)" in text
+    assert "| baseline | 0.500 / 0.00 | 0.600 / 0.00 | 0.700 / 0.25 |" in text
+    assert "| sd | 1: frozen | 2 | 0.750 ± 0.635 | 0.375 ± 0.318 |" in text
+    against_sd = text.split("## Against sd")[1]
+    base = tables.paired_comparison(analysis.load(run), baseline="sd").set_index("variant").loc["baseline"]
+    assert base["mean_diff"] == pytest.approx(-np.asarray(DIFF).mean())
+    assert "| baseline | b1 | s1 |" in against_sd and "## Against baseline" in text
+    assert main([str(run), "--export", str(tmp_path / "y"), "--reference", "sdd"]) == 2
+    err = capsys.readouterr().err
+    assert "--reference sdd: no such variant" in err and "choose from baseline, sd, esd" in err
+    assert not (tmp_path / "y" / "tables.md").exists()
+    with pytest.raises(SystemExit) as stop:
+        main([str(run), "--reference", "sd"])
+    assert stop.value.code == 2 and "give --export too" in capsys.readouterr().err

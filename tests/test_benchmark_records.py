@@ -1,0 +1,25 @@
+"""The benchmarks whose figures docs/RESULTS.md quotes write them to a file it can cite."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_plain_loop_writes_every_seed_and_its_command(camvid_root, tmp_path):
+    import learning_parity
+
+    out = tmp_path / "plain_loop.json"
+    argv = ["--entries", "plain", "--seeds", "0,1", "--epochs", "1", "--threads", "1", "--json", str(out)]
+    results = learning_parity.main(argv)
+    record = json.loads(out.read_text())
+    assert record["command"] == "python benchmarks/learning_parity.py " + " ".join(argv)
+    assert record["eval"] == "dev" and record["eval_images"] == 101 and record["epochs"] == 1
+    per_seed = record["results"]["plain"]["per_seed"]
+    assert sorted(per_seed) == ["0", "1"] and set(per_seed["0"]) == {"miou", "miou_img", "hp_acc", "var"}
+    assert [per_seed[s]["miou_img"] for s in ("0", "1")] == pytest.approx(results["plain"]["miou_img"])
+    assert per_seed["0"] != per_seed["1"]  # the seeds are two trainings, not one written twice
