@@ -31,8 +31,8 @@ SD_STAGE_EPOCHS = (40, 40, 20)  # feature mimicking, frozen-FE head training, fi
 # ("frozen"). ESD's stage 1 computes the FE's statistics over target and proximity images, and
 # stage 3 reads target images only: recomputing them there ("precise") undid ESD's stage 1. On
 # camvid-sd's dev images (CamVid train[64::3], never test; benchmarks/sd_stage3.py), ESD r = 1,
-# seed 0: 0.767 mIoU_img after stage 2, after stage 3 0.601 with "precise", 0.614 with "train",
-# 0.770 with "frozen". SD, whose stages all read the target images, seeds 0 and 1: 0.833 / 0.814
+# seeds 0 / 1: 0.767 / 0.825 mIoU_img after stage 2, after stage 3 0.601 / 0.675 with "precise",
+# 0.614 / 0.698 "train", 0.770 / 0.824 "frozen". SD, whose stages all read the target images: 0.833 / 0.814
 # after stage 2, 0.833 / 0.818 "precise", 0.824 / 0.808 "frozen". One handling for both, so that
 # SD and ESD differ only in stage 1's images; it costs SD about 0.01 on dev.
 FINETUNE_BATCHNORM = "frozen"
