@@ -610,10 +610,10 @@ def main(argv=None) -> int:
 
 
 def _single(args) -> list[Path]:
-    path = write_report(args.run_dir[0], args.out)
     references = tuple(args.reference or ("baseline",))
-    if args.reference:
+    if args.reference:  # before the report is written: a typo costs nothing
         _check_references(load(args.run_dir[0]), references)
+    path = write_report(args.run_dir[0], args.out)
     return [path, *(export(args.run_dir[0], args.export, references=references) if args.export else [])]
 
 

@@ -881,10 +881,11 @@ def test_export_has_seeds_stage_ends_and_a_section_per_reference(tmp_path, capsy
     base = tables.paired_comparison(analysis.load(run), baseline="sd").set_index("variant").loc["baseline"]
     assert base["mean_diff"] == pytest.approx(-np.asarray(DIFF).mean())
     assert "| baseline | b1 | s1 |" in against_sd and "## Against baseline" in text
+    (run / "report.html").unlink()
     assert main([str(run), "--export", str(tmp_path / "y"), "--reference", "sdd"]) == 2
     err = capsys.readouterr().err
     assert "--reference sdd: no such variant" in err and "choose from baseline, sd, esd" in err
-    assert not (tmp_path / "y" / "tables.md").exists()
+    assert not (tmp_path / "y" / "tables.md").exists() and not (run / "report.html").exists()
     with pytest.raises(SystemExit) as stop:
         main([str(run), "--reference", "sd"])
     assert stop.value.code == 2 and "give --export too" in capsys.readouterr().err
