@@ -151,12 +151,22 @@ def fit(trials: int, seconds: float, warning: tune.Callback, storage) -> None:
 def test_a_trial_kept_from_the_cluster_s_cpus_is_said_once(local_ray, tmp_path):
     from ray.util import placement_group, remove_placement_group
 
-    # something else holds both CPUs (another job, say) for a few seconds
+    # something else holds both CPUs (another job, say) until the wait has been said, and 2 s
+    # longer, so that more of the driver's loops see the trial waiting. Not a fixed few seconds: on a
+    # loaded machine Tune's start-up alone can outlast them, and then the trial never waits.
     held = placement_group([{"CPU": 2}])
     local_ray.get(held.ready())
-    release = threading.Timer(4, remove_placement_group, [held])
+    lines = []  # say=lines.append: Tune pickles its callbacks, and a lock or an event will not pickle
+
+    def release_after_the_warning() -> None:
+        deadline = time.monotonic() + 120
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        remove_placement_group(held)
+
+    release = threading.Thread(target=release_after_the_warning)
     release.start()
-    lines = []
     try:
         fit(1, 0.5, ResourceWaitWarning(StudyConfig(resource_wait_s=1), say=lines.append), tmp_path)
     finally:
