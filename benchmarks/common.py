@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -38,3 +41,12 @@ def synchronize(device: torch.device) -> None:
 
 def median_after_warmup(values: list[float]) -> float:
     return statistics.median(values[1:] if len(values) > 2 else values)
+
+
+def check_output(parser: argparse.ArgumentParser, path: str | None, flag: str = "--json") -> None:
+    """Refuse an output file that cannot be written before hours of training, not after them."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        parser.error(f"{flag} {path}: cannot write into {folder}; make the folder or choose another path")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import InMemory  # noqa: E402
+from common import InMemory, check_output  # noqa: E402
 
 from kd.data import PairedTransform, locate_camvid, open_dataset  # noqa: E402
 from kd.engine import Engine, RunData, RunSettings, evaluate  # noqa: E402
@@ -173,6 +173,7 @@ def main(argv=None) -> dict:
         "e.g. next to a study's tables so that a comparison with the plain loop can be recomputed",
     )
     args = parser.parse_args(argv)
+    check_output(parser, args.json)
     root = locate_camvid()
     if root is None:
         print("skipped: no CamVid copy (set SEGKD_CAMVID or put it in ../shared/data/camvid)")

@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import InMemory  # noqa: E402
+from common import InMemory, check_output  # noqa: E402
 from learning_parity import SIZE, camvid_sd_teacher, datasets  # noqa: E402
 
 from kd.data import PairedTransform, locate_camvid, open_dataset  # noqa: E402
 from kd.engine import Engine, RunData, RunSettings  # noqa: E402
 from kd.methods import build_recipe  # noqa: E402
-from kd.methods.recipe import BATCHNORM, Recipe  # noqa: E402
+from kd.methods.recipe import BATCHNORM  # noqa: E402
 
 
 def main(argv=None) -> list[dict]:
@@ -42,9 +42,12 @@ def main(argv=None) -> list[dict]:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--method", choices=("sd", "esd"), default="sd")
-    parser.add_argument("--r", type=float, default=1.0, help="ESD's ratio r (--method esd)")
+    parser.add_argument("--r", type=float, help="ESD's ratio r (--method esd; default: the recipe's 1)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows to PATH")
     args = parser.parse_args(argv)
+    check_output(parser, args.json)
+    if args.r is not None and args.method != "esd":
+        parser.error("--r is ESD's ratio; give --method esd too")
     root = locate_camvid()
     if root is None:
         print("skipped: no CamVid copy (set SEGKD_CAMVID or put it in ../shared/data/camvid)")
@@ -57,32 +60,39 @@ def main(argv=None) -> list[dict]:
     config = resolve("camvid-sd")
     teacher = camvid_sd_teacher()
     target, dev = datasets(root, "dev")
-    proximity = InMemory(open_dataset(f"camvid:{root}", "val", label_set="binary"))
+    proximity = (
+        InMemory(open_dataset(f"camvid:{root}", "val", label_set="binary")) if args.method == "esd" else None
+    )
     data = RunData(
         target,
         dev,
-        proximity if args.method == "esd" else None,
+        proximity,
         train_transform=PairedTransform(resize=SIZE, hflip=True, normalize=False),
         eval_transform=PairedTransform(resize=SIZE, normalize=False),
     )
     overrides = {"total_epochs": args.total_epochs} if args.total_epochs else {}
-    sd = build_recipe(args.method, {**overrides, **({"r": args.r} if args.method == "esd" else {})})
+    recipe = build_recipe(args.method, {**overrides, **({"r": args.r} if args.r is not None else {})})
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
         torch.manual_seed(seed)
-        student = student_for(config, TrialChoice(args.method, {}), sd, teacher, 2)
+        student = student_for(config, TrialChoice(args.method, {}), recipe, teacher, 2)
         stage2 = Engine(
-            Recipe("sd-stages-1-2", sd.stages[:2], "sd"), student, teacher, data, settings, progress=None
+            dataclasses.replace(recipe, stages=recipe.stages[:2]),
+            student,
+            teacher,
+            data,
+            settings,
+            progress=None,
         ).run()
         rows.append(
-            {"method": sd.name, "seed": seed, "after": "stage 2", "miou_img": stage2.final["miou_img"]}
+            {"method": recipe.name, "seed": seed, "after": "stage 2", "miou_img": stage2.final["miou_img"]}
         )
         print(json.dumps(rows[-1]), flush=True)
         for batchnorm in BATCHNORM:
-            finetune = dataclasses.replace(sd.stages[2], batchnorm=batchnorm)
+            finetune = dataclasses.replace(recipe.stage("finetune"), batchnorm=batchnorm)
             result = Engine(
-                Recipe("sd-stage-3", (finetune,), "sd"),
+                dataclasses.replace(recipe, stages=(finetune,)),
                 copy.deepcopy(student),
                 teacher,
                 data,
@@ -91,7 +101,7 @@ def main(argv=None) -> list[dict]:
             ).run()
             rows.append(
                 {
-                    "method": sd.name,
+                    "method": recipe.name,
                     "seed": seed,
                     "after": f"stage 3, batchnorm {batchnorm}",
                     "miou_img": result.final["miou_img"],

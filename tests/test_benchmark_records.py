@@ -23,3 +23,21 @@ def test_the_plain_loop_writes_every_seed_and_its_command(camvid_root, tmp_path)
     assert sorted(per_seed) == ["0", "1"] and set(per_seed["0"]) == {"miou", "miou_img", "hp_acc", "var"}
     assert [per_seed[s]["miou_img"] for s in ("0", "1")] == pytest.approx(results["plain"]["miou_img"])
     assert per_seed["0"] != per_seed["1"]  # the seeds are two trainings, not one written twice
+
+
+@pytest.mark.parametrize("script", ["learning_parity", "sd_stage3"])
+def test_an_output_file_that_cannot_be_written_is_refused_before_training(script, tmp_path, capsys):
+    module = __import__(script)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--json", str(tmp_path / "a_file" / "out.json")])
+    assert stop.value.code == 2
+    assert f"--json {tmp_path / 'a_file' / 'out.json'}: cannot write into" in capsys.readouterr().err
+
+
+def test_stage_3_s_ratio_is_refused_for_sd(capsys):
+    import sd_stage3
+
+    with pytest.raises(SystemExit) as stop:
+        sd_stage3.main(["--r", "0.5"])
+    assert stop.value.code == 2 and "--r is ESD's ratio; give --method esd too" in capsys.readouterr().err
