@@ -1,0 +1,105 @@
+"""A study run in parts and merged reads as the same study run whole (real Ray, real training);
+parts that are not one protocol are refused before anything is written."""
+
+import json
+
+import pandas as pd
+import pytest
+
+import analysis
+from analysis.merge import main, merge
+from analysis.tables import method_summary
+from kd.errors import UserInputError
+from study import config as study_config
+from study.run import run_study
+
+
+def tiny_grid(out, name, methods, r_choices=None):
+    space = {"esd": {"r": {"choices": r_choices}}} if r_choices else {}
+    overrides = {"out": str(out), "name": name, "sampler": "grid", "methods": methods, "space": space}
+    return study_config.resolve("smoke", overrides=overrides)
+
+
+@pytest.mark.slow
+def test_parts_merged_give_the_whole_study_s_numbers(tmp_path):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        quiet = {"say": lambda line: None, "progress": "quiet"}
+        whole = run_study(tiny_grid(tmp_path, "whole", ["baseline", "esd"], [0.0, 1.0]), **quiet)
+        parts = [
+            run_study(tiny_grid(tmp_path, "part-baseline", ["baseline"]), **quiet),
+            run_study(tiny_grid(tmp_path, "part-esd-0", ["esd"], [0.0]), **quiet),
+            run_study(tiny_grid(tmp_path, "part-esd-1", ["esd"], [1.0]), **quiet),
+        ]
+    finally:
+        ray.shutdown()
+    merged = merge(tmp_path / "merged", parts)
+    config = json.loads((merged / "config.json").read_text())
+    assert config["methods"] == ["baseline", "esd"] and config["space"] == {
+        "esd": {"r": {"choices": [0.0, 1.0]}}
+    }
+    columns = ["variant", "trials", "completed", "miou_img", "hp_acc", "var", "split"]
+    expected = method_summary(analysis.load(whole))[columns]
+    got = method_summary(analysis.load(merged))[columns]
+    assert (expected["split"] == "test").all()  # the parts' test scores, not validation
+    pd.testing.assert_frame_equal(
+        got.sort_values("variant").reset_index(drop=True),
+        expected.sort_values("variant").reset_index(drop=True),
+    )
+    assert [p["name"] for p in json.loads((merged / "merged.json").read_text())["parts"]] == [
+        "part-baseline",
+        "part-esd-0",
+        "part-esd-1",
+    ]
+    assert not (merged / "samples.npz").exists()  # images stay out of a folder meant for committing
+
+
+def fake_part(root, name, methods, variants, **config_changes):
+    """A run folder as the driver writes it, with just the files merging reads."""
+    part = root / name
+    part.mkdir()
+    config = {"run_format": 2, "name": name, "out": str(root), "methods": methods, "space": {}, "seeds": 5}
+    (part / "config.json").write_text(json.dumps(config | config_changes))
+    rows = [{"trial_id": f"{name}_{i}", "method": v.split()[0], "variant": v} for i, v in enumerate(variants)]
+    pd.DataFrame(rows).to_parquet(part / "trials.parquet")
+    (part / "roles.json").write_text(json.dumps({"test": ["a", "b"]}))
+    return part
+
+
+def test_parts_of_another_protocol_are_refused_naming_the_setting(tmp_path):
+    a = fake_part(tmp_path, "a", ["baseline"], ["baseline"])
+    b = fake_part(tmp_path, "b", ["sd"], ["sd"], seeds=3)
+    with pytest.raises(UserInputError, match=r"differ in seeds: 5, 3"):
+        merge(tmp_path / "merged", [a, b])
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_variant_run_in_two_parts_is_refused(tmp_path):
+    a = fake_part(tmp_path, "a", ["baseline", "sd"], ["baseline", "sd"])
+    b = fake_part(tmp_path, "b", ["sd"], ["sd"])
+    with pytest.raises(UserInputError, match=r"variants sd were run in more than one part"):
+        merge(tmp_path / "merged", [a, b])
+
+
+def test_parts_on_other_images_are_refused(tmp_path):
+    a = fake_part(tmp_path, "a", ["baseline"], ["baseline"])
+    b = fake_part(tmp_path, "b", ["sd"], ["sd"])
+    (b / "roles.json").write_text(json.dumps({"test": ["a", "c"]}))
+    with pytest.raises(UserInputError, match=r"roles.json differ: other test images in .*b than"):
+        merge(tmp_path / "merged", [a, b])
+
+
+def test_the_command_refuses_a_used_folder_and_a_non_study_with_exit_2(tmp_path, capsys):
+    a = fake_part(tmp_path, "a", ["baseline"], ["baseline"])
+    b = fake_part(tmp_path, "b", ["sd"], ["sd"])
+    assert main([str(tmp_path / "a"), str(a), str(b)]) == 2
+    assert "is not empty; give a new folder" in capsys.readouterr().err
+    assert main([str(tmp_path / "merged"), str(a), str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "not a study's run folder" in err and str(tmp_path / "nowhere") in err
+    (b / "teacher.json").write_text(json.dumps({"name": "t", "miou": 0.8}))  # a baseline-only part has none
+    assert main([str(tmp_path / "merged"), str(a), str(b)]) == 0
+    assert json.loads((tmp_path / "merged" / "teacher.json").read_text())["miou"] == 0.8
+    assert set(pd.read_parquet(tmp_path / "merged" / "trials.parquet")["variant"]) == {"baseline", "sd"}
