@@ -3,8 +3,9 @@
 A long grid study can be run in parts, one or a few grid points each (`--methods sd`, `--space
 'esd = {r = {choices = [1.0]}}'`), on several machines or in several sessions, each part a whole
 study with its own test scoring. Merging checks that the parts are one protocol: the same
-configuration except which grid points each ran (name, methods, space) and where it ran (the
-settings `--resume` may change), the same images in every role, the same teacher, and no variant
+configuration except which grid points each ran (name, methods, space, and per-method settings
+such as `students` for methods a part did not run) and where it ran (the settings `--resume` may
+change), the same images in every role, the same teacher, and no variant
 run twice. The merged folder then reads as one study: `python -m analysis.report OUT --export DIR`.
 
 What is merged: config.json (the methods and the ESD-style choice lists joined), trials.parquet,
@@ -32,6 +33,8 @@ from study.schema import CURVES, FINAL, PER_IMAGE, TRIALS
 TABLES = (TRIALS, PER_IMAGE, CURVES, FINAL)
 # What a part may set differently from the others: which grid points it ran and where it ran them.
 PER_PART = ("name", "out", "methods", "space", "trials", *RESUMABLE)
+# Settings per method: each part's entries for the methods it ran must agree with the other parts'.
+PER_METHOD = ("students", "student_weights")
 MERGED = "merged.json"
 
 
@@ -55,7 +58,7 @@ def check_parts(parts: list[Path]) -> list[dict]:
         key
         for config in configs[1:]
         for key in set(first) | set(config)
-        if key not in PER_PART and first.get(key) != config.get(key)
+        if key not in PER_PART + PER_METHOD and first.get(key) != config.get(key)
     )
     if differ:
         listing = "; ".join(
@@ -72,7 +75,23 @@ def check_parts(parts: list[Path]) -> list[dict]:
             "scores are not comparable."
         )
     merged_roles(parts)
+    for key in PER_METHOD:
+        per_method(configs, key)
     return configs
+
+
+def per_method(configs: list[dict], key: str) -> dict:
+    """A per-method setting (students, student_weights) joined over the parts, each method's entry
+    as the part that ran it set it; a method set differently by two parts that ran it is refused."""
+    joined: dict = {}
+    for config in configs:
+        for method, value in (config.get(key) or {}).items():
+            if method in config["methods"] and joined.setdefault(method, value) != value:
+                raise UserInputError(
+                    f"two parts ran {method} with different {key} ({joined[method]!r} and {value!r}); "
+                    "merge parts that ran each method with the same settings."
+                )
+    return joined
 
 
 def merged_roles(parts: list[Path]) -> dict:
@@ -145,6 +164,7 @@ def merge(out: str | Path, parts: list[str | Path]) -> Path:
     config["name"], config["out"] = out.name, str(out.parent)
     config["methods"] = list(dict.fromkeys(m for c in configs for m in c["methods"]))
     config["space"] = merged_space(configs)
+    config.update({key: per_method(configs, key) for key in PER_METHOD})
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         frame.to_parquet(out / name, index=False)

@@ -164,13 +164,19 @@ PRESETS = {
     # 101 training images (sequence 0016E5) for selection, every test image for the results.
     # One grid point per method at the papers' settings, ESD at four r.
     # The recipes' own budget, equal for every method (100 epochs: SD/ESD 40/40/20), 5 seeds;
-    # images are halved (180x240). Hours on CPUs (continue with --resume).
+    # images are halved (180x240). Hours on CPUs (continue with --resume, or run it in parts and
+    # merge them: analysis.merge).
+    # IFVD distils into the SD student, as every distillation method here does, so that its row
+    # compares losses on one network: its own PSPNet-ResNet18 at output stride 8 costs 43 times the
+    # SD student's FLOPs per step (about 9 of the grid's 20 core-hours) and is camvid-11's subject.
+    # The paper's reading: the code's deep supervision needs an auxiliary head the SD student has not.
     "camvid-sd": {
         "name": "camvid-sd",
         "data": "camvid",
         "label_set": "binary",
         "image_size": [180, 240],
-        "methods": ["baseline", "ftt", "sd", "esd", "ifvd"],
+        "methods": ["baseline", "ftt", "sd", "esd", "ifvd_paper"],
+        "students": {"ifvd_paper": "sd"},
         "sampler": "grid",
         "seeds": 5,
         "space": {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}},
@@ -230,10 +236,11 @@ def resolve(
     if study_file is not None:
         values.update(read_study_file(study_file))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if "space" in PRESETS[preset] and values.get("space") is PRESETS[preset]["space"]:
-        # a preset's settings for a method the user left out are the preset's, not a mistake
-        methods = values.get("methods") or StudyConfig().methods
-        values["space"] = {m: v for m, v in values["space"].items() if m in methods}
+    methods = values.get("methods") or StudyConfig().methods
+    for key in ("space", "students", "student_weights"):
+        if key in PRESETS[preset] and values.get(key) is PRESETS[preset][key]:
+            # a preset's settings for a method the user left out are the preset's, not a mistake
+            values[key] = {m: v for m, v in values[key].items() if m in methods}
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserInputError(f"unknown study setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}.")

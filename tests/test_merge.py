@@ -103,3 +103,15 @@ def test_the_command_refuses_a_used_folder_and_a_non_study_with_exit_2(tmp_path,
     assert main([str(tmp_path / "merged"), str(a), str(b)]) == 0
     assert json.loads((tmp_path / "merged" / "teacher.json").read_text())["miou"] == 0.8
     assert set(pd.read_parquet(tmp_path / "merged" / "trials.parquet")["variant"]) == {"baseline", "sd"}
+
+
+def test_a_student_set_for_a_method_one_part_ran_joins_and_a_conflict_is_refused(tmp_path):
+    a = fake_part(tmp_path, "a", ["baseline"], ["baseline"])  # started before ifvd_paper got the SD student
+    b = fake_part(tmp_path, "b", ["ifvd_paper"], ["ifvd_paper"], students={"ifvd_paper": "sd"})
+    c = fake_part(tmp_path, "c", ["esd"], ["esd r=0"], students={"esd": "sd"})
+    d = fake_part(tmp_path, "d", ["esd"], ["esd r=1"], students={"esd": "pspnet_resnet18"})
+    merged = merge(tmp_path / "merged", [a, b, c])
+    students = json.loads((merged / "config.json").read_text())["students"]
+    assert students == {"ifvd_paper": "sd", "esd": "sd"}
+    with pytest.raises(UserInputError, match=r"two parts ran esd with different students \('sd' and"):
+        merge(tmp_path / "merged2", [a, c, d])

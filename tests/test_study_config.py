@@ -177,7 +177,8 @@ def test_camvid_sd_preset_follows_the_sd_protocol(camvid_root):
     assert (config.label_set, config.target_images, config.proximity_images) == ("binary", 64, None)
     points = study_config.validate(config).grid()
     assert sorted(p.values["r"] for p in points if p.method == "esd") == [0.0, 0.5, 1.0, 5.0]
-    assert [p.method for p in points if p.method != "esd"] == ["baseline", "ftt", "sd", "ifvd"]
+    assert [p.method for p in points if p.method != "esd"] == ["baseline", "ftt", "sd", "ifvd_paper"]
+    assert config.students == {"ifvd_paper": "sd"}  # every distillation method on the SD student
     assert config.seeds >= 5 and config.epochs is None  # every method at the recipes' equal budget
     from study.prepare import recipe_for
 
@@ -188,6 +189,7 @@ def test_camvid_sd_preset_follows_the_sd_protocol(camvid_root):
 def test_a_preset_space_for_a_method_left_out_is_dropped(camvid_root):
     config = study_config.resolve("camvid-sd", overrides={"methods": ["baseline", "sd"]})
     assert config.space == {} and study_config.validate(config).methods == ["baseline", "sd"]
+    assert config.students == {}  # the preset's student for ifvd_paper, left out with it
     config = study_config.resolve("camvid-sd", overrides={"methods": ["esd"]})
     assert config.space == {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}}
 
