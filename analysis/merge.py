@@ -26,6 +26,7 @@ import pandas as pd
 
 from analysis.load import variants
 from kd.errors import UserInputError
+from kd.metrics import METRICS
 from study.config import RESUMABLE
 from study.prepare import ROLES, TEACHER
 from study.schema import CURVES, FINAL, PER_IMAGE, TRIALS
@@ -69,7 +70,8 @@ def check_parts(parts: list[Path]) -> list[dict]:
             "the same settings except --methods and --space."
         )
     teachers = {p: _json(p / TEACHER) for p in parts if (p / TEACHER).is_file()}
-    if len({json.dumps(t, sort_keys=True) for t in teachers.values()}) > 1:
+    first_teacher = next(iter(teachers.values()), None)
+    if any(not same_teacher(first_teacher, t) for t in teachers.values()):
         raise UserInputError(
             f"the parts' {TEACHER} differ ({', '.join(map(str, teachers))}): another teacher, so their "
             "scores are not comparable."
@@ -78,6 +80,15 @@ def check_parts(parts: list[Path]) -> list[dict]:
     for key in PER_METHOD:
         per_method(configs, key)
     return configs
+
+
+def same_teacher(a: dict, b: dict, tolerance: float = 1e-3) -> bool:
+    """The same network and weights: equal name and size, and scores equal up to what another machine's
+    arithmetic (threads, a GPU) changes."""
+    if any(a.get(k) != b.get(k) for k in ("name", "params", "flops")):
+        return False
+    scores = ((a, b), (a.get("test") or {}, b.get("test") or {}))
+    return all(abs(x[m] - y[m]) <= tolerance for x, y in scores for m in set(x) & set(y) if m in METRICS)
 
 
 def per_method(configs: list[dict], key: str) -> dict:

@@ -115,3 +115,15 @@ def test_a_student_set_for_a_method_one_part_ran_joins_and_a_conflict_is_refused
     assert students == {"ifvd_paper": "sd", "esd": "sd"}
     with pytest.raises(UserInputError, match=r"two parts ran esd with different students \('sd' and"):
         merge(tmp_path / "merged2", [a, c, d])
+
+
+def test_a_teacher_is_the_same_up_to_arithmetic_and_another_one_is_refused(tmp_path):
+    teacher = {"name": "t", "params": 10, "flops": 20, "miou": 0.8, "test": {"miou": 0.7}}
+    a = fake_part(tmp_path, "a", ["sd"], ["sd"])
+    b = fake_part(tmp_path, "b", ["esd"], ["esd"])
+    (a / "teacher.json").write_text(json.dumps(teacher))
+    (b / "teacher.json").write_text(json.dumps(teacher | {"miou": 0.8 + 1e-6}))  # another thread count
+    merge(tmp_path / "merged", [a, b])
+    (b / "teacher.json").write_text(json.dumps(teacher | {"test": {"miou": 0.75}}))
+    with pytest.raises(UserInputError, match=r"teacher.json differ .*another teacher"):
+        merge(tmp_path / "merged2", [a, b])
