@@ -45,7 +45,7 @@ from kd.models.segmenter import Segmenter  # noqa: E402
 
 SIZE = (180, 240)
 TARGET_IMAGES = 64
-ENTRIES = ("plain", "engine", "baseline", "ftt", "sd", "pspnet_plain", "ifvd_student")
+ENTRIES = ("plain", "engine", "sd_plain", "baseline", "ftt", "sd", "pspnet_plain", "ifvd_student")
 IFVD_STUDENT = "pspnet_resnet18"
 
 
@@ -93,6 +93,11 @@ def plain_loop(model: Segmenter, target, epochs: int, seed: int) -> Segmenter:
 
 def datasets(root: Path, split: str):
     target = InMemory(open_dataset(f"camvid:{root}", "train", label_set="binary", first_n=TARGET_IMAGES))
+    if split == "val":  # the camvid-sd study's own validation role, what it selects on
+        from study.config import resolve
+        from study.roles import open_roles
+
+        return target, InMemory(open_roles(resolve("camvid-sd"), ("val",))["val"])
     if split == "test":
         val = open_dataset(f"camvid:{root}", "test", label_set="binary")
     else:
@@ -113,13 +118,26 @@ def camvid_sd_teacher():
     return teacher.eval()
 
 
-def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -> dict:
+def run_entry(
+    entry: str,
+    seed: int,
+    target,
+    val,
+    teacher,
+    epochs: int | None,
+    capacity: dict | None = None,
+    changes: dict | None = None,
+) -> dict:
+    """`capacity`: the SD student's settings ({"output_stride": 8}; kd.models.sd.SDCapacity);
+    `changes`: recipe overrides by target ({"train.optimizer.weight_decay": 0.0})."""
     from kd.models import build_student
+    from search_spaces.base import STUDENT
     from study.config import resolve
     from study.contract import TrialChoice
     from study.prepare import recipe_for, student_for, train_transform
 
     resize = PairedTransform(resize=SIZE, normalize=False)
+    overrides = {f"{STUDENT}{k}": v for k, v in (capacity or {}).items()}
     if entry == "plain":
         model = plain_loop(plain_cnn(seed), target, epochs or 100, seed)
         return evaluate(model, val, resize)[0]
@@ -127,20 +145,27 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
         torch.manual_seed(seed)
         model = plain_loop(build_student(IFVD_STUDENT, 2), target, epochs or 100, seed)
         return evaluate(model, val, resize)[0]
+    if entry == "sd_plain":  # the baseline's student in the 30-line loop: the network, not the recipe
+        torch.manual_seed(seed)
+        config = resolve("camvid-sd")
+        choice = TrialChoice("baseline", overrides)
+        model = student_for(config, choice, recipe_for(config, "baseline", {}), teacher, 2)
+        return evaluate(plain_loop(model, target, epochs or 100, seed), val, resize)[0]
     config = resolve(
         "camvid-sd", overrides={"epochs": epochs}
     )  # None: the recipes' own (100 for every method)
     method = "baseline" if entry == "engine" else entry
-    recipe = recipe_for(config, method, {})
+    recipe = recipe_for(config, method, changes)
     if entry == "engine":
-        recipe = build_recipe("baseline", {"epochs": epochs or 100})
+        recipe = build_recipe("baseline", {"epochs": epochs or 100} | (changes or {}))
         student = plain_cnn(seed)
     elif entry == "ifvd_student":
         torch.manual_seed(seed)
         student = build_student(IFVD_STUDENT, 2)
     else:
         torch.manual_seed(seed)
-        student = student_for(config, TrialChoice(method, {}), recipe, teacher, 2)
+        choice = TrialChoice(method, overrides if method != "ftt" else {})  # CT is the teacher's copy
+        student = student_for(config, choice, recipe, teacher, 2)
     data = RunData(
         target,
         val,
@@ -152,13 +177,22 @@ def run_entry(entry: str, seed: int, target, val, teacher, epochs: int | None) -
     return Engine(recipe, student, teacher, data, settings, progress=None).run().final
 
 
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--entries", default=",".join(ENTRIES), help=f"some of {', '.join(ENTRIES)}")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--eval", choices=("dev", "test"), default="dev")
+    parser.add_argument("--eval", choices=("dev", "val", "test"), default="dev")
     parser.add_argument(
         "--epochs",
         type=int,
@@ -172,8 +206,24 @@ def main(argv=None) -> dict:
         help="also write every seed's scores (miou, miou_img, hp_acc, var) and the command to PATH, "
         "e.g. next to a study's tables so that a comparison with the plain loop can be recomputed",
     )
+    parser.add_argument(
+        "--student",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an SD student capacity setting for sd_plain, baseline and sd, e.g. output_stride=8",
+    )
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="TARGET=VALUE",
+        help="a recipe override for engine, baseline, ftt and sd, e.g. train.optimizer.weight_decay=0",
+    )
     args = parser.parse_args(argv)
     check_output(parser, args.json)
+    changes = {k: _value(v) for k, _, v in (s.partition("=") for s in args.recipe)}
+    capacity = {k: _value(v) for k, _, v in (s.partition("=") for s in args.student)}
     root = locate_camvid()
     if root is None:
         print("skipped: no CamVid copy (set SEGKD_CAMVID or put it in ../shared/data/camvid)")
@@ -184,13 +234,13 @@ def main(argv=None) -> dict:
     if unknown:
         parser.error(f"unknown entries {', '.join(unknown)}; choose from {', '.join(ENTRIES)}")
     target, val = datasets(root, args.eval)
-    teacher = camvid_sd_teacher() if set(entries) & {"ftt", "sd"} else None
+    teacher = camvid_sd_teacher() if set(entries) & {"ftt", "sd", "sd_plain", "baseline"} else None
     results = {}
     for entry in entries:
         scores, per_seed = [], {}
         for seed in (int(s) for s in args.seeds.split(",")):
             started = time.perf_counter()
-            final = run_entry(entry, seed, target, val, teacher, args.epochs)
+            final = run_entry(entry, seed, target, val, teacher, args.epochs, capacity, changes)
             scores.append(final["miou_img"])
             per_seed[seed] = {key: float(final[key]) for key in ("miou", "miou_img", "hp_acc", "var")}
             print(
