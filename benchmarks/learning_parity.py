@@ -127,9 +127,11 @@ def run_entry(
     epochs: int | None,
     capacity: dict | None = None,
     changes: dict | None = None,
+    split_point: str | None = None,
 ) -> dict:
     """`capacity`: the SD student's settings ({"output_stride": 8}; kd.models.sd.SDCapacity);
-    `changes`: recipe overrides by target ({"train.optimizer.weight_decay": 0.0})."""
+    `changes`: recipe overrides by target ({"train.optimizer.weight_decay": 0.0}); `split_point`:
+    where the SD student copies the teacher up to (default: its last point, `top`)."""
     from kd.models import build_student
     from search_spaces.base import STUDENT
     from study.config import resolve
@@ -148,7 +150,7 @@ def run_entry(
     if entry == "sd_plain":  # the baseline's student in the 30-line loop: the network, not the recipe
         torch.manual_seed(seed)
         config = resolve("camvid-sd")
-        choice = TrialChoice("baseline", overrides)
+        choice = TrialChoice("baseline", overrides, split_point)
         model = student_for(config, choice, recipe_for(config, "baseline", {}), teacher, 2)
         return evaluate(plain_loop(model, target, epochs or 100, seed), val, resize)[0]
     config = resolve(
@@ -164,7 +166,9 @@ def run_entry(
         student = build_student(IFVD_STUDENT, 2)
     else:
         torch.manual_seed(seed)
-        choice = TrialChoice(method, overrides if method != "ftt" else {})  # CT is the teacher's copy
+        choice = TrialChoice(
+            method, overrides if method != "ftt" else {}, split_point
+        )  # CT: the teacher's copy
         student = student_for(config, choice, recipe, teacher, 2)
     data = RunData(
         target,
@@ -220,6 +224,9 @@ def main(argv=None) -> dict:
         metavar="TARGET=VALUE",
         help="a recipe override for engine, baseline, ftt and sd, e.g. train.optimizer.weight_decay=0",
     )
+    parser.add_argument(
+        "--split-point", help="the SD student's and CT's split point (default: the teacher's last)"
+    )
     args = parser.parse_args(argv)
     check_output(parser, args.json)
     changes = {k: _value(v) for k, _, v in (s.partition("=") for s in args.recipe)}
@@ -240,7 +247,9 @@ def main(argv=None) -> dict:
         scores, per_seed = [], {}
         for seed in (int(s) for s in args.seeds.split(",")):
             started = time.perf_counter()
-            final = run_entry(entry, seed, target, val, teacher, args.epochs, capacity, changes)
+            final = run_entry(
+                entry, seed, target, val, teacher, args.epochs, capacity, changes, args.split_point
+            )
             scores.append(final["miou_img"])
             per_seed[seed] = {key: float(final[key]) for key in ("miou", "miou_img", "hp_acc", "var")}
             print(
