@@ -40,7 +40,9 @@ from common import InMemory, check_output  # noqa: E402
 
 from kd.data import PairedTransform, locate_camvid, open_dataset  # noqa: E402
 from kd.engine import Engine, RunData, RunSettings, evaluate  # noqa: E402
+from kd.errors import UserInputError  # noqa: E402
 from kd.methods import build_recipe  # noqa: E402
+from kd.models.sd import sd_capacity  # noqa: E402
 from kd.models.segmenter import Segmenter  # noqa: E402
 
 SIZE = (180, 240)
@@ -166,10 +168,8 @@ def run_entry(
         student = build_student(IFVD_STUDENT, 2)
     else:
         torch.manual_seed(seed)
-        choice = TrialChoice(
-            method, overrides if method != "ftt" else {}, split_point
-        )  # CT: the teacher's copy
-        student = student_for(config, choice, recipe, teacher, 2)
+        capacity_of = overrides if method != "ftt" else {}  # CT is the teacher's own copy, no SD capacity
+        student = student_for(config, TrialChoice(method, capacity_of, split_point), recipe, teacher, 2)
     data = RunData(
         target,
         val,
@@ -179,6 +179,14 @@ def run_entry(
     )
     settings = RunSettings(batch_size=config.batch_size, seed=seed, views=config.views, evaluate="end")
     return Engine(recipe, student, teacher, data, settings, progress=None).run().final
+
+
+def _settings(parser, flag: str, given: list[str]) -> dict:
+    """KEY=VALUE settings as a dict of numbers where they parse as numbers."""
+    malformed = [s for s in given if "=" not in s]
+    if malformed:
+        parser.error(f"{flag} takes KEY=VALUE, got {', '.join(malformed)}")
+    return {k: _value(v) for k, _, v in (s.partition("=") for s in given)}
 
 
 def _value(text: str):
@@ -229,8 +237,15 @@ def main(argv=None) -> dict:
     )
     args = parser.parse_args(argv)
     check_output(parser, args.json)
-    changes = {k: _value(v) for k, _, v in (s.partition("=") for s in args.recipe)}
-    capacity = {k: _value(v) for k, _, v in (s.partition("=") for s in args.student)}
+    changes, capacity = (
+        _settings(parser, "--recipe", args.recipe),
+        _settings(parser, "--student", args.student),
+    )
+    try:  # a typo is refused before the teacher and the students train
+        build_recipe("baseline", changes)
+        sd_capacity(**capacity)
+    except (UserInputError, TypeError) as error:
+        parser.error(str(error))
     root = locate_camvid()
     if root is None:
         print("skipped: no CamVid copy (set SEGKD_CAMVID or put it in ../shared/data/camvid)")

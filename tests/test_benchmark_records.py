@@ -41,3 +41,19 @@ def test_stage_3_s_ratio_is_refused_for_sd(capsys):
     with pytest.raises(SystemExit) as stop:
         sd_stage3.main(["--r", "0.5"])
     assert stop.value.code == 2 and "--r is ESD's ratio; give --method esd too" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--student", "output_stride"], "--student takes KEY=VALUE, got output_stride"),
+        (["--student", "output_stride=7"], "output_stride must be one of 8, 16, 32"),
+        (["--recipe", "train.optimizer.wd=0"], "no field 'wd' here"),
+    ],
+)
+def test_a_malformed_student_or_recipe_setting_is_refused_before_training(argv, message, capsys):
+    import learning_parity
+
+    with pytest.raises(SystemExit) as stop:
+        learning_parity.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
