@@ -168,7 +168,8 @@ PRESETS = {
     # merge them: analysis.merge).
     # IFVD distils into the SD student, as every distillation method here does, so that its row
     # compares losses on one network: its own PSPNet-ResNet18 at output stride 8 costs 43 times the
-    # SD student's FLOPs per step (about 9 of the grid's 20 core-hours) and is camvid-11's subject.
+    # SD student's FLOPs per step (about 9 core-hours on CPUs, more than the other seven grid
+    # points together) and is camvid-11's subject.
     # The paper's reading: the code's deep supervision needs an auxiliary head the SD student has not.
     "camvid-sd": {
         "name": "camvid-sd",
