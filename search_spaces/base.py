@@ -3,7 +3,7 @@
 A method's space is a dict `{name: Param}`. Each Param names its `target`: the
 `kd.methods` override key it sets ("r", "lambda_kd", "kd.temperature",
 "feature.optimizer.lr", ...), "split_point", or "student.<option>" (an option of the SD
-student's capacity: groups, output_stride, head_width). `default` is the paper's value,
+student's capacity: groups, output_stride, head_width, head_groups). `default` is the paper's value,
 used by ablation grids; None leaves the recipe's own default (for a Choice: the last choice).
 """
 
@@ -99,6 +99,12 @@ def sd_capacity() -> dict[str, Param]:
             tuple(sorted({v.head_width for v in SD_VARIANTS.values()} | {128, 256})),
             f"{STUDENT}head_width",
             default.head_width,
+            search=False,
+        ),
+        "head_groups": Choice(
+            ("gcd", "table", "cap:16", "cap:4", "dense"),
+            f"{STUDENT}head_groups",
+            default.head_groups,
             search=False,
         ),
     }

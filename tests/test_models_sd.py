@@ -227,11 +227,26 @@ def test_capacity_problems_are_named_at_once():
     with pytest.raises(UserInputError, match="unknown SD student variant 'huge'"):
         sd_capacity("huge")
     with pytest.raises(
-        UserInputError, match="group policy 'x'.*output_stride must be one of 8, 16, 32.*head_width"
+        UserInputError,
+        match="groups: group policy 'x'.*head_groups: group policy 'y'.*"
+        "output_stride must be one of 8, 16, 32.*head_width",
     ):
-        sd_capacity(groups="x", output_stride=12, head_width=3)
+        sd_capacity(groups="x", output_stride=12, head_width=3, head_groups="y")
     assert sd_capacity("text", output_stride="teacher").output_stride is None
     assert sd_capacity().groups == "table"  # the default: the Table II reading
+
+
+def test_the_head_is_grouped_by_its_own_policy(teacher):
+    heads = {g: sd_student(teacher, "layer4", head_groups=g).head for g in ("gcd", "cap:16", "dense")}
+    first = {g: head.block1[0][0] for g, head in heads.items()}
+    assert first["gcd"].groups == math.gcd(first["gcd"].in_channels, first["gcd"].out_channels) > 16
+    assert first["cap:16"].groups == 16 and first["dense"].groups == 1
+    assert all(conv.groups == 1 for _, conv in convs(heads["dense"]))
+    sizes = [count_parameters(head) for head in heads.values()]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    # the FE is the variant's whatever the head
+    same_fe = [sd_student(teacher, "layer4", head_groups=g).stages for g in ("gcd", "dense")]
+    assert count_parameters(same_fe[0]) == count_parameters(same_fe[1])
 
 
 def test_head_widths_keep_channels_mixing():

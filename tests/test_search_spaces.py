@@ -131,7 +131,7 @@ def test_bad_study_values_are_all_reported_at_once():
         "proximity image, must be a finite number >= 0",
         "'stage9' is not valid; valid: stage3, stage5, stage7",
         "no parameter 'gamma'",
-        "its parameters: split_point, groups, output_stride, head_width, feature_optimizer, "
+        "its parameters: split_point, groups, output_stride, head_width, head_groups, feature_optimizer, "
         "feature_lr, frozen_lr, r",
         "low < high",
         "ifvd.lambda_kd = -1.0: recipe 'ifvd': stage 'train': weight of 'kd' must be a finite number >= 0",
@@ -210,7 +210,7 @@ def test_suggested_choices_build_valid_recipes(method):
         assert fixed.items() <= choice.recipe_overrides.items()
         # the SD student's capacity is fixed at the default variant unless a study asks to search it
         assert choice.student_options == (
-            {"groups": "table", "output_stride": "teacher", "head_width": 512}
+            {"groups": "table", "output_stride": "teacher", "head_width": 512, "head_groups": "gcd"}
             if method in {"baseline", "sd", "esd"}
             else {}
         )

@@ -34,12 +34,15 @@ class GroupPolicy:
     spatial: int | None = None
 
     def groups(self, conv: nn.Conv2d) -> int:
-        spatial = any(k > 1 for k in conv.kernel_size)
-        cap = self.spatial if spatial else self.pointwise
-        gcd = math.gcd(conv.in_channels, conv.out_channels)
-        groups = gcd if cap is None else math.gcd(gcd, cap)
+        groups = self.count(conv.in_channels, conv.out_channels, any(k > 1 for k in conv.kernel_size))
         # Already-grouped convolutions (depthwise in MobileNets and EfficientNets) stay at least as grouped.
         return groups if groups % conv.groups == 0 else conv.groups
+
+    def count(self, in_channels: int, out_channels: int, spatial: bool) -> int:
+        """The groups of a new convolution from `in_channels` to `out_channels`."""
+        cap = self.spatial if spatial else self.pointwise
+        gcd = math.gcd(in_channels, out_channels)
+        return gcd if cap is None else math.gcd(gcd, cap)
 
 
 NAMED_POLICIES = {"gcd": GroupPolicy(), "dense": GroupPolicy(1, 1), "table": GroupPolicy(2, 4)}

@@ -16,7 +16,6 @@ including the point) and the teacher head. From it:
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import pairwise
@@ -26,7 +25,7 @@ from torch import nn
 
 from kd.errors import UserInputError
 from kd.models.dilation import OUTPUT_STRIDES, set_output_stride
-from kd.models.group_conv import group_conv_copy, group_policy
+from kd.models.group_conv import GroupPolicy, group_conv_copy, group_policy
 from kd.models.segmenter import Segmenter
 
 # Not all equal, so that gcd(in, out) < out and every conv mixes a few channels (equal
@@ -57,13 +56,15 @@ class SDCapacity:
     groups: str = "gcd"
     output_stride: int | None = None
     head_width: int = SD_HEAD_WIDTHS[0]
+    head_groups: str = "gcd"
 
     def problems(self) -> list[str]:
         found = []
-        try:
-            group_policy(self.groups)
-        except UserInputError as err:
-            found.append(str(err).rstrip("."))
+        for field, policy in (("groups", self.groups), ("head_groups", self.head_groups)):
+            try:
+                group_policy(policy)
+            except UserInputError as err:
+                found.append(f"{field}: " + str(err).rstrip("."))
         if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES:
             found.append(
                 f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))} or None "
@@ -106,15 +107,14 @@ def sd_capacity(variant: str | SDCapacity | None = None, **changes) -> SDCapacit
     return capacity
 
 
-def _group_conv(in_channels: int, out_channels: int, bias: bool) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_channels, out_channels, 3, padding=1, groups=math.gcd(in_channels, out_channels), bias=bias
-    )
+def _group_conv(in_channels: int, out_channels: int, policy: GroupPolicy, bias: bool) -> nn.Conv2d:
+    groups = policy.count(in_channels, out_channels, spatial=True)
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, groups=groups, bias=bias)
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+def _conv_bn_relu(in_channels: int, out_channels: int, policy: GroupPolicy) -> nn.Sequential:
     return nn.Sequential(
-        _group_conv(in_channels, out_channels, bias=False),
+        _group_conv(in_channels, out_channels, policy, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -129,22 +129,24 @@ class SDHead(nn.Module):
         Conv3x3 -> num_classes             plain conv with bias: logits, no BN, no ReLU
         bilinear upsampling to input size  (done by Segmenter, not here)
 
-    Every conv is a group conv with groups = gcd(in, out). The table's 4th conv of the
+    Every conv is a group conv, grouped by `groups` (a kd.models.group_conv policy; the text's
+    gcd(in, out) by default). The table's 4th conv of the
     second block is the classifier; it is a plain conv because a ReLU would clip logits
     at 0 (no negative evidence) and a BN on logits would fix their scale.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, widths=SD_HEAD_WIDTHS):
+    def __init__(self, in_channels: int, num_classes: int, widths=SD_HEAD_WIDTHS, groups: str = "gcd"):
         super().__init__()
         if len(widths) != 6:
             raise ValueError(
                 f"SDHead takes 6 widths (3 convs before and 3 after the upsampling), got {len(widths)}"
             )
+        policy = group_policy(groups)
         chans = [in_channels, *widths]
-        convs = [_conv_bn_relu(a, b) for a, b in pairwise(chans)]
+        convs = [_conv_bn_relu(a, b, policy) for a, b in pairwise(chans)]
         self.block1 = nn.Sequential(*convs[:3])
         self.block2 = nn.Sequential(*convs[3:])
-        self.classifier = _group_conv(widths[-1], num_classes, bias=True)
+        self.classifier = _group_conv(widths[-1], num_classes, policy, bias=True)
 
     def forward(self, x):
         x = self.block1(x)
@@ -185,9 +187,10 @@ def _num_classes(teacher: Segmenter, num_classes: int | None) -> int:
     return num_classes
 
 
-def _head(teacher: Segmenter, split_point: str, num_classes: int, width: int = SD_HEAD_WIDTHS[0]) -> SDHead:
+def _head(teacher: Segmenter, split_point: str, num_classes: int, capacity: SDCapacity) -> SDHead:
     parameter = next(teacher.parameters())
-    head = SDHead(teacher.stage_channels()[split_point], num_classes, head_widths(width))
+    widths = head_widths(capacity.head_width)
+    head = SDHead(teacher.stage_channels()[split_point], num_classes, widths, capacity.head_groups)
     return head.to(device=parameter.device, dtype=parameter.dtype)
 
 
@@ -200,11 +203,12 @@ def sd_student(
     groups: str | None = None,
     output_stride: int | None = None,
     head_width: int | None = None,
+    head_groups: str | None = None,
 ) -> Segmenter:
     """The SD student: grouped copy of the teacher's AMG at `split_point` + `SDHead`.
 
     `variant` names an SDCapacity (SD_VARIANTS; default DEFAULT_VARIANT); `groups`,
-    `output_stride` and `head_width` change single fields of it. The FE keeps the stage names,
+    `output_stride`, `head_width` and `head_groups` change single fields of it. The FE keeps the stage names,
     so the student's split points are the AMG's. It is freshly initialised throughout: its
     convs have new shapes, and the teacher's BatchNorm statistics belong to the teacher's
     kernels. Inherited stochastic depth (EfficientNet's drop-connect) is switched off: a head
@@ -214,7 +218,9 @@ def sd_student(
     of a student trained for a few hundred steps still hold mostly their initial values (on the
     synthetic default, 120 steps: 0.49 mIoU_img on its own training images in eval mode).
     """
-    capacity = sd_capacity(variant, groups=groups, output_stride=output_stride, head_width=head_width)
+    capacity = sd_capacity(
+        variant, groups=groups, output_stride=output_stride, head_width=head_width, head_groups=head_groups
+    )
     fe = group_conv_copy(nn.Sequential(_amg_stages(teacher, split_point)), capacity.groups)
     for module in fe.modules():
         if hasattr(module, "reset_parameters"):
@@ -229,7 +235,7 @@ def sd_student(
     num_classes = _num_classes(teacher, num_classes)
     return Segmenter(
         OrderedDict(fe.named_children()),
-        _head(teacher, split_point, num_classes, capacity.head_width),
+        _head(teacher, split_point, num_classes, capacity),
         num_classes,
         name=f"sd_student_{teacher.name}@{split_point}",
         input_mean=teacher.input_mean,
@@ -238,10 +244,14 @@ def sd_student(
 
 
 def constructed_teacher(
-    teacher: Segmenter, split_point: str, num_classes: int | None = None, head_width: int | None = None
+    teacher: Segmenter,
+    split_point: str,
+    num_classes: int | None = None,
+    head_width: int | None = None,
+    head_groups: str | None = None,
 ) -> Segmenter:
     """CT: a frozen deep copy of the teacher's AMG at `split_point` + a trainable `SDHead` (as wide
-    as the default SD student's, unless `head_width` says otherwise).
+    as the default SD student's, and grouped like it, unless `head_width` and `head_groups` say otherwise).
 
     The copy leaves the teacher untouched by CT's training. Each stage is wrapped, so its
     parameters are named `stages.<point>.module.<...>`.
@@ -250,7 +260,7 @@ def constructed_teacher(
     num_classes = _num_classes(teacher, num_classes)
     return Segmenter(
         OrderedDict((name, _Frozen(stage)) for name, stage in stages.items()),
-        _head(teacher, split_point, num_classes, sd_capacity(head_width=head_width).head_width),
+        _head(teacher, split_point, num_classes, sd_capacity(head_width=head_width, head_groups=head_groups)),
         num_classes,
         name=f"ct_{teacher.name}@{split_point}",
         input_mean=teacher.input_mean,
