@@ -259,7 +259,12 @@ def test_grid_crosses_the_choices_a_study_lists():
 def test_student_capacity_is_fixed_unless_a_study_lists_choices():
     assert isinstance(space_for("sd", POINTS)["groups"], Fixed)
     values = {
-        "sd": {"groups": ["gcd", "dense"], "output_stride": {"choices": [8, "teacher"]}, "head_width": 256}
+        "sd": {
+            "groups": ["gcd", "dense"],
+            "output_stride": {"choices": [8, "teacher"]},
+            "head_width": 256,
+            "head_groups": "cap:16",
+        }
     }
     space = space_for("sd", POINTS, values)
     assert space["groups"].choices == ("gcd", "dense") and space["output_stride"].choices == (8, "teacher")
@@ -267,6 +272,7 @@ def test_student_capacity_is_fixed_unless_a_study_lists_choices():
     trial, choice = ask(["sd"], values)
     assert trial.params["sd.groups"] in ("gcd", "dense")
     assert choice.student_options["head_width"] == 256
+    assert choice.student_options["head_groups"] == "cap:16"
     # a grid crosses them: does distillation help small students more than large ones?
     points = grid(["sd"], POINTS, {"sd": {"groups": {"choices": ["gcd", "table", "dense"]}}})
     assert [p.student_options["groups"] for p in points] == ["gcd", "table", "dense"]
