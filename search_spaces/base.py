@@ -102,7 +102,7 @@ def sd_capacity() -> dict[str, Param]:
             search=False,
         ),
         "head_groups": Choice(
-            ("gcd", "table", "cap:16", "cap:4", "dense"),
+            ("gcd", "cap:16", "cap:8", "table", "dense"),  # every head conv is 3x3: "table" = at most 4
             f"{STUDENT}head_groups",
             default.head_groups,
             search=False,

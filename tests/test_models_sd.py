@@ -247,6 +247,12 @@ def test_the_head_is_grouped_by_its_own_policy(teacher):
     # the FE is the variant's whatever the head
     same_fe = [sd_student(teacher, "layer4", head_groups=g).stages for g in ("gcd", "dense")]
     assert count_parameters(same_fe[0]) == count_parameters(same_fe[1])
+    # CT's head is grouped like the default student's unless told otherwise
+    assert constructed_teacher(teacher, "layer4").head.block1[0][0].groups == first["gcd"].groups
+    assert all(
+        conv.groups == 1
+        for _, conv in convs(constructed_teacher(teacher, "layer4", head_groups="dense").head)
+    )
 
 
 def test_head_widths_keep_channels_mixing():
