@@ -69,6 +69,14 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         f"{config.seeds} seeds, sampler {config.sampler}, objectives {', '.join(config.objectives)} "
         f"-> {run_dir}"
     )
+    if resume and _finished(run_dir, total):
+        from study.schema import FINAL
+
+        say(
+            f"study {config.name} is finished: all {total} trials are recorded and the chosen students "
+            f"scored on test ({run_dir / FINAL}); nothing to resume. A new study needs a new --name."
+        )
+        return run_dir
     shared = _prepare_shared(config, space, run_dir, say)
     say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
     fit_started = time.perf_counter()
@@ -80,6 +88,16 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         f"{len(tables.rows)} of {total} trials recorded in {time.perf_counter() - started:.0f} s"
     )
     return _finish(config, run_dir, shared, tables, total, say)
+
+
+def _finished(run_dir: Path, total: int) -> bool:
+    """Every trial recorded, none failed, and the test scores written: resuming would only redo
+    the preparation and the test scoring."""
+    from study.results import ResultsTables
+    from study.schema import FINAL
+
+    tables = ResultsTables(run_dir)
+    return (run_dir / FINAL).is_file() and len(tables.rows) >= total and not tables.counts()["failed"]
 
 
 def _prepare_shared(config: StudyConfig, space, run_dir: Path, say):

@@ -158,6 +158,21 @@ def test_existing_study_needs_resume(local_ray, tmp_path):
         run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
 
 
+def test_resuming_a_finished_study_changes_nothing(local_ray, tmp_path):
+    config = smoke(tmp_path, name="done", trials=1, methods=["baseline"])
+    from study.lock import LOCK
+
+    run_dir = run_study(config, say=lambda line: None)
+
+    def written():  # the driver's lock file is taken again, by design
+        return {path.name: path.stat().st_mtime_ns for path in run_dir.iterdir() if path.name != LOCK}
+
+    before, said = written(), []
+    assert run_study(config, resume=True, say=said.append) == run_dir
+    assert any("is finished" in line and "nothing to resume" in line for line in said)
+    assert written() == before and {"final.parquet", "trials.parquet", "report.html"} <= set(before)
+
+
 def test_a_failed_test_scoring_fails_the_command_and_resume_scores(local_ray, tmp_path, capsys):
     from study.run import main
 
