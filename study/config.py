@@ -36,6 +36,7 @@ from pathlib import Path
 
 from kd.errors import UserInputError
 from kd.metrics import OBJECTIVES
+from kd.models.teacher_training import TRAINABLE as TEACHER_TRAINABLE
 
 SAMPLERS = ("tpe", "nsga2", "gp", "grid")
 SCHEDULERS = ("none", "asha")
@@ -76,6 +77,8 @@ class StudyConfig:
         None  # a trained teacher's weights; otherwise its head is trained on source
     )
     teacher_epochs: int = 3
+    # What the teacher's training updates: "head" (the pretrained backbone frozen) or "all" (fine-tuned)
+    teacher_trainable: str = "head"
     # Train and score the teacher as the report's reference even when no method needs it (it is
     # trained only for methods that distil from it or start from its weights)
     teacher_reference: bool = False
@@ -349,6 +352,11 @@ def problems(config: StudyConfig) -> list[str]:
         found.append(
             "scheduler 'asha' reads every epoch's scores from a trial, which data-parallel trials do not "
             "send: use workers_per_trial = 1 with asha, or scheduler 'none'"
+        )
+    if config.teacher_trainable not in TEACHER_TRAINABLE:
+        found.append(
+            f"teacher_trainable must be one of {', '.join(TEACHER_TRAINABLE)}, "
+            f"got {config.teacher_trainable!r}"
         )
     if config.evaluate not in EVALUATE:
         found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")

@@ -50,7 +50,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "split_seed": ("data", "kitti and folder data: the shuffle that deals images to roles"),
     "teacher": ("models", "the teacher (python -m kd.models lists them)"),
     "teacher_checkpoint": ("models", "a trained teacher's weights; otherwise its head is trained"),
-    "teacher_epochs": ("models", "epochs of the teacher head's training"),
+    "teacher_epochs": ("models", "epochs of the teacher's training"),
+    "teacher_trainable": ("models", "what the teacher's training updates: head (backbone frozen) or all"),
     "teacher_reference": (
         "models",
         "train and score the teacher as the report's reference even when no method needs it",

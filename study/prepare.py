@@ -159,8 +159,8 @@ def cache_folders(config: StudyConfig) -> tuple[Path | None, Path | None]:
 def prepare_teacher(
     config: StudyConfig, num_classes: int, say=print, source=None, device: str = "cpu"
 ) -> dict:
-    """The teacher's weights: from `teacher_checkpoint`, else its head trained on the source images
-    (cached; `source`: that role's dataset when the caller has it open)."""
+    """The teacher's weights: from `teacher_checkpoint`, else trained (its head, or all of it) on the
+    source images (cached; `source`: that role's dataset when the caller has it open)."""
     torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
     teacher = build_teacher(config.teacher, num_classes=num_classes)
     if config.teacher_checkpoint:
@@ -174,7 +174,11 @@ def prepare_teacher(
         fit_teacher(
             teacher,
             source,
-            TeacherTraining(epochs=config.teacher_epochs, batch_size=config.batch_size),
+            TeacherTraining(
+                trainable=config.teacher_trainable,
+                epochs=config.teacher_epochs,
+                batch_size=config.batch_size,
+            ),
             transform=transform,
             cache_dir=cache_folders(config)[0],
             device=device,

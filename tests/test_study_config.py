@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from kd.errors import UserInputError
 from study import config as study_config
@@ -89,6 +90,7 @@ def test_search_space_problems_are_listed_together():
         ({"workers_per_trial": 3}, r"batch_size = 4 is the global batch.*multiple of 3"),
         ({"workers_per_trial": 0}, "workers_per_trial must be a whole number >= 1"),
         ({"amp": "fp8"}, "amp must be one of bf16, fp16, off"),
+        ({"teacher_trainable": "backbone"}, "teacher_trainable must be one of head, all, got 'backbone'"),
         ({"num_workers": -1}, "num_workers must be a whole number >= 0"),
         ({"workers_per_trial": 2, "scheduler": "asha"}, "data-parallel trials do not send"),
     ],
@@ -270,3 +272,16 @@ def test_relative_paths_become_absolute_for_the_trials(tmp_path, monkeypatch):
     )
     assert study_config.resolve("smoke").data == "synthetic"
     assert study_config.resolve("smoke").out == str(tmp_path / "runs")  # the default "runs", from here
+
+
+@pytest.mark.parametrize("trainable, backbone_changes", [("head", False), ("all", True)])
+def test_teacher_trainable_decides_whether_the_backbone_is_fine_tuned(tmp_path, trainable, backbone_changes):
+    from kd.models import build_teacher
+    from study.prepare import prepare_teacher
+
+    overrides = {"teacher_trainable": trainable, "cache_dir": str(tmp_path)}
+    config = study_config.resolve("smoke", overrides=overrides)
+    state = prepare_teacher(config, num_classes=2, say=lambda message: None)
+    pretrained = build_teacher(config.teacher, num_classes=2).state_dict()
+    stem = next(k for k in state if k.startswith("stages.") and k.endswith("weight"))
+    assert torch.equal(state[stem], pretrained[stem]) is not backbone_changes

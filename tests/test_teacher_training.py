@@ -98,7 +98,8 @@ def test_bad_requests_are_refused(tmp_path):
         )
     with pytest.raises(UserInputError, match="predicts 2 classes but synthetic target has 7"):
         fit_teacher(tiny_teacher(num_classes=2), target(), cache_dir=tmp_path)
-    with pytest.raises(UserInputError, match="trainable must be 'head' or 'all'.*epochs must be at least 1"):
+    refusal = "trainable must be one of head, all, got 'backbone'.*epochs must be at least 1"
+    with pytest.raises(UserInputError, match=refusal):
         TeacherTraining(trainable="backbone", epochs=0)
 
 

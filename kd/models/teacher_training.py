@@ -37,6 +37,10 @@ def default_cache_dir() -> Path:
     return cache_root() / "teachers"
 
 
+# What a teacher's training updates: its head on a frozen pretrained backbone, or all of it
+TRAINABLE = ("head", "all")
+
+
 @dataclass(frozen=True)
 class TeacherTraining:
     """Settings of teacher training. `trainable`: "head" (backbone frozen) or "all" (fine-tuning)."""
@@ -52,8 +56,8 @@ class TeacherTraining:
 
     def __post_init__(self):
         problems = []
-        if self.trainable not in ("head", "all"):
-            problems.append(f"trainable must be 'head' or 'all', got {self.trainable!r}")
+        if self.trainable not in TRAINABLE:
+            problems.append(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
