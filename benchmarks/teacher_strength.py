@@ -18,18 +18,22 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from kd.data import PairedTransform
-from kd.engine import evaluate
-from kd.methods.recipes import AUGMENTATIONS
-from kd.metrics import ConfusionMeter
-from kd.models import build_student, build_teacher, fit_teacher
-from kd.models.teacher_training import TRAINABLE, TeacherTraining
-from study.config import resolve
-from study.prepare import open_data
-from study.roles import open_roles
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import check_output  # noqa: E402
+
+from kd.data import PairedTransform  # noqa: E402
+from kd.engine import evaluate  # noqa: E402
+from kd.methods.recipes import AUGMENTATIONS  # noqa: E402
+from kd.metrics import ConfusionMeter  # noqa: E402
+from kd.models import build_student, build_teacher, fit_teacher  # noqa: E402
+from kd.models.teacher_training import TRAINABLE, TeacherTraining  # noqa: E402
+from study.config import resolve  # noqa: E402
+from study.prepare import open_data  # noqa: E402
+from study.roles import open_roles  # noqa: E402
 
 
 def per_class_iou(model, dataset, transform) -> list[float]:
@@ -84,6 +88,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--json", help="also write the row here")
     args = parser.parse_args(argv)
+    check_output(parser, args.json)
     torch.set_num_threads(1)
     config = resolve(args.preset)
     roles = open_roles(config, ("source", "target", "val"))
@@ -100,6 +105,7 @@ def main(argv=None) -> int:
         }
     metrics, _ = evaluate(model, data.val, data.eval_transform, config.batch_size)
     row = {
+        "command": "python benchmarks/teacher_strength.py " + " ".join(argv or sys.argv[1:]),
         **what,
         "classes": list(data.val.classes),
         "iou": per_class_iou(model, data.val, data.eval_transform),

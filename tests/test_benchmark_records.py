@@ -25,7 +25,7 @@ def test_the_plain_loop_writes_every_seed_and_its_command(camvid_root, tmp_path)
     assert per_seed["0"] != per_seed["1"]  # the seeds are two trainings, not one written twice
 
 
-@pytest.mark.parametrize("script", ["learning_parity", "sd_stage3"])
+@pytest.mark.parametrize("script", ["learning_parity", "sd_stage3", "teacher_strength"])
 def test_an_output_file_that_cannot_be_written_is_refused_before_training(script, tmp_path, capsys):
     module = __import__(script)
     (tmp_path / "a_file").write_text("")
@@ -57,3 +57,20 @@ def test_a_malformed_student_or_recipe_setting_is_refused_before_training(argv, 
     with pytest.raises(SystemExit) as stop:
         learning_parity.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_teacher_strength_trains_once_and_scores_every_class(tmp_path):
+    import teacher_strength
+
+    out = tmp_path / "teacher.json"
+    argv = ["--preset", "smoke", "--teacher", "deeplabv3_efficientnet_lite0", "--trainable", "head"]
+    argv += ["--epochs", "1", "--cache-dir", str(tmp_path / "teachers"), "--json", str(out)]
+    assert teacher_strength.main(argv) == 0
+    row = json.loads(out.read_text())
+    assert row["command"] == "python benchmarks/teacher_strength.py " + " ".join(argv)
+    assert len(row["iou"]) == len(row["classes"]) == 2 and 0 <= row["miou"] <= 1
+    assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
+    assert teacher_strength.main(argv) == 0  # the stored teacher, scored again: the same row
+    assert json.loads(out.read_text())["iou"] == row["iou"]
+    assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
