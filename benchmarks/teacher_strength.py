@@ -15,6 +15,7 @@ validation images are the preset's; the test images are never read.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -25,14 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import check_output  # noqa: E402
 
-from kd.data import PairedTransform  # noqa: E402
 from kd.engine import evaluate  # noqa: E402
-from kd.methods.recipes import AUGMENTATIONS  # noqa: E402
 from kd.metrics import ConfusionMeter  # noqa: E402
 from kd.models import build_student, build_teacher, fit_teacher  # noqa: E402
 from kd.models.teacher_training import TRAINABLE, TeacherTraining  # noqa: E402
 from study.config import resolve  # noqa: E402
-from study.prepare import open_data  # noqa: E402
+from study.prepare import open_data, teacher_training  # noqa: E402
 from study.roles import open_roles  # noqa: E402
 
 
@@ -50,23 +49,12 @@ def per_class_iou(model, dataset, transform) -> list[float]:
 
 
 def trained_teacher(args, config, source):
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # as study.prepare: the head's initial weights are in the content hash
     teacher = build_teacher(args.teacher, num_classes=source.num_classes)
-    views = {}
-    if args.augmentation == "ifvd":
-        views = {
-            "scale": AUGMENTATIONS["ifvd"].scale,
-            "crop": tuple(config.image_size),
-            "fill": AUGMENTATIONS["ifvd"].fill,
-        }
-    transform = PairedTransform(
-        resize=tuple(config.image_size), hflip=True, mean=teacher.input_mean, std=teacher.input_std, **views
-    )
-    settings = TeacherTraining(
-        trainable=args.trainable,
-        epochs=args.epochs,
-        batch_size=config.batch_size,
-        weight_decay=args.weight_decay,
+    family = None if args.augmentation == "none" else args.augmentation
+    settings, transform = teacher_training(config, teacher, family)
+    settings = dataclasses.replace(
+        settings, trainable=args.trainable, epochs=args.epochs, weight_decay=args.weight_decay
     )
     fit_teacher(teacher, source, settings, transform=transform, cache_dir=args.cache_dir)
     return teacher

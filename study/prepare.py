@@ -100,17 +100,36 @@ def eval_transform(config: StudyConfig) -> PairedTransform:
     return PairedTransform(resize=_resize(config), normalize=False)
 
 
-def train_transform(config: StudyConfig, recipe) -> PairedTransform:
-    """How `recipe` sees its training images: resized to the study's size, then its augmentation
-    family's random steps (kd.methods.recipes.AUGMENTATIONS). The crop is the study's `crop`; a
-    family with a random scale crops to `image_size` when `crop` is unset, so every view has one
-    size. `hflip = false` turns every family's flip off."""
-    augmentation = AUGMENTATIONS[recipe.augmentation]
+def family_views(config: StudyConfig, family: str):
+    """An augmentation family's random steps (kd.methods.recipes.AUGMENTATIONS) in this study. The
+    crop is the study's `crop`; a family with a random scale crops to `image_size` when `crop` is
+    unset, so every view has one size. `hflip = false` turns every family's flip off."""
+    augmentation = AUGMENTATIONS[family]
     crop = augmentation.crop or config.crop or (config.image_size if augmentation.scale else None)
-    augmentation = dataclasses.replace(
+    return dataclasses.replace(
         augmentation, crop=tuple(crop) if crop else None, hflip=augmentation.hflip and config.hflip
     )
-    return PairedTransform.from_augmentation(augmentation, resize=_resize(config), normalize=False)
+
+
+def train_transform(config: StudyConfig, recipe) -> PairedTransform:
+    """How `recipe` sees its training images: resized to the study's size, then its augmentation
+    family's random steps (family_views)."""
+    views = family_views(config, recipe.augmentation)
+    return PairedTransform.from_augmentation(views, resize=_resize(config), normalize=False)
+
+
+def teacher_training(config: StudyConfig, teacher, family: str | None = None):
+    """How the study trains its teacher: (TeacherTraining, the transform of its source images:
+    resized, flipped unless `hflip = false`). `family`: an augmentation family's random steps
+    instead, for benchmarks/teacher_strength.py to ask whether they help."""
+    settings = TeacherTraining(
+        trainable=config.teacher_trainable, epochs=config.teacher_epochs, batch_size=config.batch_size
+    )
+    normalise = {"mean": teacher.input_mean, "std": teacher.input_std}
+    if family is None:
+        return settings, PairedTransform(resize=_resize(config), hflip=config.hflip, **normalise)
+    views = family_views(config, family)
+    return settings, PairedTransform.from_augmentation(views, resize=_resize(config), **normalise)
 
 
 def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
@@ -167,17 +186,11 @@ def prepare_teacher(
         say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
     else:
         source = open_roles(config, ("source",))["source"] if source is None else source
-        transform = PairedTransform(
-            resize=_resize(config), hflip=config.hflip, mean=teacher.input_mean, std=teacher.input_std
-        )
+        settings, transform = teacher_training(config, teacher)
         fit_teacher(
             teacher,
             source,
-            TeacherTraining(
-                trainable=config.teacher_trainable,
-                epochs=config.teacher_epochs,
-                batch_size=config.batch_size,
-            ),
+            settings,
             transform=transform,
             cache_dir=cache_folders(config)[0],
             device=device,

@@ -33,7 +33,8 @@ def deeplabv3_efficientnet_lite0(
     Inputs are normalised with EFFICIENTNET_LITE_MEAN/STD (kd.models.efficientnet_lite).
     """
     stages = efficientnet_lite0_stages(pretrained)
-    set_output_stride(nn.Sequential(*stages.values()), output_stride)  # the same modules, dilated in place
+    if output_stride != 32:  # set_output_stride refuses strides it cannot give
+        set_output_stride(nn.Sequential(*stages.values()), output_stride)  # the same modules, dilated
     suffix = "" if output_stride == 32 else f"_os{output_stride}"
     return Segmenter(
         stages,
