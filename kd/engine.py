@@ -633,135 +633,19 @@ class Engine:
             self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
         )
         state = self._load()
-        if (state is None or "result" not in state) and self.rank == 0:
-            for domain, cache in self.caches.items():
-                if cache.missing:  # once per teacher, dataset and view bank; later runs find it filled
-                    self.say(f"teacher cache ({domain}): computing {cache.missing} outputs into {cache.path}")
-                    self.teacher_forwards += cache.fill(
-                        batch_size=self.settings.batch_size, progress=self.say
-                    )
+        finished = state is not None and "result" in state
+        if not finished and self.rank == 0:
+            self._fill_caches()
         distributed.barrier()  # the other ranks read what rank 0 stored; their first read opens it
-        first_stage, first_epoch = 0, 0
-        if state is not None:
-            self.student.load_state_dict(state["student"])
-            self.history, self.teacher_forwards = state["history"], state["teacher_forwards"]
-            if "result" in state:
-                self.say(f"{self.recipe.name}: already finished ({self.checkpoint_path})")
-                return RunResult(**state["result"])
-            first_stage, first_epoch = state["stage"], state["epoch"]
-            if state.get("scaler"):  # empty when written with the scaler off (another device or amp)
-                self.scaler.load_state_dict(state["scaler"])
-            self.say(f"{self.recipe.name}: resuming at stage {first_stage + 1}, epoch {first_epoch + 1}")
+        first_stage, first_epoch = self._restore(state)
+        if finished:
+            self.say(f"{self.recipe.name}: already finished ({self.checkpoint_path})")
+            return RunResult(**state["result"])
         distributed.broadcast_module(self.student)
-        stages = self.recipe.stages
-        global_epoch = len(self.history)  # epochs run so far: stages that stopped early count what they ran
         evaluation = None
-        for index in range(first_stage, len(stages)):
-            stage = stages[index]
-            losses, optimizer, critic = self._build_stage(index, stage)
-            start_epoch = first_epoch if index == first_stage else 0
-            if state is not None and index == first_stage and "optimizer" in state:
-                losses.load_state_dict(state["losses"])
-                optimizer.load_state_dict(state["optimizer"])
-                if critic is not None:
-                    critic.load_state_dict(state["critic"])
-            for group in optimizer.param_groups + (critic.param_groups if critic is not None else []):
-                group.setdefault("initial_lr", group["lr"])
-            plateau = Plateau(stage, [row["loss"] for row in self.history if row["stage_index"] == index])
-            for epoch in range(start_epoch, stage.epochs):
-                # Ranks draw other dropout masks, as one process does for other images of the batch.
-                torch.manual_seed(_derive(self.settings.seed, index, epoch) + self.rank)
-                self._set_modes(stage)
-                loader = self._loader(index, stage, epoch, global_epoch)
-                steps, begun, sums = len(loader), time.perf_counter(), {}
-                for step, batch in enumerate(loader):
-                    done = (epoch * steps + step) / (stage.epochs * steps)
-                    where = (
-                        f"recipe {self.recipe.name!r}, stage {stage.name!r}, "
-                        f"epoch {epoch + 1}, step {step + 1}"
-                    )
-                    values = self._step(
-                        stage,
-                        losses,
-                        optimizer,
-                        critic,
-                        batch,
-                        done,
-                        where,
-                    )
-                    for name, value in values.items():
-                        sums[name] = sums.get(name, 0.0) + value
-                sums = distributed.mean_across(sums)  # every rank must stop the stage at the same epoch
-                global_epoch += 1
-                metrics = {
-                    "recipe": self.recipe.name,
-                    "stage": stage.name,
-                    "stage_index": index,
-                    "stage_epoch": epoch + 1,
-                    "epoch": global_epoch,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "steps": steps,
-                    "seconds": time.perf_counter() - begun,
-                    "teacher_forwards": self.teacher_forwards,
-                }
-                active = stage.active_losses()
-                metrics["loss"] = sum(active[n] * sums[n] / max(steps, 1) for n in active if n in sums)
-                metrics.update({f"loss_{name}": value / max(steps, 1) for name, value in sums.items()})
-                metrics["epochs_since_best"] = plateau.update(metrics["loss"])
-                stopped = plateau.stop()
-                last_of_stage = stopped or epoch + 1 == stage.epochs
-                if last_of_stage:
-                    metrics["stage_end"] = "plateau" if stopped else "max"
-                    if stage.batchnorm == "precise":
-                        self.recalibrate_batchnorm(index, stage, global_epoch)
-                # Each rank's BatchNorm statistics come from its own shards (or, in precise BN, its own
-                # dropout masks): one set for all ranks before anything reads or saves them.
-                distributed.average_buffers(
-                    m for m in self.student.modules() if isinstance(m, _BatchNorm) and m.training
-                )
-                if last_of_stage and "feature" in active:
-                    metrics["feature_ratio"] = self.feature_ratio(index, stage, losses, global_epoch)
-                if self.settings.evaluate == "epoch" or (
-                    self.settings.evaluate == "stage" and last_of_stage and self._head_trained(stage)
-                ):
-                    evaluation = self.evaluate()
-                    metrics.update(evaluation[0])
-                else:
-                    evaluation = None
-                self.history.append(metrics)
-                self.say(_progress_line(metrics, stage))
-                if self.checkpoint_path is not None and self.rank == 0:
-                    # A stage that stopped early resumes at the next stage, with that stage's fresh optimiser.
-                    at = (
-                        {"stage": index + 1, "epoch": 0}
-                        if stopped
-                        else {
-                            "stage": index,
-                            "epoch": epoch + 1,
-                            "losses": losses.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "critic": critic.state_dict() if critic is not None else None,
-                        }
-                    )
-                    self._save(
-                        {
-                            **at,
-                            "student": self.student.state_dict(),
-                            "scaler": self.scaler.state_dict(),
-                            "history": self.history,
-                            "teacher_forwards": self.teacher_forwards,
-                        }
-                    )
-                if self.checkpoint_path is not None:
-                    # A callback may stop the run: a next run in these processes resumes from this
-                    # checkpoint on every rank, not from the previous one on ranks that went on sooner.
-                    distributed.barrier()
-                if self.callback is not None:
-                    # After the checkpoint: a callback that stops the run loses nothing. Every rank calls
-                    # it (Ray Train's report wants all of them), so it must stop all ranks or none.
-                    self.callback(metrics)
-                if stopped:
-                    break
+        for index in range(first_stage, len(self.recipe.stages)):
+            resumed = state if index == first_stage else None
+            evaluation = self._run_stage(index, first_epoch if resumed else 0, resumed, evaluation)
         if evaluation is None:
             evaluation = self.evaluate()
         result = RunResult(
@@ -774,20 +658,139 @@ class Engine:
         )
         for parameter in self.student.parameters():
             parameter.requires_grad_(id(parameter) in self.trainable_ids)
-        if self.checkpoint_path is not None and self.rank == 0:
+        self._checkpoint({"stage": len(self.recipe.stages), "epoch": 0, "result": dataclasses.asdict(result)})
+        return result
+
+    def _fill_caches(self) -> None:
+        for domain, cache in self.caches.items():
+            if cache.missing:  # once per teacher, dataset and view bank; later runs find it filled
+                self.say(f"teacher cache ({domain}): computing {cache.missing} outputs into {cache.path}")
+                self.teacher_forwards += cache.fill(batch_size=self.settings.batch_size, progress=self.say)
+
+    def _restore(self, state: dict | None) -> tuple[int, int]:
+        """Load a checkpoint's student, history and scaler; the stage and epoch to go on from."""
+        if state is None:
+            return 0, 0
+        self.student.load_state_dict(state["student"])
+        self.history, self.teacher_forwards = state["history"], state["teacher_forwards"]
+        if "result" in state:
+            return len(self.recipe.stages), 0
+        if state.get("scaler"):  # empty when written with the scaler off (another device or amp)
+            self.scaler.load_state_dict(state["scaler"])
+        self.say(f"{self.recipe.name}: resuming at stage {state['stage'] + 1}, epoch {state['epoch'] + 1}")
+        return state["stage"], state["epoch"]
+
+    def _run_stage(self, index: int, first_epoch: int, resumed: dict | None, evaluation):
+        """Train stage `index` from `first_epoch` (with the optimiser state of `resumed`, a checkpoint
+        taken in this stage); the last epoch's evaluation, `evaluation` if no epoch ran."""
+        stage = self.recipe.stages[index]
+        losses, optimizer, critic = self._build_stage(index, stage)
+        if resumed is not None and "optimizer" in resumed:
+            losses.load_state_dict(resumed["losses"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            if critic is not None:
+                critic.load_state_dict(resumed["critic"])
+        for group in optimizer.param_groups + (critic.param_groups if critic is not None else []):
+            group.setdefault("initial_lr", group["lr"])
+        plateau = Plateau(stage, [row["loss"] for row in self.history if row["stage_index"] == index])
+        for epoch in range(first_epoch, stage.epochs):
+            begun = time.perf_counter()
+            sums, steps = self._train_epoch(index, stage, epoch, losses, optimizer, critic)
+            metrics = self._epoch_metrics(stage, index, epoch, sums, steps, optimizer, begun)
+            metrics["epochs_since_best"] = plateau.update(metrics["loss"])
+            stopped = plateau.stop()
+            last_of_stage = stopped or epoch + 1 == stage.epochs
+            if last_of_stage:
+                metrics["stage_end"] = "plateau" if stopped else "max"
+            evaluation = self._end_epoch(stage, index, losses, metrics, last_of_stage)
+            self.history.append(metrics)
+            self.say(_progress_line(metrics, stage))
+            # A stage that stopped early resumes at the next stage, with that stage's fresh optimiser.
+            optimizers = {
+                "losses": losses.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "critic": critic.state_dict() if critic is not None else None,
+            }
+            at = {"stage": index + 1, "epoch": 0} if stopped else {"stage": index, "epoch": epoch + 1}
+            self._checkpoint(at if stopped else {**at, **optimizers})
+            if self.callback is not None:
+                # After the checkpoint: a callback that stops the run loses nothing. Every rank calls
+                # it (Ray Train's report wants all of them), so it must stop all ranks or none.
+                self.callback(metrics)
+            if stopped:
+                break
+        return evaluation
+
+    def _train_epoch(self, index: int, stage: Stage, epoch: int, losses, optimizer, critic):
+        """One pass over the epoch's images: each term's values summed over the steps (the mean across
+        ranks: every rank must stop the stage at the same epoch), and the number of steps."""
+        # Ranks draw other dropout masks, as one process does for other images of the batch.
+        torch.manual_seed(_derive(self.settings.seed, index, epoch) + self.rank)
+        self._set_modes(stage)
+        loader = self._loader(index, stage, epoch, len(self.history))
+        steps, sums = len(loader), {}
+        for step, batch in enumerate(loader):
+            done = (epoch * steps + step) / (stage.epochs * steps)
+            where = f"recipe {self.recipe.name!r}, stage {stage.name!r}, epoch {epoch + 1}, step {step + 1}"
+            values = self._step(stage, losses, optimizer, critic, batch, done, where)
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+        return distributed.mean_across(sums), steps
+
+    def _epoch_metrics(self, stage: Stage, index: int, epoch: int, sums, steps, optimizer, begun) -> dict:
+        """The history row of an epoch, its losses the stage's means per step."""
+        metrics = {
+            "recipe": self.recipe.name,
+            "stage": stage.name,
+            "stage_index": index,
+            "stage_epoch": epoch + 1,
+            "epoch": len(self.history) + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "steps": steps,
+            "seconds": time.perf_counter() - begun,
+            "teacher_forwards": self.teacher_forwards,
+        }
+        active = stage.active_losses()
+        metrics["loss"] = sum(active[n] * sums[n] / max(steps, 1) for n in active if n in sums)
+        metrics.update({f"loss_{name}": value / max(steps, 1) for name, value in sums.items()})
+        return metrics
+
+    def _end_epoch(self, stage: Stage, index: int, losses, metrics: dict, last_of_stage: bool):
+        """After an epoch's steps: precise BatchNorm and the feature ratio at the end of a stage, and
+        the evaluation the settings ask for (its results added to `metrics`; None when none)."""
+        if last_of_stage and stage.batchnorm == "precise":
+            self.recalibrate_batchnorm(index, stage, metrics["epoch"])
+        # Each rank's BatchNorm statistics come from its own shards (or, in precise BN, its own
+        # dropout masks): one set for all ranks before anything reads or saves them.
+        distributed.average_buffers(
+            m for m in self.student.modules() if isinstance(m, _BatchNorm) and m.training
+        )
+        if last_of_stage and "feature" in stage.active_losses():
+            metrics["feature_ratio"] = self.feature_ratio(index, stage, losses, metrics["epoch"])
+        evaluate = self.settings.evaluate
+        if evaluate == "epoch" or (evaluate == "stage" and last_of_stage and self._head_trained(stage)):
+            evaluation = self.evaluate()
+            metrics.update(evaluation[0])
+            return evaluation
+        return None
+
+    def _checkpoint(self, at: dict) -> None:
+        """Save the student, the history and `at` (where to go on from, or the result) on rank 0."""
+        if self.checkpoint_path is None:
+            return
+        if self.rank == 0:
             self._save(
                 {
-                    "stage": len(stages),
-                    "epoch": 0,
+                    **at,
                     "student": self.student.state_dict(),
+                    "scaler": self.scaler.state_dict(),
                     "history": self.history,
                     "teacher_forwards": self.teacher_forwards,
-                    "result": dataclasses.asdict(result),
                 }
             )
-        if self.checkpoint_path is not None:
-            distributed.barrier()  # a next run in these processes finds the result on every rank
-        return result
+        # A callback may stop the run, or it ends: a next run in these processes reads this checkpoint
+        # on every rank, not an older one on ranks that went on sooner.
+        distributed.barrier()
 
 
 class Plateau:
