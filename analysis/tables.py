@@ -413,12 +413,21 @@ def holm(p_values) -> list[float]:
     return adjusted.tolist()
 
 
-def paired_comparison(study, baseline: str = "baseline", split: str | None = None) -> pd.DataFrame:
+def paired_comparison(
+    study, baseline: str = "baseline", split: str | None = None, metric: str = "miou_img"
+) -> pd.DataFrame:
     """Each variant's chosen trial against the baseline's on `split` (default: test once scored,
-    else validation): per seed (paired t, Holm over the variants, seeds needed) and per (seed,
-    image) pair (Wilcoxon). An empty table (with its columns) when there is nothing to compare;
-    `.attrs["note"]` says why."""
+    else validation): per seed (paired t on `metric`, Holm over the variants, seeds needed) and
+    per (seed, image) pair (Wilcoxon on the image's mIoU). `metric = "miou"`, the pooled mIoU the
+    IFVD paper reports, exists per seed on the test images only. An empty table (with its columns)
+    when there is nothing to compare; `.attrs["note"]` says why."""
     split = split or reported_split(study)
+    per_seed = METRICS if split == "test" else [m for m in METRICS if m != "miou"]
+    if metric not in per_seed:
+        raise ValueError(
+            f"paired_comparison(metric={metric!r}) on the {SPLITS[split]}: choose one of {per_seed}"
+            + (" (the pooled miou per seed is scored on the test images only)" if metric == "miou" else "")
+        )
     chosen = chosen_trials(study, split)
     if chosen.empty:
         return _nothing_to_compare(f"No trial scored on the {SPLITS[split]} yet.")
@@ -431,7 +440,7 @@ def paired_comparison(study, baseline: str = "baseline", split: str | None = Non
     base_scores = scores[scores["trial_id"] == base["trial_id"]].drop(columns="trial_id")
     if base_scores.empty:
         return _nothing_to_compare(f"The {baseline!r} trial {base['trial_id']} has no per-image scores.")
-    base_seeds = seed_metrics(study, base["trial_id"], split)["miou_img"]
+    base_seeds = seed_metrics(study, base["trial_id"], split)[metric]
     rows = []
     for _, top in chosen[chosen["variant"] != baseline].iterrows():
         pairs = scores[scores["trial_id"] == top["trial_id"]].merge(
@@ -439,7 +448,7 @@ def paired_comparison(study, baseline: str = "baseline", split: str | None = Non
         )
         if pairs.empty:
             continue
-        seeds = seed_metrics(study, top["trial_id"], split)["miou_img"]
+        seeds = seed_metrics(study, top["trial_id"], split)[metric]
         seed_d = (seeds - base_seeds).dropna().to_numpy(float)  # aligned on the seed index
         image_d = pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)
         rows.append(_paired_row(top, base, split, seed_d, image_d))

@@ -509,9 +509,11 @@ def score_on_test(root: Path, scores: dict, miou=None) -> Path:
     return root
 
 
-def scored_on_test(root: Path) -> Path:
-    """b1 and s1 (s1 = b1 + TEST_GAIN) scored on TEST_IMAGES; esd not scored."""
+def scored_on_test(root: Path, pooled_gain: dict | None = None) -> Path:
+    """b1 and s1 (s1 = b1 + TEST_GAIN) scored on TEST_IMAGES; esd not scored. `pooled_gain`: s1's
+    pooled mIoU over b1's per seed, when it should differ from the images' TEST_GAIN."""
     gains = {"b1": dict.fromkeys(TEST_GAIN, 0.0), "s1": TEST_GAIN}
+    pooled = {"b1": gains["b1"], "s1": pooled_gain or TEST_GAIN}
     scores = {
         (trial_id, method): {
             seed: {i: v + gains[trial_id][seed] for i, v in zip(TEST_IMAGES, values, strict=True)}
@@ -519,7 +521,7 @@ def scored_on_test(root: Path) -> Path:
         }
         for trial_id, method in (("b1", "baseline"), ("s1", "sd"))
     }
-    return score_on_test(root, scores, miou=lambda trial_id, seed: 0.4 + seed / 100 + gains[trial_id][seed])
+    return score_on_test(root, scores, miou=lambda trial_id, seed: 0.4 + seed / 100 + pooled[trial_id][seed])
 
 
 @pytest.fixture(scope="module")
@@ -558,6 +560,20 @@ def test_once_scored_on_test_the_comparison_is_on_test(tested):
     assert sd["p_value"] == pytest.approx(stats.ttest_1samp(gains, 0).pvalue)
     assert sd["p_adjusted"] == pytest.approx(sd["p_value"])  # one comparison: Holm changes nothing
     assert sd["image_mean_diff"] == pytest.approx(gains.mean())
+
+
+def test_the_comparison_can_pair_the_pooled_miou_on_test(tmp_path):
+    pooled_gain = {seed: 0.01 * (seed + 1) for seed in TEST_B1}  # not TEST_GAIN, s1's images' gain
+    study = analysis.load(scored_on_test(make_run(tmp_path, with_journal=False), pooled_gain))
+    sd = tables.paired_comparison(study, metric="miou").set_index("variant").loc["sd"]
+    expected = np.array(list(pooled_gain.values()))
+    assert sd["mean_diff"] == pytest.approx(expected.mean())
+    assert sd["p_value"] == pytest.approx(stats.ttest_1samp(expected, 0).pvalue)
+    assert sd["image_mean_diff"] == pytest.approx(np.mean(list(TEST_GAIN.values())))  # images: as before
+    with pytest.raises(ValueError, match="test images only"):
+        tables.paired_comparison(study, split="val", metric="miou")
+    with pytest.raises(ValueError, match="choose one of"):
+        tables.paired_comparison(study, metric="accuracy")
 
 
 def test_once_scored_on_test_results_figures_use_test_and_say_so(tested, tmp_path):
