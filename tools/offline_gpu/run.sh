@@ -57,7 +57,7 @@ PY
   exit $status
   ;;
 *)
-  sed -n 2,11p "$0"
+  sed -n 2,10p "$0"
   exit 2
   ;;
 esac
