@@ -147,6 +147,12 @@ def _tables(parts: list[Path]) -> dict[str, pd.DataFrame]:
     twice = trials["trial_id"][trials["trial_id"].duplicated()].tolist()
     if twice:
         raise UserInputError(f"trial ids {', '.join(twice)} appear in more than one part.")
+    arithmetic = sorted(set(trials.get("precision", pd.Series(dtype=object)).dropna()))
+    if len(arithmetic) > 1:  # parts recorded before the column existed have none, and pass
+        raise UserInputError(
+            f"the parts trained in different arithmetic ({', '.join(arithmetic)}): their differences "
+            "would mix methods and precision; run every part on one kind of machine, or all with --amp off."
+        )
     owners = pd.DataFrame(
         {"variant": variants(trials), "part": np.repeat(parts, [len(f) for f in frames[TRIALS]])}
     )

@@ -55,6 +55,12 @@ EVALUATE = ("epoch", "stage", "end")
 AMP = ("bf16", "fp16", "off")
 
 
+def precision(amp: str, device_type: str) -> str:
+    """The arithmetic of a run's forward passes: `amp`'s autocast dtype on CUDA, else "fp32"
+    (on CUDA with amp "off", convolutions may still use TF32, PyTorch's default)."""
+    return amp if amp != "off" and device_type == "cuda" else "fp32"
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How to run a recipe (the recipe itself says what to train)."""
@@ -223,6 +229,11 @@ class Engine:
         self.caches = self._caches(cache_root) if self.teacher_outputs_needed else {}
         self.teacher_forwards = 0
         self.history: list[dict] = []
+
+    @property
+    def precision(self) -> str:
+        """ "fp32", "bf16" or "fp16": what this run computes in (see `precision`)."""
+        return ("fp16" if self.amp_dtype == torch.float16 else "bf16") if self.amp else "fp32"
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)

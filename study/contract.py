@@ -86,6 +86,7 @@ class TrialReport:
     workers: int | None = None  # the resources it ran on: workers, CPUs and GPUs per worker
     cpus: float | None = None
     gpus: float | None = None
+    precision: str | None = None  # the arithmetic it trained in: fp32, bf16 or fp16 (kd.engine.precision)
     error: str | None = None
     students: str | None = None  # the folder of the trained students' weights, seed<k>.pt, on the worker
 
@@ -129,6 +130,7 @@ class TrialReport:
             workers=self.workers,
             cpus=self.cpus,
             gpus=self.gpus,
+            precision=self.precision,
             predictions=f"{PREDICTIONS}/{choice.key}.npz",
             students=students,
         )

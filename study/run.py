@@ -197,6 +197,7 @@ def _checked(config: StudyConfig, resume: bool, changes: dict):
     run_dir = config.run_dir.resolve()
     if resume:
         config = study_config.resumed(run_dir, changes)
+        _refuse_mixed_precision(config, run_dir)
     elif (run_dir / "config.json").exists():
         raise UserInputError(
             f"{run_dir} already holds a study; add --resume to continue it, or choose another --name."
@@ -204,6 +205,28 @@ def _checked(config: StudyConfig, resume: bool, changes: dict):
     space = study_config.validate(config)
     _check_writable(run_dir)
     return config, space
+
+
+def _refuse_mixed_precision(config: StudyConfig, run_dir: Path) -> None:
+    """A study resumed on other resources must train in the arithmetic its recorded trials used:
+    with GPUs, amp's autocast (bf16 by default); on CPUs, fp32."""
+    import pandas as pd
+
+    from kd.engine import precision
+    from study.schema import TRIALS
+
+    if not (run_dir / TRIALS).is_file():
+        return
+    recorded = pd.read_parquet(run_dir / TRIALS).get("precision", pd.Series(dtype=object)).dropna()
+    before = sorted(set(recorded))
+    now = precision(config.amp, "cuda" if config.gpus_per_trial > 0 else "cpu")
+    if before and before != [now]:
+        raise UserInputError(
+            f"the trials recorded so far trained in {', '.join(before)}; resumed with gpus_per_trial = "
+            f"{config.gpus_per_trial:g} and amp = {config.amp!r} the rest would train in {now}, and the "
+            "study would compare arithmetic as well as methods. Resume on the kind of machine it "
+            "started on; a study meant to move between CPUs and GPUs starts with --amp off (fp32 on both)."
+        )
 
 
 def _check_writable(run_dir: Path) -> None:

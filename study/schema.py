@@ -30,6 +30,7 @@ OUTCOME = (
     "workers",  # the resources the trial ran on: workers, and CPUs and GPUs per worker
     "cpus",
     "gpus",
+    "precision",  # fp32, bf16 or fp16: parts and resumed studies must not mix them
     "predictions",
     "overrides",
     "students",

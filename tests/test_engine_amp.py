@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_engine_distributed import tiny_data, tiny_student, tiny_teacher  # tests/ is on sys.path
 
-from kd.engine import CHECKPOINT_NAME, Engine, RunSettings
+from kd.engine import CHECKPOINT_NAME, Engine, RunSettings, precision
 from kd.errors import UserInputError
 from kd.methods import build_recipe
 
@@ -43,13 +43,18 @@ def test_on_cpu_every_setting_trains_in_float32(teacher, data):
     for amp in ("fp16", "bf16", "off"):
         runner = engine(teacher, data, amp)
         result = runner.run()
-        assert not runner.amp and not runner.scaler.is_enabled()
+        assert not runner.amp and not runner.scaler.is_enabled() and runner.precision == "fp32"
         runs[amp] = (result, runner.student.state_dict())
     (off, weights) = runs.pop("off")
     for result, other in runs.values():
         assert result.final == off.final
         assert [row["loss"] for row in result.history] == [row["loss"] for row in off.history]
         assert all(torch.equal(weights[key], value) for key, value in other.items())
+
+
+def test_the_arithmetic_is_autocast_only_on_cuda():
+    assert [precision(amp, "cuda") for amp in ("bf16", "fp16", "off")] == ["bf16", "fp16", "fp32"]
+    assert {precision(amp, "cpu") for amp in ("bf16", "fp16", "off")} == {"fp32"}
 
 
 def test_amp_is_part_of_the_checkpoint_identity(teacher, data, tmp_path):

@@ -66,4 +66,5 @@ def test_four_trials_share_one_gpu(tmp_path):
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert (trials["status"] == "completed").all(), trials["error"].tolist()
     assert (trials["gpus"] == 0.25).all()
+    assert (trials["precision"] == "bf16").all()  # the default amp: autocast on the GPU
     assert (run_dir / "teacher.json").is_file()  # prepared in a Ray task on the GPU

@@ -83,6 +83,20 @@ def test_a_variant_run_in_two_parts_is_refused(tmp_path):
         merge(tmp_path / "merged", [a, b])
 
 
+def test_parts_trained_in_different_arithmetic_are_refused(tmp_path):
+    parts = [fake_part(tmp_path, m, [m], [m]) for m in ("baseline", "sd", "esd")]
+    for part, arithmetic in zip(
+        parts, ("fp32", "bf16", None), strict=True
+    ):  # None: recorded before the column
+        pd.read_parquet(part / "trials.parquet").assign(precision=arithmetic).to_parquet(
+            part / "trials.parquet"
+        )
+    with pytest.raises(UserInputError, match=r"different arithmetic \(bf16, fp32\)"):
+        merge(tmp_path / "merged", parts)
+    assert not (tmp_path / "merged").exists()
+    assert merge(tmp_path / "merged", [parts[0], parts[2]]).is_dir()  # fp32 and unrecorded: one protocol
+
+
 def test_parts_on_other_images_are_refused(tmp_path):
     a = fake_part(tmp_path, "a", ["baseline"], ["baseline"])
     b = fake_part(tmp_path, "b", ["sd"], ["sd"])

@@ -144,6 +144,23 @@ def test_resume_may_change_resources_but_not_what_trials_compute(tmp_path, capsy
     assert "cannot change epochs (saved 3, given 9)" in capsys.readouterr().err
 
 
+def test_a_resume_that_would_change_the_arithmetic_is_refused(tmp_path, capsys):
+    import pandas as pd
+
+    config = study_config.resolve("smoke", overrides={"out": str(tmp_path), "name": "cpu"})
+    study_config.save(config, config.run_dir)  # amp bf16 by default: autocast on GPUs, fp32 on CPUs
+    pd.DataFrame([{"trial_id": "t0", "status": "completed", "precision": "fp32"}]).to_parquet(
+        config.run_dir / "trials.parquet"
+    )
+    assert main(["--name", "cpu", "--out", str(tmp_path), "--resume", "--gpus-per-trial", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "trained in fp32; resumed with gpus_per_trial = 0.5 and amp = 'bf16' the rest would train in bf16"
+        in err
+    )
+    assert "starts with --amp off" in err
+
+
 def test_help_explains(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])

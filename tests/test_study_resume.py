@@ -69,6 +69,7 @@ def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_pat
     assert (after["status"] == "completed").all()
     rerun = ~after["trial_id"].isin(before["trial_id"])
     assert (after.loc[rerun, "cpus"] == 2.0).all() and (before["cpus"] == 1.0).all()
+    assert (after["precision"] == "fp32").all()  # amp bf16 is autocast on GPUs only: CPUs train in fp32
     if stop == signal.SIGINT:  # a graceful stop records its session's time; SIGKILL leaves none
         timing = json.loads((run_dir / "timing.json").read_text())
         assert len(timing["sessions"]) == 2 and timing["sessions"][-1]["trials_recorded"] == trials
