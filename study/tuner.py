@@ -19,6 +19,7 @@ import threading
 import warnings
 from pathlib import Path
 
+import optuna
 import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
@@ -33,6 +34,18 @@ from study.trial import SCRATCH, StudyContext, run_trial
 RAY_DIR = "ray"
 REPORT = "report.json"  # in a trial's checkpoint, next to its students' weights
 JOURNAL = "optuna.journal"
+
+
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II without the thread lock that Optuna 5.1's genetic samplers keep and pickle refuses:
+    Ray Tune pickles its searcher, sampler included, into the experiment's state."""
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_thread_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()  # unused by Optuna versions without one
 
 
 def quiet_ray() -> None:
@@ -227,7 +240,7 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
 
     samplers = {
         "tpe": optuna.samplers.TPESampler,
-        "nsga2": optuna.samplers.NSGAIISampler,
+        "nsga2": PicklableNSGAIISampler,
         "gp": optuna.samplers.GPSampler,
     }
     metrics = config.objectives
