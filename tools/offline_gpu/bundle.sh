@@ -51,7 +51,7 @@ PY
 rm -rf "$ray_wheel" "$out/.download"
 echo "software: $(du -sh "$out/software" | cut -f1) in $out/software"
 if [ $# -ge 3 ]; then
-  "$python" -m kd.data.resize "$2" "$out/.resized" --image-size "$3"
+  "$python" -m kd.data.resize "$2" "$out/.resized" --image-size "$3" | grep -v "^copy:"  # .resized goes
   "$python" tools/offline_gpu/webp.py "$out/.resized" "$out/data" webp
   rm -rf "$out/.resized"
   echo "data: $(du -sh "$out/data" | cut -f1) in $out/data"
