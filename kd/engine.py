@@ -233,7 +233,7 @@ class Engine:
     @property
     def precision(self) -> str:
         """ "fp32", "bf16" or "fp16": what this run computes in (see `precision`)."""
-        return ("fp16" if self.amp_dtype == torch.float16 else "bf16") if self.amp else "fp32"
+        return precision(self.settings.amp, "cuda") if self.amp else "fp32"
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
