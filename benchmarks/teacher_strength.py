@@ -4,12 +4,14 @@
     python benchmarks/teacher_strength.py --teacher deeplabv3_efficientnet_lite0_os16 --trainable all \\
         --weight-decay 1e-4 --augmentation ifvd --json docs/results/camvid-11/teachers/os16-ifvd.json
     python benchmarks/teacher_strength.py --student-checkpoint PATH   # a trained pspnet_resnet18 instead
+    python benchmarks/teacher_strength.py --teacher-checkpoint PATH --split test  # a study's teacher
 
 A distillation ladder means something only when the teacher knows more than the student; on
 `camvid-11` (180x240) the question is open (docs/RESULTS.md). The teacher trains as the study trains
 it (kd.models.fit_teacher on the preset's source images, cached under --cache-dir), with the
 settings a study cannot yet change (weight decay, the references' scale augmentation) as flags. The
-validation images are the preset's; the test images are never read.
+validation images are the preset's. The test images are read only with `--split test`: for a
+reference row beside a finished study's test scores, never to choose a teacher.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from common import check_output  # noqa: E402
 from kd.engine import evaluate  # noqa: E402
 from kd.metrics import ConfusionMeter  # noqa: E402
 from kd.models import build_student, build_teacher, fit_teacher  # noqa: E402
+from kd.models.checkpoints import load_checkpoint  # noqa: E402
 from kd.models.teacher_training import TRAINABLE, TeacherTraining  # noqa: E402
 from study.config import resolve  # noqa: E402
 from study.prepare import open_data, teacher_training  # noqa: E402
@@ -74,29 +77,48 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--student-checkpoint", help="score this pspnet_resnet18 state dict instead of a teacher"
     )
+    parser.add_argument(
+        "--teacher-checkpoint",
+        help="score this trained --teacher (a file fit_teacher saved, e.g. from a study's teacher cache) "
+        "instead of training one",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="val",
+        help="the preset's images to score on (default val; test only to report beside a finished study)",
+    )
     parser.add_argument("--json", help="also write the row here")
     args = parser.parse_args(argv)
+    if args.student_checkpoint and args.teacher_checkpoint:
+        parser.error("--student-checkpoint and --teacher-checkpoint each name the model to score; give one")
     check_output(parser, args.json)
     torch.set_num_threads(1)
     config = resolve(args.preset)
-    roles = open_roles(config, ("source", "target", "val"))
+    roles = open_roles(config, ("source", "target", "val", "test"))
     data = open_data(config, roles)
+    images = roles["test"] if args.split == "test" else data.val
     started = time.perf_counter()
     if args.student_checkpoint:
         model = build_student("pspnet_resnet18", roles["val"].num_classes)
         model.load_state_dict(torch.load(args.student_checkpoint, map_location="cpu", weights_only=True))
         what = {"student": "pspnet_resnet18", "checkpoint": args.student_checkpoint}
+    elif args.teacher_checkpoint:
+        model = build_teacher(args.teacher, num_classes=roles["val"].num_classes)
+        load_checkpoint(model, args.teacher_checkpoint)
+        what = {"teacher": args.teacher, "checkpoint": args.teacher_checkpoint}
     else:
         model = trained_teacher(args, config, roles["source"])
         what = {
             k: getattr(args, k) for k in ("teacher", "trainable", "epochs", "weight_decay", "augmentation")
         }
-    metrics, _ = evaluate(model, data.val, data.eval_transform, config.batch_size)
+    metrics, _ = evaluate(model, images, data.eval_transform, config.batch_size)
     row = {
         "command": "python benchmarks/teacher_strength.py " + " ".join(argv or sys.argv[1:]),
         **what,
+        "split": args.split,
         "classes": list(data.val.classes),
-        "iou": per_class_iou(model, data.val, data.eval_transform),
+        "iou": per_class_iou(model, images, data.eval_transform),
         "miou": round(metrics["miou"], 3),
         "miou_img": round(metrics["miou_img"], 3),
         "seconds": round(time.perf_counter() - started),

@@ -60,3 +60,48 @@ def test_a_study_past_its_deadline_is_stopped_and_its_tables_packed(tmp_path):
         n for n in names if n.split("/")[1:2] in (["scratch"], ["ray"], ["samples.npz"], ["driver.lock"])
     ]
     assert (tmp_path / "runs" / "cut" / "config.json").is_file()  # the run folder stays there for --resume
+
+
+def test_start_refuses_a_run_folder_that_would_not_outlive_the_checkout(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "STATE": str(tmp_path / "state")}
+    done = subprocess.run(
+        ["bash", str(TOOLS / "run.sh"), "start", "--preset", "default", "--out", "runs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=TOOLS.parents[1],
+    )
+    assert done.returncode == 2 and "needs --out ABSOLUTE_DIR" in done.stdout
+    assert not (tmp_path / "state").exists()  # nothing started
+
+
+@pytest.mark.slow
+def test_a_started_study_outlives_its_command_and_wait_packs_it(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "SITE": str(tmp_path / "no-site"),
+        "STATE": str(tmp_path / "state"),
+    }
+    args = ["--preset", "default", "--methods", "baseline", "--trials", "1", "--seeds", "1", "--epochs", "1"]
+    args += ["--name", "bg", "--out", str(tmp_path / "runs"), "--quiet"]
+
+    def run(*step, timeout=60):
+        command = ["bash", str(TOOLS / "run.sh"), *step]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=TOOLS.parents[1], timeout=timeout
+        )
+
+    started = run("start", *args)
+    assert started.returncode == 0, started.stdout + started.stderr
+    waited = run("wait", "0", str(tmp_path / "early.tgz"))
+    assert (
+        waited.returncode == 75 and "still running" in waited.stdout
+    )  # start returned, the study did not end
+    waited = run("wait", "600", str(tmp_path / "pack.tgz"), timeout=700)
+    assert waited.returncode == 0 and "study exit 0" in waited.stdout, waited.stdout + waited.stderr
+    with tarfile.open(tmp_path / "pack.tgz") as tar:
+        names = tar.getnames()
+    assert "bg/final.parquet" in names and "bg/trials.parquet" in names  # it ran to its test scores
+    assert not [n for n in names if n.split("/")[1:2] in (["scratch"], ["ray"], ["samples.npz"])]
+    assert "study bg: 1 completed" in (tmp_path / "pack.log").read_text()
