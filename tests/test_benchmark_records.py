@@ -74,3 +74,20 @@ def test_teacher_strength_trains_once_and_scores_every_class(tmp_path):
     assert teacher_strength.main(argv) == 0  # the stored teacher, scored again: the same row
     assert json.loads(out.read_text())["iou"] == row["iou"]
     assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
+    # the stored file, loaded instead of trained: the same teacher; then its reference row on test
+    stored = str(next((tmp_path / "teachers").glob("*.pt")))
+    argv = ["--preset", "smoke", "--teacher", "deeplabv3_efficientnet_lite0", "--teacher-checkpoint", stored]
+    assert teacher_strength.main([*argv, "--json", str(out)]) == 0
+    loaded = json.loads(out.read_text())
+    assert loaded["iou"] == row["iou"] and loaded["split"] == "val" and loaded["checkpoint"] == stored
+    assert teacher_strength.main([*argv, "--split", "test", "--json", str(out)]) == 0
+    on_test = json.loads(out.read_text())
+    assert on_test["split"] == "test" and on_test["iou"] != row["iou"]  # other images, other scores
+
+
+def test_teacher_strength_scores_one_model(capsys):
+    import teacher_strength
+
+    with pytest.raises(SystemExit) as stop:
+        teacher_strength.main(["--student-checkpoint", "a.pt", "--teacher-checkpoint", "b.pt"])
+    assert stop.value.code == 2 and "give one" in capsys.readouterr().err
