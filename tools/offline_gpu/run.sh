@@ -15,6 +15,9 @@
 # and the study's --out outside the checkout: a fresh copy of the checkout may replace its ignored
 # folders between two commands, and --resume needs the run folder as it was.
 set -uo pipefail
+# Job control: without it bash starts background commands with SIGINT ignored, Python keeps it
+# ignored until Ray Tune installs its handler, and a deadline in the preparation goes unheard.
+set -m
 site=${SITE:-/tmp/segkd-site}
 state=${STATE:-/tmp/segkd-study}
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
@@ -97,10 +100,12 @@ start)
   rm -rf "$state/code" "$state/exit" && mkdir -p "$state/code" && cp -r kd study search_spaces analysis "$state/code/"
   printf '%s\n' "$@" > "$state/args"
   export PYTHONPATH="$site:$state/code" STATE_DIR="$state"
-  (cd "$state/code" || exit 1
+  cd "$state/code" || exit 1
   setsid nohup bash -c \
     '"$0" -m study.run "$@" >> "$STATE_DIR/study.log" 2>&1; echo $? > "$STATE_DIR/exit"' \
-    "$python" "$@" </dev/null >/dev/null 2>&1 & echo $! > "$state/pid")
+    "$python" "$@" </dev/null >/dev/null 2>&1 &
+  echo $! > "$state/pid"
+  cd "$OLDPWD" || exit 1
   echo "study started (log: $state/study.log)"
   ;;
 wait)
