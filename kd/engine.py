@@ -216,7 +216,7 @@ class Engine:
         if self.rank != 0:  # one progress report for the whole group
             self.say = lambda message: None
         # Autocast on or off; tests switch it on for CPU to exercise the CUDA path.
-        self.amp = settings.amp != "off" and self.device.type == "cuda"
+        self.amp = precision(settings.amp, self.device.type) != "fp32"
         self.amp_dtype = torch.float16 if settings.amp == "fp16" else torch.bfloat16
         self._validate()
         self.groups = self._groups()
@@ -233,7 +233,7 @@ class Engine:
     @property
     def precision(self) -> str:
         """ "fp32", "bf16" or "fp16": what this run computes in (see `precision`)."""
-        return precision(self.settings.amp, "cuda") if self.amp else "fp32"
+        return precision(self.settings.amp, "cuda") if self.amp else "fp32"  # as autocast runs, forced or not
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)

@@ -82,6 +82,7 @@ def test_a_started_study_outlives_its_command_and_wait_packs_it(tmp_path):
         "PYTHON": sys.executable,
         "SITE": str(tmp_path / "no-site"),
         "STATE": str(tmp_path / "state"),
+        "MPS": "1",  # asked for where it cannot run: said, and the study runs without it
     }
     args = ["--preset", "default", "--methods", "baseline", "--trials", "1", "--seeds", "1", "--epochs", "1"]
     args += ["--name", "bg", "--out", str(tmp_path / "runs"), "--quiet"]
@@ -94,6 +95,7 @@ def test_a_started_study_outlives_its_command_and_wait_packs_it(tmp_path):
 
     started = run("start", *args)
     assert started.returncode == 0, started.stdout + started.stderr
+    assert "MPS not usable here" in started.stdout
     waited = run("wait", "0", str(tmp_path / "early.tgz"))
     assert (
         waited.returncode == 75 and "still running" in waited.stdout

@@ -29,7 +29,9 @@ start_mps() {
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/segkd-mps CUDA_MPS_LOG_DIRECTORY=/tmp/segkd-mps
   mkdir -p /tmp/segkd-mps
   nvidia-cuda-mps-control -d 2>/dev/null  # already running is fine
-  if timeout 60 "$python" -c "import torch; torch.ones(1, device='cuda').sum().item()" 2>/dev/null; then
+  # a CUDA client works, and it went through an MPS server (without a daemon CUDA runs without MPS)
+  if timeout 60 "$python" -c "import torch; torch.ones(1, device='cuda').sum().item()" 2>/dev/null \
+    && [ -n "$(echo get_server_list | nvidia-cuda-mps-control 2>/dev/null)" ]; then
     echo "MPS on"
   else
     echo "MPS not usable here: the trials take turns on the GPU"
@@ -43,7 +45,7 @@ pack() {
   local pack=$1
   shift
   local run_dir
-  run_dir=$(cd "${PACK_FROM:-.}" && "$python" - "$@" <<'PY'
+  run_dir=$("$python" - "$@" <<'PY'
 import sys
 from study.run import config_from_args, parse_args
 config = config_from_args(parse_args(sys.argv[1:]))
@@ -115,7 +117,7 @@ wait)
   while [ ! -f "$state/exit" ] && [ $(($(date +%s) - started)) -lt "$seconds" ]; do sleep 5; done
   mapfile -t args < "$state/args"
   grep -v '^\s*$' "$state/study.log" | tail -25
-  PACK_FROM="$state/code" pack "$pack_file" "${args[@]}"
+  pack "$pack_file" "${args[@]}"
   cp "$state/study.log" "${pack_file%.tgz}.log"  # every start's output, a --resume's after the first's
   if [ -f "$state/exit" ]; then
     echo "study exit $(cat "$state/exit")"
