@@ -42,11 +42,13 @@ from torch.utils.data import DataLoader, default_collate
 
 from kd import distributed
 from kd.data import Augmented, MixedDataset, PairedTransform
+from kd.data.class_maps import CLASS_MAPS
 from kd.errors import NonFiniteLossError, UserInputError
 from kd.io import atomic_write, content_key
 from kd.losses import TERMS, WeightedSum, build_term
 from kd.methods import DEFAULT_CRITIC, Optimizer, Recipe, Stage
 from kd.metrics import THETA, ConfusionMeter, count_parameters, per_image_miou, robustness
+from kd.models.class_map import class_map_of
 from kd.models.segmenter import Segmenter
 
 CHECKPOINT_FORMAT = 1
@@ -289,7 +291,10 @@ class Engine:
             if teacher.num_classes != student.num_classes:
                 problems.append(
                     f"teacher predicts {teacher.num_classes} classes, student {student.num_classes}: "
-                    "logit distillation needs the same classes"
+                    "logit distillation needs the same classes; a teacher trained on another label set "
+                    "needs a class map onto the student's: kd.models.class_map.with_class_map(teacher, "
+                    "kd.data.class_maps.CLASS_MAPS[NAME]) (a study's teacher_class_map, "
+                    f"--teacher-class-map), shipped: {', '.join(CLASS_MAPS)}"
                 )
         for name, transform in (
             ("train_transform", data.train_transform),
@@ -615,6 +620,9 @@ class Engine:
             "student": self.student.name,
             "teacher": self.teacher.name if self.teacher is not None else None,
         }
+        class_map = class_map_of(self.teacher) if self.teacher is not None else None
+        if class_map is not None:  # only then: checkpoints written without maps still resume
+            described["teacher_class_map"] = class_map.name
         return content_key(described)
 
     def _save(self, state: dict) -> None:

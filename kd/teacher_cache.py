@@ -6,9 +6,10 @@ upsampling), as `Segmenter.forward_parts` gives them on the teacher's own normal
 the transformed [0, 1] image.
 
 Key: the entry directory is named by a content hash (sha256, first 20 hex digits) of the
-teacher's name, input normalisation and weight digest, the split point, the outputs, the
-dataset fingerprint, repr(transform), the number of views, the augmentation seed, the
-storage dtype and a format number. Any change of these gives a new entry; nothing is ever
+teacher's name, input normalisation and weight digest, its class map when it has one and
+logits are cached (kd.data.class_maps: name, classes and groups), the split point, the
+outputs, the dataset fingerprint, repr(transform), the number of views, the augmentation
+seed, the storage dtype and a format number. Any change of these gives a new entry; nothing is ever
 looked up by a name that could go stale.
 
 Layout under `root` ($SEGKD_CACHE/teacher_outputs, SEGKD_CACHE defaulting to ~/.cache/segkd):
@@ -44,6 +45,7 @@ are hashed once, when the cache is opened.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -61,6 +63,7 @@ from numpy.lib.format import open_memmap
 from kd.data.transforms import PairedTransform
 from kd.errors import UserInputError
 from kd.io import content_key
+from kd.models.class_map import class_map_of
 from kd.models.segmenter import Segmenter
 from kd.models.teacher_training import cache_root, dataset_fingerprint, digest_state
 
@@ -145,6 +148,11 @@ class TeacherCache:
             "augment_seed": self.augment_seed,
             "dtype": dtype,
         }
+        class_map = class_map_of(teacher)
+        # A map holds no weights, so the digest does not tell a mapped teacher's logits from its own;
+        # features do not depend on it.
+        if class_map is not None and "logits" in self.outputs:
+            self.recipe["class_map"] = dataclasses.asdict(class_map)
         self.recipe = json.loads(json.dumps(self.recipe))  # as meta.json will give it back
         self.key = content_key(self.recipe, length=20)
         self.path = self.root / self.key
