@@ -135,7 +135,10 @@ def mobilenet_v3_stages(name: str) -> Stages:
             groups.append([])
         groups[-1].append(block)
     names = ["stem"] + [f"stage{i}" for i in range(1, len(groups))]
-    return OrderedDict((n, nn.Sequential(*blocks)) for n, blocks in zip(names, groups, strict=True))
+    stages = OrderedDict((n, nn.Sequential(*blocks)) for n, blocks in zip(names, groups, strict=True))
+    for stage in stages.values():
+        stage.features_group = len(stage)  # how a classifier file's features.<i> finds its stage
+    return stages
 
 
 def features_stages(name: str) -> Stages:

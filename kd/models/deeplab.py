@@ -1,4 +1,4 @@
-"""DeepLabV3 teachers: ASPP on EfficientNet-Lite0 (the default) and torchvision's ResNet-50 one."""
+"""DeepLabV3 teachers: ASPP on EfficientNet-Lite0 (the default) and torchvision's ResNet-50/101 ones."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplabv3_resnet50
+from torchvision.models.segmentation import deeplabv3_resnet101 as tv_deeplabv3_resnet101
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from kd.models.backbones import backbone_stages, stage_channels
@@ -59,7 +60,7 @@ def deeplabv3_on(backbone: str, num_classes: int, **options) -> Segmenter:
 
 
 def deeplabv3_resnet50(num_classes: int, checkpoint: str | Path | None = None) -> Segmenter:
-    """torchvision's DeepLabV3-ResNet50 (output stride 8) as a Segmenter.
+    """torchvision's DeepLabV3-ResNet50 (output stride 8) as a Segmenter: the SD paper's teacher.
 
     Split points: stem (conv1, bn1, relu, maxpool), layer1..layer4. `checkpoint` is a local
     file in the layout of torchvision's deeplabv3_resnet50_coco-cd0a2569.pth (state_dict of
@@ -69,18 +70,34 @@ def deeplabv3_resnet50(num_classes: int, checkpoint: str | Path | None = None) -
     `aux_head` is torchvision's FCNHead on layer3's output (1024 channels), kept for an
     optional auxiliary loss; forward() does not use it.
     """
-    model = tv_deeplabv3_resnet50(
-        weights=None, weights_backbone=None, num_classes=COCO_VOC_CLASSES, aux_loss=True
+    return _torchvision_deeplabv3(tv_deeplabv3_resnet50, "deeplabv3_resnet50", num_classes, checkpoint)
+
+
+def deeplabv3_resnet101(num_classes: int, checkpoint: str | Path | None = None) -> Segmenter:
+    """torchvision's DeepLabV3-ResNet101 (output stride 8; deeplabv3_resnet101_coco-586e9e4e.pth's
+    layout), as deeplabv3_resnet50."""
+    return _torchvision_deeplabv3(tv_deeplabv3_resnet101, "deeplabv3_resnet101", num_classes, checkpoint)
+
+
+def _torchvision_deeplabv3(build, name: str, num_classes: int, checkpoint) -> Segmenter:
+    model = build(weights=None, weights_backbone=None, num_classes=COCO_VOC_CLASSES, aux_loss=True)
+    body = model.backbone
+    stages = OrderedDict(stem=nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool))
+    for layer in ("layer1", "layer2", "layer3", "layer4"):
+        stages[layer] = getattr(body, layer)
+    segmenter = Segmenter(
+        stages,
+        model.classifier,
+        COCO_VOC_CLASSES,
+        name=name,
+        aux_head=model.aux_classifier,
+        aux_point="layer3",
+        checkpoint_layouts=("torchvision",),
     )
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, "deeplabv3_resnet50 (torchvision layout, 21 classes, aux head)")
+        load_checkpoint(segmenter, checkpoint, f"{name} (torchvision layout, 21 classes, aux head)")
     if num_classes != COCO_VOC_CLASSES:
         model.classifier[4] = nn.Conv2d(256, num_classes, kernel_size=1)
         model.aux_classifier[4] = nn.Conv2d(256, num_classes, kernel_size=1)
-    body = model.backbone
-    stages = OrderedDict(stem=nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool))
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        stages[name] = getattr(body, name)
-    segmenter = Segmenter(stages, model.classifier, num_classes, name="deeplabv3_resnet50")
-    segmenter.aux_head = model.aux_classifier
+        segmenter.num_classes = num_classes
     return segmenter

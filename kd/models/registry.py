@@ -17,8 +17,14 @@ import torch
 
 from kd.errors import UserInputError
 from kd.models.backbones import list_backbones
-from kd.models.deeplab import deeplabv3_efficientnet_lite0, deeplabv3_on, deeplabv3_resnet50
+from kd.models.deeplab import (
+    deeplabv3_efficientnet_lite0,
+    deeplabv3_on,
+    deeplabv3_resnet50,
+    deeplabv3_resnet101,
+)
 from kd.models.pspnet import pspnet, pspnet_resnet101
+from kd.models.published import cirkd_deeplabv3, cirkd_pspnet, ifvd_pspnet
 from kd.models.sd import constructed_teacher, sd_student
 from kd.models.segmenter import Segmenter
 from kd.registry import register
@@ -31,7 +37,12 @@ TEACHERS: dict[str, Callable[..., Segmenter]] = {
     "deeplabv3_efficientnet_lite0_os16": partial(deeplabv3_efficientnet_lite0, output_stride=16),
     "deeplabv3_efficientnet_lite0_os8": partial(deeplabv3_efficientnet_lite0, output_stride=8),
     "deeplabv3_resnet50": deeplabv3_resnet50,  # the SD teacher; checkpoint=PATH loads a local COCO file
-    "pspnet_resnet101": pspnet_resnet101,  # the IFVD teacher
+    "deeplabv3_resnet101": deeplabv3_resnet101,
+    # PSPNet on torchvision's dilated ResNet-101: IFVD's design, not its published network (below)
+    "pspnet_resnet101": pspnet_resnet101,
+    # The published teachers' own networks (kd.models.published): their files load as released
+    "ifvd_pspnet_resnet101": partial(ifvd_pspnet, 101),  # IFVD's teacher_city.pth, the SKD teacher
+    "cirkd_deeplabv3_resnet101": partial(cirkd_deeplabv3, 101),  # CIRKD's Cityscapes teacher
 }
 STUDENTS: dict[str, Callable[..., Segmenter]] = {
     # Output stride 8, as the IFVD/SKD/CWD references distil; the _os32 ones are undilated.
@@ -42,6 +53,10 @@ STUDENTS: dict[str, Callable[..., Segmenter]] = {
     "pspnet_efficientnet_b0": lambda num_classes: pspnet("efficientnet_b0", num_classes),
     "pspnet_efficientnet_b1": lambda num_classes: pspnet("efficientnet_b1", num_classes),
     "pspnet_mobilenet_v3": lambda num_classes: pspnet("mobilenet_v3_large", num_classes),
+    # The published students' networks, deep stem (CSAIL's resnet18-imagenet.pth as student_weights)
+    "ifvd_pspnet_resnet18": partial(ifvd_pspnet, 18),  # IFVD's and SKD's student
+    "cirkd_pspnet_resnet18": partial(cirkd_pspnet, 18),
+    "cirkd_deeplabv3_resnet18": partial(cirkd_deeplabv3, 18),
 }
 # Built from a teacher split at a point: SD's group-conv student and the constructed teacher (CT).
 SPLIT_STUDENTS: dict[str, Callable[..., Segmenter]] = {"sd": sd_student, "ct": constructed_teacher}
@@ -99,8 +114,10 @@ def _unknown(name: str, role: str) -> UserInputError:
 def _build_named(name: str, num_classes: int, table: dict, role: str, **options) -> Segmenter:
     if num_classes < 1:
         raise UserInputError(f"num_classes must be at least 1, got {num_classes}.")
-    if name in table:
-        return table[name](num_classes, **options)
+    # A name is one network in every role: a teacher may be distilled into, a student may teach.
+    other = STUDENTS if table is TEACHERS else TEACHERS
+    if name in table or name in other:
+        return (table if name in table else other)[name](num_classes, **options)
     head, colon, backbone = name.partition(":")
     if colon and head in HEADS:
         if backbone not in list_backbones():
@@ -140,5 +157,4 @@ def split_points(name: str) -> list[str]:
     no weights)."""
     options = without_weights(name)
     with torch.device("meta"):
-        table = TEACHERS if name in TEACHERS or ":" in name else STUDENTS
-        return _build_named(name, 2, table, "model", **options).split_points
+        return _build_named(name, 2, TEACHERS, "model", **options).split_points

@@ -24,32 +24,38 @@ from kd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from kd.errors import UserInputError
 from kd.models.backbones import stage_channels
 
+CHANNEL_ORDERS = ("rgb", "bgr")
 
-def upsample(logits: torch.Tensor, size) -> torch.Tensor:
+
+def upsample(logits: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
 class Tail(nn.Module):
     """The part of a Segmenter after a split point: remaining stages, head, upsampling."""
 
-    def __init__(self, stages: OrderedDict[str, nn.Module], head: nn.Module):
+    def __init__(self, stages: OrderedDict[str, nn.Module], head: nn.Module, align_corners: bool = False):
         super().__init__()
         self.stages = nn.ModuleDict(stages)
         self.head = head
+        self.align_corners = align_corners
 
     def forward(self, features: torch.Tensor, size) -> torch.Tensor:
         for stage in self.stages.values():
             features = stage(features)
-        return upsample(self.head(features), size)
+        return upsample(self.head(features), size, self.align_corners)
 
 
 class Segmenter(nn.Module):
-    """`input_mean`/`input_std` (0..1 pixel units) are the normalisation the weights expect;
-    `aux_head`, if any, reads the output of stage `aux_point` (forward_parts' "aux_logits").
-    `head_stages` name stages that belong to the head although they are split points (PSPNet's
-    "psp"): they start untrained, so training "the head only" trains them too."""
+    """`input_mean`/`input_std` (0..1 pixel units, in the order of `input_channels`) are the
+    normalisation the weights expect, `input_channels` the channel order ("bgr": networks trained on
+    OpenCV-decoded images); `align_corners` is how forward() upsamples the logits to the input, as the
+    weights' own code does it. `aux_head`, if any, reads the output of stage `aux_point`
+    (forward_parts' "aux_logits"). `head_stages` name stages that belong to the head although they
+    are split points (PSPNet's "psp"): they start untrained, so training "the head only" trains them
+    too. `checkpoint_layouts` name the published files' key layouts the network loads (kd.models.layouts)."""
 
     def __init__(
         self,
@@ -62,6 +68,9 @@ class Segmenter(nn.Module):
         aux_head: nn.Module | None = None,
         aux_point: str | None = None,
         head_stages: tuple[str, ...] = (),
+        input_channels: str = "rgb",
+        align_corners: bool = False,
+        checkpoint_layouts: tuple[str, ...] = (),
     ):
         super().__init__()
         self.stages = nn.ModuleDict(stages)
@@ -76,6 +85,10 @@ class Segmenter(nn.Module):
         if unknown:
             raise ValueError(f"head_stages {sorted(unknown)} are not stages of {list(stages)}")
         self.head_stages = tuple(head_stages)
+        if input_channels not in CHANNEL_ORDERS:
+            raise ValueError(f"input_channels must be one of {CHANNEL_ORDERS}, got {input_channels!r}")
+        self.input_channels, self.align_corners = input_channels, bool(align_corners)
+        self.checkpoint_layouts = tuple(checkpoint_layouts)
 
     @property
     def split_points(self) -> list[str]:
@@ -104,7 +117,7 @@ class Segmenter(nn.Module):
         names = self.split_points
         cut = names.index(point) + 1
         amg = nn.Sequential(OrderedDict((n, self.stages[n]) for n in names[:cut]))
-        tail = Tail(OrderedDict((n, self.stages[n]) for n in names[cut:]), self.head)
+        tail = Tail(OrderedDict((n, self.stages[n]) for n in names[cut:]), self.head, self.align_corners)
         return amg, tail
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,6 +127,8 @@ class Segmenter(nn.Module):
         different normalisations (EfficientNet-Lite's 127/128 against ImageNet's), so the
         batch stays in [0, 1] and each model normalises its own copy.
         """
+        if self.input_channels == "bgr":
+            images = images.flip(1)
         mean = images.new_tensor(self.input_mean).view(1, -1, 1, 1)
         std = images.new_tensor(self.input_std).view(1, -1, 1, 1)
         return (images - mean) / std
@@ -156,7 +171,7 @@ class Segmenter(nn.Module):
         size = x.shape[-2:]
         for stage in self.stages.values():
             x = stage(x)
-        return upsample(self.head(x), size)
+        return upsample(self.head(x), size, self.align_corners)
 
     def stage_channels(self, size: tuple[int, int] = (64, 64)) -> OrderedDict[str, int]:
         """Output channels of every stage, from one forward pass on a small input."""
