@@ -25,6 +25,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def to_bgr(image: torch.Tensor) -> torch.Tensor:
+    return image.flip(-3)
+
+
 def view_seed(seed: int, index: int, view: int) -> int:
     """A 63-bit seed for one augmentation view of one image."""
     return int(
@@ -102,6 +106,7 @@ class PairedTransform:
         ignore_index: int = 255,
         scale: tuple[float, float] | None = None,
         fill: int | tuple[int, int, int] = 0,
+        channels: str = "rgb",
     ):
         if scale is not None and crop is None:
             raise ValueError("a random scale needs a crop, so that every view of an image has one size")
@@ -119,6 +124,8 @@ class PairedTransform:
         if max_pool:
             steps.append(MaxPool2x())
         if normalize:
+            if channels == "bgr":  # networks trained on OpenCV-decoded images; mean and std in BGR order
+                steps.append(v2.Lambda(to_bgr, tv_tensors.Image))
             steps.append(v2.Normalize(mean=list(mean), std=list(std)))
         self.random = crop is not None or hflip
         self.normalizes = normalize

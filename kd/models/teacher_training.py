@@ -135,7 +135,9 @@ def fit_teacher(
             f"{dataset.num_classes}; "
             "build the teacher with the dataset's num_classes."
         )
-    transform = transform or PairedTransform(mean=model.input_mean, std=model.input_std)
+    transform = transform or PairedTransform(
+        mean=model.input_mean, std=model.input_std, channels=model.input_channels
+    )
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = content_hash(model, dataset, transform, settings)
     path = cache_dir / f"{model.name}-{digest}.pt"
