@@ -8,7 +8,9 @@ before Ray starts. The resolved configuration is saved in the run directory as
 A study file holds the same keys as `StudyConfig`, plus `[space.<method>]` tables (fixed
 values, ranges or choices for that method's search space, see search_spaces), a
 `[students]` table (the student per method) and a `[student_weights]` table (a backbone
-weights file per method):
+weights file per method). A teacher checkpoint trained on another label set (Cityscapes' 19
+classes for a CamVid study) distils through `teacher_class_map`, a map of its classes onto the
+study's (docs/class_maps.md):
 
     name = "esd-r"
     methods = ["sd", "esd"]
@@ -76,6 +78,9 @@ class StudyConfig:
     teacher_checkpoint: str | None = (
         None  # a trained teacher's weights; otherwise its head is trained on source
     )
+    # A checkpoint trained on another label set: the kd.data.class_maps map of its classes onto the
+    # study's (e.g. "cityscapes-camvid11"); None: the checkpoint predicts the study's classes
+    teacher_class_map: str | None = None
     teacher_epochs: int = 3
     # What the teacher's training updates: "head" (the pretrained backbone frozen) or "all" (fine-tuned)
     teacher_trainable: str = "head"
@@ -387,6 +392,7 @@ def problems(config: StudyConfig) -> list[str]:
         )
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         found.append(f"teacher_checkpoint {config.teacher_checkpoint} does not exist")
+    found += class_map_problems(config)
     for method, student in config.students.items():
         if method not in RECIPES:
             found.append(f"[students] names unknown method {method!r}")
@@ -403,6 +409,100 @@ def problems(config: StudyConfig) -> list[str]:
         else [f"callbacks must be a list of logger names, got {config.callbacks!r}"]
     )
     return found + _resource_problems(config)
+
+
+def study_classes(config: StudyConfig) -> tuple[str, ...] | None:
+    """The class names the study's data has, from its kind and label set (None: not known here)."""
+    from kd.data.labels import BINARY_CLASSES, CAMVID, CITYSCAPES
+    from kd.data.synthetic import SYNTHETIC_LABELS
+
+    if config.label_set == "binary":
+        return BINARY_CLASSES
+    labels = {"synthetic": SYNTHETIC_LABELS, "camvid": CAMVID, "cityscapes": CITYSCAPES, "kitti": CITYSCAPES}
+    if config.label_set != "full" or config.kind not in labels:
+        return tuple(config.classes) if config.kind == "folder" and config.classes else None
+    return labels[config.kind].classes
+
+
+def class_map_problems(config: StudyConfig) -> list[str]:
+    """teacher_class_map: a known map onto the study's classes, of a given checkpoint's classes; a
+    checkpoint that predicts other classes than the study's (or the map's source) is named."""
+    from kd.data.class_maps import CLASS_MAPS
+
+    name, classes = config.teacher_class_map, study_classes(config)
+    if name is not None and name not in CLASS_MAPS:
+        return [
+            f"teacher_class_map {name!r} is not a known class map; choose one of {', '.join(CLASS_MAPS)} "
+            "(or register your own with kd.data.class_maps.register_class_map in a module of `imports`)"
+        ]
+    class_map = CLASS_MAPS.get(name)
+    fitting = [n for n, m in CLASS_MAPS.items() if m.target == classes]
+    found = []
+    if class_map is not None and classes is not None and class_map.target != classes:
+        found.append(
+            f"teacher_class_map {name!r} maps onto {len(class_map.target)} classes "
+            f"({', '.join(class_map.target)}), but the study's data has {len(classes)} "
+            f"({', '.join(classes)}; label_set {config.label_set!r}): choose a map onto them "
+            f"({', '.join(fitting) or 'none is shipped: register your own'})"
+        )
+    if class_map is not None and not config.teacher_checkpoint:
+        found.append(
+            f"teacher_class_map {name!r} maps the classes of a teacher trained elsewhere: give its "
+            "weights as teacher_checkpoint (--teacher-checkpoint); a teacher trained here learns the "
+            "study's classes and needs no map"
+        )
+    if not config.teacher_checkpoint or not Path(config.teacher_checkpoint).is_file() or classes is None:
+        return found
+    predicted = checkpoint_classes(config)
+    if isinstance(predicted, str) or predicted is None:
+        return found + ([predicted] if predicted else [])
+    if class_map is not None and predicted != len(class_map.source):
+        found.append(
+            f"teacher_class_map {name!r} maps {len(class_map.source)} classes, but teacher_checkpoint "
+            f"{config.teacher_checkpoint} predicts {predicted}: "
+            + (
+                "the study's classes already, so leave teacher_class_map out"
+                if predicted == len(classes)
+                else "choose the map of its label set"
+            )
+        )
+    elif class_map is None and predicted != len(classes):
+        fitting = [n for n in fitting if len(CLASS_MAPS[n].source) == predicted]
+        found.append(
+            f"teacher_checkpoint {config.teacher_checkpoint} predicts {predicted} classes, the study's data "
+            f"has {len(classes)}: a teacher trained on another label set needs teacher_class_map "
+            f"(--teacher-class-map), a map of its classes onto the study's "
+            f"({', '.join(fitting) or 'shipped: ' + ', '.join(CLASS_MAPS)})"
+        )
+    return found
+
+
+def checkpoint_classes(config: StudyConfig) -> int | str | None:
+    """How many classes the teacher checkpoint predicts, read from the shapes of the tensors that
+    change with the class count; None when the teacher is unknown or nothing tells; a problem (str)
+    when the file cannot be read."""
+    import torch
+
+    from kd.models.checkpoints import read_state_dict
+    from kd.models.registry import build_teacher, without_weights
+
+    try:
+        with torch.device("meta"):
+            one, two = (
+                build_teacher(config.teacher, n, **without_weights(config.teacher)).state_dict()
+                for n in (1, 2)
+            )
+    except UserInputError:
+        return None  # an unknown teacher: named by its own problem
+    try:
+        state = read_state_dict(config.teacher_checkpoint)
+    except UserInputError as err:
+        return f"teacher_checkpoint: {str(err).rstrip('.')}"
+    for key, tensor in one.items():
+        if key in state and tensor.shape != two[key].shape and state[key].dim() == tensor.dim():
+            dim = next(d for d, (a, b) in enumerate(zip(tensor.shape, two[key].shape, strict=True)) if a != b)
+            return int(state[key].shape[dim])
+    return None
 
 
 def _weights_problems(config: StudyConfig, recipes) -> list[str]:

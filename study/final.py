@@ -74,9 +74,7 @@ def score_chosen(
     """Score every kept student and the teacher on the test images; write final.parquet, the test
     rows of per_image.parquet and the teacher's test scores. Returns the final table."""
     test = open_roles(config, ("test",))["test"]
-    teacher = teacher_shell(config, shared.num_classes)
-    teacher.load_state_dict(shared.teacher_state)
-    teacher.eval()
+    teacher = teacher_shell(config, shared.num_classes, shared.teacher_state).eval()
     finals, images = score_students(config, run_dir, kept_rows(run_dir), test, teacher, device, say)
     final = pd.DataFrame(finals, columns=None if finals else list(FINAL_COLUMNS))
     write_table(final, run_dir / FINAL)

@@ -15,6 +15,7 @@ import tomllib
 import types
 import typing
 
+from kd.data.class_maps import CLASS_MAPS
 from study.config import AMP, EVALUATE, SAMPLERS, SCHEDULERS, StudyConfig, flag
 
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -50,6 +51,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "split_seed": ("data", "kitti and folder data: the shuffle that deals images to roles"),
     "teacher": ("models", "the teacher (python -m kd.models lists them)"),
     "teacher_checkpoint": ("models", "a trained teacher's weights; otherwise its head is trained"),
+    "teacher_class_map": (
+        "models",
+        "a checkpoint trained on another label set: the map of its classes onto the study's, one of "
+        f"{', '.join(CLASS_MAPS)} (docs/class_maps.md)",
+    ),
     "teacher_epochs": ("models", "epochs of the teacher's training"),
     "teacher_trainable": ("models", "what the teacher's training updates: head (backbone frozen) or all"),
     "teacher_reference": (

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from kd.data import PairedTransform
+from kd.data.class_maps import CLASS_MAPS
 from kd.engine import Engine, RunData, RunSettings, evaluate
 from kd.errors import UserInputError
 from kd.methods import build_recipe
@@ -28,6 +29,7 @@ from kd.methods.recipes import AUGMENTATIONS
 from kd.metrics import count_flops, count_parameters
 from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
 from kd.models.checkpoints import load_backbone_weights
+from kd.models.class_map import with_class_map
 from kd.models.registry import SPLIT_STUDENTS, without_weights
 from kd.models.teacher_training import TeacherTraining
 from study.config import StudyConfig
@@ -125,7 +127,7 @@ def teacher_training(config: StudyConfig, teacher, family: str | None = None):
     settings = TeacherTraining(
         trainable=config.teacher_trainable, epochs=config.teacher_epochs, batch_size=config.batch_size
     )
-    normalise = {"mean": teacher.input_mean, "std": teacher.input_std}
+    normalise = {"mean": teacher.input_mean, "std": teacher.input_std, "channels": teacher.input_channels}
     if family is None:
         return settings, PairedTransform(resize=_resize(config), hflip=config.hflip, **normalise)
     views = family_views(config, family)
@@ -161,9 +163,23 @@ def verify_data(data: RunData, say=print, test=None) -> None:
             say(f"checked {len(dataset)} {dataset.name} images in {time.perf_counter() - started:.1f} s")
 
 
-def teacher_shell(config: StudyConfig, num_classes: int):
+def teacher_classes(config: StudyConfig, num_classes: int) -> int:
+    """How many classes the study's teacher weights predict: its class map's source classes, else the
+    study's `num_classes`."""
+    return len(CLASS_MAPS[config.teacher_class_map].source) if config.teacher_class_map else num_classes
+
+
+def teacher_shell(config: StudyConfig, num_classes: int, state: dict | None = None):
+    """The study's teacher, predicting its `num_classes`: `state` (the weights prepare_teacher gives)
+    loaded, then the study's teacher_class_map applied: the weights predict the map's source classes."""
     # The ImageNet weights would be overwritten at once by the study's teacher weights.
-    return build_teacher(config.teacher, num_classes=num_classes, **without_weights(config.teacher))
+    options = without_weights(config.teacher)
+    teacher = build_teacher(config.teacher, num_classes=teacher_classes(config, num_classes), **options)
+    if state is not None:
+        teacher.load_state_dict(state)
+    if config.teacher_class_map:
+        with_class_map(teacher, CLASS_MAPS[config.teacher_class_map])
+    return teacher
 
 
 def cache_folders(config: StudyConfig) -> tuple[Path | None, Path | None]:
@@ -178,9 +194,10 @@ def prepare_teacher(
     config: StudyConfig, num_classes: int, say=print, source=None, device: str = "cpu"
 ) -> dict:
     """The teacher's weights: from `teacher_checkpoint`, else trained (its head, or all of it) on the
-    source images (cached; `source`: that role's dataset when the caller has it open)."""
+    source images (cached; `source`: that role's dataset when the caller has it open). With a
+    teacher_class_map they predict the map's source classes (teacher_shell maps them)."""
     torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
-    teacher = build_teacher(config.teacher, num_classes=num_classes)
+    teacher = build_teacher(config.teacher, num_classes=teacher_classes(config, num_classes))
     if config.teacher_checkpoint:
         load_checkpoint(teacher, config.teacher_checkpoint)
         say(f"teacher {config.teacher}: loaded {config.teacher_checkpoint}")
@@ -381,9 +398,7 @@ def prepare(
         else "teacher: the report's reference"
     )
     teacher_state = prepare_teacher(config, num_classes, say=say, source=roles.get("source"), device=device)
-    teacher = teacher_shell(config, num_classes)
-    teacher.load_state_dict(teacher_state)
-    teacher.to(device).eval()
+    teacher = teacher_shell(config, num_classes, teacher_state).to(device).eval()
     check_student_weights(config, teacher, num_classes)
     fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say, device=device)
     scores = evaluate_teacher(config, teacher, data, run_dir, device)
