@@ -19,6 +19,10 @@ from kd.models.layouts import LAYOUTS
 
 DDP_PREFIX = "module."
 OWN_LAYOUT = "segkd"  # keys as a Segmenter's state_dict() names them
+# BatchNorm's batch counter (absent from InPlace-ABN's state and from files of torch < 0.4.1, and
+# read only with momentum=None) and the scratch buffers of CSAIL's synchronised BatchNorm, which its
+# resnet18-imagenet.pth carries: neither is a weight, so neither decides whether a file fits.
+COUNTERS = ("num_batches_tracked", "_tmp_running_mean", "_tmp_running_var", "_running_iter")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -77,6 +81,13 @@ def without_ddp_prefix(state: dict) -> dict:
     return state
 
 
+def _counters_as_held(own: dict, state: dict) -> dict:
+    """`state` with COUNTERS entries the module does not hold dropped, and those it holds but the
+    file lacks taken from the module."""
+    kept = {k: v for k, v in state.items() if k in own or not k.endswith(COUNTERS)}
+    return kept | {k: v for k, v in own.items() if k.endswith(COUNTERS) and k not in kept}
+
+
 def readings(model: nn.Module, state: dict) -> dict[str, tuple[dict, dict]]:
     """`state` renamed by each layout `model` loads (its own keys first), keyed by layout name, each
     with the file's name of every renamed key."""
@@ -121,10 +132,10 @@ def load_checkpoint(model: nn.Module, path: str | Path, expected: str | None = N
     expected = expected or getattr(model, "name", type(model).__name__)
     state, meta = read_checkpoint(path)
     own = model.state_dict()
-    tried = {
-        name: (renamed, _mismatches(own, renamed, file_keys))
-        for name, (renamed, file_keys) in readings(model, state).items()
-    }
+    tried = {}
+    for name, (renamed, file_keys) in readings(model, state).items():
+        renamed = _counters_as_held(own, renamed)
+        tried[name] = (renamed, _mismatches(own, renamed, file_keys))
     fitting = [name for name, (_, problems) in tried.items() if not problems]
     if not fitting:
         closest = min(tried, key=lambda name: _distance(own, tried[name][0]))
@@ -196,6 +207,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     state = backbone_keys(read_state_dict(path), model.stages)
     named = [names.index(key.split(".")[0]) for key in state if key.split(".")[0] in names]
     backbone = nn.ModuleDict({n: model.stages[n] for n in names[: max(named) + 1 if named else None]})
+    state = _counters_as_held(backbone.state_dict(), state)
     problems = _mismatches(backbone.state_dict(), state)
     if problems:
         model_name = getattr(model, "name", type(model).__name__)
@@ -208,3 +220,26 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
             "PATH); fc.* and classifier.* are ignored."
         )
     backbone.load_state_dict(state, strict=True)
+
+
+def checkpoint_classes(model: nn.Module, path: str | Path) -> int | None:
+    """How many classes the file at `path` predicts, when it is `model`'s network with another number
+    of classes (a COCO or Cityscapes teacher for a study of other classes): the only differences are
+    the classifiers' output rows. None when it fits `model` as it is, or differs in more than that
+    (load_checkpoint then says what)."""
+    state, _ = read_checkpoint(path)
+    own = model.state_dict()
+    classes = getattr(model, "num_classes", None)
+    for renamed, _ in readings(model, state).values():
+        renamed = _counters_as_held(own, renamed)
+        if renamed.keys() != own.keys():
+            continue
+        differ = [k for k in own if own[k].shape != renamed[k].shape]
+        rows = {renamed[k].shape[0] for k in differ}
+        if (
+            differ
+            and len(rows) == 1
+            and all(own[k].shape[0] == classes and own[k].shape[1:] == renamed[k].shape[1:] for k in differ)
+        ):
+            return rows.pop()
+    return None
