@@ -137,7 +137,8 @@ class TeacherCache:
         self.recipe = {
             "format": CACHE_FORMAT,
             "teacher": teacher.name,
-            "normalization": [list(teacher.input_mean), list(teacher.input_std)],
+            "normalization": [list(teacher.input_mean), list(teacher.input_std)]
+            + ([teacher.input_channels] if teacher.input_channels != "rgb" else []),
             "weights": digest_state(teacher),
             # Logits do not depend on where features would be taken.
             "point": self.point if "features" in self.outputs else None,
