@@ -10,7 +10,7 @@ values, ranges or choices for that method's search space, see search_spaces), a
 `[students]` table (the student per method) and a `[student_weights]` table (a backbone
 weights file per method). A teacher checkpoint trained on another label set (Cityscapes' 19
 classes for a CamVid study) distils through `teacher_class_map`, a map of its classes onto the
-study's (docs/class_maps.md):
+study's (README: Teachers from another label set):
 
     name = "esd-r"
     methods = ["sd", "esd"]

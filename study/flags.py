@@ -54,7 +54,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "teacher_class_map": (
         "models",
         "a checkpoint trained on another label set: the map of its classes onto the study's, one of "
-        f"{', '.join(CLASS_MAPS)} (docs/class_maps.md)",
+        f"{', '.join(CLASS_MAPS)} (README: Teachers from another label set)",
     ),
     "teacher_epochs": ("models", "epochs of the teacher's training"),
     "teacher_trainable": ("models", "what the teacher's training updates: head (backbone frozen) or all"),

@@ -24,7 +24,7 @@ from study.run import config_from_args, parse_args
 
 TEACHER = "deeplabv3_efficientnet_lite0"
 
-# Where each Cityscapes class goes in CamVid's 11, as docs/class_maps.md tells it.
+# Where each Cityscapes class goes in CamVid's 11, as the documentation tells it.
 CITYSCAPES_TO_CAMVID = {
     "road": "road",
     "sidewalk": "pavement",
