@@ -453,10 +453,10 @@ def class_map_problems(config: StudyConfig) -> list[str]:
         )
     if not config.teacher_checkpoint or not Path(config.teacher_checkpoint).is_file() or classes is None:
         return found
-    predicted = checkpoint_classes(config)
+    predicted = _checkpoint_classes(config, len(class_map.source) if class_map else len(classes))
     if isinstance(predicted, str) or predicted is None:
         return found + ([predicted] if predicted else [])
-    if class_map is not None and predicted != len(class_map.source):
+    if class_map is not None:
         found.append(
             f"teacher_class_map {name!r} maps {len(class_map.source)} classes, but teacher_checkpoint "
             f"{config.teacher_checkpoint} predicts {predicted}: "
@@ -466,7 +466,7 @@ def class_map_problems(config: StudyConfig) -> list[str]:
                 else "choose the map of its label set"
             )
         )
-    elif class_map is None and predicted != len(classes):
+    else:
         fitting = [n for n in fitting if len(CLASS_MAPS[n].source) == predicted]
         found.append(
             f"teacher_checkpoint {config.teacher_checkpoint} predicts {predicted} classes, the study's data "
@@ -477,32 +477,24 @@ def class_map_problems(config: StudyConfig) -> list[str]:
     return found
 
 
-def checkpoint_classes(config: StudyConfig) -> int | str | None:
-    """How many classes the teacher checkpoint predicts, read from the shapes of the tensors that
-    change with the class count; None when the teacher is unknown or nothing tells; a problem (str)
-    when the file cannot be read."""
+def _checkpoint_classes(config: StudyConfig, expected: int) -> int | str | None:
+    """How many classes the teacher checkpoint predicts when that is not `expected` (None: it fits,
+    or differs in more than its classes, which loading it names); a problem (str) when the file
+    cannot be read."""
     import torch
 
-    from kd.models.checkpoints import read_state_dict
+    from kd.models.checkpoints import checkpoint_classes
     from kd.models.registry import build_teacher, without_weights
 
     try:
-        with torch.device("meta"):
-            one, two = (
-                build_teacher(config.teacher, n, **without_weights(config.teacher)).state_dict()
-                for n in (1, 2)
-            )
+        with torch.device("meta"):  # shapes only
+            shell = build_teacher(config.teacher, expected, **without_weights(config.teacher))
     except UserInputError:
         return None  # an unknown teacher: named by its own problem
     try:
-        state = read_state_dict(config.teacher_checkpoint)
+        return checkpoint_classes(shell, config.teacher_checkpoint)
     except UserInputError as err:
         return f"teacher_checkpoint: {str(err).rstrip('.')}"
-    for key, tensor in one.items():
-        if key in state and tensor.shape != two[key].shape and state[key].dim() == tensor.dim():
-            dim = next(d for d, (a, b) in enumerate(zip(tensor.shape, two[key].shape, strict=True)) if a != b)
-            return int(state[key].shape[dim])
-    return None
 
 
 def _weights_problems(config: StudyConfig, recipes) -> list[str]:
