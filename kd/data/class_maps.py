@@ -36,6 +36,10 @@ class ClassMap:
     groups: tuple[tuple[int, ...], ...]
 
     def __post_init__(self):
+        # tuples whatever the caller gave: maps compare equal to label sets' class tuples
+        object.__setattr__(self, "source", tuple(self.source))
+        object.__setattr__(self, "target", tuple(self.target))
+        object.__setattr__(self, "groups", tuple(tuple(group) for group in self.groups))
         problems = []
         if len(self.groups) != len(self.target):
             problems.append(f"{len(self.groups)} groups for {len(self.target)} target classes")
@@ -48,7 +52,7 @@ class ClassMap:
                 problems.append(
                     f"target class {name!r} names source indices {outside} outside 0..{len(self.source) - 1}"
                 )
-            twice = seen & set(group)
+            twice = seen & set(group) - set(outside)
             if twice:  # a probability counted in two classes: the mapped ones would not sum to 1
                 problems.append(f"source classes {[self.source[i] for i in sorted(twice)]} are in two groups")
             seen |= set(group)
@@ -60,10 +64,6 @@ class ClassMap:
         """The source classes in no group."""
         kept = {i for group in self.groups for i in group}
         return tuple(name for i, name in enumerate(self.source) if i not in kept)
-
-    def describe(self) -> dict[str, tuple[str, ...]]:
-        """Each target class with the names of its source classes."""
-        return {t: tuple(self.source[i] for i in g) for t, g in zip(self.target, self.groups, strict=True)}
 
 
 CLASS_MAPS: dict[str, ClassMap] = {}
