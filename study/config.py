@@ -386,9 +386,10 @@ def problems(config: StudyConfig) -> list[str]:
             f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}"
         )
     found += data_problems(config)
-    if config.teacher not in TEACHERS and ":" not in config.teacher:
+    if config.teacher not in TEACHERS and config.teacher not in STUDENTS and ":" not in config.teacher:
         found.append(
-            f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)} or HEAD:BACKBONE"
+            f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)}, a student network "
+            f"({', '.join(STUDENTS)}) or HEAD:BACKBONE"
         )
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         found.append(f"teacher_checkpoint {config.teacher_checkpoint} does not exist")
@@ -466,15 +467,30 @@ def class_map_problems(config: StudyConfig) -> list[str]:
                 else "choose the map of its label set"
             )
         )
-    else:
+    elif readers := _logit_readers(config):
         fitting = [n for n in fitting if len(CLASS_MAPS[n].source) == predicted]
         found.append(
             f"teacher_checkpoint {config.teacher_checkpoint} predicts {predicted} classes, the study's data "
-            f"has {len(classes)}: a teacher trained on another label set needs teacher_class_map "
-            f"(--teacher-class-map), a map of its classes onto the study's "
-            f"({', '.join(fitting) or 'shipped: ' + ', '.join(CLASS_MAPS)})"
+            f"has {len(classes)}: {', '.join(readers)} read the teacher's logits, which needs "
+            f"teacher_class_map (--teacher-class-map), a map of its classes onto the study's "
+            f"({', '.join(fitting) or 'shipped: ' + ', '.join(CLASS_MAPS)}); methods that distil "
+            "features only (sd, esd, ifvd_ifv, ...) use such a teacher as it is"
         )
     return found
+
+
+def _logit_readers(config: StudyConfig) -> list[str]:
+    """The study's methods whose default recipe reads the teacher's logits, and "teacher_reference"
+    when its scores are asked for: what a teacher of other classes cannot serve without a map."""
+    from kd.methods import RECIPES, build_recipe
+
+    readers = [
+        method
+        for method in config.methods
+        if method in RECIPES
+        and any("logits" in needs for needs in build_recipe(method).teacher_terms.values())
+    ]
+    return readers + ["teacher_reference"] * bool(config.teacher_reference)
 
 
 def _checkpoint_classes(config: StudyConfig, expected: int) -> int | str | None:

@@ -79,7 +79,7 @@ def score_chosen(
     final = pd.DataFrame(finals, columns=None if finals else list(FINAL_COLUMNS))
     write_table(final, run_dir / FINAL)
     ResultsTables(run_dir).set_test_images([{**row, "split": "test"} for row in images])
-    if shared.teacher_trained:
+    if shared.teacher_trained and teacher.num_classes == shared.num_classes:  # else: another label set
         record_teacher_on_test(teacher.to(device), test, config, run_dir, device)
     return final
 

@@ -28,7 +28,7 @@ from kd.methods import build_recipe
 from kd.methods.recipes import AUGMENTATIONS
 from kd.metrics import count_flops, count_parameters
 from kd.models import build_student, build_teacher, fit_teacher, load_checkpoint
-from kd.models.checkpoints import load_backbone_weights
+from kd.models.checkpoints import checkpoint_classes, load_backbone_weights, state_classes
 from kd.models.class_map import with_class_map
 from kd.models.registry import SPLIT_STUDENTS, without_weights
 from kd.models.teacher_training import TeacherTraining
@@ -163,18 +163,34 @@ def verify_data(data: RunData, say=print, test=None) -> None:
             say(f"checked {len(dataset)} {dataset.name} images in {time.perf_counter() - started:.1f} s")
 
 
-def teacher_classes(config: StudyConfig, num_classes: int) -> int:
-    """How many classes the study's teacher weights predict: its class map's source classes, else the
-    study's `num_classes`."""
-    return len(CLASS_MAPS[config.teacher_class_map].source) if config.teacher_class_map else num_classes
+def teacher_classes(config: StudyConfig, num_classes: int, state: dict | None = None) -> int:
+    """How many classes the study's teacher weights predict: its class map's source classes, else
+    those of `state` or of `teacher_checkpoint` when they differ from the study's `num_classes` only
+    in the classifiers (a teacher of another label set, which feature-level terms distil from as it
+    is), else `num_classes`."""
+    if config.teacher_class_map:
+        return len(CLASS_MAPS[config.teacher_class_map].source)
+    if state is None and not config.teacher_checkpoint:
+        return num_classes
+    with torch.device("meta"):  # shapes only
+        shell = build_teacher(config.teacher, num_classes=num_classes, **without_weights(config.teacher))
+    found = (
+        state_classes(shell, state)
+        if state is not None
+        else checkpoint_classes(shell, config.teacher_checkpoint)
+    )
+    return found or num_classes
 
 
 def teacher_shell(config: StudyConfig, num_classes: int, state: dict | None = None):
-    """The study's teacher, predicting its `num_classes`: `state` (the weights prepare_teacher gives)
-    loaded, then the study's teacher_class_map applied: the weights predict the map's source classes."""
+    """The study's teacher: `state` (the weights prepare_teacher gives) loaded, then the study's
+    teacher_class_map applied, so that it predicts the study's `num_classes`; without a map, a
+    teacher of another label set keeps its own classes (feature-level terms only)."""
     # The ImageNet weights would be overwritten at once by the study's teacher weights.
     options = without_weights(config.teacher)
-    teacher = build_teacher(config.teacher, num_classes=teacher_classes(config, num_classes), **options)
+    teacher = build_teacher(
+        config.teacher, num_classes=teacher_classes(config, num_classes, state), **options
+    )
     if state is not None:
         teacher.load_state_dict(state)
     if config.teacher_class_map:
@@ -401,6 +417,12 @@ def prepare(
     teacher = teacher_shell(config, num_classes, teacher_state).to(device).eval()
     check_student_weights(config, teacher, num_classes)
     fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say, device=device)
+    if teacher.num_classes != num_classes:
+        say(
+            f"teacher {teacher.name}: predicts {teacher.num_classes} classes, the study's data has "
+            f"{num_classes}; without a teacher_class_map its scores on them are undefined: not scored"
+        )
+        return Shared(teacher_state, num_classes)
     scores = evaluate_teacher(config, teacher, data, run_dir, device)
     say(
         f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from kd.errors import UserInputError
 from kd.methods import build_recipe
 from kd.models import build_student, build_teacher
 from kd.models.class_map import class_map_of, with_class_map
+from kd.models.seeded import seeded_state_dict
 from kd.teacher_cache import TeacherCache
 from study import config as study_config
 from study.prepare import prepare_teacher, teacher_shell
@@ -232,9 +234,18 @@ def test_a_study_refuses_a_class_map_that_does_not_fit(tmp_path, checkpoint_19):
     assert "(cityscapes-road, camvid11-road)" in binary
     no_checkpoint = problems(camvid_like(tmp_path, teacher_class_map="cityscapes-camvid11"))
     assert "give its weights as teacher_checkpoint (--teacher-checkpoint)" in no_checkpoint
-    unmapped = problems(camvid_like(tmp_path, teacher_checkpoint=str(checkpoint_19)))
-    assert "predicts 19 classes, the study's data has 11" in unmapped
+    unmapped = problems(camvid_like(tmp_path, teacher_checkpoint=str(checkpoint_19), methods=["ifvd_kd"]))
+    assert "predicts 19 classes, the study's data has 11: ifvd_kd read the teacher's logits" in unmapped
     assert "teacher_class_map (--teacher-class-map)" in unmapped and "(cityscapes-camvid11)" in unmapped
+    reference = problems(
+        camvid_like(tmp_path, teacher_checkpoint=str(checkpoint_19), methods=["esd"], teacher_reference=True)
+    )
+    assert "19 classes, the study's data has 11: teacher_reference read the teacher's logits" in reference
+    # Feature distillation needs no map: the teacher keeps its 19 classes.
+    features_only = camvid_like(tmp_path, teacher_checkpoint=str(checkpoint_19), methods=["sd", "ifvd_ifv"])
+    assert problems(features_only) == ""
+    state = prepare_teacher(features_only, 11, say=lambda line: None)
+    assert teacher_shell(features_only, 11, state).num_classes == 19
     fits = camvid_like(
         tmp_path, teacher_class_map="cityscapes-camvid11", teacher_checkpoint=str(checkpoint_19)
     )
@@ -274,7 +285,14 @@ def test_the_study_loads_the_checkpoint_then_maps(tmp_path, checkpoint_19):
 
 
 @pytest.mark.slow
-def test_a_camvid_study_distils_a_cityscapes_teacher_through_the_map(camvid_root, checkpoint_19, tmp_path):
+def test_a_camvid_study_distils_a_cityscapes_teacher_through_the_map(camvid_root, tmp_path):
+    """CIRKD's Cityscapes PSPNet-R18, a file in the layout its code saves (keys recorded from it), as
+    the teacher of a CamVid-11 study."""
+    keys = json.loads(
+        (Path(__file__).parent / "fixtures/reference_nets/cirkd_pspnet_resnet18.json").read_text()
+    )
+    cirkd_checkpoint_19 = tmp_path / "kd_psp_resnet18_citys.pth"
+    torch.save(seeded_state_dict(keys["keys"]), cirkd_checkpoint_19)
     import ray
 
     from study.run import run_study
@@ -296,8 +314,8 @@ def test_a_camvid_study_distils_a_cityscapes_teacher_through_the_map(camvid_root
             "test_images": 2,
             "batch_size": 2,
             "views": 1,
-            "teacher": TEACHER,
-            "teacher_checkpoint": str(checkpoint_19),
+            "teacher": "cirkd_pspnet_resnet18",
+            "teacher_checkpoint": str(cirkd_checkpoint_19),
             "teacher_class_map": "cityscapes-camvid11",
             "cache_dir": str(tmp_path / "cache"),
         },

@@ -227,7 +227,11 @@ def checkpoint_classes(model: nn.Module, path: str | Path) -> int | None:
     of classes (a COCO or Cityscapes teacher for a study of other classes): the only differences are
     the classifiers' output rows. None when it fits `model` as it is, or differs in more than that
     (load_checkpoint then says what)."""
-    state, _ = read_checkpoint(path)
+    return state_classes(model, read_checkpoint(path)[0])
+
+
+def state_classes(model: nn.Module, state: dict) -> int | None:
+    """checkpoint_classes for a state dict in hand (any layout `model` loads)."""
     own = model.state_dict()
     classes = getattr(model, "num_classes", None)
     for renamed, _ in readings(model, state).values():
