@@ -11,6 +11,8 @@ own preprocessing.
 
 import argparse
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image
 from torchvision.models.segmentation import deeplabv3_resnet50 as tv_deeplabv3_resnet50
 from torchvision.models.segmentation import deeplabv3_resnet101 as tv_deeplabv3_resnet101
 
@@ -28,7 +31,8 @@ from kd.models.checkpoints import load_backbone_weights
 from kd.models.seeded import key_spec, projected, seeded_image, seeded_state_dict
 from study import config as study_config
 from study.contract import TrialChoice
-from study.prepare import prepare_teacher, recipe_for, student_for
+from study.prepare import prepare_teacher, recipe_for, student_for, teacher_shell
+from study.run import config_from_args, parse_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -279,3 +283,75 @@ def test_the_deep_stem_imagenet_file_starts_the_students_as_their_code_starts_th
     assert student.name == network
     ours = outputs(student, seeded_image(tuple(meta["input"]["size"])), list(expected))
     assert_outputs_match({k: ours[k] for k in expected}, expected, meta)
+
+
+# ---- the README's commands -----------------------------------------------------------------------
+
+
+def readme_commands() -> list[str]:
+    """The `python -m study.run` commands of the README's "Bring your own teacher" section."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Bring your own teacher", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [" ".join(block.replace("\\\n", " ").split()) for block in blocks]
+
+
+def write_cityscapes(root: Path, train: int = 8, val: int = 2) -> Path:
+    labels = np.full((4, 8), 7, np.uint8)  # road
+    for split, count in (("train", train), ("val", val)):
+        for i in range(count):
+            stem = f"aachen_{i:06d}_000019"
+            image = root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png"
+            mask = root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelIds.png"
+            for path, array in ((image, np.zeros((4, 8, 3), np.uint8)), (mask, labels)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+    return root
+
+
+def test_the_readme_cityscapes_commands_pass_the_studys_validation(tmp_path, monkeypatch):
+    commands = [c for c in readme_commands() if "cityscapes:/data/cityscapes" in c]
+    assert len(commands) == 2
+    write_cityscapes(tmp_path / "cityscapes")
+    for case, name in (
+        ("ifvd_pspnet_resnet101", "ckpt/teacher_city.pth"),
+        ("cirkd_deeplabv3_resnet101", None),
+    ):
+        meta, _ = fixture(case)
+        path = tmp_path / (name or "deeplabv3_resnet101_citys_best_model.pth")
+        path.parent.mkdir(exist_ok=True)
+        save_in_the_references_layout(meta, path)
+    student = fixture("csail_resnet18_into_ifvd_student")[0]
+    for name in ("ckpt/resnet18-imagenet.pth", "resnet18-imagenet.pth"):
+        save_in_the_references_layout(student, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        args = shlex.split(command.replace("/data/cityscapes", str(tmp_path / "cityscapes")))
+        assert args[:3] == ["python", "-m", "study.run"]
+        small = ["--target-images", "2", "--val-images", "1", "--test-images", "2"]
+        config = config_from_args(parse_args(args[3:] + small))
+        study_config.validate(config)  # every problem, the checkpoint's classes included, named at once
+        assert config.teacher_checkpoint and all(Path(p).is_file() for p in config.student_weights.values())
+
+
+def test_the_sd_papers_coco_teacher_serves_a_road_study_without_a_map(tmp_path, camvid_root):
+    reference = tv_deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+    path = tmp_path / "deeplabv3_resnet50_coco-cd0a2569.pth"
+    torch.save(seeded_state_dict(key_spec(reference.state_dict())), path)
+    values = {
+        "data": f"camvid:{camvid_root}",
+        "label_set": "binary",
+        "methods": ["baseline", "sd", "esd"],
+        "trials": 6,
+        "teacher": "deeplabv3_resnet50",
+        "teacher_checkpoint": str(path),
+        "space": {m: {"split_point": "layer4"} for m in ("baseline", "sd", "esd")},
+    }
+    config = study_config.resolve("smoke", overrides=values)
+    study_config.validate(config)
+    state = prepare_teacher(config, 2, say=lambda message: None)
+    teacher = teacher_shell(config, 2, state)
+    assert teacher.num_classes == 21 and torch.equal(state["head.4.weight"], teacher.head[4].weight)
+    refused = study_config.resolve("smoke", overrides=values | {"methods": ["sd", "ifvd_kd"]})
+    with pytest.raises(UserInputError, match=r"predicts 21 classes, the study's data has 2: ifvd_kd read"):
+        study_config.validate(refused)
