@@ -28,6 +28,7 @@ from kd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from kd.errors import UserInputError
 from kd.models import build_student, build_teacher, load_checkpoint
 from kd.models.checkpoints import load_backbone_weights
+from kd.models.inplace_abn import InPlaceABN
 from kd.models.seeded import key_spec, projected, seeded_image, seeded_state_dict
 from study import config as study_config
 from study.contract import TrialChoice
@@ -355,3 +356,35 @@ def test_the_sd_papers_coco_teacher_serves_a_road_study_without_a_map(tmp_path, 
     refused = study_config.resolve("smoke", overrides=values | {"methods": ["sd", "ifvd_kd"]})
     with pytest.raises(UserInputError, match=r"predicts 21 classes, the study's data has 2: ifvd_kd read"):
         study_config.validate(refused)
+
+
+def test_inplace_abn_trains_as_batchnorm_with_its_own_scale_and_saves_no_counter():
+    torch.manual_seed(0)
+    abn, bn = InPlaceABN(4, activation="identity"), torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        abn.weight.copy_(torch.tensor([-2.0, -0.5, 0.5, 2.0]))
+        bn.weight.copy_(abn.weight.abs() + abn.eps)
+    x = torch.randn(3, 4, 5, 5)
+    assert torch.allclose(abn(x), bn(x), atol=1e-6)  # training: batch statistics, the same update
+    assert torch.allclose(abn.running_var, bn.running_var) and "num_batches_tracked" not in abn.state_dict()
+    abn.reset_running_stats()
+    abn.momentum = None  # precise BN: a cumulative average
+    for batch in (x, 2 * x):
+        abn(batch)
+    assert torch.allclose(abn.running_mean, 1.5 * x.mean((0, 2, 3)), atol=1e-6)
+    leaky = InPlaceABN(4).eval()
+    assert torch.allclose(leaky(-torch.ones(1, 4, 1, 1)), torch.full((1, 4, 1, 1), -0.01), atol=1e-4)
+
+
+@pytest.mark.parametrize("teacher", ["ifvd_pspnet_resnet18", "cirkd_deeplabv3_resnet18"])
+def test_sd_and_ct_students_of_a_published_teacher_see_its_inputs(teacher):
+    teacher = build_teacher(teacher, 2).eval()
+    x = seeded_image(SIZE)
+    for name in ("sd", "ct"):
+        student = build_student(name, 2, teacher=teacher, split_point="layer2").eval()
+        assert student.input_channels == "bgr" and student.input_mean == teacher.input_mean
+        with torch.no_grad():
+            assert (
+                student.features(student.normalize(x), "layer2").shape
+                == teacher.features(teacher.normalize(x), "layer2").shape
+            )

@@ -4,8 +4,8 @@ IFVD's and SKD's networks (and the segmentation toolbox behind the SKD teacher) 
 InPlace-ABN (Rota Bulò et al. 2018), a CUDA extension. Its forward differs from BatchNorm2d in
 two ways that change a loaded network's output: the scale is |weight| + eps, not weight (the
 in-place inversion needs it positive), and the activation is fused (leaky ReLU, slope 0.01, unless
-`activation="identity"`, which the ResNet trunks use before their own ReLUs). Its state has no
-`num_batches_tracked`. Everything else (running statistics, momentum 0.1, unbiased running
+`activation="identity"`, which the ResNet trunks use before their own ReLUs). Its saved state has
+no `num_batches_tracked`. Everything else (running statistics, momentum 0.1, unbiased running
 variance) is BatchNorm's, so this is a BatchNorm2d subclass: BatchNorm freezing and recalibration
 treat it as one.
 """
@@ -31,10 +31,16 @@ class InPlaceABN(nn.BatchNorm2d):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.register_buffer("num_batches_tracked", None)  # the published files have none
+        # The published files hold no batch counter; one is kept, unsaved, for momentum=None (a
+        # cumulative average, as precise-BN recalibration asks for).
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long), persistent=False)
         self.activation, self.slope = activation, slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        momentum = self.momentum
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.num_batches_tracked) if momentum is None else momentum
         y = F.batch_norm(
             x,
             self.running_mean,
@@ -42,7 +48,7 @@ class InPlaceABN(nn.BatchNorm2d):
             self.weight.abs() + self.eps,
             self.bias,
             self.training,
-            self.momentum,
+            momentum,
             self.eps,
         )
         return F.leaky_relu(y, self.slope) if self.activation == "leaky_relu" else y

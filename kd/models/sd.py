@@ -240,6 +240,7 @@ def sd_student(
         name=f"sd_student_{teacher.name}@{split_point}",
         input_mean=teacher.input_mean,
         input_std=teacher.input_std,  # it mimics the teacher on the same inputs
+        input_channels=teacher.input_channels,
     )
 
 
@@ -265,4 +266,5 @@ def constructed_teacher(
         name=f"ct_{teacher.name}@{split_point}",
         input_mean=teacher.input_mean,
         input_std=teacher.input_std,
+        input_channels=teacher.input_channels,
     )
