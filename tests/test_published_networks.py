@@ -10,6 +10,7 @@ own preprocessing.
 """
 
 import argparse
+import importlib.util
 import json
 import re
 import shlex
@@ -209,18 +210,20 @@ def test_the_ifvd_stem_keeps_its_ceil_mode_max_pool_and_cirkds_does_not():
 # ---- recorded from the reference code -----------------------------------------------------------
 
 CASES = sorted(path.stem for path in FIXTURES.glob("*.json"))
-# Which of our networks computes each recorded reference network.
-NETWORK = {
-    "ifvd_pspnet_resnet101": "ifvd_pspnet_resnet101",
-    "toolbox_pspnet_resnet101": "ifvd_pspnet_resnet101",
-    "ifvd_pspnet_resnet18": "ifvd_pspnet_resnet18",
-    "skd_pspnet_resnet18": "ifvd_pspnet_resnet18",
-    "cirkd_deeplabv3_resnet101": "cirkd_deeplabv3_resnet101",
-    "cirkd_deeplabv3_resnet18": "cirkd_deeplabv3_resnet18",
-    "cirkd_pspnet_resnet18": "cirkd_pspnet_resnet18",
-    "csail_resnet18_into_ifvd_student": "ifvd_pspnet_resnet18",
-    "csail_resnet18_into_cirkd_pspnet_resnet18": "cirkd_pspnet_resnet18",
-}
+
+
+def _compare_tool():
+    """tools/reference_outputs/compare.py (no installed package): the same comparison as a command,
+    and the one table of which network computes each recorded reference network."""
+    path = Path(__file__).resolve().parents[1] / "tools" / "reference_outputs" / "compare.py"
+    spec = importlib.util.spec_from_file_location("compare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _compare_tool()
+NETWORK = compare.NETWORK
 
 
 def fixture(case: str) -> tuple[dict, dict]:
@@ -388,3 +391,10 @@ def test_sd_and_ct_students_of_a_published_teacher_see_its_inputs(teacher):
                 student.features(student.normalize(x), "layer2").shape
                 == teacher.features(teacher.normalize(x), "layer2").shape
             )
+
+
+def test_the_comparison_tool_prints_each_cases_difference_and_what_a_convention_is_worth(capsys):
+    for without, low, high in ((None, 0, TOLERANCE), ("bgr", 0.1, 10)):
+        compare.main(["--case", "cirkd_pspnet_resnet18"] + (["--without", without] if without else []))
+        largest = float(capsys.readouterr().out.split("largest ")[1].split()[0])
+        assert low <= largest < high, without

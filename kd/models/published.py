@@ -152,15 +152,23 @@ def ifvd_pspnet(depth: int, num_classes: int) -> Segmenter:
         nn.Dropout2d(0.1),
         nn.Conv2d(aux_in // 2, num_classes, 1),
     )
+    return _segmenter(
+        stages, width, num_classes, f"ifvd_pspnet_resnet{depth}", dsn, ("ifvd", "segmentation-toolbox")
+    )
+
+
+def _segmenter(stages, width: int, num_classes: int, name: str, aux_head, layouts) -> Segmenter:
+    """The published networks' common frame: a 1x1 classifier on the last stage (which starts
+    untrained with the head), the auxiliary head on layer3, the Caffe input convention."""
     return Segmenter(
         stages,
         nn.Conv2d(width, num_classes, 1),
         num_classes,
-        name=f"ifvd_pspnet_resnet{depth}",
-        aux_head=dsn,
+        name=name,
+        aux_head=aux_head,
         aux_point="layer3",
-        head_stages=("psp",),
-        checkpoint_layouts=("ifvd", "segmentation-toolbox"),
+        head_stages=(next(reversed(stages)),),
+        checkpoint_layouts=layouts,
         **CAFFE_INPUT,
     )
 
@@ -184,17 +192,8 @@ def cirkd_pspnet(depth: int, num_classes: int) -> Segmenter:
     channels = 2048 if depth == 101 else 512
     width = 512 if depth == 101 else 128
     stages["psp"] = _psp_stage(channels, width, ifvd=False)
-    return Segmenter(
-        stages,
-        nn.Conv2d(width, num_classes, 1),
-        num_classes,
-        name=f"cirkd_pspnet_resnet{depth}",
-        aux_head=_fcn_head(channels // 2, num_classes),
-        aux_point="layer3",
-        head_stages=("psp",),
-        checkpoint_layouts=("cirkd-pspnet",),
-        **CAFFE_INPUT,
-    )
+    aux = _fcn_head(channels // 2, num_classes)
+    return _segmenter(stages, width, num_classes, f"cirkd_pspnet_resnet{depth}", aux, ("cirkd-pspnet",))
 
 
 def cirkd_deeplabv3(depth: int, num_classes: int) -> Segmenter:
@@ -211,14 +210,5 @@ def cirkd_deeplabv3(depth: int, num_classes: int) -> Segmenter:
         nn.ReLU(),
         nn.Dropout(0.1),
     )
-    return Segmenter(
-        stages,
-        nn.Conv2d(width, num_classes, 1),
-        num_classes,
-        name=f"cirkd_deeplabv3_resnet{depth}",
-        aux_head=_fcn_head(channels // 2, num_classes),
-        aux_point="layer3",
-        head_stages=("aspp",),
-        checkpoint_layouts=("cirkd-deeplabv3",),
-        **CAFFE_INPUT,
-    )
+    aux = _fcn_head(channels // 2, num_classes)
+    return _segmenter(stages, width, num_classes, f"cirkd_deeplabv3_resnet{depth}", aux, ("cirkd-deeplabv3",))
