@@ -137,6 +137,11 @@ def load_checkpoint(model: nn.Module, path: str | Path, expected: str | None = N
         renamed = _counters_as_held(own, renamed)
         tried[name] = (renamed, _mismatches(own, renamed, file_keys))
     fitting = [name for name, (_, problems) in tried.items() if not problems]
+    if not fitting and len(tried) == 1:
+        raise UserInputError(
+            f"checkpoint {path} does not fit {expected}: {'; '.join(tried[OWN_LAYOUT][1])}. "
+            "Pass a checkpoint saved from that model (a `module.` prefix is removed by itself)."
+        )
     if not fitting:
         closest = min(tried, key=lambda name: _distance(own, tried[name][0]))
         layouts = ", ".join(
