@@ -881,7 +881,9 @@ def test_stage_ends_show_whether_a_later_stage_helped(tmp_path):
     assert tables.stage_ends(analysis.load(make_run(tmp_path / "plain", with_journal=False))).empty
 
 
-def test_export_has_seeds_stage_ends_and_a_section_per_reference(tmp_path, capsys):
+def test_export_has_seeds_stage_ends_and_a_section_per_reference(tmp_path, capsys, monkeypatch):
+    # The tables are the subject: no figures are drawn (test_report_browser.py draws them as PNGs).
+    monkeypatch.setattr(analysis.report, "FIGURES", [])
     run = make_run(tmp_path / "run", with_journal=False)
     pd.DataFrame(stage_curves("s1", "sd", [None, [0.8, 0.7], [0.6, 0.7]])).to_parquet(run / "curves.parquet")
     assert (
