@@ -49,8 +49,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "val_images": ("data", "images that select: objectives, ASHA, each variant's chosen trial"),
     "test_images": ("data", "images the chosen trials are reported on, once, at the end"),
     "split_seed": ("data", "kitti and folder data: the shuffle that deals images to roles"),
-    "teacher": ("models", "the teacher (python -m kd.models lists them)"),
-    "teacher_checkpoint": ("models", "a trained teacher's weights; otherwise its head is trained"),
+    "teacher": ("models", "the teacher (python -m kd.models lists them; any named network)"),
+    "teacher_checkpoint": (
+        "models",
+        "a trained teacher's weights, in SegKD's layout or a published one (torchvision, CIRKD, IFVD, "
+        "SKD: README, Bring your own teacher); otherwise its head is trained",
+    ),
     "teacher_class_map": (
         "models",
         "a checkpoint trained on another label set: the map of its classes onto the study's, one of "
