@@ -27,7 +27,8 @@ def smoke(tmp_path, **changes):
 
 @pytest.fixture(scope="module")
 def smoke_run(local_ray, tmp_path_factory):
-    return run_study(smoke(tmp_path_factory.mktemp("smoke")), say=lambda line: None)
+    # Sequential trials, so that test_same_study_file_and_seed_give_the_same_trials can run it again
+    return run_study(smoke(tmp_path_factory.mktemp("smoke"), max_concurrent=1), say=lambda line: None)
 
 
 def test_smoke_study_writes_the_tables(smoke_run):
@@ -251,12 +252,10 @@ def test_the_study_writes_its_report_and_it_draws_in_a_browser(smoke_run):
     assert values["errors"] == "0" and int(values["figures"]) == int(values["expected"]) > 0
 
 
-def test_same_study_file_and_seed_give_the_same_trials(local_ray, tmp_path):
+def test_same_study_file_and_seed_give_the_same_trials(smoke_run, tmp_path):
     # Sequential trials: the sampler sees results in the same order, and training is deterministic on CPU.
-    tables = []
-    for name in ("first", "second"):
-        config = smoke(tmp_path, name=name, max_concurrent=1)
-        tables.append(pd.read_parquet(run_study(config, say=lambda line: None) / "trials.parquet"))
+    again = run_study(smoke(tmp_path, name="again", max_concurrent=1), say=lambda line: None)
+    tables = [pd.read_parquet(run / "trials.parquet") for run in (smoke_run, again)]
     same = [
         "method",
         "split_point",
