@@ -114,6 +114,13 @@ def _table(path: Path, columns) -> pd.DataFrame:
     return frame
 
 
+def _with_views(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Tables written before the views column: the study's `views` setting (a bank, then) fills it."""
+    if "views" in config and frame["views"].isna().all():
+        frame["views"] = str(config["views"])
+    return frame
+
+
 def load(run_dir: str | Path) -> Study:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -121,15 +128,16 @@ def load(run_dir: str | Path) -> Study:
 
         raise UserInputError(f"{run_dir} is not a folder; give a study's run folder, e.g. runs/default.")
     config_path = run_dir / "config.json"
-    trials = _table(run_dir / TRIALS, TRIAL_COLUMNS)
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    trials = _with_views(_table(run_dir / TRIALS, TRIAL_COLUMNS), config)
     per_image = _table(run_dir / PER_IMAGE, PER_IMAGE_COLUMNS)
     test = per_image["split"] == "test"  # tables from before the split column hold validation rows only
     return Study(
         run_dir=run_dir,
-        config=json.loads(config_path.read_text()) if config_path.is_file() else {},
+        config=config,
         trials=trials.assign(variant=variants(trials)),  # one column to group by, whichever version wrote it
         per_image=per_image[~test].reset_index(drop=True),
         curves=_table(run_dir / CURVES, CURVE_COLUMNS),
-        final=_table(run_dir / FINAL, FINAL_COLUMNS),
+        final=_with_views(_table(run_dir / FINAL, FINAL_COLUMNS), config),
         test_per_image=per_image[test].reset_index(drop=True),
     )

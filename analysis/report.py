@@ -22,6 +22,7 @@ from plotly.offline import get_plotlyjs
 
 from analysis import figures, tables
 from analysis.load import load
+from kd.data.transforms import FRESH
 from kd.metrics import METRICS, OBJECTIVES, THETA
 
 NO_TRIALS = "No completed trials yet: this section fills in as trials finish."
@@ -318,6 +319,20 @@ def budget_line(config: dict) -> str:
     return f"{trials}, {epochs} epochs over all stages, {config.get('seeds', '?')} seeds per trial"
 
 
+def views_line(study) -> str:
+    """What the students trained on: fresh views, or a fixed bank of views per image."""
+    recorded = sorted({str(v) for v in study.trials["views"].dropna()})
+    if not recorded and "views" in study.config:
+        recorded = [str(study.config["views"])]
+    texts = [
+        "fresh (a new augmentation of every image at every epoch; the teacher online)"
+        if views == FRESH
+        else f"a fixed bank of {views} augmented views per image (the teacher's outputs cached)"
+        for views in recorded
+    ]
+    return "; ".join(texts) or "– (not recorded)"
+
+
 def teacher_line(teacher: dict | None) -> str:
     if not teacher:
         return "– (not recorded)"
@@ -362,6 +377,7 @@ def header_html(study) -> str:
             "requested"
         ),
         "budget per method": budget_line(config),
+        "training views": views_line(study),
         "teacher (reference)": teacher_line(study.teacher()),
         "run folder": str(study.run_dir),
     }
@@ -507,6 +523,7 @@ def export_tables(study, references: tuple[str, ...] = ("baseline",)) -> str:
     text = [
         f"# {study.name}: tables\n",
         f"Teacher (reference): {teacher_line(study.teacher())}\n",
+        f"Training views: {views_line(study)}\n",
         f"## Methods on the {split} (chosen on validation; means over seeds, 95 % Student-t intervals)\n",
         markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
         f"\n## Per seed on the {split} (mIoU_img / HP-Acc)\n",

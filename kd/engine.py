@@ -10,7 +10,12 @@ may expect different normalisations). Every stage trains the module groups it na
 freezes the rest (frozen modules stay in eval mode). A stage's loss is a WeightedSum of
 its terms; terms with a critic (adversarial) get one critic update after each student
 update. Teacher outputs come from a TeacherCache when the augmentation is a fixed bank of
-views (or not random), otherwise from a fresh teacher forward.
+views (or not random), otherwise from a teacher forward under no_grad in the run's precision
+(fresh views: a new view of every image at every epoch, as the reference scripts train).
+
+Where the data lives: every dataset that fits `device_data_share` of the device's memory is
+decoded once onto the device (kd.data.resident) and its views are computed there; a larger one
+is decoded by DataLoader workers every epoch. Both give the same views.
 
 Determinism and resumption: every epoch seeds torch and its shuffling from (seed, stage,
 epoch), so an epoch does not depend on the random state earlier epochs left behind. A
@@ -43,6 +48,8 @@ from torch.utils.data import DataLoader, default_collate
 from kd import distributed
 from kd.data import Augmented, MixedDataset, PairedTransform
 from kd.data.class_maps import CLASS_MAPS
+from kd.data.resident import Resident, resident
+from kd.data.transforms import FRESH
 from kd.errors import NonFiniteLossError, UserInputError
 from kd.io import atomic_write, content_key
 from kd.losses import TERMS, WeightedSum, build_term
@@ -71,7 +78,9 @@ class RunSettings:
     seed: int = 0
     device: str = "cpu"
     amp: str = "bf16"  # CUDA autocast: "bf16", "fp16" (with a GradScaler) or "off"; CPU runs float32
-    views: int | None = 4  # fixed bank of augmentation views per image; None: a fresh view every epoch
+    # "fresh": a new augmentation view of every image at every epoch (the teacher runs online);
+    # N: a fixed bank of N views per image, which a teacher-output cache serves
+    views: int | str = FRESH
     augment_seed: int = 0  # seeds the bank, shared across training seeds so teacher caches are shared
     student_point: str | None = None  # student features for feature terms; default: its last stage
     teacher_point: str | None = (
@@ -84,14 +93,23 @@ class RunSettings:
     num_workers: int = 0
     cache: bool = True  # teacher-output cache (needs a fixed bank of views or no random augmentation)
     cache_dtype: str = "float32"
+    # a dataset that takes at most this share of the device's memory is decoded once onto it and
+    # augmented there (0: decoded every epoch by DataLoader workers)
+    device_data_share: float = 0.25
+    channels_last: bool = False  # student, teacher and images in channels-last memory format
+    compile: bool = False  # torch.compile the student's and the teacher's modules
 
     def problems(self) -> list[str]:
         found = []
         for name in ("batch_size",):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 found.append(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
-        if self.views is not None and not (isinstance(self.views, int) and self.views >= 1):
-            found.append(f"views must be a whole number >= 1 or None, got {self.views!r}")
+        if self.views != FRESH and not (
+            isinstance(self.views, int) and not isinstance(self.views, bool) and self.views >= 1
+        ):
+            found.append(f"views must be {FRESH!r} or a whole number >= 1, got {self.views!r}")
+        if not (isinstance(self.device_data_share, (int, float)) and 0 <= self.device_data_share <= 1):
+            found.append(f"device_data_share must be within [0, 1], got {self.device_data_share!r}")
         if self.amp not in AMP:
             found.append(f"amp must be one of {', '.join(AMP)}, got {self.amp!r}")
         if self.evaluate not in EVALUATE:
@@ -147,6 +165,16 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
+def loading(dataset, device, num_workers: int) -> dict:
+    """DataLoader options for `dataset`: no worker processes and no pinning for a copy already on
+    a GPU (CUDA does not survive a fork); else `num_workers`, pinned memory for a GPU."""
+    on_gpu = isinstance(dataset, Resident) and dataset.device.type == "cuda"
+    return {
+        "num_workers": 0 if on_gpu else num_workers,
+        "pin_memory": torch.device(device).type == "cuda" and not on_gpu,
+    }
+
+
 def evaluate(
     model: Segmenter,
     dataset,
@@ -162,9 +190,8 @@ def evaluate(
         Augmented(dataset, transform),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
         collate_fn=collate,
-        pin_memory=torch.device(device).type == "cuda",
+        **loading(dataset, device, num_workers),
     )
     meter = ConfusionMeter(model.num_classes, dataset.ignore_index)
     per_image, ids = [], []
@@ -231,6 +258,7 @@ class Engine:
         self.caches = self._caches(cache_root) if self.teacher_outputs_needed else {}
         self.teacher_forwards = 0
         self.history: list[dict] = []
+        self.given_data = None
 
     @property
     def precision(self) -> str:
@@ -335,10 +363,8 @@ class Engine:
         settings, transform = self.settings, self.data.train_transform
         if not settings.cache:
             return {}
-        if transform.random and settings.views is None:
-            self.say(
-                "teacher cache off: random augmentation without a fixed bank of views (set views=V to cache)"
-            )
+        if transform.random and settings.views == FRESH:
+            self.say("teacher cache off: fresh views; the teacher runs on every batch (views=N caches)")
             return {}
         from kd.teacher_cache import TeacherCache
 
@@ -351,7 +377,7 @@ class Engine:
                 self.teacher_point,
                 dataset,
                 transform,
-                views=settings.views or 1,
+                views=settings.views if transform.random else 1,
                 augment_seed=settings.augment_seed,
                 outputs=tuple(self.teacher_outputs_needed),
                 root=root,
@@ -461,10 +487,9 @@ class Engine:
             dataset,
             batch_sampler=batches,
             generator=generator,  # the loader draws its workers' base seed from it, not from torch's
-            num_workers=s.num_workers,
             collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            **loading(self.data.target, self.device, s.num_workers),
         )
 
     def _teacher(self, batch: dict, images: torch.Tensor, needs) -> dict:
@@ -497,7 +522,7 @@ class Engine:
     ):
         """One optimiser step (and one critic step) at `done`, the share of the stage behind us:
         each optimiser's lr is its initial lr x (1 - done) ** its own poly_power."""
-        images = batch["image"].to(self.device, non_blocking=True)
+        images = self._placed(batch["image"])
         masks = batch["mask"].to(self.device, non_blocking=True)
         schedules = [(optimizer, stage.optimizer.poly_power)]
         if critic is not None:
@@ -569,7 +594,7 @@ class Engine:
             want += ("aux_logits",)
         with torch.no_grad():
             for batch in self._loader(index, stage, stage.epochs - 1, global_epoch - 1, train=False):
-                images = batch["image"].to(self.device)
+                images = self._placed(batch["image"])
                 with self._autocast():
                     self.student.forward_parts(self.student.normalize(images), self.student_point, want=want)
         for layer, momentum in zip(norms, momenta, strict=True):
@@ -586,7 +611,7 @@ class Engine:
         error, sums, squares, positions = 0.0, 0.0, 0.0, 0
         with torch.no_grad():
             for batch in loader:
-                images = batch["image"].to(self.device)
+                images = self._placed(batch["image"])
                 teacher = self._teacher(batch, images, ("features",))["features"].double()
                 with self._autocast():
                     student = self.student.forward_parts(
@@ -605,7 +630,15 @@ class Engine:
 
     def fingerprint(self) -> str:
         settings = dataclasses.asdict(self.settings)
-        for machine_only in ("device", "num_workers", "eval_batch_size", "cache"):
+        for machine_only in (
+            "device",
+            "num_workers",
+            "eval_batch_size",
+            "cache",
+            "device_data_share",
+            "channels_last",
+            "compile",
+        ):
             settings.pop(machine_only)
         # amp was a bool (bfloat16 or not) until "fp16" came: checkpoints written before then still resume.
         settings["amp"] = {"bf16": True, "off": False}.get(settings["amp"], settings["amp"])
@@ -645,9 +678,7 @@ class Engine:
 
     def run(self) -> RunResult:
         start = time.perf_counter()
-        self.student.to(self.device)
-        if self.teacher is not None:
-            self.teacher.to(self.device).eval()
+        self._place_models()
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
         )
@@ -679,6 +710,33 @@ class Engine:
             parameter.requires_grad_(id(parameter) in self.trainable_ids)
         self._checkpoint({"stage": len(self.recipe.stages), "epoch": 0, "result": dataclasses.asdict(result)})
         return result
+
+    def _place_models(self) -> None:
+        """Models on the device (in channels-last format, compiled, as the settings say), and the
+        datasets that fit there decoded onto it."""
+        s = self.settings
+        memory_format = torch.channels_last if s.channels_last else torch.preserve_format
+        for model in (self.student, self.teacher):
+            if model is None:
+                continue
+            model.to(self.device, memory_format=memory_format)
+            if s.compile:
+                # Module.compile compiles in place, so state-dict keys stay the model's own.
+                for module in [*model.stages.values(), model.head, getattr(model, "aux_head", None)]:
+                    if module is not None:
+                        module.compile()
+        if self.teacher is not None:
+            self.teacher.eval()
+        roles = ("target", "val", "proximity")
+        self.given_data = self.given_data or self.data  # Resident copies hold their datasets weakly
+        placed = resident([getattr(self.given_data, r) for r in roles], self.device, s.device_data_share)
+        self.data = dataclasses.replace(self.given_data, **dict(zip(roles, placed, strict=True)))
+
+    def _placed(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def _fill_caches(self) -> None:
         for domain, cache in self.caches.items():

@@ -36,6 +36,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kd.data.transforms import FRESH
 from kd.errors import UserInputError
 from kd.metrics import OBJECTIVES
 from kd.models.teacher_training import TRAINABLE as TEACHER_TRAINABLE
@@ -96,7 +97,10 @@ class StudyConfig:
     # methods get the same number of optimiser steps (None: the recipes' own, 100 for every one)
     epochs: int | None = 20
     batch_size: int = 4
-    views: int = 4
+    # "fresh": a new augmentation of every image at every epoch, the teacher run online, as the
+    # reference scripts train; N: a fixed bank of N views per image, whose teacher outputs are
+    # computed once and cached (cheaper where the teacher's forward is dear: CPUs)
+    views: int | str = FRESH
     evaluate: str = "stage"  # after every stage that trains the head: the curves show what stage 3 adds
     # One augmentation family for every method (kd.methods.recipes.AUGMENTATIONS), so that methods
     # compared in the study see the same training views; None: each recipe's own
@@ -109,6 +113,11 @@ class StudyConfig:
     workers_per_trial: int = 1
     num_workers: int = 0  # DataLoader processes per worker (pinned memory on CUDA)
     amp: str = "bf16"  # autocast on CUDA: bf16, fp16 (with a gradient scaler) or off; CPU: always off
+    # A dataset taking at most this share of a trial device's memory is decoded there once per trial
+    # and augmented there (0: decoded by DataLoader workers every epoch)
+    device_data_share: float = 0.25
+    channels_last: bool = False  # student, teacher and images in channels-last memory format
+    compile: bool = False  # torch.compile the student's and teacher's modules (minutes of compiling)
     address: str | None = None  # an existing Ray cluster ("auto" or host:port); None: a local Ray
     # Where trained teachers and teacher-output caches are kept and reused (None: $SEGKD_CACHE, else
     # ~/.cache/segkd, per machine); on a cluster, a folder every node sees, filled once
@@ -152,6 +161,8 @@ PRESETS = {
         "test_images": 4,
         "teacher_epochs": 1,
         "epochs": 3,
+        # A bank, not fresh views: the teacher's outputs are computed once, which keeps the tests'
+        # tiny studies cheap on 2 cores
         "views": 2,
         "batch_size": 4,
     },
@@ -165,6 +176,9 @@ PRESETS = {
     "default": {
         "students": {"ifvd_paper": "sd"},
         "augmentation": "sd",  # and the same training views
+        # A bank of 4 views, not fresh ones: on 2 cores the teacher's forward on every batch would
+        # take the study past its few minutes; the cache computes it once per view
+        "views": 4,
         "space": {m: {"split_point": list(DEEP_SPLIT_POINTS)} for m in ("baseline", "sd", "esd")},
     },
     # The SD paper's protocol on CamVid: binary road against background, the first 64 training images
@@ -197,7 +211,6 @@ PRESETS = {
         "teacher_epochs": 4,
         "epochs": None,
         "batch_size": 4,
-        "views": 2,
     },
     # The IFVD paper's comparison on the 11 CamVid classes: the PSPNet-ResNet18 student alone and
     # distilled by KD, IFVD, SKD and CWD from the same teacher, every test image evaluated.
@@ -222,7 +235,6 @@ PRESETS = {
         # 0.010 val mIoU over the last 5 epochs, the rule's threshold.
         "epochs": 60,
         "batch_size": 8,
-        "views": 2,
     },
 }
 
@@ -320,9 +332,13 @@ def problems(config: StudyConfig) -> list[str]:
         found.append(
             f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(RECIPES)}"
         )
-    for key in ("trials", "seeds", "batch_size", "views", "teacher_epochs"):
+    for key in ("trials", "seeds", "batch_size", "teacher_epochs"):
         if not _whole(getattr(config, key)):
             found.append(f"{key} must be a whole number >= 1, got {getattr(config, key)!r}")
+    if config.views != FRESH and not _whole(config.views):
+        found.append(f"views must be {FRESH!r} or a whole number >= 1, got {config.views!r}")
+    if not (_number(config.device_data_share) and config.device_data_share <= 1):
+        found.append(f"device_data_share must be within [0, 1], got {config.device_data_share!r}")
     if config.epochs is not None and not _whole(config.epochs):
         found.append(
             f"epochs must be a whole number >= 1 (or left out for the recipes' own), got {config.epochs!r}"

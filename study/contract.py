@@ -87,6 +87,7 @@ class TrialReport:
     cpus: float | None = None
     gpus: float | None = None
     precision: str | None = None  # the arithmetic it trained in: fp32, bf16 or fp16 (kd.engine.precision)
+    views: str | None = None  # "fresh" or the number of views in the bank, as text
     error: str | None = None
     students: str | None = None  # the folder of the trained students' weights, seed<k>.pt, on the worker
 
@@ -131,6 +132,7 @@ class TrialReport:
             cpus=self.cpus,
             gpus=self.gpus,
             precision=self.precision,
+            views=self.views,
             predictions=f"{PREDICTIONS}/{choice.key}.npz",
             students=students,
         )

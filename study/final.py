@@ -57,6 +57,7 @@ def score_students(
             mine.append(
                 {**ids, "variant": row["variant"], "seed": seed}
                 | {m: metrics[m] for m in METRICS}
+                | {"views": row.get("views")}
                 | hyperparameters
             )
             images += [{**ids, "seed": seed, "image_id": r["id"], "miou": r["miou"]} for r in per_image]

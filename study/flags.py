@@ -16,6 +16,7 @@ import types
 import typing
 
 from kd.data.class_maps import CLASS_MAPS
+from kd.data.transforms import FRESH
 from study.config import AMP, EVALUATE, SAMPLERS, SCHEDULERS, StudyConfig, flag
 
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -73,11 +74,22 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "each method's epochs over all its stages (an equal budget); default: the preset's",
     ),
     "batch_size": ("training", "the (global) batch size"),
-    "views": ("training", "augmentation views per image in the fixed bank the teacher cache reads"),
+    "views": (
+        "training",
+        "fresh (a new augmentation of every image at every epoch, the teacher online) or N (a fixed "
+        "bank of N views per image, the teacher's outputs cached)",
+    ),
     "evaluate": ("training", "when trials score the validation images: epoch, stage or end"),
     "augmentation": ("training", "one augmentation family for every method (default: each recipe's own)"),
     "amp": ("training", "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or off"),
-    "num_workers": ("training", "DataLoader processes per trial worker"),
+    "num_workers": ("training", "DataLoader processes per trial worker (for data kept off the device)"),
+    "device_data_share": (
+        "training",
+        "data taking at most this share of a trial device's memory is decoded there once and augmented "
+        "there (0: DataLoader workers decode it every epoch)",
+    ),
+    "channels_last": ("training", "channels-last memory format for the networks and images"),
+    "compile": ("training", "torch.compile the student and the teacher"),
     "cpus_per_trial": ("resources", "CPU cores per trial worker"),
     "gpus_per_trial": ("resources", "GPUs per trial worker; fractions share a GPU (0.5: two trials each)"),
     "workers_per_trial": ("resources", "data-parallel workers per trial (Ray Train, DDP)"),
@@ -123,7 +135,20 @@ def _toml(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"expected TOML such as 'esd = {{r = [0.0, 5.0]}}': {err}") from None
 
 
+def _views(text: str) -> int | str:
+    if text.strip() == FRESH:
+        return FRESH
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {FRESH!r} or a whole number of views, got {text!r}"
+        ) from None
+
+
 def _parser_for(kind) -> typing.Callable[[str], object]:
+    if kind == int | str:
+        return _views
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and args:
         return _parser_for(args[0])  # X | None: None is "not given"

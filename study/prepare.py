@@ -278,6 +278,9 @@ def settings_for(config: StudyConfig, seed: int, device: str, evaluate: str | No
         evaluate=evaluate or config.evaluate,
         amp=config.amp,
         num_workers=config.num_workers,
+        device_data_share=config.device_data_share,
+        channels_last=config.channels_last,
+        compile=config.compile,
     )
 
 

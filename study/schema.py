@@ -31,6 +31,7 @@ OUTCOME = (
     "cpus",
     "gpus",
     "precision",  # fp32, bf16 or fp16: parts and resumed studies must not mix them
+    "views",  # what the students trained on: "fresh" (a new view every epoch) or N (a fixed bank)
     "predictions",
     "overrides",
     "students",
@@ -39,7 +40,7 @@ TRIAL_COLUMNS = (*IDENTITY, "split_point", *OUTCOME)
 # split: "val" (every trial, what selects) or "test" (each variant's chosen trial, scored once at the end)
 PER_IMAGE_COLUMNS = ("trial_id", "method", "split", "seed", "image_id", "miou")
 # final.parquet: each variant's chosen trial, every seed scored on the test images
-FINAL_COLUMNS = ("method", "variant", "trial_id", "seed", *METRICS)
+FINAL_COLUMNS = ("method", "variant", "trial_id", "seed", *METRICS, "views")
 CURVE_COLUMNS = (
     "trial_id",
     "method",

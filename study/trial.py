@@ -107,7 +107,7 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
             cache_root=cache_folders(config)[1],
         )
         result = engine.run()
-        report.precision = engine.precision
+        report.precision, report.views = engine.precision, str(config.views)
         finals.append(result.final)
         stages.append(result.stages)
         report.per_image += [{"seed": seed, **row} for row in result.per_image]

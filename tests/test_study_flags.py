@@ -53,4 +53,4 @@ def test_a_malformed_flag_is_refused_naming_the_form(argv, words, capsys):
 def test_a_bad_setting_names_its_flag_and_study_file_key(tmp_path, capsys):
     assert main(["--preset", "smoke", "--views", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "views must be a whole number >= 1, got 0 [--views, or views in the study file]" in err
+    assert "views must be 'fresh' or a whole number >= 1, got 0 [--views, or views in the study file]" in err

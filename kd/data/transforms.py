@@ -22,6 +22,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+# `views = FRESH`: a new view of every image at every epoch, as the reference training scripts draw;
+# `views = N`: a fixed bank of N views per image, which a teacher-output cache can hold
+FRESH = "fresh"
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -41,12 +44,15 @@ class Augmentation:
     """The random steps of a training transform, in PairedTransform's order: `scale`, a (low, high)
     range from which one factor is drawn uniformly to rescale image and mask; `crop`, a random
     (height, width) window, the image padded with `fill` (uint8 RGB) and the mask with the ignore
-    value where it is smaller; `hflip`, a horizontal flip with probability 0.5."""
+    value where it is smaller; `hflip`, a horizontal flip with probability 0.5; `jitter`, photometric
+    jitter of the image alone: brightness, contrast and saturation factors drawn from
+    [1 - jitter, 1 + jitter] (0: none)."""
 
     scale: tuple[float, float] | None = None
     crop: tuple[int, int] | None = None
     hflip: bool = False
     fill: int | tuple[int, int, int] = 0
+    jitter: float = 0.0
 
 
 class RandomScale(v2.Transform):
@@ -86,12 +92,14 @@ class MaxPool2x(v2.Transform):
 
 
 class PairedTransform:
-    """Resize -> random scale -> random crop -> horizontal flip -> float in [0, 1] -> 2x max-pool
-    -> normalise.
+    """Resize -> random scale -> random crop -> horizontal flip -> photometric jitter -> float in
+    [0, 1] -> 2x max-pool -> normalise.
 
-    Every step is optional. `resize` and `crop` are (height, width); `scale`, `crop`, `hflip` and
-    `fill` are an Augmentation's (from_augmentation). Crops larger than the image pad it (image
-    with `fill`, mask with the ignore value).
+    Every step is optional. `resize` and `crop` are (height, width); `scale`, `crop`, `hflip`,
+    `fill` and `jitter` are an Augmentation's (from_augmentation). Crops larger than the image pad
+    it (image with `fill`, mask with the ignore value). The samples may live on any device (see
+    kd.data.resident): every step runs there, with its random draws on the CPU generator, so a view
+    is the same wherever it is computed.
     """
 
     def __init__(
@@ -107,6 +115,7 @@ class PairedTransform:
         scale: tuple[float, float] | None = None,
         fill: int | tuple[int, int, int] = 0,
         channels: str = "rgb",
+        jitter: float = 0.0,
     ):
         if scale is not None and crop is None:
             raise ValueError("a random scale needs a crop, so that every view of an image has one size")
@@ -120,6 +129,8 @@ class PairedTransform:
             steps.append(v2.RandomCrop(tuple(crop), pad_if_needed=True, fill=fills))
         if hflip:
             steps.append(v2.RandomHorizontalFlip(p=0.5))
+        if jitter:
+            steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
         steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
         if max_pool:
             steps.append(MaxPool2x())
@@ -127,7 +138,7 @@ class PairedTransform:
             if channels == "bgr":  # networks trained on OpenCV-decoded images; mean and std in BGR order
                 steps.append(v2.Lambda(to_bgr, tv_tensors.Image))
             steps.append(v2.Normalize(mean=list(mean), std=list(std)))
-        self.random = crop is not None or hflip
+        self.random = crop is not None or hflip or bool(jitter)
         self.normalizes = normalize
         self.fill = fill
         self.pipeline = v2.Compose(steps)
@@ -156,11 +167,14 @@ class PairedTransform:
 
 
 class Augmented(torch.utils.data.Dataset):
-    """A dataset seen through a PairedTransform, with a fixed bank of views per image.
+    """A dataset seen through a PairedTransform, with fresh views or a fixed bank of them.
 
-    With `views=None` every epoch draws a fresh view (view index = epoch). With `views=V`
-    each epoch picks, per image, one of V views deterministically from (seed, epoch,
-    index), so a cache of V teacher outputs per image covers every epoch.
+    With `views=FRESH` (or None) every epoch draws a fresh view of every image (view index =
+    epoch), from a seed derived from (`seed`, `choice_seed`): each training seed sees its own
+    views, and two recipes with one transform and one training seed see the same ones. With
+    `views=V` each epoch picks, per image, one of V views deterministically from (choice_seed,
+    epoch, index) out of a bank drawn from `seed`, so a cache of V teacher outputs per image covers
+    every epoch.
     """
 
     def __init__(
@@ -171,12 +185,16 @@ class Augmented(torch.utils.data.Dataset):
         views: int | None = None,
         choice_seed: int | None = None,
     ):
+        views = None if views == FRESH else views
         if views is not None and views < 1:
-            raise ValueError(f"views must be at least 1 (or None for a fresh view every epoch), got {views}")
-        self.dataset, self.transform, self.seed, self.views = dataset, transform, seed, views
+            raise ValueError(
+                f"views must be at least 1 (or {FRESH!r} for a fresh view every epoch), got {views}"
+            )
+        self.dataset, self.transform, self.views = dataset, transform, views
         # The bank (seed) can stay fixed across training seeds, so one teacher cache serves them
         # all, while each training seed still picks its own sequence of views (choice_seed).
         self.choice_seed = seed if choice_seed is None else choice_seed
+        self.seed = seed if views is not None or choice_seed is None else view_seed(seed, choice_seed, 0)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
