@@ -50,3 +50,20 @@ def check_output(parser: argparse.ArgumentParser, path: str | None, flag: str = 
     folder = Path(path).resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         parser.error(f"{flag} {path}: cannot write into {folder}; make the folder or choose another path")
+
+
+def device_name(device: str | torch.device | None = None) -> str:
+    """The GPU's name, or the CPU's model from /proc/cpuinfo: what a figure was measured on."""
+    if (device is None and torch.cuda.is_available()) or (
+        device is not None and torch.device(device).type == "cuda"
+    ):
+        return torch.cuda.get_device_name(torch.device(device or "cuda"))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    import platform
+
+    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"

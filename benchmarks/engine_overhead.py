@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import InMemory, device_of, synchronize  # noqa: E402
+from common import InMemory, device_name, device_of, synchronize  # noqa: E402
 
 from kd.data import Augmented, PairedTransform, SyntheticRoadScenes  # noqa: E402
 from kd.engine import Engine, RunData, RunSettings, collate  # noqa: E402
@@ -134,6 +134,7 @@ def main(argv=None) -> dict:
         "ratio": engine_step / plain,
         "goal": f"ratio <= {1 + GOAL_OVERHEAD}",
         "met": overhead <= GOAL_OVERHEAD,
+        "device": device_name(device),
         "setup": f"{args.student}, {args.images} images {height}x{width}, batch {args.batch_size}, {device}",
     }
 

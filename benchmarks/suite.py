@@ -4,12 +4,16 @@
     python -m benchmarks.suite --only engine,cache,orchestration
     python -m benchmarks.suite --only study_times --readme   # time the studies, then update the README
     python -m benchmarks.suite --readme        # the README's times table from the newest results only
+    python -m benchmarks.suite --only engine,cache,reference_loop,fractional_gpus,preset_times --deadline 480
 
 Figures that compare two things are measured side by side in this one run and reported as
 a ratio. Goals: engine within 5 % of a plain loop; SD stage 1 at least 3x faster with the
-teacher cache; orchestration under 1.5 s per trial beyond the trials' own work; the default
-study under 4 GiB of memory. GPU figures (fractional GPUs) are skipped, with the reason,
-on a machine without one.
+teacher cache; SegKD at least 2x the steps per second of a loop written as the reference
+scripts are (a GPU goal); 4 trials sharing a GPU at least 2.5x the trials per hour of one at a
+time; orchestration under 1.5 s per trial beyond the trials' own work; the default study under
+4 GiB of memory. GPU figures (fractional GPUs, preset times) are skipped, with the reason, on a
+machine without one. The results file names the device (the GPU, else the CPU model) and torch's
+version, and is rewritten after every figure: a run stopped early keeps the figures it finished.
 """
 
 from __future__ import annotations
@@ -32,16 +36,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine_overhead  # noqa: E402
 import readme_times  # noqa: E402
+import reference_loop as reference  # noqa: E402
 import teacher_cache  # noqa: E402
+from common import device_name  # noqa: E402
 from readme_times import duration  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_ORCHESTRATION_S = 1.5
 GOAL_MEMORY_GIB = 4.0
+GOAL_SHARED_GPU = 2.5  # trials per hour, 4 trials sharing one GPU against one at a time
 SD_PAPER_FLOPS_SHARE = 0.418
 # A study that runs this long is stuck (the default takes minutes, even on 2 busy cores)
 STUDY_TIMEOUT_S = 3 * 3600
+# preset_times: camvid-11 as it stands takes about 10 minutes at 180x240 on one GPU (tools/offline_gpu);
+# a short GPU session measures it cut to this (--preset-full: as it stands)
+PRESET_SHORT = ["--epochs", "3", "--seeds", "1", "--teacher-epochs", "2"]
+PRESET_SIZES = ("180,240", "360,480")
+# When the run must end (time.monotonic(); None: no deadline): studies are stopped at it, and
+# figures not yet started are skipped
+DEADLINE: float | None = None
 TEACHER_EPOCH = re.compile(r"^teacher (\S+): epoch \d+/(\d+) loss \S+ \(([\d.]+) s\)$", re.M)
 
 
@@ -102,44 +116,70 @@ def orchestration(trials: int = 8) -> dict:
     }
 
 
+def _seconds_left() -> float:
+    return STUDY_TIMEOUT_S if DEADLINE is None else min(STUDY_TIMEOUT_S, DEADLINE - time.monotonic())
+
+
 def fractional_gpus() -> dict:
+    """Trials per hour of the smoke preset's trials, 4 sharing one GPU (0.25 each) against one at a time."""
     if not torch.cuda.is_available():
         print("fractional GPUs: skipped: no GPU on this machine")
-        return {"skipped": "no GPU on this machine"}
-    rates = {}
-    for share in (1.0, 0.5, 0.25):
+        return {"skipped": "no GPU on this machine", "goal": f"ratio >= {GOAL_SHARED_GPU}"}
+    trials, runs = 8, {}
+    for share in (1.0, 0.25):
+        args = ["--preset", "smoke", "--trials", str(trials), "--methods", "baseline"]
         with tempfile.TemporaryDirectory() as out:
-            started = time.perf_counter()
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "study.run",
-                    "--preset",
-                    "smoke",
-                    "--out",
-                    out,
-                    "--trials",
-                    "8",
-                    "--gpus-per-trial",
-                    str(share),
-                    "--methods",
-                    "baseline",
-                ],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                return {"error": done.stderr[-2000:]}
-            rates[share] = 8 / (time.perf_counter() - started) * 3600
+            run = _timed_study([*args, "--gpus-per-trial", str(share)], Path(out), timeout=_seconds_left())
+        if run.get("wall_s") is None:
+            return {"skipped": f"{share:g} GPU per trial: {run['skipped']}", "runs": runs}
+        # The trials' phase: the preparation (teacher, caches) is the same whatever the share
+        run["trials_per_hour"] = run["trials"] / run["fit_s"] * 3600
+        runs[str(share)] = run
+    ratio = runs["0.25"]["trials_per_hour"] / runs["1.0"]["trials_per_hour"]
     print(
-        "fractional GPUs: trials per hour " + ", ".join(f"{k:g} GPU each: {v:.0f}" for k, v in rates.items())
+        f"fractional GPUs on {device_name()}: trials per hour, one at a time "
+        f"{runs['1.0']['trials_per_hour']:.0f}, 4 sharing the GPU {runs['0.25']['trials_per_hour']:.0f}: "
+        f"{ratio:.2f}x (goal >= {GOAL_SHARED_GPU}x), CUDA MPS {'on' if _mps() else 'off'}"
     )
     return {
-        "trials_per_hour": {str(k): v for k, v in rates.items()},
-        "ratio_half_vs_whole": rates[0.5] / rates[1.0],
+        "trials_per_hour": {share: run["trials_per_hour"] for share, run in runs.items()},
+        "ratio": ratio,
+        "goal": f"ratio >= {GOAL_SHARED_GPU}",
+        "met": ratio >= GOAL_SHARED_GPU,
+        "mps": _mps(),
+        "runs": runs,
+        "setup": f"python -m study.run {' '.join(args)} --gpus-per-trial 1.0 | 0.25; trials per hour "
+        "from the trials' phase (timing.json fit_s)",
     }
+
+
+def preset_times(full: bool = False) -> dict:
+    """Wall time of the camvid-11 preset at 180x240 and 360x480, trials sharing one GPU (0.25 each)."""
+    if not torch.cuda.is_available():
+        print("preset times: skipped: no GPU on this machine")
+        return {"skipped": "no GPU on this machine"}
+    from kd.data import locate_camvid
+
+    camvid = locate_camvid()
+    if camvid is None or not (camvid / "train").is_dir():
+        print("preset times: skipped: CamVid not found (set SEGKD_CAMVID)")
+        return {"skipped": "CamVid not found: set SEGKD_CAMVID to its folder"}
+    cut = [] if full else PRESET_SHORT
+    figures = {"shortened": " ".join(cut) or None, "data": str(camvid), "mps": _mps()}
+    for size in PRESET_SIZES:
+        args = ["--preset", "camvid-11", "--image-size", size, "--gpus-per-trial", "0.25", *cut]
+        with tempfile.TemporaryDirectory() as out:
+            figures[size] = {"command": "python -m study.run " + " ".join(args)}
+            figures[size].update(_timed_study(args, Path(out), timeout=_seconds_left()))
+        run = figures[size]
+        took = f"skipped: {run['skipped']}" if run.get("wall_s") is None else duration(run["wall_s"])
+        print(f"preset times: camvid-11 at {size}" + (f" ({' '.join(cut)})" if cut else "") + f": {took}")
+    return figures
+
+
+def _mps() -> bool:
+    """Whether a CUDA MPS control daemon is listening where this process's CUDA clients would look."""
+    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()
 
 
 def student_vs_teacher() -> dict:
@@ -244,8 +284,11 @@ def default_study_memory() -> dict:
     }
 
 
-def _timed_study(args: list[str], out: Path) -> dict:
-    """One `python -m study.run` as a user starts it: a new process, its own Ray, an empty teacher cache."""
+def _timed_study(args: list[str], out: Path, timeout: float = STUDY_TIMEOUT_S) -> dict:
+    """One `python -m study.run` as a user starts it: a new process, its own Ray, an empty teacher cache;
+    stopped after `timeout` seconds."""
+    if timeout <= 0:
+        return {"skipped": "the run's deadline had passed", "load_at_start": os.getloadavg()[0]}
     env = {
         **os.environ,
         # A fresh cache: a warm one skips the teacher's training, and a first run is what users meet
@@ -265,15 +308,13 @@ def _timed_study(args: list[str], out: Path) -> dict:
             start_new_session=True,
         )
         try:
-            code = study.wait(timeout=STUDY_TIMEOUT_S)
+            code = study.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(study.pid, signal.SIGINT)  # the study shuts its Ray down on Ctrl-C
-            try:
-                study.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(study.pid, signal.SIGKILL)
-                study.wait()
-            return {"skipped": f"still running after {STUDY_TIMEOUT_S} s; stopped", "load_at_start": load}
+            _stop(study)
+            return {"skipped": f"still running after {timeout:.0f} s; stopped", "load_at_start": load}
+        except BaseException:  # Ctrl-C, or a hard deadline: the study has its own session and would stay
+            _stop(study)
+            raise
     wall = time.perf_counter() - started
     text = log.read_text()
     if code != 0:
@@ -303,6 +344,15 @@ def _timed_study(args: list[str], out: Path) -> dict:
     else:
         figures["teacher_head"] = {"skipped": "the study's log shows no teacher training"}
     return figures
+
+
+def _stop(study: subprocess.Popen) -> None:
+    os.killpg(study.pid, signal.SIGINT)  # the study shuts its Ray down on Ctrl-C
+    try:
+        study.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(study.pid, signal.SIGKILL)
+        study.wait()
 
 
 def _camvid_sd(run: str | None) -> dict:
@@ -341,7 +391,7 @@ def study_times(camvid_sd_run: str | None = None) -> dict:
     figures = {}
     for key, args in (("smoke", ["--preset", "smoke"]), ("default", [])):
         with tempfile.TemporaryDirectory() as out:
-            figures[key] = _timed_study(args, Path(out))
+            figures[key] = _timed_study(args, Path(out), timeout=_seconds_left())
         study = figures[key]
         if study.get("wall_s") is None:
             print(f"study_times: {key}: skipped: {study['skipped']}")
@@ -365,7 +415,9 @@ FIGURES = {
     "engine": engine,
     "cache": cache,
     "orchestration": orchestration,
+    "reference_loop": lambda: reference.main([]),
     "fractional_gpus": fractional_gpus,
+    "preset_times": preset_times,
     "student_vs_teacher": student_vs_teacher,
     "memory": default_study_memory,
     "study_times": study_times,
@@ -377,15 +429,35 @@ def markdown(results: dict) -> str:
     rows = {
         "engine": lambda r: (
             f"engine {r['engine_ms_per_step']:.1f} vs plain {r['plain_ms_per_step']:.1f} ms/step "
-            f"(ratio {r['ratio']:.3f})"
+            f"(ratio {r['ratio']:.3f}) on {r.get('device', 'an unrecorded device')}"
         ),
         "cache": lambda r: (
             f"{r['seconds_per_epoch_without_cache']:.2f} / {r['seconds_per_epoch_with_cache']:.2f} "
-            f"s/epoch = {r['ratio']:.1f}x; teacher forwards per study "
-            f"{r['teacher_forwards_per_study_without_cache']} vs {r['teacher_forwards_per_study_with_cache']}"
+            f"s/epoch = {r['ratio']:.1f}x on {r.get('device', 'an unrecorded device')}; teacher forwards per "
+            f"study {r['teacher_forwards_per_study_without_cache']} vs "
+            f"{r['teacher_forwards_per_study_with_cache']}"
         ),
         "orchestration": lambda r: f"{r['overhead_s_per_trial']:.2f} s per trial",
-        "fractional_gpus": lambda r: r.get("skipped") or str(r.get("trials_per_hour")),
+        "reference_loop": lambda r: (
+            f"SegKD {r['segkd_steps_per_s']:.2f} vs plain {r['plain_steps_per_s']:.2f} steps/s = "
+            f"{r['ratio']:.2f}x on {r['device']} ({r['setup']}; {r['data']})"
+            + ("" if r["met"] is not None else "; a GPU goal, not judged on a CPU")
+        ),
+        "fractional_gpus": lambda r: (
+            f"{r['trials_per_hour']['0.25']:.0f} trials/h at 0.25 GPU each vs "
+            f"{r['trials_per_hour']['1.0']:.0f} at 1.0 = {r['ratio']:.2f}x "
+            f"(CUDA MPS {'on' if r['mps'] else 'off'})"
+        ),
+        "preset_times": lambda r: (
+            "camvid-11"
+            + (f" cut to {r['shortened']}" if r["shortened"] else "")
+            + f", 0.25 GPU per trial, MPS {'on' if r['mps'] else 'off'}: "
+            + "; ".join(
+                f"{size} {duration(r[size]['wall_s']) if r[size].get('wall_s') else r[size]['skipped']}"
+                for size in PRESET_SIZES
+                if size in r
+            )
+        ),
         "student_vs_teacher": lambda r: (
             f"FLOPs {r['flops_share']:.1%} of the teacher (paper 41.8 %), latency {r['latency_share']:.1%}"
         ),
@@ -399,6 +471,9 @@ def markdown(results: dict) -> str:
         if "error" in result:
             lines.append(f"| {name} | error: {result['error'][:100]} | | |")
             continue
+        if isinstance(result.get("skipped"), str):
+            lines.append(f"| {name} | skipped: {result['skipped']} | {result.get('goal', '')} | |")
+            continue
         met = result.get("met")
         lines.append(
             f"| {name} | {rows[name](result)} | {result.get('goal', '')} | "
@@ -408,6 +483,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    global DEADLINE
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -424,7 +500,21 @@ def main(argv=None) -> int:
         help="study_times: a finished camvid-sd run folder (or its timing.json) to read that preset's time "
         "from; it is never run here",
     )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="end the run this many seconds from now: studies running then are stopped (their figure says "
+        "so), figures not started are skipped; the results file keeps every finished figure",
+    )
+    parser.add_argument(
+        "--preset-full",
+        action="store_true",
+        help=f"preset_times: run camvid-11 as it stands, not cut to {' '.join(PRESET_SHORT)}",
+    )
     args = parser.parse_args(argv)
+    if args.deadline is not None:
+        DEADLINE = time.monotonic() + args.deadline
     if args.readme and not args.only:
         return _readme()
     names = args.only.split(",") if args.only else list(FIGURES)
@@ -433,31 +523,48 @@ def main(argv=None) -> int:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     results = {
         "machine": {
+            "device": device_name(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             "cpus": torch.get_num_threads(),
             "cores": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__,
         },
         "code": _code(),
+        "figures": {},
     }
-    figures = {}
-    for name in names:
-        print(f"--- {name}")
-        try:
-            options = {"camvid_sd_run": args.camvid_sd_run} if name == "study_times" else {}
-            figures[name] = FIGURES[name](**options)
-        except Exception as err:  # one broken figure must not lose the others
-            figures[name] = {"error": f"{type(err).__name__}: {err}"}
-            print(f"{name}: error: {err}")
-    results["figures"] = figures
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M%S")
-    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    table = markdown(figures)
-    (RESULTS / f"{stamp}.md").write_text(table)
-    print(table)
+    for name in names:
+        print(f"--- {name}")
+        if DEADLINE is not None and time.monotonic() >= DEADLINE:
+            results["figures"][name] = {"skipped": f"the run's deadline ({args.deadline:g} s) had passed"}
+            print(f"{name}: skipped: the deadline had passed")
+        else:
+            try:
+                options = {"camvid_sd_run": args.camvid_sd_run} if name == "study_times" else {}
+                options = {"full": args.preset_full} if name == "preset_times" else options
+                results["figures"][name] = FIGURES[name](**options)
+            except Exception as err:  # one broken figure must not lose the others
+                results["figures"][name] = {"error": f"{type(err).__name__}: {err}"}
+                print(f"{name}: error: {err}")
+        _write(stamp, results)  # after every figure: a run stopped early keeps what it measured
+    print(markdown(results["figures"]))
     print(f"written: {RESULTS / stamp}.json and .md")
     return _readme() if args.readme else 0
+
+
+def _write(stamp: str, results: dict) -> None:
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    machine, code = results["machine"], results["code"]
+    header = (
+        f"Device: {machine['device']}; torch {machine['torch']}"
+        + (f" (CUDA {machine['cuda']})" if machine["cuda"] else "")
+        + f"; {machine['cores']} cores; commit {(code['commit'] or 'unknown')[:12]}"
+        + (f" with {len(code['changed_files'])} changed files" if code["changed_files"] else "")
+        + f"; {stamp}\n\n"
+    )
+    (RESULTS / f"{stamp}.md").write_text(header + markdown(results["figures"]))
 
 
 def _code() -> dict:

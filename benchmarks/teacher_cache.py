@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import InMemory, device_of, median_after_warmup  # noqa: E402
+from common import InMemory, device_name, device_of, median_after_warmup  # noqa: E402
 
 from kd.data import PairedTransform, SyntheticRoadScenes  # noqa: E402
 from kd.engine import Engine, RunData, RunSettings  # noqa: E402
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
             )
     speedup = timings["without cache"] / timings["with cache"]
     print(
-        f"  speedup per epoch: {speedup:.1f}x (goal >= {GOAL_SPEEDUP:g}x): "
+        f"  speedup per epoch on {device_name(device)}: {speedup:.1f}x (goal >= {GOAL_SPEEDUP:g}x): "
         f"{'met' if speedup >= GOAL_SPEEDUP else 'NOT met'}"
     )
 
@@ -140,6 +140,7 @@ def main(argv=None) -> dict:
         "met": speedup >= GOAL_SPEEDUP,
         "teacher_forwards_per_study_without_cache": without,
         "teacher_forwards_per_study_with_cache": with_cache,
+        "device": device_name(device),
         "setup": f"{args.recipe}, teacher {args.teacher}, student {args.student}, {args.images} images "
         f"{height}x{width}, batch {args.batch_size}, {device}",
     }
