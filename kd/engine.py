@@ -97,7 +97,8 @@ class RunSettings:
     # augmented there (0: decoded every epoch by DataLoader workers)
     device_data_share: float = 0.25
     channels_last: bool = False  # student, teacher and images in channels-last memory format
-    compile: bool = False  # torch.compile the student's and the teacher's modules
+    # torch.compile the student's and the teacher's modules: True (inductor) or a backend's name
+    compile: bool | str = False
 
     def problems(self) -> list[str]:
         found = []
@@ -724,7 +725,7 @@ class Engine:
                 # Module.compile compiles in place, so state-dict keys stay the model's own.
                 for module in [*model.stages.values(), model.head, getattr(model, "aux_head", None)]:
                     if module is not None:
-                        module.compile()
+                        module.compile(**({"backend": s.compile} if isinstance(s.compile, str) else {}))
         if self.teacher is not None:
             self.teacher.eval()
         roles = ("target", "val", "proximity")

@@ -36,12 +36,12 @@ def device_memory(device: str | torch.device) -> int:
 
 
 def decoded_bytes(dataset) -> int:
-    """What `dataset` takes decoded (uint8 images, int64 masks), estimated from its first sample."""
+    """What `dataset` takes decoded (uint8 images and masks), estimated from its first sample."""
     if len(dataset) == 0:
         return 0
     sample = dataset[0]
     per_image = sample["image"].numel() * sample["image"].element_size()
-    per_image += sample["mask"].numel() * sample["mask"].element_size()
+    per_image += sample["mask"].numel() * _compact(sample["mask"]).element_size()
     return per_image * len(dataset)
 
 
@@ -59,7 +59,7 @@ class Resident(torch.utils.data.Dataset):
                 {
                     **sample,
                     "image": tv_tensors.Image(sample["image"].to(self.device)),
-                    "mask": tv_tensors.Mask(sample["mask"].to(self.device)),
+                    "mask": _compact(sample["mask"]).to(self.device),
                 }
             )
 
@@ -67,7 +67,8 @@ class Resident(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        return self.samples[index]
+        sample = self.samples[index]
+        return {**sample, "mask": tv_tensors.Mask(sample["mask"].long())}
 
     def __getattr__(self, name: str):
         if name.startswith("_") or name in ("samples", "device"):
@@ -88,6 +89,14 @@ class Resident(torch.utils.data.Dataset):
         return (_same, (self.dataset,))
 
 
+def _compact(mask: torch.Tensor) -> torch.Tensor:
+    # Labels and the ignore value fit a byte in every label set SegKD knows; a mask that does not
+    # keeps its dtype. Masks are widened again per sample, so both paths transform the same values.
+    if mask.numel() and 0 <= int(mask.min()) and int(mask.max()) <= 255:
+        return mask.to(torch.uint8)
+    return mask
+
+
 def _same(dataset):
     return dataset
 
@@ -99,7 +108,9 @@ def resident(datasets: list, device: str | torch.device, share: float) -> list:
     None entries stay None."""
     present = [d for d in datasets if d is not None and not isinstance(d, Resident)]
     device = torch.device(device)
-    if not present or share <= 0 or sum(map(decoded_bytes, present)) > share * device_memory(device):
+    made = all((id(d), str(device)) in _COPIES for d in present)
+    too_big = not made and sum(map(decoded_bytes, present)) > share * device_memory(device)
+    if not present or share <= 0 or too_big:
         return list(datasets)
     return [_copy(d, device) if d is not None and not isinstance(d, Resident) else d for d in datasets]
 
