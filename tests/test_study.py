@@ -35,7 +35,7 @@ def test_smoke_study_writes_the_tables(smoke_run):
     run_dir = smoke_run
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique
-    assert set(trials["status"]) == {"completed"}
+    assert set(trials["status"]) == {"completed"} and set(trials["views"]) == {"2"}  # the smoke bank
     for column in (
         "trial_id",
         "method",
@@ -247,6 +247,7 @@ def test_the_study_writes_its_report_and_it_draws_in_a_browser(smoke_run):
     report = smoke_run / "report.html"
     text = report.read_text()
     assert "Study smoke" in text and "HP-Acc against Var" in text and "Segmentation samples" in text
+    assert "<dt>training views</dt><dd>a fixed bank of 2 augmented views per image" in text
     done = _headless(_chromium(), "--dump-dom", report.as_uri())
     values = dict(re.findall(r'data-(figures|errors|expected)="(\d+)"', done.stdout))
     assert values["errors"] == "0" and int(values["figures"]) == int(values["expected"]) > 0

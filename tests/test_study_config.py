@@ -191,6 +191,13 @@ def test_camvid_presets_find_the_data_and_validate(preset, camvid_root):
     assert study_config.validate(config).methods == config.methods
 
 
+def test_presets_train_on_fresh_views_unless_they_say_why_not():
+    # the references draw a new view of every image at every iteration; a bank only where a
+    # preset's few minutes on 2 cores need the teacher cache
+    assert study_config.resolve("camvid-sd").views == study_config.resolve("camvid-11").views == "fresh"
+    assert study_config.resolve("default").views == 4 and study_config.resolve("smoke").views == 2
+
+
 def test_camvid_sd_preset_follows_the_sd_protocol(camvid_root):
     config = study_config.resolve("camvid-sd")
     assert (config.label_set, config.target_images, config.proximity_images) == ("binary", 64, None)
