@@ -594,7 +594,8 @@ class Engine:
         if any(m is aux_head for m in trained):  # else its BatchNorm would keep the reset statistics
             want += ("aux_logits",)
         with torch.no_grad():
-            for batch in self._loader(index, stage, stage.epochs - 1, global_epoch - 1, train=False):
+            read = dataclasses.replace(stage, stream=stage.batchnorm_stream or stage.stream)
+            for batch in self._loader(index, read, stage.epochs - 1, global_epoch - 1, train=False):
                 images = self._placed(batch["image"])
                 with self._autocast():
                     self.student.forward_parts(self.student.normalize(images), self.student_point, want=want)

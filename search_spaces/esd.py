@@ -16,3 +16,10 @@ from search_spaces.base import Float, Param, register
 @register("esd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {**sd.params(split_points), "r": Float(0.0, 10.0, target="r", default=1.0)}
+
+
+@register("sd_adabn")
+def adabn_params(split_points: list[str]) -> dict[str, Param]:
+    """ESD's control (kd.methods.recipes.sd_adabn) takes ESD's parameters: r sets whose images
+    its BatchNorm statistics come from."""
+    return params(split_points)

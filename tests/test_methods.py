@@ -177,8 +177,8 @@ def test_the_old_name_of_r_is_an_unknown_field_whose_message_names_r():
 
 
 def test_recipes_say_what_data_they_need():
-    assert build_recipe("esd").needs_proximity and not build_recipe("sd").needs_proximity
-    assert not any(build_recipe(name).needs_proximity for name in RECIPES if name != "esd")
+    mixed = {"esd", "sd_adabn"}  # ESD and its control read the target + proximity stream
+    assert all(build_recipe(name).needs_proximity == (name in mixed) for name in RECIPES)
     assert build_recipe("sd").needs_teacher and build_recipe("sd").teacher_terms == {"feature": ("features",)}
     assert not build_recipe("baseline").needs_teacher and not build_recipe("ftt").needs_teacher
     assert build_recipe("ifvd").teacher_terms == {"adv": ("logits",), "ifv": ("features",), "kd": ("logits",)}

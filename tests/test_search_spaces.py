@@ -10,7 +10,7 @@ from search_spaces.base import resolve
 from study.space import resolve_space
 
 POINTS = ["stage3", "stage5", "stage7"]
-SPLIT_METHODS = {"baseline", "ftt", "sd", "esd"}
+SPLIT_METHODS = {"baseline", "ftt", "sd", "esd", "sd_adabn"}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -205,13 +205,15 @@ def test_suggested_choices_build_valid_recipes(method):
         assert choice.method == method and (point in POINTS) == (method in SPLIT_METHODS)
         assert point is None or point == trial.params[f"{method}.split_point"]
         build_recipe(method, choice.recipe_overrides)
-        fixed = {"feature.optimizer": "adam"} if method in {"sd", "esd"} else {}  # unsearched, at its default
+        fixed = (
+            {"feature.optimizer": "adam"} if method in {"sd", "esd", "sd_adabn"} else {}
+        )  # unsearched, at its default
         assert len(choice.recipe_overrides) == len(trial.params) - (point is not None) + len(fixed)
         assert fixed.items() <= choice.recipe_overrides.items()
         # the SD student's capacity is fixed at the default variant unless a study asks to search it
         assert choice.student_options == (
             {"groups": "table", "output_stride": "teacher", "head_width": 512, "head_groups": "gcd"}
-            if method in {"baseline", "sd", "esd"}
+            if method in {"baseline", "sd", "esd", "sd_adabn"}
             else {}
         )
 

@@ -50,6 +50,7 @@ def describe(recipe: Recipe) -> str:
             f"  {stage.name}: {losses}; trains {'+'.join(stage.train)}; {stage.epochs} epochs on {stream}; "
             + _optimizer_text(stage.optimizer)
             + (f"; batchnorm {stage.batchnorm}" if stage.batchnorm != "train" else "")
+            + (f" over mix r={stage.r:g}" if stage.batchnorm_stream == "mix" else "")
             + (
                 f"; stops after {stage.patience} epochs without a {stage.min_delta:g} gain"
                 if stage.patience

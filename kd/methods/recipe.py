@@ -104,6 +104,14 @@ class Stage:
     min_delta: float = 0.01
     batchnorm: str = "precise"
     mix_epoch: str = "target"
+    # The stream the precise-BatchNorm pass reads when it is not the stage's own: "mix" recomputes
+    # the statistics over ESD's target + proximity stream at ratio r (an AdaBN control for ESD).
+    batchnorm_stream: str | None = None
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the stage reads ESD's mixed stream, to train or to recompute BatchNorm."""
+        return "mix" in (self.stream, self.batchnorm_stream)
 
     def active_losses(self) -> dict[str, float]:
         return {name: weight for name, weight in self.losses.items() if weight != 0}
@@ -137,7 +145,7 @@ class Recipe:
     @property
     def needs_proximity(self) -> bool:
         """Whether some stage reads the mixed stream, i.e. needs proximity images."""
-        return any(stage.stream == "mix" for stage in self.stages)
+        return any(stage.mixed for stage in self.stages)
 
     @property
     def teacher_terms(self) -> dict[str, tuple[str, ...]]:
@@ -196,7 +204,15 @@ class Recipe:
             if stage.stream not in STREAMS:
                 problems.append(f"{where}: stream must be one of {', '.join(STREAMS)}, got {stage.stream!r}")
             # The one user-facing check of r: kd.data.esd only asserts it.
-            if stage.stream == "mix" and not (
+            if stage.batchnorm_stream is not None and (
+                stage.batchnorm_stream not in STREAMS or stage.batchnorm != "precise"
+            ):
+                problems.append(
+                    f"{where}: batchnorm_stream must be one of {', '.join(STREAMS)} with batchnorm "
+                    f"'precise' (the pass that reads it), got {stage.batchnorm_stream!r} with "
+                    f"{stage.batchnorm!r}"
+                )
+            if stage.mixed and not (
                 isinstance(stage.r, (int, float))
                 and not isinstance(stage.r, bool)
                 and math.isfinite(stage.r)
@@ -300,7 +316,7 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
     if key == "total_epochs":
         return dataclasses.replace(recipe, stages=_share(stages, value, key))
     if key == "r":
-        mixed = [i for i, s in enumerate(stages) if s.stream == "mix"]
+        mixed = [i for i, s in enumerate(stages) if s.mixed]
         if not mixed:
             raise UserInputError(
                 f"override 'r': recipe {recipe.name!r} has no stage reading the mixed ESD stream."

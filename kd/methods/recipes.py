@@ -145,6 +145,22 @@ def esd(r: float = 1.0, epochs: tuple[int, int, int] = SD_STAGE_EPOCHS) -> Recip
     )
 
 
+@register_recipe("sd_adabn")
+def sd_adabn(r: float = 1.0, epochs: tuple[int, int, int] = SD_STAGE_EPOCHS) -> Recipe:
+    """A control for ESD: SD's stage 1 mimics the teacher on target images only, as SD's does,
+    and its BatchNorm statistics are then recomputed over ESD's target + proximity stream at
+    ratio r. ESD's feature extractor gets both from the proximity images; this one only the
+    statistics, so ESD's margin over it is what mimicking the teacher on them adds."""
+    base = sd(epochs)
+    adapted = dataclasses.replace(base.stages[0], batchnorm_stream="mix", r=r)
+    return Recipe(
+        "sd_adabn",
+        (adapted, *base.stages[1:]),
+        student="sd",
+        description="SD with stage 1's BatchNorm statistics recomputed on target + proximity images",
+    )
+
+
 # IFVD and SKD in two readings each. Their official code (YukangWang/IFVD,
 # irfanICMLL/structure_knowledge_distillation) is what the published numbers came from, and it
 # differs from the papers' text: the default names (`ifvd`, `skd`, the ablations) are the code,
