@@ -1,4 +1,5 @@
-"""DeepLabV3 teachers: ASPP on EfficientNet-Lite0 (the default) and torchvision's ResNet-50/101 ones."""
+"""DeepLabV3 teachers: ASPP on EfficientNet-Lite0 (the default), -Lite1 and -Lite2, and torchvision's
+ResNet-50/101 ones."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from kd.models.dilation import set_output_stride
 from kd.models.efficientnet_lite import (
     EFFICIENTNET_LITE_MEAN,
     EFFICIENTNET_LITE_STD,
-    efficientnet_lite0_stages,
+    efficientnet_lite_stages,
 )
 from kd.models.segmenter import Segmenter
 
@@ -24,27 +25,33 @@ from kd.models.segmenter import Segmenter
 COCO_VOC_CLASSES = 21
 
 
-def deeplabv3_efficientnet_lite0(
-    num_classes: int, pretrained: bool = True, output_stride: int = 32
+def deeplabv3_efficientnet_lite(
+    variant: int, num_classes: int, pretrained: bool = True, output_stride: int = 32
 ) -> Segmenter:
-    """ImageNet-pretrained EfficientNet-Lite0 (1280 channels) + a fresh ASPP head.
+    """ImageNet-pretrained EfficientNet-Lite`variant` (0, 1 or 2; 1280 channels) + a fresh ASPP head.
 
     `output_stride` 8 or 16 dilates the backbone's last stages instead of striding (DeepLab's
     atrous reading): at 180x240 the native 32 leaves a 6x8 map, too coarse for poles and signs.
     Inputs are normalised with EFFICIENTNET_LITE_MEAN/STD (kd.models.efficientnet_lite).
     """
-    stages = efficientnet_lite0_stages(pretrained)
+    stages = efficientnet_lite_stages(variant, pretrained)
     if output_stride != 32:  # set_output_stride refuses strides it cannot give
         set_output_stride(nn.Sequential(*stages.values()), output_stride)  # the same modules, dilated
     suffix = "" if output_stride == 32 else f"_os{output_stride}"
     return Segmenter(
         stages,
-        DeepLabHead(1280, num_classes),
+        DeepLabHead(stages["top"][0].out_channels, num_classes),
         num_classes,
-        name=f"deeplabv3_efficientnet_lite0{suffix}",
+        name=f"deeplabv3_efficientnet_lite{variant}{suffix}",
         input_mean=EFFICIENTNET_LITE_MEAN,
         input_std=EFFICIENTNET_LITE_STD,
     )
+
+
+def deeplabv3_efficientnet_lite0(
+    num_classes: int, pretrained: bool = True, output_stride: int = 32
+) -> Segmenter:
+    return deeplabv3_efficientnet_lite(0, num_classes, pretrained, output_stride)
 
 
 def deeplabv3_on(backbone: str, num_classes: int, **options) -> Segmenter:

