@@ -76,6 +76,18 @@ FIGURES = [
         "No chosen trial with both mIoU and FLOPs yet.",
     ),
     (
+        "Gain against the teacher's margin",
+        figures.teacher_gain,
+        "reported",
+        "One point per method and teacher: its chosen trial's gain over the student alone in mIoU on the "
+        "test images (mean of the per-seed differences, error bar its 95 % Student-t interval) against "
+        "its teacher's margin over the student alone in mIoU on the validation images (the teacher's "
+        "mIoU minus the student alone's, x error bar the student alone's 95 % interval over its seeds). "
+        "Dotted lines name each teacher; points above the dashed line gain from distillation. Look for "
+        "whether the gain grows with the teacher's margin.",
+        "No teacher scores, no student-alone variant (baseline, ifvd_student), or no test scores yet.",
+    ),
+    (
         "Segmentation samples",
         figures.segmentation_samples,
         "val",
@@ -236,33 +248,72 @@ def summary_html(study) -> str:
     return note + text + _table(shown)
 
 
+BOOTSTRAP_CAPTION = (
+    "Bootstrap: the difference in mean per-image score with its 95 % percentile interval and "
+    f"two-sided p, from {tables.RESAMPLES} resamples that draw the seeds with replacement and, within "
+    f"each, blocks of {tables.BLOCK_LENGTH} consecutive frames of one sequence with replacement "
+    "(neighbouring frames look alike: counting them as independent overstates the evidence). With few "
+    "seeds its interval is narrower than the t-test's: a handful of resampled seeds cannot show the "
+    "spread the t distribution allows for."
+)
+
+
 def paired_html(study) -> str:
-    paired = tables.paired_comparison(study)
+    paired = tables.comparisons(study)["baseline"]
     images = tables.SPLITS[tables.reported_split(study)]
     text = (
         "<p class=\"caption\">Each variant's chosen trial against the baseline's, on the "
         f"<b>{images}</b>. Per seed (seeds are the independent repetitions): mean diff and sd of "
         "miou_img(variant) − miou_img(baseline) paired by seed; p: two-sided paired t-test; p adj.: "
-        f"Holm-adjusted over the variants compared; significant: p adj. &lt; {tables.ALPHA:g}; seeds "
+        f"Holm-adjusted over the family named below; significant: p adj. &lt; {tables.ALPHA:g}; seeds "
         f"needed: the seeds with which a paired t-test at α = {tables.ALPHA:g} has "
         f"{tables.POWER:.0%} power for the observed mean and sd (inf: more than {tables.MAX_SEEDS}). "
+        f"{html.escape(BOOTSTRAP_CAPTION)} "
         "Per image: pairs (seed, image); p: two-sided Wilcoxon signed-rank test (zero differences "
         "dropped; p = 1 when all are zero), Holm-adjusted likewise; effect size: matched-pairs "
         "rank-biserial correlation (R+ − R−)/(R+ + R−), +1 = the variant wins every pair, −1 = the "
         "baseline does. The same image under several seeds counts once per seed, so the per-image pairs "
-        "are not independent: read the per-seed test first.</p>"
+        "are not independent: read the per-seed test and the bootstrap first.</p>"
     )
     if paired.empty:
         return text + _note(paired.attrs.get("note", "Nothing to compare."))
-    return text + _table(paired_frame(paired))
+    lines = "".join(f'<p class="caption">{html.escape(line)}</p>' for line in comparison_lines(paired))
+    return text + lines + _table(paired_frame(paired))
+
+
+def comparison_lines(paired: pd.DataFrame) -> list[str]:
+    """The lines above a comparison table: the multiplicity family and the teacher's margin over
+    the reference, which says whether the comparisons can show what distillation adds."""
+    family, reported = paired.attrs.get("family", len(paired)), paired.attrs.get("reported", len(paired))
+    both_ways = f" ({reported} rows: a pair compared both ways counts once)" if reported > family else ""
+    lines = [f"Holm over {family} comparisons: every method against every reference on this page{both_ways}."]
+    margin = paired["teacher_margin"].iloc[0]
+    if not math.isnan(margin):
+        enough = "at least" if margin >= tables.TEACHER_MARGIN else "less than"
+        lines.append(
+            f"Teacher minus reference, miou_img on the validation images: {margin:+.3f} ({enough} "
+            f"{tables.TEACHER_MARGIN:g}; below it the verdicts read uninformative)."
+        )
+    return lines
 
 
 def _p(value) -> str:
     return "–" if math.isnan(value) else f"{value:.3g}"
 
 
+def _boot_p(value, bound: float) -> str:
+    """A bootstrap p of 0 means no resample crossed 0: p is below the bound those resamples resolve."""
+    return f"< {bound:.2g}" if value == 0 else _p(value)
+
+
+def _interval(low, high) -> str:
+    return "–" if math.isnan(low) or math.isnan(high) else f"[{low:.4f}, {high:.4f}]"
+
+
 def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
     """paired_comparison as it is shown."""
+    resamples = paired.attrs.get("resamples", tables.RESAMPLES)
+    family = paired.attrs.get("family", len(paired))
     return pd.DataFrame(
         {
             "variant": paired["variant"],
@@ -275,6 +326,13 @@ def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
             "p (paired t)": [_p(v) for v in paired["p_value"]],
             "p adj. (Holm)": [_p(v) for v in paired["p_adjusted"]],
             "seeds needed": [_number(v, 0) for v in paired["seeds_needed"]],
+            "diff (bootstrap)": [_number(v, 4) for v in paired["boot_diff"]],
+            "95% interval (bootstrap)": [
+                _interval(low, high)
+                for low, high in zip(paired["boot_ci_low"], paired["boot_ci_high"], strict=True)
+            ],
+            "p (bootstrap)": [_boot_p(v, 1 / resamples) for v in paired["boot_p"]],
+            "p adj. (Holm), bootstrap": [_boot_p(v, family / resamples) for v in paired["boot_p_holm"]],
             "pairs (seed, image)": paired["n_pairs"],
             "mean diff (per image)": [_number(v, 4) for v in paired["image_mean_diff"]],
             "p (Wilcoxon)": [_p(v) for v in paired["image_p_value"]],
@@ -282,6 +340,7 @@ def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
             "effect size": [_number(v, 3) for v in paired["effect_size"]],
             "better": paired["better"],
             "significant": [f"yes (p adj. < {tables.ALPHA:g})" if v else "no" for v in paired["significant"]],
+            "verdict": paired["verdict"],
         }
     )
 
@@ -534,13 +593,19 @@ def export_tables(study, references: tuple[str, ...] = ("baseline",)) -> str:
             "\n## At the end of each stage, on the validation images (means over seeds)\n",
             markdown_table(stage_end_frame(ends)),
         ]
-    for reference in references:
-        paired = tables.paired_comparison(study, baseline=reference)
-        text += [
+    explained = False  # the bootstrap's description once, above the first table
+    for reference, paired in tables.comparisons(study, references).items():
+        text.append(
             f"\n## Against {reference} (paired t-test per seed with Holm adjustment and seeds needed; "
-            "Wilcoxon signed-rank per (seed, image))\n",
-            markdown_table(paired_frame(paired)) if not paired.empty else paired.attrs.get("note", "") + "\n",
-        ]
+            "Wilcoxon signed-rank per (seed, image))\n"
+        )
+        if paired.empty:
+            text.append(paired.attrs.get("note", "") + "\n")
+            continue
+        lines = comparison_lines(paired) if explained else [BOOTSTRAP_CAPTION, *comparison_lines(paired)]
+        text += [line + "\n" for line in lines]
+        text.append(markdown_table(paired_frame(paired)))
+        explained = True
     return "\n".join(text)
 
 

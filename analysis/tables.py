@@ -28,16 +28,41 @@ Statistics:
   Images seen under several seeds count once per seed, so the pairs are not fully independent.
 - Seed-level comparison (the unit a reviewer accepts: seeds are the independent repetitions): one
   miou_img per seed of each trial, paired by seed; d_s = miou_img(variant) - miou_img(baseline).
-  p: two-sided paired t-test (scipy.stats.ttest_rel). p_adjusted: Holm over the variants compared
-  with the baseline (statsmodels multipletests), the per-image p-values likewise in their own
-  column. seeds_needed: the smallest number of seeds with which a paired t-test at alpha 0.05
+  p: two-sided paired t-test (scipy.stats.ttest_rel). p_adjusted: Holm over the family (below;
+  statsmodels multipletests), the per-image p-values likewise in their own column. seeds_needed:
+  the smallest number of seeds with which a paired t-test at alpha 0.05
   (unadjusted) has 80 % power for the observed mean difference and sd of d_s
   (statsmodels TTestPower); NaN when the difference is 0 or cannot be estimated (one seed).
+- Hierarchical bootstrap (hierarchical_bootstrap): the per-image pairs are neither independent
+  across seeds (the same image) nor within a seed (consecutive video frames look alike), so the
+  bootstrap resamples both levels. d[seed, image] as for the Wilcoxon test (paired: both variants
+  under the same seed); each resample draws the seeds with replacement and, within each drawn seed,
+  its blocks of consecutive frames with replacement (as many blocks as it has); the statistic is the
+  mean of d over the drawn pairs: the difference in the mean per-image score (mIoU_i for miou_img,
+  [mIoU_i > THETA] for hp_acc; var and the pooled miou are no mean of per-image scores: NaN).
+  boot_diff: that mean on the data; boot_ci_low/high: the 2.5 and 97.5 percentiles of the resampled
+  means; boot_p: twice the share of resampled means on the far side of 0 (<= 0 for a positive
+  difference), at most 1. RESAMPLES resamples from a generator seeded with BOOTSTRAP_SEED: the same
+  inputs give the same numbers.
+- Blocks (frame_blocks): an image id "<sequence>_<frame>" or "<sequence>_f<frame>" (CamVid
+  "0001TP_008550", "Seq05VD_f02370"; synthetic "source_00003"; Cityscapes
+  "frankfurt_000000_000294" is sequence "frankfurt_000000") puts the image in its sequence; within
+  a sequence, in frame order, every BLOCK_LENGTH images form a block (the last may be shorter), so
+  no block crosses sequences. If any id has no such form, all images are one sequence in the order
+  they first appear in the per-image rows (the dataset's order).
+- The multiplicity family (comparisons): Holm's adjustment (p_adjusted, image_p_adjusted,
+  boot_p_holm) runs over every comparison a page reports, every variant against every reference
+  listed; a pair compared both ways (sd against baseline, baseline against sd) is one comparison.
+  `.attrs["family"]` holds its size.
+- Verdict: where the teacher's miou_img on the validation images exceeds the reference's by less
+  than TEACHER_MARGIN, the design cannot show what distillation adds, and the verdict says so
+  instead of reading a missing difference as a negative result.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -51,6 +76,18 @@ from study.schema import STEPS, is_hyperparameter
 SPLITS = {"val": "validation images", "test": "test images"}
 ALPHA, POWER = 0.05, 0.8  # the comparisons' significance level and the power seeds_needed aims at
 MAX_SEEDS = 10_000  # seeds_needed beyond this is reported as inf: no study will run that many
+# The interval's ends then carry a Monte Carlo error of a few % of its half-width; p resolves 1/2000.
+RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+# CamVid is annotated every 30th frame (1 s at 30 fps); ten such frames share scenes and lighting,
+# and still leave about two dozen blocks on its 233 test images to resample.
+BLOCK_LENGTH = 10
+FRAME_ID = re.compile(r"^(?P<sequence>.+?)_f?(?P<frame>\d+)$")
+# A teacher less than this much better (miou_img on validation) than the reference gives a KD method
+# nothing to transfer that the reference lacks: the comparison cannot show what distillation adds.
+TEACHER_MARGIN = 0.01
+# The per-image score whose mean is each metric (what the bootstrap resamples).
+IMAGE_SCORES = {"miou_img": lambda miou: miou, "hp_acc": lambda miou: (miou > THETA).astype(float)}
 SUMMARY_COLUMNS = [
     "variant",
     "method",
@@ -83,6 +120,11 @@ PAIRED_COLUMNS = [
     "p_value",
     "p_adjusted",
     "seeds_needed",
+    "boot_diff",
+    "boot_ci_low",
+    "boot_ci_high",
+    "boot_p",
+    "boot_p_holm",
     "n_pairs",
     "image_mean_diff",
     "image_p_value",
@@ -90,7 +132,10 @@ PAIRED_COLUMNS = [
     "effect_size",
     "better",
     "significant",
+    "teacher_margin",
+    "verdict",
 ]
+ADJUSTED = {"p_value": "p_adjusted", "image_p_value": "image_p_adjusted", "boot_p": "boot_p_holm"}
 FAILED_COLUMNS = ["trial_id", "method", "hyperparameters", "error"]
 SEED_COLUMNS = ["variant", "trial_id", "split", "seed", *METRICS]
 STAGE_END_COLUMNS = [
@@ -413,14 +458,142 @@ def holm(p_values) -> list[float]:
     return adjusted.tolist()
 
 
+def frame_blocks(image_ids, length: int = BLOCK_LENGTH) -> np.ndarray:
+    """The block number of each image (in the order given): runs of `length` consecutive frames of
+    one sequence, by the rule in the module's docstring."""
+    ids = [str(i) for i in image_ids]
+    parsed = [FRAME_ID.match(i) for i in ids]
+    if all(parsed):
+        keys = [(m["sequence"], int(m["frame"])) for m in parsed]
+    else:  # no sequence to respect: the dataset's order is the only adjacency known
+        keys = [("", index) for index in range(len(ids))]
+    blocks = np.empty(len(ids), dtype=int)
+    block, sequence, filled = -1, None, 0
+    for index in sorted(range(len(ids)), key=keys.__getitem__):
+        if keys[index][0] != sequence or filled == length:
+            block, sequence, filled = block + 1, keys[index][0], 0
+        blocks[index] = block
+        filled += 1
+    return blocks
+
+
+def hierarchical_bootstrap(
+    differences, blocks, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> dict[str, float]:
+    """boot_diff, boot_ci_low, boot_ci_high and boot_p of `differences` [seeds, images] (NaN: no
+    pair), resampling seeds, then each drawn seed's blocks (`blocks[image]`, e.g. frame_blocks)."""
+    d = np.atleast_2d(np.asarray(differences, dtype=float))
+    nothing = dict.fromkeys(("boot_diff", "boot_ci_low", "boot_ci_high", "boot_p"), math.nan)
+    present = ~np.isnan(d)
+    d, present = d[present.any(axis=1)], present[present.any(axis=1)]
+    if not present.any():
+        return nothing
+    _, block_of = np.unique(np.asarray(blocks), return_inverse=True)
+    members = np.eye(block_of.max() + 1)[block_of]  # [images, blocks], one 1 per row
+    sums, counts = np.where(present, d, 0.0) @ members, present.astype(float) @ members  # [seeds, blocks]
+    rng = np.random.default_rng(seed)
+    n_seeds, n_blocks = sums.shape
+    drawn_seeds = rng.integers(n_seeds, size=(resamples, n_seeds, 1))
+    drawn_blocks = rng.integers(n_blocks, size=(resamples, n_seeds, n_blocks))
+    with np.errstate(invalid="ignore"):  # a resample of empty blocks only has no mean
+        means = sums[drawn_seeds, drawn_blocks].sum(axis=(1, 2)) / counts[drawn_seeds, drawn_blocks].sum(
+            axis=(1, 2)
+        )
+    means = means[~np.isnan(means)]
+    if not means.size:
+        return nothing
+    low, high = np.percentile(means, [2.5, 97.5])
+    far_side = min(np.mean(means <= 0), np.mean(means >= 0))
+    return {
+        "boot_diff": float(sums.sum() / counts.sum()),
+        "boot_ci_low": float(low),
+        "boot_ci_high": float(high),
+        "boot_p": float(min(1.0, 2 * far_side)),
+    }
+
+
+def teacher_margin(study, reference: pd.Series) -> float:
+    """The teacher's miou_img on the validation images minus the reference's chosen trial's (NaN
+    when either was not recorded)."""
+    teacher = study.teacher() or {}
+    return _number(teacher.get("miou_img")) - _number(reference.get("miou_img"))
+
+
+def verdict(row: pd.Series | dict, reference_method: str) -> str:
+    """What one comparison shows, worded by what its design can show."""
+    margin = _number(row["teacher_margin"])
+    if margin < TEACHER_MARGIN:
+        stronger_than = "the student alone" if reference_method == "baseline" else "the reference"
+        return (
+            f"uninformative: the teacher is not stronger than {stronger_than} on validation "
+            f"(margin {margin:+.3f})"
+        )
+    shown = [
+        test for test, p in (("paired t", row["p_adjusted"]), ("bootstrap", row["boot_p_holm"])) if p < ALPHA
+    ]
+    if not shown:
+        return f"no difference shown (Holm, α = {ALPHA:g})"
+    by = "paired t and bootstrap" if len(shown) == 2 else f"by the {shown[0]} only"
+    return f"{row['better']} better ({by}; Holm, α = {ALPHA:g})"
+
+
+def comparisons(
+    study,
+    references=("baseline",),
+    split: str | None = None,
+    metric: str = "miou_img",
+    resamples: int = RESAMPLES,
+) -> dict[str, pd.DataFrame]:
+    """paired_comparison against each of `references`, Holm-adjusted over the whole family: every
+    comparison of every table, a pair compared both ways counted once. Each table's
+    `.attrs["family"]` is the family's size."""
+    found = {reference: _compare(study, reference, split, metric, resamples) for reference in references}
+    tested = [frame for frame in found.values() if not frame.empty]
+    family = pd.concat(tested, ignore_index=True) if tested else pd.DataFrame(columns=PAIRED_COLUMNS)
+    distinct = family.assign(pair=_pairs(family)).drop_duplicates("pair").set_index("pair")
+    adjusted = {raw: pd.Series(holm(distinct[raw]), index=distinct.index, dtype=float) for raw in ADJUSTED}
+    for reference, frame in found.items():
+        if not frame.empty:
+            for raw, column in ADJUSTED.items():
+                frame[column] = adjusted[raw].loc[_pairs(frame)].to_numpy()
+            _conclude(frame, _reference_method(study, reference))
+        frame.attrs.update(family=len(distinct), reported=len(family), resamples=resamples)
+    return found
+
+
+def _pairs(paired: pd.DataFrame) -> list[frozenset]:
+    """Each comparison as the set of its two trials: the same whichever is the reference."""
+    return [frozenset(p) for p in zip(paired["trial_id"], paired["baseline_trial"], strict=True)]
+
+
+def _reference_method(study, reference: str) -> str:
+    methods = study.trials.loc[study.trials["variant"] == reference, "method"].dropna()
+    return str(methods.iloc[0]) if len(methods) else reference
+
+
+def _conclude(paired: pd.DataFrame, reference_method: str) -> None:
+    paired["significant"] = [bool(p < ALPHA) for p in paired["p_adjusted"]]  # NaN: False
+    paired["verdict"] = [verdict(row, reference_method) for _, row in paired.iterrows()]
+
+
 def paired_comparison(
-    study, baseline: str = "baseline", split: str | None = None, metric: str = "miou_img"
+    study,
+    baseline: str = "baseline",
+    split: str | None = None,
+    metric: str = "miou_img",
+    resamples: int = RESAMPLES,
 ) -> pd.DataFrame:
     """Each variant's chosen trial against the baseline's on `split` (default: test once scored,
-    else validation): per seed (paired t on `metric`, Holm over the variants, seeds needed) and
-    per (seed, image) pair (Wilcoxon on the image's mIoU). `metric = "miou"`, the pooled mIoU the
-    IFVD paper reports, exists per seed on the test images only. An empty table (with its columns)
-    when there is nothing to compare; `.attrs["note"]` says why."""
+    else validation): per seed (paired t on `metric`, seeds needed), per (seed, image) pair
+    (Wilcoxon on the image's mIoU) and by the hierarchical bootstrap (`metric`'s per-image score);
+    Holm over this table's rows, the family of a page with this one reference. `metric = "miou"`,
+    the pooled mIoU the IFVD paper reports, exists per seed on the test images only. An empty
+    table (with its columns) when there is nothing to compare; `.attrs["note"]` says why."""
+    return comparisons(study, (baseline,), split, metric, resamples)[baseline]
+
+
+def _compare(study, baseline: str, split: str | None, metric: str, resamples: int) -> pd.DataFrame:
+    """paired_comparison before the Holm adjustment and the verdicts, which need the family."""
     split = split or reported_split(study)
     per_seed = METRICS if split == "test" else [m for m in METRICS if m != "miou"]
     if metric not in per_seed:
@@ -451,16 +624,26 @@ def paired_comparison(
         seeds = seed_metrics(study, top["trial_id"], split)[metric]
         seed_d = (seeds - base_seeds).dropna().to_numpy(float)  # aligned on the seed index
         image_d = pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)
-        rows.append(_paired_row(top, base, split, seed_d, image_d))
+        row = _paired_row(top, base, split, seed_d, image_d)
+        row.update(_bootstrap(pairs, metric, resamples), teacher_margin=teacher_margin(study, base))
+        rows.append(row)
     if not rows:
         if len(chosen) == 1:
             return _nothing_to_compare(f"Only the {baseline!r} variant has scores: nothing to compare.")
         return _nothing_to_compare("No variant's trial shares (seed, image) pairs with the baseline's.")
-    paired = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-    paired["p_adjusted"] = holm(paired["p_value"])
-    paired["image_p_adjusted"] = holm(paired["image_p_value"])
-    paired["significant"] = [bool(p < ALPHA) for p in paired["p_adjusted"]]  # NaN: False
-    return paired
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _bootstrap(pairs: pd.DataFrame, metric: str, resamples: int) -> dict[str, float]:
+    """hierarchical_bootstrap of the difference in `metric`'s per-image score over a comparison's
+    (seed, image) pairs."""
+    if metric not in IMAGE_SCORES:
+        return {}  # the columns stay NaN
+    score = IMAGE_SCORES[metric]
+    d = pairs.assign(d=score(pairs["miou"].to_numpy(float)) - score(pairs["miou_base"].to_numpy(float)))
+    images = list(dict.fromkeys(d["image_id"]))  # the order the per-image rows list them
+    grid = d.pivot_table(index="seed", columns="image_id", values="d", aggfunc="mean")[images]
+    return hierarchical_bootstrap(grid.to_numpy(float), frame_blocks(images), resamples)
 
 
 def _paired_row(top: pd.Series, base: pd.Series, split: str, seed_d: np.ndarray, image_d: np.ndarray) -> dict:
