@@ -25,13 +25,16 @@ from analysis.tables import (
     SPLITS,
     best_trials,
     chosen_trials,
+    ci_from_summary,
     format_value,
     higher_is_better,
     hyperparameters,
+    mean_ci,
     objective,
     ordered_variants,
     reported_scores,
     reported_split,
+    seed_metrics,
     split_images,
     trial_hyperparameters,
 )
@@ -343,6 +346,94 @@ def miou_vs_gflops(study) -> go.Figure | None:
         showlegend=True,
     )
     fig.update_xaxes(tickformat=".3~g")
+    return fig
+
+
+def student_alone(study) -> str | None:
+    """The variant that trains the student without a teacher, which distillation is measured
+    against: `baseline` when the study has it, else its first variant whose trials use no teacher
+    (`ifvd_student`); None when every variant uses one."""
+    teacher_free = study.trials.groupby("variant")["teacher"].agg(lambda t: t.isna().all())
+    free = [v for v in ordered_variants(study) if teacher_free.get(v, False)]
+    return "baseline" if "baseline" in free else next(iter(free), None)
+
+
+def teacher_gains(study) -> pd.DataFrame:
+    """Per variant that uses a teacher and has test scores: its teacher, its gain over the student
+    alone in test mIoU (mean over the seeds both have, paired by seed, with the 95 % Student-t
+    half-width) and its teacher's margin over the student alone in validation mIoU (the teacher's
+    mIoU minus the student alone's chosen trial's, with that trial's 95 % interval over its seeds)."""
+    columns = ["variant", "method", "teacher", "gain", "gain_ci", "seeds", "margin", "margin_ci"]
+    alone, scores = student_alone(study), study.teachers()
+    if alone is None or not scores or reported_split(study) != "test":
+        return pd.DataFrame(columns=columns)
+    chosen = chosen_trials(study, "test").set_index("variant", drop=False)
+    if alone not in chosen.index:
+        return pd.DataFrame(columns=columns)
+    base = chosen.loc[alone]
+    base_seeds = seed_metrics(study, base["trial_id"], "test")["miou"]
+    base_miou = pd.to_numeric(base.get("miou"), errors="coerce")
+    margin_ci = ci_from_summary(base_miou, base.get("miou_std"), base.get("seeds"))
+    rows = []
+    for variant, top in chosen.iterrows():
+        teacher = top.get("teacher")
+        if not isinstance(teacher, str) or teacher not in scores:
+            continue
+        mine = seed_metrics(study, top["trial_id"], "test")["miou"]
+        paired = (mine - base_seeds).dropna()  # aligned on the seed
+        gain, gain_ci = mean_ci(paired)
+        margin = pd.to_numeric(scores[teacher].get("miou"), errors="coerce") - base_miou
+        if math.isnan(gain) or pd.isna(margin):
+            continue
+        rows.append([variant, top["method"], teacher, gain, gain_ci, len(paired), float(margin), margin_ci])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def teacher_gain(study) -> go.Figure | None:
+    """Each variant's gain over the student alone (test mIoU, paired by seed, 95 % interval) against
+    its teacher's margin over the student alone (validation mIoU; x error bar: the student alone's
+    95 % interval over its seeds): one point per (method, teacher), coloured by method, a dashed
+    line at no gain, a dotted line at each teacher's margin."""
+    gains = teacher_gains(study)
+    if gains.empty:
+        return None
+    palette = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3
+    fig = go.Figure()
+    for index, (method, mine) in enumerate(gains.groupby("method", sort=False)):
+        hover = [
+            "<br>".join(
+                html.escape(line) for line in (r.variant, f"teacher {r.teacher}", f"{r.seeds} seed(s)")
+            )
+            for r in mine.itertuples()
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=mine["margin"].tolist(),
+                y=mine["gain"].tolist(),
+                error_x={"type": "data", "array": mine["margin_ci"].fillna(0).tolist(), "visible": True},
+                error_y={"type": "data", "array": mine["gain_ci"].fillna(0).tolist(), "visible": True},
+                mode="markers",
+                name=method,
+                marker={"color": palette[index % len(palette)], "size": 11},
+                text=hover,
+                hovertemplate="%{text}<br>teacher margin %{x:.3f}<br>gain %{y:.3f}<extra></extra>",
+            )
+        )
+    fig.add_hline(y=0, line_dash="dash", line_color="#555")
+    for teacher, margin in gains.drop_duplicates("teacher")[["teacher", "margin"]].values:
+        fig.add_vline(
+            x=margin,
+            line_dash="dot",
+            line_color="#bbb",
+            annotation_text=html.escape(teacher),
+            annotation_textangle=-90,
+            annotation_font_size=10,
+        )
+    fig.update_layout(
+        xaxis_title="teacher's margin over the student alone: val mIoU (teacher − student alone)",
+        yaxis_title="gain over the student alone: test mIoU (method − student alone)",
+        showlegend=True,
+    )
     return fig
 
 

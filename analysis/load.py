@@ -9,7 +9,8 @@ with their columns).
     run_dir/samples.npz          ids, images uint8 [N,H,W,3], masks uint8 [N,H,W] (255 = void), classes
     run_dir/predictions/<key>.npz  ids, predictions uint8 [N,H,W] of a trial's first seed
                                    (column `predictions`)
-    run_dir/teacher.json         the teacher's name, its scores on the validation images, params, flops
+    run_dir/teacher.json         the teacher's name, its scores on the validation images, params, flops;
+                                 with a teacher axis, every teacher's under "teachers", by name
     run_dir/optuna.journal       the Optuna study
 """
 
@@ -81,6 +82,17 @@ class Study:
         except ValueError:
             return None
 
+    def teachers(self) -> dict[str, dict]:
+        """Every teacher's own scores by its name as trials record it (column `teacher`): those of
+        a study with a teacher axis, else its one teacher's under the study's `teacher` ({} when
+        the study saved none)."""
+        record = self.teacher()
+        if record is None:
+            return {}
+        if isinstance(record.get("teachers"), dict):
+            return record["teachers"]
+        return {self.config.get("teacher") or record.get("name", "teacher"): record}
+
     def journal(self) -> Path | None:
         path = self.run_dir / "optuna.journal"
         return path if path.is_file() else None
@@ -121,6 +133,26 @@ def _with_views(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
     return frame
 
 
+def _teacher_users(config: dict) -> list[str]:
+    """The methods of a study's configuration that use its teacher (study.prepare.teacher_users)."""
+    try:
+        from study.config import FIELDS, StudyConfig
+        from study.prepare import teacher_users
+
+        return teacher_users(StudyConfig(**{k: v for k, v in config.items() if k in FIELDS}))
+    except Exception:  # a configuration of another version, or a plugin's method not imported here
+        return []
+
+
+def _with_teacher(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Tables written before the teacher column: the study's one teacher fills it for the methods
+    that use it."""
+    if frame["teacher"].notna().any() or not isinstance(config.get("teacher"), str) or frame.empty:
+        return frame
+    users = frame["method"].isin(_teacher_users(config))
+    return frame.assign(teacher=frame["teacher"].astype(object).where(~users, config["teacher"]))
+
+
 def load(run_dir: str | Path) -> Study:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -129,7 +161,7 @@ def load(run_dir: str | Path) -> Study:
         raise UserInputError(f"{run_dir} is not a folder; give a study's run folder, e.g. runs/default.")
     config_path = run_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    trials = _with_views(_table(run_dir / TRIALS, TRIAL_COLUMNS), config)
+    trials = _with_teacher(_with_views(_table(run_dir / TRIALS, TRIAL_COLUMNS), config), config)
     per_image = _table(run_dir / PER_IMAGE, PER_IMAGE_COLUMNS)
     test = per_image["split"] == "test"  # tables from before the split column hold validation rows only
     return Study(
@@ -138,6 +170,6 @@ def load(run_dir: str | Path) -> Study:
         trials=trials.assign(variant=variants(trials)),  # one column to group by, whichever version wrote it
         per_image=per_image[~test].reset_index(drop=True),
         curves=_table(run_dir / CURVES, CURVE_COLUMNS),
-        final=_with_views(_table(run_dir / FINAL, FINAL_COLUMNS), config),
+        final=_with_teacher(_with_views(_table(run_dir / FINAL, FINAL_COLUMNS), config), config),
         test_per_image=per_image[test].reset_index(drop=True),
     )

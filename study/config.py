@@ -76,6 +76,10 @@ class StudyConfig:
     split_seed: int = 0  # kitti and folder data: the shuffle that deals images to roles
     # models
     teacher: str = "deeplabv3_efficientnet_lite0"
+    # A teacher axis: every method that uses a teacher runs once per teacher listed here (names as
+    # `teacher` takes them); the first also shapes the students of the methods without one, and is
+    # the study's `teacher`. None: the one `teacher`
+    teachers: list[str] | None = None
     teacher_checkpoint: str | None = (
         None  # a trained teacher's weights; otherwise its head is trained on source
     )
@@ -135,6 +139,16 @@ class StudyConfig:
     @property
     def kind(self) -> str:
         return self.data.partition(":")[0].strip().lower()
+
+    @property
+    def teacher_names(self) -> list[str]:
+        """Every teacher of the study, the study's `teacher` first."""
+        return list(self.teachers) if self.teachers else [self.teacher]
+
+    def for_teacher(self, name: str | None) -> StudyConfig:
+        """This configuration as a study of the one teacher `name` (None: the study's own): what
+        builds, trains, caches and scores that teacher."""
+        return self if name is None or name == self.teacher else dataclasses.replace(self, teacher=name)
 
     @property
     def run_dir(self) -> Path:
@@ -270,12 +284,31 @@ def resolve(
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserInputError(f"unknown study setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}.")
+    values = _with_teacher_axis(values, preset, study_file, overrides or {})
     if str(values.get("data", "")).strip().lower() == "camvid":  # the presets' "camvid": wherever it is here
         from kd.data import locate_camvid
 
         found = locate_camvid()
         values["data"] = f"camvid:{found.resolve()}" if found else "camvid"
     return StudyConfig(**absolute_paths(values))
+
+
+def _with_teacher_axis(values: dict, preset: str, study_file, overrides: dict) -> dict:
+    """`teachers` makes its first the study's `teacher` (a preset's teacher gives way); a `teacher`
+    the user gives as well is refused unless it is that first one: the two would disagree."""
+    teachers = values.get("teachers")
+    if not teachers or not isinstance(teachers, list) or not all(isinstance(t, str) for t in teachers):
+        return values  # none given, or malformed: validation names it
+    given = overrides.get("teacher")
+    if given is None and study_file is not None:
+        given = read_study_file(study_file).get("teacher")
+    if given is not None and given != teachers[0]:
+        raise UserInputError(
+            f"teacher = {given!r} and teachers = {teachers!r} both given: teachers lists every teacher "
+            "of the study (its first is the study's teacher); leave teacher out [--teacher, or teacher "
+            "in the study file], or list it first in teachers."
+        )
+    return {**values, "teacher": teachers[0]}
 
 
 def _absolute(path: str) -> str:
@@ -402,11 +435,17 @@ def problems(config: StudyConfig) -> list[str]:
             f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}"
         )
     found += data_problems(config)
-    if config.teacher not in TEACHERS and config.teacher not in STUDENTS and ":" not in config.teacher:
+    if (
+        not config.teachers
+        and config.teacher not in TEACHERS
+        and config.teacher not in STUDENTS
+        and (":" not in config.teacher)
+    ):
         found.append(
             f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)}, a student network "
             f"({', '.join(STUDENTS)}) or HEAD:BACKBONE"
         )
+    found += teachers_problems(config)
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         found.append(f"teacher_checkpoint {config.teacher_checkpoint} does not exist")
     found += class_map_problems(config)
@@ -426,6 +465,59 @@ def problems(config: StudyConfig) -> list[str]:
         else [f"callbacks must be a list of logger names, got {config.callbacks!r}"]
     )
     return found + _resource_problems(config)
+
+
+def teachers_problems(config: StudyConfig) -> list[str]:
+    """`teachers`: a list of known, distinct teacher names whose first is the study's `teacher`,
+    each trained here (one checkpoint cannot be every teacher's)."""
+    from kd.models.registry import STUDENTS, TEACHERS
+
+    teachers = config.teachers
+    if teachers is None:
+        return []
+    if not isinstance(teachers, list) or not teachers or not all(isinstance(t, str) for t in teachers):
+        return [f'teachers must be a list of teacher names, e.g. teachers = ["a", "b"]; got {teachers!r}']
+    found = []
+    unknown = [t for t in teachers if t not in TEACHERS and t not in STUDENTS and ":" not in t]
+    if unknown:
+        found.append(
+            f"teachers: unknown teacher(s) {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(TEACHERS)}, a student network ({', '.join(STUDENTS)}) or HEAD:BACKBONE"
+        )
+    twice = sorted({t for t in teachers if teachers.count(t) > 1})
+    if twice:
+        found.append(f"teachers names {', '.join(twice)} more than once; list each teacher once")
+    if config.teacher != teachers[0]:
+        found.append(
+            f"teachers = {teachers!r} but teacher = {config.teacher!r}: the study's teacher is the first "
+            "of teachers; leave teacher out"
+        )
+    if config.teacher_checkpoint and len(teachers) > 1:
+        found.append(
+            f"teachers lists {len(teachers)} teachers, but teacher_checkpoint is one teacher's weights: "
+            "with several teachers each is trained here; leave teacher_checkpoint out, or study one teacher"
+        )
+    return found
+
+
+def split_point_problems(config: StudyConfig, space) -> list[str]:
+    """The split points a method's trials may pick come from the study's first teacher: each must
+    exist in every teacher the method runs with."""
+    from kd.models.registry import split_points
+
+    found = []
+    for method, teachers in space.teachers.items():
+        wanted = [p for p in space.split_points(method) if p is not None]
+        for teacher in teachers[1:]:
+            missing = [p for p in wanted if p not in split_points(teacher)]
+            if missing:
+                found.append(
+                    f"teachers: {teacher} has no split point {', '.join(missing)}, which {method}'s trials "
+                    f"may pick (from {teachers[0]}); set [space.{method}] split_point to points every "
+                    f"teacher offers ({teacher}: {', '.join(split_points(teacher))}), or choose teachers "
+                    "of one family"
+                )
+    return found
 
 
 def study_classes(config: StudyConfig) -> tuple[str, ...] | None:
@@ -667,11 +759,13 @@ def validate(config: StudyConfig):
     """The study's search space (study.space.StudySpace), resolved once; every problem with the
     configuration and the space in one UserInputError."""
     found, space = problems(config), None
-    if not found:  # the space needs known methods and a known teacher
+    if not found:  # the space needs known methods and known teachers
         from kd.models.registry import split_points
-        from study.space import resolve_space_problems
+        from study.space import resolve_space_problems, with_teachers
 
         space, found = resolve_space_problems(config.methods, split_points(config.teacher), config.space)
+        space = with_teachers(space, config)
+        found += split_point_problems(config, space)
     if found:
         listing = "\n".join(f"  - {with_flag(problem)}" for problem in found)
         raise UserInputError(f"the study configuration has {len(found)} problem(s):\n{listing}")

@@ -28,7 +28,9 @@ class TrialChoice:
     `values`: the parameters the search chose or the grid crossed, by their names in the search
     space (`r`, `feature_lr`, ...), which are also their table columns. `overrides`: every value
     the trial trains with, keyed by the kd.methods override it sets (fixed ones included).
-    `variant`: what summaries compare: a grid point's name ("esd r=0.5"), else the method.
+    `variant`: what summaries compare: a grid point's name ("esd r=0.5"), else the method; with a
+    teacher axis, followed by " @ <teacher>". `teacher`: the teacher it distils from or starts
+    from (None: the method uses none; choices of older runs: the study's teacher).
     """
 
     method: str
@@ -36,6 +38,7 @@ class TrialChoice:
     split_point: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
     variant: str = ""
+    teacher: str | None = None
 
     def __post_init__(self):
         if not self.variant:
@@ -44,7 +47,10 @@ class TrialChoice:
     @property
     def key(self) -> str:
         """The trial's name on disk (checkpoints, predictions): the same for the same configuration."""
-        return content_key(dataclasses.asdict(self))
+        fields = dataclasses.asdict(self)
+        if self.teacher is None:  # the keys of choices made before the teacher was one of their fields
+            del fields["teacher"]
+        return content_key(fields)
 
     @property
     def recipe_overrides(self) -> dict[str, Any]:
@@ -60,7 +66,8 @@ class TrialChoice:
         import json
 
         point = row["split_point"] if isinstance(row["split_point"], str) else None  # parquet: NaN for none
-        return cls(row["method"], json.loads(row["overrides"]), point, {}, row["variant"])
+        teacher = row.get("teacher") if isinstance(row.get("teacher"), str) else None
+        return cls(row["method"], json.loads(row["overrides"]), point, {}, row["variant"], teacher)
 
     def __str__(self) -> str:  # Ray names trial folders after this
         return f"{self.variant}-{self.key[:8]}"
@@ -110,6 +117,7 @@ class TrialReport:
             "method": choice.method,
             "variant": choice.variant,
             "status": status,
+            "teacher": choice.teacher,
             "split_point": choice.split_point,
         }
         row.update({name: value for name, value in choice.values.items() if name != "split_point"})

@@ -40,22 +40,26 @@ def score_students(
     config: StudyConfig, run_dir: Path, rows: list[dict], dataset, teacher, device: str, say=print
 ) -> tuple[list[dict], list[dict]]:
     """Every kept student of `rows` on `dataset`: (one row per trial and seed with the metrics and
-    the trial's hyperparameters, one row per trial, seed and image with mIoU_i). `teacher` only
-    shapes split students: their weights are all in the student files."""
+    the trial's hyperparameters, one row per trial, seed and image with mIoU_i). `teacher` (the
+    study's) only shapes split students: their weights are all in the student files; a trial of
+    another of the study's teachers is shaped by an untrained copy of its own."""
     transform, num_classes = eval_transform(config), dataset.num_classes
-    seeds, images = [], []
+    seeds, images, shells = [], [], {config.teacher: teacher}
     for row in rows:
         choice = TrialChoice.from_row(row)
         recipe = recipe_for(config, choice.method, choice.recipe_overrides)
+        name = choice.teacher or config.teacher
+        if name not in shells:
+            shells[name] = teacher_shell(config.for_teacher(name), num_classes)
         ids = {"trial_id": row["trial_id"], "method": row["method"]}
         hyperparameters = {k: v for k, v in row.items() if is_hyperparameter(k)}
         mine = []
         for seed, path in seed_files(run_dir, row):
-            student = student_for(config, choice, recipe, teacher, num_classes)
+            student = student_for(config, choice, recipe, shells[name], num_classes)
             student.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             metrics, per_image = evaluate(student.to(device), dataset, transform, config.batch_size, device)
             mine.append(
-                {**ids, "variant": row["variant"], "seed": seed}
+                {**ids, "variant": row["variant"], "teacher": choice.teacher, "seed": seed}
                 | {m: metrics[m] for m in METRICS}
                 | {"views": row.get("views")}
                 | hyperparameters
@@ -82,14 +86,23 @@ def score_chosen(
     ResultsTables(run_dir).set_test_images([{**row, "split": "test"} for row in images])
     if shared.teacher_trained and teacher.num_classes == shared.num_classes:  # else: another label set
         record_teacher_on_test(teacher.to(device), test, config, run_dir, device)
+        for name in config.teacher_names[1:]:
+            mine = config.for_teacher(name)
+            other = teacher_shell(mine, shared.num_classes, shared.state_of(name)).eval()
+            record_teacher_on_test(other.to(device), test, mine, run_dir, device)
     return final
 
 
 def record_teacher_on_test(teacher, test, config: StudyConfig, run_dir: Path, device: str) -> None:
     """teacher.json gains "test": the teacher's scores on the test images, the reference the
-    students' test scores are read against."""
+    students' test scores are read against (with a teacher axis, under its name in "teachers" too;
+    `config`: the study of that one teacher)."""
     path = Path(run_dir) / TEACHER
     record = json.loads(path.read_text()) if path.is_file() else {"name": teacher.name}
     metrics, _ = evaluate(teacher, test, eval_transform(config), config.batch_size, device)
-    record["test"] = {m: metrics[m] for m in METRICS}
+    scores = {m: metrics[m] for m in METRICS}
+    if config.teacher in record.get("teachers", {}):
+        record["teachers"][config.teacher]["test"] = scores
+    if config.teacher == config.teacher_names[0]:
+        record["test"] = scores
     path.write_text(json.dumps(record, indent=2) + "\n")

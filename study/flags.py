@@ -51,6 +51,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "test_images": ("data", "images the chosen trials are reported on, once, at the end"),
     "split_seed": ("data", "kitti and folder data: the shuffle that deals images to roles"),
     "teacher": ("models", "the teacher (python -m kd.models lists them; any named network)"),
+    "teachers": (
+        "models",
+        "comma-separated teachers: a teacher axis, every method that uses a teacher run with each "
+        "(the first is --teacher; README: Teacher strength as a study axis)",
+    ),
     "teacher_checkpoint": (
         "models",
         "a trained teacher's weights, in SegKD's layout or a published one (torchvision, CIRKD, IFVD, "

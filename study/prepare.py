@@ -4,8 +4,9 @@ The datasets (every file decoded once, so a corrupt one stops the study before R
 teacher (loaded from a checkpoint or its head trained on the source images, content-hashed and
 reused across studies), a check that every `student_weights` file fits its student, the
 validation samples the report draws, the teacher-output caches of
-every (method, split point) the study may pick, and the teacher's own scores. Trials get the
-teacher's weights through Ray's object store and find the caches filled.
+every (method, split point) the study may pick, and the teacher's own scores. A study with several
+`teachers` does all of this once per teacher. Trials get the teachers' weights through Ray's object
+store and find the caches filled.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,19 @@ DISPLAY_WIDTH = 256  # samples and predictions are stored at most this wide: eno
 
 @dataclass(frozen=True)
 class Shared:
-    """What every trial receives: the teacher's weights and the number of classes. `teacher_trained`:
-    False when no method needed the teacher's weights (its state is then an untrained shell's,
-    which split students read only for their architecture)."""
+    """What every trial receives: the study's teacher's weights and the number of classes.
+    `teacher_trained`: False when no method needed the teacher's weights (its state is then an
+    untrained shell's, which split students read only for their architecture). `teacher_states`:
+    the weights of every other teacher of the study's `teachers`, by name."""
 
     teacher_state: dict
     num_classes: int
     teacher_trained: bool = True
+    teacher_states: dict[str, dict] = field(default_factory=dict)
+
+    def state_of(self, teacher: str | None) -> dict:
+        """The weights of `teacher` (None: the study's teacher)."""
+        return self.teacher_states.get(teacher, self.teacher_state) if teacher else self.teacher_state
 
 
 # Students that start from the teacher's own weights (CT: a frozen copy of its backbone); the SD
@@ -293,8 +300,9 @@ def fill_caches(
     say=print,
     device: str = "cpu",
 ) -> int:
-    """Compute, once per study, the teacher outputs that `choices` read: one cache per (method,
-    split point, domain), shared by every trial that reads it."""
+    """Compute, once per study, the teacher outputs that `choices` read from `teacher`: one cache
+    per (method, split point, domain), shared by every trial that reads it. `config`: the study
+    of that one teacher (StudyConfig.for_teacher)."""
     forwards, seen = 0, set()
     for method, point in dict.fromkeys((c.method, c.split_point) for c in choices):
         recipe = recipe_for(config, method)
@@ -315,16 +323,24 @@ def fill_caches(
                 seen.add(cache.key)
                 if cache.missing:
                     forwards += cache.fill(batch_size=config.batch_size, progress=None)
-    say(f"teacher-output caches: {len(seen)} (method x split point x domain), {forwards} teacher forwards")
+    say(
+        f"teacher-output caches: {len(seen)} (method x split point x domain) of {config.teacher}, "
+        f"{forwards} teacher forwards"
+    )
     return forwards
 
 
 def cache_choices(config: StudyConfig, space: StudySpace) -> list[TrialChoice]:
-    """One choice per (method, split point) the study may train: a grid's own points, or every
-    point a search may pick."""
+    """One choice per (method, split point, teacher) the study may train: a grid's own points, or
+    every point a search may pick."""
     if config.sampler == "grid":
         return space.grid()
-    return [TrialChoice(m, {}, point) for m in space.methods for point in space.split_points(m)]
+    return [
+        TrialChoice(m, {}, point, teacher=teacher)
+        for m in space.methods
+        for point in space.split_points(m)
+        for teacher in space.teachers.get(m) or (None,)
+    ]
 
 
 def _display_size(height: int, width: int) -> tuple[int, int]:
@@ -362,19 +378,26 @@ def save_roles(roles: dict, path: Path) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def evaluate_teacher(config: StudyConfig, teacher, data: RunData, run_dir, device: str = "cpu") -> dict:
-    """The teacher's own scores on the validation images, the reference every student is read against;
-    written to run_dir/teacher.json."""
+def evaluate_teacher(config: StudyConfig, teacher, data: RunData, device: str = "cpu") -> dict:
+    """The teacher's own scores on the validation images, the reference every student is read against."""
     metrics, _ = evaluate(teacher, data.val, data.eval_transform, config.batch_size, device)
     size = data.val[0]["image"].shape[-2:]
-    record = {
+    return {
         "name": teacher.name,
         **metrics,
         "params": count_parameters(teacher),
         "flops": count_flops(teacher, (1, 3, *size)),
     }
+
+
+def write_teacher_scores(config: StudyConfig, records: dict[str, dict], run_dir) -> None:
+    """run_dir/teacher.json: the study's teacher's record; with a teacher axis (`teachers`), every
+    teacher's under "teachers", by name, as well (readers of one teacher keep reading the first)."""
+    if not records:
+        return
+    first = records.get(config.teacher, next(iter(records.values())))
+    record = {**first, "teachers": records} if config.teachers else first
     (Path(run_dir) / TEACHER).write_text(json.dumps(record, indent=2) + "\n")
-    return record
 
 
 def check_files(config: StudyConfig, say=print) -> None:
@@ -410,25 +433,32 @@ def prepare(
         teacher = teacher_shell(config, num_classes)
         check_student_weights(config, teacher, num_classes)
         return Shared(teacher.state_dict(), num_classes, teacher_trained=False)
-    users = teacher_users(config)
-    say(
-        f"teacher {config.teacher}: needed by {', '.join(users)}"
-        if users
-        else "teacher: the report's reference"
-    )
-    teacher_state = prepare_teacher(config, num_classes, say=say, source=roles.get("source"), device=device)
-    teacher = teacher_shell(config, num_classes, teacher_state).to(device).eval()
-    check_student_weights(config, teacher, num_classes)
-    fill_caches(config, teacher, data, cache_choices(config, space), num_classes, say=say, device=device)
-    if teacher.num_classes != num_classes:
+    users, choices = teacher_users(config), cache_choices(config, space)
+    states, records = {}, {}
+    for name in config.teacher_names:  # each teacher once: trained or loaded, cached, scored
+        mine = config.for_teacher(name)
         say(
-            f"teacher {teacher.name}: predicts {teacher.num_classes} classes, the study's data has "
-            f"{num_classes}; without a teacher_class_map its scores on them are undefined: not scored"
+            f"teacher {name}: needed by {', '.join(users)}"
+            if users
+            else "teacher: the report's reference" + (f" ({name})" if config.teachers else "")
         )
-        return Shared(teacher_state, num_classes)
-    scores = evaluate_teacher(config, teacher, data, run_dir, device)
-    say(
-        f"teacher {teacher.name} on the validation images: miou {scores['miou']:.3f}, miou_img "
-        f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}"
-    )
-    return Shared(teacher_state, num_classes)
+        states[name] = prepare_teacher(mine, num_classes, say=say, source=roles.get("source"), device=device)
+        teacher = teacher_shell(mine, num_classes, states[name]).to(device).eval()
+        if name == config.teacher:
+            check_student_weights(config, teacher, num_classes)
+        theirs = [c for c in choices if (c.teacher or config.teacher) == name]
+        fill_caches(mine, teacher, data, theirs, num_classes, say=say, device=device)
+        if teacher.num_classes != num_classes:
+            say(
+                f"teacher {teacher.name}: predicts {teacher.num_classes} classes, the study's data has "
+                f"{num_classes}; without a teacher_class_map its scores on them are undefined: not scored"
+            )
+            continue
+        records[name] = scores = evaluate_teacher(mine, teacher, data, device)
+        say(
+            f"teacher {name} on the validation images: miou {scores['miou']:.3f}, miou_img "
+            f"{scores['miou_img']:.3f}, hp_acc {scores['hp_acc']:.2f}, var {scores['var']:.4f}"
+        )
+    write_teacher_scores(config, records, run_dir)
+    others = {name: state for name, state in states.items() if name != config.teacher}
+    return Shared(states[config.teacher], num_classes, teacher_states=others)

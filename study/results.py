@@ -125,7 +125,10 @@ def trial_name(trial_id: str, method: str, chosen: dict) -> str:
 
 def progress_line(done: int, total: int, row: dict) -> str:
     chosen = {k: v for k, v in row.items() if is_hyperparameter(k)}
-    head = f"[{done}/{total}] {trial_name(row['trial_id'], row['method'], chosen)}"
+    teacher = row.get("teacher")
+    named = isinstance(teacher, str) and str(row.get("variant", "")).endswith(f" @ {teacher}")
+    method = f"{row['method']} @ {teacher}" if named else row["method"]  # a study with a teacher axis
+    head = f"[{done}/{total}] {trial_name(row['trial_id'], method, chosen)}"
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']}"
     if row["status"] == "stopped":

@@ -15,7 +15,8 @@ from kd.metrics import METRICS
 TRIALS, PER_IMAGE, CURVES, FINAL = "trials.parquet", "per_image.parquet", "curves.parquet", "final.parquet"
 STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took (mean over seeds)
 
-IDENTITY = ("trial_id", "method", "variant", "status")
+# teacher: the one the trial distilled from or started from (None: its method uses none)
+IDENTITY = ("trial_id", "method", "variant", "status", "teacher")
 OUTCOME = (
     "seeds",
     *(c for m in METRICS for c in (m, f"{m}_std")),
@@ -40,7 +41,7 @@ TRIAL_COLUMNS = (*IDENTITY, "split_point", *OUTCOME)
 # split: "val" (every trial, what selects) or "test" (each variant's chosen trial, scored once at the end)
 PER_IMAGE_COLUMNS = ("trial_id", "method", "split", "seed", "image_id", "miou")
 # final.parquet: each variant's chosen trial, every seed scored on the test images
-FINAL_COLUMNS = ("method", "variant", "trial_id", "seed", *METRICS, "views")
+FINAL_COLUMNS = ("method", "variant", "teacher", "trial_id", "seed", *METRICS, "views")
 CURVE_COLUMNS = (
     "trial_id",
     "method",

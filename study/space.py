@@ -11,7 +11,7 @@ its method, so two methods' ranges never clash. Everything outside the searcher 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kd.errors import UserInputError
@@ -22,17 +22,28 @@ from study.contract import TrialChoice, short
 @dataclass(frozen=True)
 class StudySpace:
     """`params`: each method's resolved parameters. `listed`: per method, the parameters the study
-    file gives choices for, which a grid crosses."""
+    file gives choices for, which a grid crosses. `teachers`: per method that uses a teacher, the
+    teachers it runs with (a grid crosses them, a search asks for one); methods not listed use
+    none. `named`: variant names carry the teacher ("kd @ NAME"): the study has a teacher axis."""
 
     params: dict[str, dict[str, Param]]
     listed: dict[str, tuple[str, ...]]
+    teachers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    named: bool = False
 
     @property
     def methods(self) -> list[str]:
         return list(self.params)
 
-    def choice(self, method: str, values: dict[str, Any], variant: str = "") -> TrialChoice:
-        """The trial for `values` (by name; Fixed parameters need not be given)."""
+    def choice(
+        self, method: str, values: dict[str, Any], variant: str = "", teacher: str | None = None
+    ) -> TrialChoice:
+        """The trial for `values` (by name; Fixed parameters need not be given) with `teacher`
+        (None: the method's only teacher, or none)."""
+        mine = self.teachers.get(method, ())
+        teacher = teacher or (mine[0] if mine else None)
+        if teacher is not None and self.named:
+            variant = f"{variant or method} @ {teacher}"
         overrides, point = {}, None
         for name, p in self.params[method].items():
             value = p.value if isinstance(p, Fixed) else values[name]
@@ -42,11 +53,12 @@ class StudySpace:
                 point = value
             else:
                 overrides[p.target] = value
-        return TrialChoice(method, overrides, point, values, variant)
+        return TrialChoice(method, overrides, point, values, variant, teacher)
 
     def grid(self) -> list[TrialChoice]:
         """Per method, the papers' defaults or fixed values, crossed with every parameter the study
-        lists choices for (`r = {choices = [0, 0.5, 1, 5]}` gives four ESD points)."""
+        lists choices for (`r = {choices = [0, 0.5, 1, 5]}` gives four ESD points), then with the
+        method's teachers (a method without a teacher runs once)."""
         points = []
         for method, params in self.params.items():
             crossed = [n for n, p in params.items() if n in self.listed[method] and isinstance(p, Choice)]
@@ -56,7 +68,9 @@ class StudySpace:
                 variant = (
                     f"{method} " + ", ".join(f"{k}={short(v)}" for k, v in values.items()) if values else ""
                 )
-                points.append(replace(self.choice(method, defaults | values, variant), values=values))
+                for teacher in self.teachers.get(method) or (None,):
+                    choice = self.choice(method, defaults | values, variant, teacher)
+                    points.append(replace(choice, values=values))
         return points
 
     def suggest(self, trial) -> TrialChoice:
@@ -75,7 +89,10 @@ class StudySpace:
                 values[name] = trial.suggest_int(key, p.low, p.high, log=p.log)
             elif isinstance(p, Choice):
                 values[name] = trial.suggest_categorical(key, p.choices)
-        return self.choice(method, values)
+        mine = self.teachers.get(method, ())
+        # the searcher picks the teacher like any categorical: per method, so methods stay apart
+        teacher = trial.suggest_categorical(f"{method}.teacher", list(mine)) if len(mine) > 1 else None
+        return self.choice(method, values, teacher=teacher)
 
     def __call__(self, trial) -> dict:
         """Ray's OptunaSearch define-by-run: the trial's whole configuration is its TrialChoice."""
@@ -85,6 +102,17 @@ class StudySpace:
         """Every split point a trial of `method` may use (None: the method has none)."""
         p = self.params[method].get("split_point")
         return list(p.choices) if isinstance(p, Choice) else [p.value] if isinstance(p, Fixed) else [None]
+
+
+def with_teachers(space: StudySpace, config) -> StudySpace:
+    """`space` with the study's teachers for each method that uses one (study.prepare.teacher_users):
+    every teacher of `teachers`, else the study's one `teacher`."""
+    from study.prepare import teacher_users
+
+    mine = tuple(config.teacher_names)
+    return replace(
+        space, teachers={m: mine for m in teacher_users(config)}, named=config.teachers is not None
+    )
 
 
 def resolve_space(

@@ -83,7 +83,8 @@ def run_trial(
 def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_epoch, device) -> TrialReport:
     device = device or ("cuda" if config.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
     writes = world()[0] == 0  # of a data-parallel trial's workers, the first writes its files
-    teacher = teacher_shell(config, shared.num_classes, shared.teacher_state).to(device).eval()
+    state = shared.state_of(choice.teacher)
+    teacher = teacher_shell(config.for_teacher(choice.teacher), shared.num_classes, state).to(device).eval()
     recipe = recipe_for(config, choice.method, choice.recipe_overrides)
     data = recipe_data(config, _process_data(json.dumps(config.to_dict(), sort_keys=True)), recipe)
     # Files go straight to the run folder, named by the choice: a worker reused for several
