@@ -10,6 +10,7 @@ drawn), `.errors` (JavaScript errors caught on the page) and `.expected` (plots 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import math
 import re
@@ -356,10 +357,13 @@ def grid_size(config: dict) -> int:
     """How many points a grid study runs: one per method, times the choices its space crosses."""
     try:
         from kd.models.registry import split_points
-        from study.space import resolve_space
+        from study.config import StudyConfig
+        from study.space import resolve_space, with_teachers
 
+        space = resolve_space(config["methods"], split_points(config["teacher"]), config.get("space"))
+        known = {f.name for f in dataclasses.fields(StudyConfig)}
         return len(
-            resolve_space(config["methods"], split_points(config["teacher"]), config.get("space")).grid()
+            with_teachers(space, StudyConfig(**{k: v for k, v in config.items() if k in known})).grid()
         )
     except Exception:  # a study from another version, or a plugin not imported here: the lower bound
         return len(config.get("methods") or [])
@@ -390,6 +394,14 @@ def views_line(study) -> str:
         for views in recorded
     ]
     return "; ".join(texts) or "– (not recorded)"
+
+
+def teachers_line(study) -> str:
+    """Every teacher of a study with a teacher axis, else its one teacher."""
+    teachers = study.teachers()
+    if len(teachers) > 1:
+        return " | ".join(teacher_line({"name": name, **record}) for name, record in teachers.items())
+    return teacher_line(study.teacher())
 
 
 def teacher_line(teacher: dict | None) -> str:
@@ -437,7 +449,7 @@ def header_html(study) -> str:
         ),
         "budget per method": budget_line(config),
         "training views": views_line(study),
-        "teacher (reference)": teacher_line(study.teacher()),
+        "teacher (reference)": teachers_line(study),
         "run folder": str(study.run_dir),
     }
     rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
@@ -581,7 +593,7 @@ def export_tables(study, references: tuple[str, ...] = ("baseline",)) -> str:
     summary, seeds, ends = tables.method_summary(study), tables.seed_table(study), tables.stage_ends(study)
     text = [
         f"# {study.name}: tables\n",
-        f"Teacher (reference): {teacher_line(study.teacher())}\n",
+        f"Teacher (reference): {teachers_line(study)}\n",
         f"Training views: {views_line(study)}\n",
         f"## Methods on the {split} (chosen on validation; means over seeds, 95 % Student-t intervals)\n",
         markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",

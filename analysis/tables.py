@@ -512,10 +512,13 @@ def hierarchical_bootstrap(
     }
 
 
-def teacher_margin(study, reference: pd.Series) -> float:
-    """The teacher's miou_img on the validation images minus the reference's chosen trial's (NaN
-    when either was not recorded)."""
-    teacher = study.teacher() or {}
+def teacher_margin(study, reference: pd.Series, compared: pd.Series | None = None) -> float:
+    """The validation miou_img of the teacher `compared` distilled from (a study with a teacher
+    axis), else of the study's teacher, minus the reference's chosen trial's (NaN when either was
+    not recorded)."""
+    name = None if compared is None else compared.get("teacher")
+    teacher = study.teachers().get(name) if isinstance(name, str) else None
+    teacher = teacher or study.teacher() or {}
     return _number(teacher.get("miou_img")) - _number(reference.get("miou_img"))
 
 
@@ -628,7 +631,7 @@ def _compare(study, baseline: str, split: str | None, metric: str, resamples: in
         seed_d = (seeds - base_seeds).dropna().to_numpy(float)  # aligned on the seed index
         image_d = pairs["miou"].to_numpy(float) - pairs["miou_base"].to_numpy(float)
         row = _paired_row(top, base, split, seed_d, image_d)
-        row.update(_bootstrap(pairs, metric, resamples), teacher_margin=teacher_margin(study, base))
+        row.update(_bootstrap(pairs, metric, resamples), teacher_margin=teacher_margin(study, base, top))
         rows.append(row)
     if not rows:
         if len(chosen) == 1:

@@ -220,3 +220,12 @@ def test_a_study_of_two_teachers_prepares_each_once_and_runs_each_method_with_ea
     assert "Gain against the teacher&#x27;s margin (test images)" in page
     section = page.split("Gain against the teacher&#x27;s margin")[1].split("<h2>")[0]
     assert 'class="plotly-graph-div"' in section and OS16 in section
+    header = page.split("<h2>")[0]
+    assert "0 running or not started, of 3 requested" in header  # baseline + sd x 2 teachers
+    assert header.count("GFLOPs") == 2 and LITE0 in header and OS16 in header  # each teacher's scores
+    # each comparison's margin is over its own teacher
+    against = tables.comparisons(study, ("baseline",))["baseline"].set_index("variant")["teacher_margin"]
+    base_img = study.trials.set_index("variant").loc["baseline", "miou_img"]
+    for teacher in (LITE0, OS16):
+        expected = record["teachers"][teacher]["miou_img"] - base_img
+        assert against[f"sd @ {teacher}"] == pytest.approx(expected)
