@@ -41,6 +41,8 @@ from kd.errors import UserInputError
 from kd.metrics import OBJECTIVES
 from kd.models.teacher_training import TRAINABLE as TEACHER_TRAINABLE
 
+TEACHER_INITS = ("pretrained", "random")
+
 SAMPLERS = ("tpe", "nsga2", "gp", "grid")
 SCHEDULERS = ("none", "asha")
 EVALUATE = ("epoch", "stage", "end")
@@ -89,6 +91,10 @@ class StudyConfig:
     teacher_epochs: int = 3
     # What the teacher's training updates: "head" (the pretrained backbone frozen) or "all" (fine-tuned)
     teacher_trainable: str = "head"
+    # "pretrained": the teacher as trained above; "random": a control, its weights as initialised
+    # from `seed` (no pretrained file, no training), so a method's gain from mimicking it is what
+    # more images or more steps alone give, not the teacher's knowledge
+    teacher_init: str = "pretrained"
     # Train and score the teacher as the report's reference even when no method needs it (it is
     # trained only for methods that distil from it or start from its weights)
     teacher_reference: bool = False
@@ -251,6 +257,42 @@ PRESETS = {
         "batch_size": 8,
     },
 }
+
+# camvid-sd's controls (docs/RESULTS.md, "Controls"): what else could explain ESD's gain. Every
+# method on IFVD's views (scale 0.5-2, crop, flip: the augmentation that alone matched ESD), fresh
+# views, 10 seeds; sd_adabn gives the student the proximity images' BatchNorm statistics without
+# mimicking the teacher on them. Rerun sd and esd with --teacher-init random to ask whether
+# mimicking any network on more images does as well. Hours on a GPU; on CPUs run it in parts
+# (--methods) and merge them (analysis.merge).
+PRESETS["camvid-sd-controls"] = {
+    **PRESETS["camvid-sd"],
+    "name": "camvid-sd-controls",
+    "methods": ["baseline", "sd", "esd", "sd_adabn"],
+    "students": {},
+    "augmentation": "ifvd",
+    "seeds": 10,
+    "space": {"esd": {"r": {"choices": [0.5, 1.0, 5.0]}}, "sd_adabn": {"r": {"choices": [1.0]}}},
+}
+# A positive control for camvid-11 (docs/RESULTS.md): the references' resolution, fresh views,
+# ImageNet-initialised students, and three teachers whose margins over the student alone should
+# span about 0 to 0.05 val mIoU, so that the gain-against-margin figure shows where distillation
+# starts to pay. The student alone gets more tuning than any distiller (three learning rates,
+# chosen on validation), so no gain is an undertrained baseline's. A GPU job of hours: run it in
+# parts (--methods, --teachers) and merge them.
+PRESETS["camvid-11-control"] = {
+    **PRESETS["camvid-11"],
+    "name": "camvid-11-control",
+    "image_size": [360, 480],
+    "seeds": 5,
+    "students": {method: "pspnet_efficientnet_lite0" for method in PRESETS["camvid-11"]["methods"]},
+    "teachers": [
+        "deeplabv3_efficientnet_lite0_os16",
+        "deeplabv3_efficientnet_lite1_os16",
+        "deeplabv3_efficientnet_lite2_os16",
+    ],
+    "space": {"ifvd_student": {"lr": {"choices": [0.005, 0.01, 0.02]}}},
+}
+del PRESETS["camvid-11-control"]["teacher"]  # the first of `teachers`
 
 FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
 
@@ -416,6 +458,13 @@ def problems(config: StudyConfig) -> list[str]:
         found.append(
             f"teacher_trainable must be one of {', '.join(TEACHER_TRAINABLE)}, "
             f"got {config.teacher_trainable!r}"
+        )
+    if config.teacher_init not in TEACHER_INITS:
+        found.append(f"teacher_init must be one of {', '.join(TEACHER_INITS)}, got {config.teacher_init!r}")
+    elif config.teacher_init == "random" and config.teacher_checkpoint:
+        found.append(
+            "teacher_init = 'random' builds the teacher from its seed and ignores teacher_checkpoint: "
+            "leave one of them out"
         )
     if config.evaluate not in EVALUATE:
         found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")

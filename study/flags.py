@@ -17,7 +17,7 @@ import typing
 
 from kd.data.class_maps import CLASS_MAPS
 from kd.data.transforms import FRESH
-from study.config import AMP, EVALUATE, SAMPLERS, SCHEDULERS, StudyConfig, flag
+from study.config import AMP, EVALUATE, SAMPLERS, SCHEDULERS, TEACHER_INITS, StudyConfig, flag
 
 SETTINGS: dict[str, tuple[str, str]] = {
     "name": ("study", "the study's name: its folder under --out"),
@@ -68,6 +68,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "teacher_epochs": ("models", "epochs of the teacher's training"),
     "teacher_trainable": ("models", "what the teacher's training updates: head (backbone frozen) or all"),
+    "teacher_init": (
+        "models",
+        "pretrained (trained as teacher_trainable says) or random: a control teacher, initialised "
+        "from the seed and never trained",
+    ),
     "teacher_reference": (
         "models",
         "train and score the teacher as the report's reference even when no method needs it",
@@ -112,7 +117,13 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
 }
 GROUPS = ("study", "data", "models", "training", "resources")
-CHOICES = {"sampler": SAMPLERS, "scheduler": SCHEDULERS, "evaluate": EVALUATE, "amp": AMP}
+CHOICES = {
+    "sampler": SAMPLERS,
+    "scheduler": SCHEDULERS,
+    "evaluate": EVALUATE,
+    "amp": AMP,
+    "teacher_init": TEACHER_INITS,
+}
 
 
 def _items(text: str) -> list[str]:

@@ -100,7 +100,9 @@ def needed_roles(config: StudyConfig) -> tuple[str, ...]:
     """Target, val and test; proximity when some method's recipe reads the mixed stream; source
     when the teacher's head is trained here."""
     mixed = any(recipe_for(config, method).needs_proximity for method in config.methods)
-    trains_teacher = teacher_needed(config) and not config.teacher_checkpoint
+    trains_teacher = (
+        teacher_needed(config) and not config.teacher_checkpoint and config.teacher_init != "random"
+    )
     return ("target", "val", "test") + ("proximity",) * mixed + ("source",) * trains_teacher
 
 
@@ -220,6 +222,14 @@ def prepare_teacher(
     source images (cached; `source`: that role's dataset when the caller has it open). With a
     teacher_class_map they predict the map's source classes (teacher_shell maps them)."""
     torch.manual_seed(config.seed)  # the head's initial weights are part of the teacher's content hash
+    if config.teacher_init == "random":
+        teacher = build_teacher(
+            config.teacher,
+            num_classes=teacher_classes(config, num_classes),
+            **without_weights(config.teacher),
+        )
+        say(f"teacher {config.teacher}: random weights from seed {config.seed}, never trained (a control)")
+        return {name: value.detach().cpu() for name, value in teacher.state_dict().items()}
     teacher = build_teacher(config.teacher, num_classes=teacher_classes(config, num_classes))
     if config.teacher_checkpoint:
         load_checkpoint(teacher, config.teacher_checkpoint)

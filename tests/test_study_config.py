@@ -1,5 +1,6 @@
 """Study configuration: presets, study files, command-line overrides, and every error before Ray starts."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -309,3 +310,34 @@ def test_teacher_trainable_decides_whether_the_backbone_is_fine_tuned(tmp_path, 
     pretrained = build_teacher(config.teacher, num_classes=2).state_dict()
     stem = next(k for k in state if k.startswith("stages.") and k.endswith("weight"))
     assert torch.equal(state[stem], pretrained[stem]) is not backbone_changes
+
+
+def test_a_random_teacher_is_its_seed_s_initialisation_never_trained(tmp_path):
+    from kd.models import build_teacher
+    from kd.models.registry import without_weights
+    from study.prepare import needed_roles, prepare_teacher
+
+    config = study_config.resolve("smoke", overrides={"teacher_init": "random", "cache_dir": str(tmp_path)})
+    said = []
+    state = prepare_teacher(config, num_classes=2, say=said.append)
+    torch.manual_seed(config.seed)
+    untrained = build_teacher(config.teacher, num_classes=2, **without_weights(config.teacher)).state_dict()
+    assert all(torch.equal(state[k], untrained[k]) for k in untrained)  # no ImageNet file, no training
+    assert said == [
+        f"teacher {config.teacher}: random weights from seed {config.seed}, never trained (a control)"
+    ]
+    assert "source" not in needed_roles(config)  # no images to train it on
+    with pytest.raises(UserInputError, match="teacher_init = 'random' .* teacher_checkpoint"):
+        study_config.validate(dataclasses.replace(config, teacher_checkpoint=__file__))
+
+
+def test_the_control_presets_say_what_they_control(camvid_root):
+    controls = study_config.resolve("camvid-sd-controls")
+    assert controls.augmentation == "ifvd" and controls.seeds == 10 and controls.views == "fresh"
+    points = study_config.validate(controls).grid()
+    assert sorted(p.method for p in points) == ["baseline", "esd", "esd", "esd", "sd", "sd_adabn"]
+    positive = study_config.resolve("camvid-11-control")
+    assert positive.image_size == [360, 480] and positive.teacher == positive.teachers[0]
+    points = study_config.validate(positive).grid()
+    assert sum(p.method == "ifvd_student" for p in points) == 3  # the student alone's three learning rates
+    assert len(points) == 3 + 5 * 3  # every distiller with every teacher
