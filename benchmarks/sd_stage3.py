@@ -97,7 +97,14 @@ def main(argv=None) -> list[dict]:
             progress=None,
         ).run()
         rows.append(
-            {"method": recipe.name, "seed": seed, "after": "stage 2", "miou_img": stage2.final["miou_img"]}
+            {
+                "method": recipe.name,
+                "seed": seed,
+                "eval": args.eval,
+                "views": str(views),
+                "after": "stage 2",
+                "miou_img": stage2.final["miou_img"],
+            }
         )
         print(json.dumps(rows[-1]), flush=True)
         for batchnorm in BATCHNORM:
