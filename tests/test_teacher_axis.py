@@ -32,6 +32,8 @@ def smoke(tmp_path=None, **changes):
 def test_an_unknown_teacher_is_refused_naming_the_choices_before_ray_starts(tmp_path, capsys):
     import ray
 
+    ray.shutdown()  # an earlier module's study may have left its Ray running in this process
+
     config = smoke(tmp_path, teachers=[LITE0, "deeplabv3_lite9"])
     with pytest.raises(
         UserInputError, match=r"teachers: unknown teacher\(s\) 'deeplabv3_lite9'; choose from"
@@ -166,6 +168,7 @@ def test_a_single_teacher_run_folder_gets_its_teacher_column_and_one_point_per_m
 def local_ray():
     import ray
 
+    ray.shutdown()  # one that an earlier test's study left running
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
