@@ -6,7 +6,10 @@ study with its own test scoring. Merging checks that the parts are one protocol:
 configuration except which grid points each ran (name, methods, space, and per-method settings
 such as `students` for methods a part did not run) and where it ran (the settings `--resume` may
 change), the same images in every role, the same teacher, and no variant
-run twice. The merged folder then reads as one study: `python -m analysis.report OUT --export DIR`.
+run twice. Parts of a study with a teacher axis (`teachers`) may each run some of the teachers:
+every teacher that two parts share must be the same network and weights, and the merged
+teacher.json holds every part's teachers. The merged folder then reads as one study:
+`python -m analysis.report OUT --export DIR`.
 
 What is merged: config.json (the methods and the ESD-style choice lists joined), trials.parquet,
 per_image.parquet, curves.parquet, final.parquet, teacher.json and roles.json; merged.json names
@@ -34,6 +37,8 @@ from study.schema import CURVES, FINAL, PER_IMAGE, TRIALS
 TABLES = (TRIALS, PER_IMAGE, CURVES, FINAL)
 # What a part may set differently from the others: which grid points it ran and where it ran them.
 PER_PART = ("name", "out", "methods", "space", "trials", *RESUMABLE)
+# Which teachers a part ran, where every part has a teacher axis.
+TEACHER_AXIS = ("teachers", "teacher")
 # Settings per method: each part's entries for the methods it ran must agree with the other parts'.
 PER_METHOD = ("students", "student_weights")
 MERGED = "merged.json"
@@ -55,11 +60,13 @@ def check_parts(parts: list[Path]) -> list[dict]:
         raise UserInputError("the same part is given twice; give each part's run folder once.")
     configs = [_json(p / "config.json") for p in parts]
     first = configs[0]
+    axis = all(config.get("teachers") for config in configs)
+    per_part = PER_PART + (TEACHER_AXIS if axis else ())
     differ = sorted(
         key
         for config in configs[1:]
         for key in set(first) | set(config)
-        if key not in PER_PART + PER_METHOD and first.get(key) != config.get(key)
+        if key not in per_part + PER_METHOD and first.get(key) != config.get(key)
     )
     if differ:
         listing = "; ".join(
@@ -70,12 +77,22 @@ def check_parts(parts: list[Path]) -> list[dict]:
             "the same settings except --methods and --space."
         )
     teachers = {p: _json(p / TEACHER) for p in parts if (p / TEACHER).is_file()}
-    first_teacher = next(iter(teachers.values()), None)
-    if any(not same_teacher(first_teacher, t) for t in teachers.values()):
-        raise UserInputError(
-            f"the parts' {TEACHER} differ ({', '.join(map(str, teachers))}): another teacher, so their "
-            "scores are not comparable."
-        )
+    if axis:
+        records: dict = {}
+        for path, record in teachers.items():
+            for name, scores in (record.get("teachers") or {}).items():
+                if not same_teacher(records.setdefault(name, scores), scores):
+                    raise UserInputError(
+                        f"teacher {name} differs between the parts ({path} has other weights or "
+                        "scores): another teacher under one name, so their scores are not comparable."
+                    )
+    else:
+        first_teacher = next(iter(teachers.values()), None)
+        if any(not same_teacher(first_teacher, t) for t in teachers.values()):
+            raise UserInputError(
+                f"the parts' {TEACHER} differ ({', '.join(map(str, teachers))}): another teacher, so "
+                "their scores are not comparable."
+            )
     merged_roles(parts)
     for key in PER_METHOD:
         per_method(configs, key)
@@ -182,14 +199,24 @@ def merge(out: str | Path, parts: list[str | Path]) -> Path:
     config["methods"] = list(dict.fromkeys(m for c in configs for m in c["methods"]))
     config["space"] = merged_space(configs)
     config.update({key: per_method(configs, key) for key in PER_METHOD})
+    if all(c.get("teachers") for c in configs):
+        config["teachers"] = list(dict.fromkeys(t for c in configs for t in c["teachers"]))
+        config["teacher"] = config["teachers"][0]
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         frame.to_parquet(out / name, index=False)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / ROLES).write_text(json.dumps(merged_roles(parts), indent=2) + "\n")
     # equal where present (check_parts); a part whose methods distil from no teacher trains none
-    if teacher := next((p / TEACHER for p in parts if (p / TEACHER).is_file()), None):
-        (out / TEACHER).write_text(teacher.read_text())
+    teachers = [p / TEACHER for p in parts if (p / TEACHER).is_file()]
+    if teachers and config.get("teachers"):
+        joined = {
+            name: scores for path in teachers for name, scores in (_json(path).get("teachers") or {}).items()
+        }
+        first = joined.get(config["teacher"]) or _json(teachers[0])
+        (out / TEACHER).write_text(json.dumps({**first, "teachers": joined}, indent=2) + "\n")
+    elif teachers:
+        (out / TEACHER).write_text(teachers[0].read_text())
     record = [
         {"part": str(p), "name": c["name"], "methods": c["methods"], "space": c.get("space")}
         for p, c in zip(parts, configs, strict=True)

@@ -232,3 +232,44 @@ def test_a_study_of_two_teachers_prepares_each_once_and_runs_each_method_with_ea
     for teacher in (LITE0, OS16):
         expected = record["teachers"][teacher]["miou_img"] - base_img
         assert against[f"sd @ {teacher}"] == pytest.approx(expected)
+
+
+def split_by_teacher(run_dir: Path, part: Path, teacher: str, with_baseline: bool) -> Path:
+    """One part of the axis study: the trials of `teacher` (and the student alone), as a study
+    started with `--teachers teacher` would have written them."""
+    part.mkdir()
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    keep = (trials["teacher"] == teacher) | (trials["teacher"].isna() & with_baseline)
+    ids = set(trials.loc[keep, "trial_id"])
+    for name in ("trials.parquet", "per_image.parquet", "curves.parquet", "final.parquet"):
+        frame = pd.read_parquet(run_dir / name)
+        frame[frame["trial_id"].isin(ids)].to_parquet(part / name, index=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    config.update(teachers=[teacher], teacher=teacher)
+    (part / "config.json").write_text(json.dumps(config))
+    record = json.loads((run_dir / "teacher.json").read_text())
+    mine = record["teachers"][teacher]
+    (part / "teacher.json").write_text(json.dumps({**mine, "teachers": {teacher: mine}}))
+    (part / "roles.json").write_text((run_dir / "roles.json").read_text())
+    return part
+
+
+@pytest.mark.slow
+def test_parts_that_ran_one_teacher_each_merge_into_the_axis_study(axis_run, tmp_path):
+    from analysis.merge import merge
+
+    run_dir, _ = axis_run
+    first = split_by_teacher(run_dir, tmp_path / "a", LITE0, with_baseline=True)
+    second = split_by_teacher(run_dir, tmp_path / "b", OS16, with_baseline=False)
+    merged = merge(tmp_path / "merged", [first, second])
+    record = json.loads((merged / "teacher.json").read_text())
+    assert set(record["teachers"]) == {LITE0, OS16} and record["name"] == LITE0
+    assert json.loads((merged / "config.json").read_text())["teachers"] == [LITE0, OS16]
+    gains = figures.teacher_gains(analysis.load(merged)).set_index("teacher")
+    assert sorted(gains.index) == [LITE0, OS16]
+    # one teacher name with other weights in another part is refused
+    record = json.loads((second / "teacher.json").read_text())
+    record["teachers"][LITE0] = {**record["teachers"][OS16], "name": LITE0}
+    (second / "teacher.json").write_text(json.dumps(record))
+    with pytest.raises(UserInputError, match=f"teacher {LITE0} differs between the parts"):
+        merge(tmp_path / "again", [first, second])
