@@ -133,13 +133,19 @@ def _with_views(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
     return frame
 
 
+def study_config(config: dict):
+    """A run folder's config.json as a StudyConfig, keys of other versions left out."""
+    from study.config import FIELDS, StudyConfig
+
+    return StudyConfig(**{k: v for k, v in config.items() if k in FIELDS})
+
+
 def _teacher_users(config: dict) -> list[str]:
     """The methods of a study's configuration that use its teacher (study.prepare.teacher_users)."""
     try:
-        from study.config import FIELDS, StudyConfig
         from study.prepare import teacher_users
 
-        return teacher_users(StudyConfig(**{k: v for k, v in config.items() if k in FIELDS}))
+        return teacher_users(study_config(config))
     except Exception:  # a configuration of another version, or a plugin's method not imported here
         return []
 

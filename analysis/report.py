@@ -10,7 +10,6 @@ drawn), `.errors` (JavaScript errors caught on the page) and `.expected` (plots 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import html
 import math
 import re
@@ -22,7 +21,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from analysis import figures, tables
-from analysis.load import load
+from analysis.load import load, study_config
 from kd.data.transforms import FRESH
 from kd.metrics import METRICS, OBJECTIVES, THETA
 
@@ -357,14 +356,10 @@ def grid_size(config: dict) -> int:
     """How many points a grid study runs: one per method, times the choices its space crosses."""
     try:
         from kd.models.registry import split_points
-        from study.config import StudyConfig
         from study.space import resolve_space, with_teachers
 
         space = resolve_space(config["methods"], split_points(config["teacher"]), config.get("space"))
-        known = {f.name for f in dataclasses.fields(StudyConfig)}
-        return len(
-            with_teachers(space, StudyConfig(**{k: v for k, v in config.items() if k in known})).grid()
-        )
+        return len(with_teachers(space, study_config(config)).grid())
     except Exception:  # a study from another version, or a plugin not imported here: the lower bound
         return len(config.get("methods") or [])
 
