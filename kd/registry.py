@@ -1,14 +1,29 @@
-"""The one rule for kd's tables of named parts (loss terms, recipes, models).
+"""The one rule for kd's tables of named parts (loss terms, recipes, models, search spaces).
 
-A part registers itself where it is defined, so a new one is one file (imported by kd, or
-by a study's `imports`). A name names one thing: taking a registered name for another thing
-is refused, naming both. Registering the same thing again changes nothing, and a module
-reloaded in a notebook replaces its own definitions.
+A part registers itself where it is defined, so a new one is one file: a package imports
+every module of its own (discover), and an installed plugin is found through its entry point
+(load_plugins); a study's `imports` names further modules. A name names one thing: taking a
+registered name for another thing is refused, naming both. Registering the same thing again
+changes nothing, and a module reloaded in a notebook replaces its own definitions.
+
+A plugin is a separately installed package that declares, in its pyproject.toml,
+
+    [project.entry-points."segkd.plugins"]
+    my_method = "my_package.parts"
+
+and registers its loss terms, recipes, models and search spaces in that module as kd does.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+
 from kd.errors import UserInputError
+
+PLUGINS = "segkd.plugins"  # the entry-point group of plugins
+_loaded: set[str] = set()  # entry points imported already, or being imported
 
 
 def _origin(thing) -> str:
@@ -28,3 +43,29 @@ def register(table: dict, kind: str, name: str, thing):
         )
     table[name] = thing
     return thing
+
+
+def discover(package: str) -> None:
+    """Import every module of `package` (not `__main__` or private ones): each registers its parts."""
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__, f"{package}."):
+        if not module.name.rpartition(".")[2].startswith("_"):
+            importlib.import_module(module.name)
+
+
+def load_plugins() -> None:
+    """Import the module of every entry point in PLUGINS that is not imported yet.
+
+    kd.methods and search_spaces call it once imported, so a study or a notebook sees installed
+    plugins without naming them. A plugin importing kd while it loads finds itself marked loaded
+    and is not imported twice."""
+    for point in entry_points(group=PLUGINS):
+        if point.value in _loaded:
+            continue
+        _loaded.add(point.value)
+        try:
+            point.load()
+        except Exception as err:
+            _loaded.discard(point.value)
+            where = f"{point.dist.name} " if point.dist else ""
+            err.add_note(f"while importing plugin {point.name!r} ({where}entry point {point.value!r})")
+            raise

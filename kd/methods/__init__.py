@@ -5,16 +5,19 @@
     print(describe(recipe))   # every stage, loss weight and optimiser setting
 
 `python -m kd.methods` prints every recipe with its defaults. A new recipe is a function
-decorated with `@register_recipe("name")` (kd.methods.recipe), in kd.methods.recipes or a plugin.
+decorated with `@register_recipe("name")` (kd.methods.recipe), in any module of this package
+or in a plugin (kd.registry); its defaults are its function's, which its search space reads.
 """
 
 from __future__ import annotations
 
 from kd.errors import UserInputError
-from kd.methods import recipes  # noqa: F401  (registers the published recipes)
+from kd.losses import TERMS
 from kd.methods.recipe import (
+    AUGMENTATIONS,
     DEFAULT_CRITIC,
     GROUPS,
+    OPTIMIZER_READINGS,
     RECIPES,
     STREAMS,
     Optimizer,
@@ -22,12 +25,11 @@ from kd.methods.recipe import (
     Stage,
     register_recipe,
 )
+from kd.registry import discover, load_plugins
 
 
 def build_recipe(name: str, overrides: dict | None = None) -> Recipe:
     """A recipe by name with its defaults, then `overrides` (see kd.methods.recipe), validated."""
-    from kd.losses import TERMS
-
     if name not in RECIPES:
         raise UserInputError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}.")
     return RECIPES[name]().override(overrides or {}).validate(TERMS)
@@ -64,9 +66,15 @@ def describe(recipe: Recipe) -> str:
     return "\n".join(lines)
 
 
+# Every module here registers its recipes when imported; then the installed plugins register theirs.
+discover(__name__)
+load_plugins()
+
 __all__ = [
+    "AUGMENTATIONS",
     "DEFAULT_CRITIC",
     "GROUPS",
+    "OPTIMIZER_READINGS",
     "RECIPES",
     "STREAMS",
     "Optimizer",

@@ -19,7 +19,7 @@ Overrides address any field by a dotted path; a few shorthands cover what studie
 "epochs" sets every stage's length; "total_epochs" is a budget: the stages share it in the
 recipe's own proportions (SD's 40/40/20 of 100), so methods with one stage and methods with
 three train for the same number of epochs. "<stage>.optimizer" also takes a named optimiser
-from OPTIMIZER_READINGS (kd.methods.recipes), e.g. SD's stage 1 as the paper's text states it.
+from OPTIMIZER_READINGS, e.g. SD's stage 1 as the paper's text states it.
 
 A recipe is registered next to its function, in kd.methods.recipes or in a study's plugin:
 
@@ -36,7 +36,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kd.data.transforms import Augmentation
 from kd.errors import UserInputError
+from kd.losses import TERMS
 from kd.registry import register
 
 STREAMS = ("target", "mix")
@@ -76,6 +78,11 @@ class Optimizer:
             found.append(f"{where}.lr must be positive, got 0")
         return found
 
+
+# Named optimisers a "<stage>.optimizer" override may give, and the augmentation families a recipe
+# names (Recipe.augmentation): registered beside the recipes that use them (kd.methods.recipes).
+OPTIMIZER_READINGS: dict[str, Optimizer] = {}
+AUGMENTATIONS: dict[str, Augmentation] = {}
 
 # The critic of the papers' readings: Adam, lr 4e-4, betas (0.9, 0.99) as IFVD's code, at a
 # constant lr (poly_power 0); a stage's critic=None means it. The code readings decay it (recipes.py).
@@ -123,8 +130,8 @@ class Recipe:
     stages: tuple[Stage, ...]
     student: str = "sd"  # the student it was published with: "sd", "ct" or a kd.models name
     description: str = ""
-    # Its training images' random steps, a name in kd.methods.recipes.AUGMENTATIONS: methods of one
-    # family see the same views for the same seed.
+    # Its training images' random steps, a name in AUGMENTATIONS: methods of one family see the
+    # same views for the same seed.
     augmentation: str = "sd"
 
     def stage(self, name: str) -> Stage:
@@ -151,8 +158,6 @@ class Recipe:
     def teacher_terms(self) -> dict[str, tuple[str, ...]]:
         """The active loss terms that read teacher outputs, each with the outputs it reads
         (the terms' `teacher_needs`; unknown terms are left to validate())."""
-        from kd.losses import TERMS
-
         return {
             name: TERMS[name].teacher_needs
             for name in sorted(self.loss_names())
@@ -168,8 +173,6 @@ class Recipe:
 
     def validate(self, known_losses) -> Recipe:
         """Every problem at once, as one UserInputError; returns self when there are none."""
-        from kd.methods.recipes import AUGMENTATIONS
-
         problems = []
         if not self.stages:
             problems.append("it has no stages")
@@ -337,8 +340,6 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
         return recipe
     head, _, rest = key.partition(".")
     if rest == "optimizer" and isinstance(value, str) and head in recipe.stage_names:
-        from kd.methods.recipes import OPTIMIZER_READINGS
-
         if value not in OPTIMIZER_READINGS:
             raise UserInputError(
                 f"override {key!r}: unknown optimiser {value!r}; named ones: {', '.join(OPTIMIZER_READINGS)}."

@@ -7,12 +7,12 @@ one study get the same number of optimiser steps; SD and ESD share them 40/40/20
 stages. Weight decay is SD's 3e-3 for the SD family and IFVD's 5e-4 for the IFVD family.
 
 SD's stage 1, two readings (OPTIMIZER_READINGS). The paper states SGD lr 3e-3, momentum
-0.99 ("sd-paper"). On camvid-sd (Lite0 split at `top`, 40 epochs of 64 images, batch 4) it
-leaves the stage-1 feature ratio at 0.64-0.79 (1.0 = no better than each channel's mean),
-while Adam at 1e-3 ("adam") reaches 0.45, and 0.34 after 60 epochs: the default is "adam".
-Both use eq. 2 as written (feature_mse's "channel_sum"). Precise BatchNorm statistics
-(Stage.batchnorm) after stages 1 and 2: at batch 4 the running averages lag the weights and
-the feature ratio in eval mode is 0.79 without them, 0.64 with them (SGD).
+0.99 ("sd-paper"). With our short schedules and small batches that reading leaves the
+student's features far from the teacher's, where Adam at 1e-3 ("adam") brings them close:
+the default is "adam", and a study can still ask for the paper's. Both use eq. 2 as written
+(feature_mse's "channel_sum"). Precise BatchNorm statistics (Stage.batchnorm) after stages 1
+and 2: at batch 4 the running averages lag the weights, so the features in eval mode would
+be judged with statistics of earlier weights.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ import dataclasses
 import functools
 
 from kd.data.transforms import IMAGENET_MEAN, Augmentation
-from kd.methods.recipe import DEFAULT_CRITIC, Optimizer, Recipe, Stage, register_recipe
+from kd.methods.recipe import (
+    AUGMENTATIONS,
+    DEFAULT_CRITIC,
+    OPTIMIZER_READINGS,
+    Optimizer,
+    Recipe,
+    Stage,
+    register_recipe,
+)
+from kd.registry import register
 
 SD_DECAY = 3e-3
 IFVD_DECAY = 5e-4
@@ -29,31 +38,40 @@ EPOCHS = 100  # every recipe's total; a study's `epochs` replaces it (recipe sho
 SD_STAGE_EPOCHS = (40, 40, 20)  # feature mimicking, frozen-FE head training, fine-tuning: EPOCHS in all
 # Stage 3 trains the whole student at 5e-5 with the BatchNorm statistics of stages 1 and 2 kept
 # ("frozen"). ESD's stage 1 computes the FE's statistics over target and proximity images, and
-# stage 3 reads target images only: recomputing them there ("precise") undid ESD's stage 1. On
-# camvid-sd's dev images (CamVid train[64::3], never test; benchmarks/sd_stage3.py), ESD r = 1,
-# seeds 0 / 1: 0.767 / 0.825 mIoU_img after stage 2, after stage 3 0.601 / 0.675 with "precise",
-# 0.614 / 0.698 "train", 0.770 / 0.824 "frozen". SD, whose stages all read the target images: 0.833 / 0.814
-# after stage 2, 0.833 / 0.818 "precise", 0.824 / 0.808 "frozen". One handling for both, so that
-# SD and ESD differ only in stage 1's images; it costs SD about 0.01 on dev.
+# stage 3 reads target images only: recomputing them there ("precise", or "train") would undo
+# what ESD's stage 1 learnt from the proximity images. One handling for SD and ESD, so that they
+# differ only in stage 1's images, though SD, whose stages all read the target images, would
+# gain a little from recomputing them (benchmarks/sd_stage3.py measures both).
 FINETUNE_BATCHNORM = "frozen"
-OPTIMIZER_READINGS = {
-    "adam": Optimizer(kind="adam", lr=1e-3, momentum=0.0, weight_decay=0.0),  # SD stage 1 default (see above)
-    "sd-paper": Optimizer(lr=3e-3, momentum=0.99, weight_decay=SD_DECAY),  # SD stage 1 as the paper states it
-}
+ADAM = register(  # SD stage 1 default (see above)
+    OPTIMIZER_READINGS,
+    "named optimiser",
+    "adam",
+    Optimizer(kind="adam", lr=1e-3, momentum=0.0, weight_decay=0.0),
+)
+register(  # SD stage 1 as the paper states it
+    OPTIMIZER_READINGS,
+    "named optimiser",
+    "sd-paper",
+    Optimizer(lr=3e-3, momentum=0.99, weight_decay=SD_DECAY),
+)
 
 # Augmentation families (Recipe.augmentation), as each reference trains. The crop size is the
 # study's `crop` (kd.data.transforms.Augmentation; study.prepare.train_transform).
-AUGMENTATIONS = {
-    # SD's paper: random crop and horizontal flip. Its "2x max-pool input" is left out: what is
-    # pooled, and whether evaluated images are too, is not stated, and a student trained at half
-    # resolution but scored at full resolution would be another experiment (PairedTransform's
-    # max_pool is one reading).
-    "sd": Augmentation(hflip=True),
-    # IFVD's and SKD's code (CWD's mmseg configs alike): random scale 0.5-2 (their code draws
-    # 0.5, 0.6, ..., 2.0; here uniform), a crop, padded where the scaled image is smaller, and a
-    # flip. They subtract the mean pixel and then pad with 0, so the padding is the mean pixel.
-    "ifvd": Augmentation(scale=(0.5, 2.0), hflip=True, fill=tuple(round(255 * m) for m in IMAGENET_MEAN)),
-}
+# SD's paper: random crop and horizontal flip. Its "2x max-pool input" is left out: what is
+# pooled, and whether evaluated images are too, is not stated, and a student trained at half
+# resolution but scored at full resolution would be another experiment (PairedTransform's
+# max_pool is one reading).
+register(AUGMENTATIONS, "augmentation", "sd", Augmentation(hflip=True))
+# IFVD's and SKD's code (CWD's mmseg configs alike): random scale 0.5-2 (their code draws
+# 0.5, 0.6, ..., 2.0; here uniform), a crop, padded where the scaled image is smaller, and a
+# flip. They subtract the mean pixel and then pad with 0, so the padding is the mean pixel.
+register(
+    AUGMENTATIONS,
+    "augmentation",
+    "ifvd",
+    Augmentation(scale=(0.5, 2.0), hflip=True, fill=tuple(round(255 * m) for m in IMAGENET_MEAN)),
+)
 
 
 @register_recipe("baseline")
@@ -107,7 +125,7 @@ def sd(epochs: tuple[int, int, int] = SD_STAGE_EPOCHS) -> Recipe:
                 {"feature": 1.0},
                 train=("fe",),
                 epochs=feature,
-                optimizer=OPTIMIZER_READINGS["adam"],
+                optimizer=ADAM,
                 batchnorm="precise",
             ),
             Stage(
