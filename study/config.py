@@ -5,12 +5,14 @@ teacher lacks, GPUs that are not there) is collected and reported in one UserInp
 before Ray starts. The resolved configuration is saved in the run directory as
 `config.json`, so `--resume` and the report know exactly what ran.
 
-A study file holds the same keys as `StudyConfig`, plus `[space.<method>]` tables (fixed
-values, ranges or choices for that method's search space, see search_spaces), a
-`[students]` table (the student per method) and a `[student_weights]` table (a backbone
-weights file per method). A teacher checkpoint trained on another label set (Cityscapes' 19
-classes for a CamVid study) distils through `teacher_class_map`, a map of its classes onto the
-study's (README: Teachers from another label set):
+A study file holds the same keys as `StudyConfig`, plus a `none` list (the settings it sets to
+None, which TOML cannot write: `none = ["epochs"]` for the recipes' own epochs), `[space.<method>]`
+tables (fixed values, ranges or choices for that method's search space, see search_spaces), a
+`[students]` table (the student per method) and a `[student_weights]` table (a backbone weights
+file per method). A teacher checkpoint trained on another label set (Cityscapes' 19 classes for a
+CamVid study) distils through `teacher_class_map`, a map of its classes onto the study's (README:
+Teachers from another label set). The presets are study files too (study/presets/NAME.toml), a
+starting point to copy:
 
     name = "esd-r"
     methods = ["sd", "esd"]
@@ -34,6 +36,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from kd.data.transforms import FRESH
@@ -164,135 +167,32 @@ class StudyConfig:
         return dataclasses.asdict(self)
 
 
-DEEP_SPLIT_POINTS = ("stage5", "stage7", "top")  # deeplabv3_efficientnet_lite0's last three
+PRESET_FOLDER = resources.files("study") / "presets"
 
-PRESETS = {
-    # A few tiny trials (README: Measured times).
-    "smoke": {
-        "name": "smoke",
-        "methods": ["baseline", "esd"],
-        "trials": 4,
-        "seeds": 1,
-        "image_size": [32, 64],
-        "source_images": 16,
-        "target_images": 8,
-        "proximity_images": 8,
-        "val_images": 4,
-        "test_images": 4,
-        "teacher_epochs": 1,
-        "epochs": 3,
-        # A bank, not fresh views: the teacher's outputs are computed once, which keeps the tests'
-        # tiny studies cheap on 2 cores
-        "views": 2,
-        "batch_size": 4,
-    },
-    # The embedded default: baseline, SD, ESD and IFVD with TPE on synthetic road scenes, minutes on CPU.
-    # Split points from stage5 on: earlier ones put the 512-wide SD head at 1/2 or 1/4 resolution,
-    # one such trial costing as much as the rest of the study.
-    # Every method trains the same student (the SD student, `table` variant): differences come from
-    # the methods, not the networks, and IFVD's PSPNet-ResNet18 would cost several times more per
-    # step. IFVD is the paper's reading: the code's deep supervision needs an auxiliary head, which
-    # the SD student has not.
-    "default": {
-        "students": {"ifvd_paper": "sd"},
-        "augmentation": "sd",  # and the same training views
-        # A bank of 4 views, not fresh ones: on 2 cores the teacher's forward on every batch would
-        # take the study past its few minutes; the cache computes it once per view
-        "views": 4,
-        "space": {m: {"split_point": list(DEEP_SPLIT_POINTS)} for m in ("baseline", "sd", "esd")},
-    },
-    # The SD paper's protocol on CamVid: binary road against background, the first 64 training images
-    # as the labelled target, the 101 val-sequence images as unlabelled proximity images, the last
-    # 101 training images (sequence 0016E5) for selection, every test image for the results.
-    # One grid point per method at the papers' settings, ESD at four r.
-    # The recipes' own budget, equal for every method (100 epochs: SD/ESD 40/40/20), 5 seeds;
-    # images are halved (180x240). Hours on CPUs (continue with --resume, or run it in parts and
-    # merge them: analysis.merge).
-    # IFVD distils into the SD student, as every distillation method here does, so that its row
-    # compares losses on one network: its own PSPNet-ResNet18 at output stride 8 costs 43 times the
-    # SD student's FLOPs per step (about 9 core-hours on CPUs, more than the other seven grid
-    # points together) and is camvid-11's subject.
-    # The paper's reading: the code's deep supervision needs an auxiliary head the SD student has not.
-    "camvid-sd": {
-        "name": "camvid-sd",
-        "data": "camvid",
-        "label_set": "binary",
-        "image_size": [180, 240],
-        "methods": ["baseline", "ftt", "sd", "esd", "ifvd_paper"],
-        "students": {"ifvd_paper": "sd"},
-        "sampler": "grid",
-        "seeds": 5,
-        "space": {"esd": {"r": {"choices": [0.0, 0.5, 1.0, 5.0]}}},
-        "source_images": None,
-        "target_images": 64,
-        "proximity_images": None,
-        "val_images": 101,
-        "test_images": None,
-        "teacher_epochs": 4,
-        "epochs": None,
-        "batch_size": 4,
-    },
-    # The IFVD paper's comparison on the 11 CamVid classes: the PSPNet-ResNet18 student alone and
-    # distilled by KD, IFVD, SKD and CWD from the same teacher, every test image evaluated.
-    "camvid-11": {
-        "name": "camvid-11",
-        "data": "camvid",
-        "label_set": "full",
-        "image_size": [180, 240],
-        "methods": ["ifvd_student", "ifvd_kd", "ifvd_kd_adv", "ifvd", "skd", "cwd"],
-        "sampler": "grid",
-        "seeds": 3,
-        "source_images": None,
-        "target_images": 261,  # every train image but the val images and the gap before them
-        "val_images": 101,
-        "test_images": None,
-        # The strongest teacher measured here (docs/RESULTS.md): Lite0 dilated to stride 16 (stride 32
-        # leaves a 6x8 map at 180x240) and fine-tuned whole, 0.395 val mIoU against the head alone's 0.349
-        "teacher": "deeplabv3_efficientnet_lite0_os16",
-        "teacher_trainable": "all",
-        "teacher_epochs": 30,
-        # Chosen on validation (docs/RESULTS.md): 60 epochs (1,920 iterations at batch 8) beat 30 by
-        # 0.010 val mIoU over the last 5 epochs, the rule's threshold.
-        "epochs": 60,
-        "batch_size": 8,
-    },
-}
 
-# camvid-sd's controls (docs/RESULTS.md, "Controls"): what else could explain ESD's gain. Every
-# method on IFVD's views (scale 0.5-2, crop, flip: the augmentation that alone matched ESD), fresh
-# views, 10 seeds; sd_adabn gives the student the proximity images' BatchNorm statistics without
-# mimicking the teacher on them. Rerun sd and esd with --teacher-init random to ask whether
-# mimicking any network on more images does as well. Hours on a GPU; on CPUs run it in parts
-# (--methods) and merge them (analysis.merge).
-PRESETS["camvid-sd-controls"] = {
-    **PRESETS["camvid-sd"],
-    "name": "camvid-sd-controls",
-    "methods": ["baseline", "sd", "esd", "sd_adabn"],
-    "students": {},
-    "augmentation": "ifvd",
-    "seeds": 10,
-    "space": {"esd": {"r": {"choices": [0.5, 1.0, 5.0]}}, "sd_adabn": {"r": {"choices": [1.0]}}},
-}
-# A positive control for camvid-11 (docs/RESULTS.md): the references' resolution, fresh views,
-# ImageNet-initialised students, and three teachers whose margins over the student alone should
-# span about 0 to 0.05 val mIoU, so that the gain-against-margin figure shows where distillation
-# starts to pay. The student alone gets more tuning than any distiller (three learning rates,
-# chosen on validation), so no gain is an undertrained baseline's. A GPU job of hours: run it in
-# parts (--methods, --teachers) and merge them.
-PRESETS["camvid-11-control"] = {
-    **PRESETS["camvid-11"],
-    "name": "camvid-11-control",
-    "image_size": [360, 480],
-    "seeds": 5,
-    "students": {method: "pspnet_efficientnet_lite0" for method in PRESETS["camvid-11"]["methods"]},
-    "teachers": [
-        "deeplabv3_efficientnet_lite0_os16",
-        "deeplabv3_efficientnet_lite1_os16",
-        "deeplabv3_efficientnet_lite2_os16",
-    ],
-    "space": {"ifvd_student": {"lr": {"choices": [0.005, 0.01, 0.02]}}},
-}
-del PRESETS["camvid-11-control"]["teacher"]  # the first of `teachers`
+def _with_nones(values: dict, where: str) -> dict:
+    """A study file's settings with those its `none` list names set to None (TOML has no null)."""
+    names = values.pop("none", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise UserInputError(
+            f'{where}: none must be a list of setting names, e.g. none = ["epochs"]; got {names!r}.'
+        )
+    both = sorted(set(names) & set(values))
+    if both:
+        raise UserInputError(f"{where}: {', '.join(both)} both given a value and listed in none; keep one.")
+    return {**values, **dict.fromkeys(names)}
+
+
+def _load_presets() -> dict[str, dict]:
+    """study/presets/NAME.toml, each a study file: the presets by NAME."""
+    files = {f.name.removesuffix(".toml"): f for f in PRESET_FOLDER.iterdir() if f.name.endswith(".toml")}
+    return {
+        name: _with_nones(tomllib.loads(files[name].read_text()), f"preset {files[name].name}")
+        for name in sorted(files)
+    }
+
+
+PRESETS = _load_presets()
 
 FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
 
@@ -303,9 +203,10 @@ def read_study_file(path: str | Path) -> dict:
         raise UserInputError(f"study file {path} does not exist.")
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            values = tomllib.load(handle)
     except tomllib.TOMLDecodeError as err:
         raise UserInputError(f"study file {path} is not valid TOML: {err}.") from None
+    return _with_nones(values, f"study file {path}")
 
 
 def resolve(
