@@ -1,12 +1,13 @@
+"""Fixtures shared by test modules; plain helper functions live in helpers.py."""
+
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from kd.data import locate_camvid
+from study.cluster import start_ray
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,11 +39,20 @@ def camvid_root() -> Path:
     return root
 
 
-def write_png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
-    return path
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray of 2 CPUs, started as a study starts it, for one test module; yields `ray`."""
+    import ray
 
-
-def rgb(height: int = 8, width: int = 12, value: int = 100) -> np.ndarray:
-    return np.full((height, width, 3), value, np.uint8)
+    if (
+        ray.is_initialized()
+    ):  # another module's, or one a study left running: this one must be the study's own
+        ray.shutdown()
+    # Ray's default, not the developer's: a local Ray turns token authentication on unless told not to
+    auth_mode = os.environ.pop("RAY_AUTH_MODE", None)
+    start_ray(None, num_cpus=2)
+    yield ray
+    ray.shutdown()
+    os.environ.pop("RAY_AUTH_MODE", None)
+    if auth_mode is not None:
+        os.environ["RAY_AUTH_MODE"] = auth_mode

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import rgb, write_png
+from helpers import rgb, write_png
 
 from kd.data import CamVid, Cityscapes, Folder, Kitti, SyntheticRoadScenes, open_dataset
 from kd.errors import DatasetError, UserInputError

@@ -17,27 +17,10 @@ from study.cluster import (
     listening_addresses,
     ray_disk_warning,
     resource_problems,
-    start_ray,
 )
 from study.config import StudyConfig
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    if ray.is_initialized():  # another module's Ray: this one must be the study's own
-        ray.shutdown()
-    # Ray's default, not the developer's: a local Ray turns token authentication on unless told not to
-    auth_mode = os.environ.pop("RAY_AUTH_MODE", None)
-    start_ray(None, num_cpus=2)
-    yield ray
-    ray.shutdown()
-    os.environ.pop("RAY_AUTH_MODE", None)
-    if auth_mode is not None:
-        os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 def test_a_local_study_listens_on_loopback_only(local_ray):

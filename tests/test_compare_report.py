@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_analysis import TEST_B1, make_run, score_on_test, scored_on_test  # pytest puts tests/ on sys.path
+from helpers import TEST_B1, find_chromium, headless, make_run, score_on_test, scored_on_test
 
 import analysis
 from analysis import compare
@@ -195,11 +195,9 @@ def test_runs_that_share_a_folder_name_are_told_apart_by_their_paths(tmp_path):
 
 @pytest.mark.slow  # headless Chromium: about ten seconds
 def test_the_comparison_draws_every_figure_in_a_browser(a_b, tmp_path):
-    from test_report_browser import _chromium, _headless
-
-    chromium = _chromium()
+    chromium = find_chromium()
     page = tmp_path / "compare.html"
     page.write_text(a_b)
-    body = re.search(r"<body[^>]*>", _headless(chromium, "--dump-dom", page.as_uri()).stdout).group(0)
+    body = re.search(r"<body[^>]*>", headless(chromium, "--dump-dom", page.as_uri()).stdout).group(0)
     values = dict(re.findall(r'data-(figures|errors|expected)="(\d+)"', body))
     assert values == {"expected": "3", "figures": "3", "errors": "0"}, body

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import rgb, write_png
+from helpers import rgb, write_png
 from PIL import Image
 
 from kd.data.__main__ import main

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_png
+from helpers import write_png
 
 from kd.data import PairedTransform, open_dataset
 from kd.data.resize import main, resized_copy

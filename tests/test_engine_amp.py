@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from test_engine_distributed import tiny_data, tiny_student, tiny_teacher  # tests/ is on sys.path
+from helpers import tiny_data, tiny_student, tiny_teacher
 
 from kd.engine import CHECKPOINT_NAME, Engine, RunSettings, precision
 from kd.errors import UserInputError

@@ -7,16 +7,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import tiny_data, tiny_student, tiny_teacher
 
 from kd import distributed
-from kd.data import PairedTransform, SyntheticRoadScenes
-from kd.engine import CHECKPOINT_NAME, Engine, RunData, RunSettings
+from kd.engine import CHECKPOINT_NAME, Engine, RunSettings
 from kd.errors import UserInputError
 from kd.methods import build_recipe
-from kd.models import build_student, build_teacher
 
-SIZE = (48, 96)
-POINT = "stage3"
 CASES = {
     # CE, a mean over images, through a network without dropout whose BatchNorm keeps its statistics:
     # two ranks give one process's numbers up to float rounding.
@@ -30,25 +27,6 @@ CASES = {
 SETTINGS = RunSettings(batch_size=4, views=1, evaluate="end")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_data():
-    # 8 target images: two optimiser steps of 4 per epoch.
-    target = SyntheticRoadScenes("target", size=8, image_size=SIZE, seed=0, label_set="binary")
-    val = SyntheticRoadScenes("test", size=3, image_size=SIZE, seed=0, label_set="binary")
-    return RunData(target, val, train_transform=PairedTransform(crop=(40, 80), hflip=True, normalize=False))
-
-
-def tiny_teacher():
-    torch.manual_seed(0)
-    return build_teacher(num_classes=2, pretrained=False).eval()
-
-
-def tiny_student(recipe, teacher, seed=0):
-    torch.manual_seed(seed)
-    if recipe.student == "sd":
-        return build_student("sd", 2, teacher=teacher, split_point=POINT)
-    return build_student("pspnet_resnet18_half", 2)
 
 
 def train(case, teacher, data, settings, seed=0, **kwargs):

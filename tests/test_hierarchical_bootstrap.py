@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import make_run
 from statsmodels.stats.multitest import multipletests
-from test_analysis import make_run  # pytest puts tests/ on sys.path
 
 import analysis
 from analysis import tables

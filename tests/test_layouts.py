@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import rgb, write_png
+from helpers import rgb, write_png
 
 from kd.data import Cityscapes, Folder, Kitti, open_dataset
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_png
+from helpers import write_png
 from PIL import Image
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools" / "offline_gpu"

@@ -9,45 +9,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-from test_analysis import make_run  # pytest puts tests/ on sys.path (no __init__.py)
+from helpers import find_chromium, headless, make_run
 
 from analysis.report import write_report
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.skip("chromium not installed (Debian package 'chromium'); .ci/run installs it")
-    return found
-
-
-def _headless(chromium: str, *args: str) -> subprocess.CompletedProcess:
-    # Parcoords (Optuna's parallel coordinates) needs WebGL: software WebGL is opt-in in recent Chromium.
-    return subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--enable-unsafe-swiftshader",
-            "--hide-scrollbars",
-            "--virtual-time-budget=10000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_report_draws_every_figure_without_errors(tmp_path):
-    chromium = _chromium()
+    chromium = find_chromium()
     report = write_report(make_run(tmp_path / "run"))
-    done = _headless(chromium, "--dump-dom", report.as_uri())
+    done = headless(chromium, "--dump-dom", report.as_uri())
     body = re.search(r"<body[^>]*>", done.stdout)
     assert body, f"no <body> in chromium's output: {done.stderr[-2000:]}"
     values = dict(re.findall(r'data-(figures|errors|expected)="(\d+)"', body.group(0)))
@@ -58,7 +30,7 @@ def test_report_draws_every_figure_without_errors(tmp_path):
     folder = Path(os.environ.get("SEGKD_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     shot = tmp_path / "report_screenshot.png"
-    _headless(chromium, f"--screenshot={shot}", "--window-size=1400,4000", report.as_uri())
+    headless(chromium, f"--screenshot={shot}", "--window-size=1400,4000", report.as_uri())
     assert shot.is_file() and shot.stat().st_size > 10_000
     if folder != tmp_path:
         shutil.copy(shot, folder / shot.name)
@@ -66,7 +38,7 @@ def test_report_draws_every_figure_without_errors(tmp_path):
 
 
 def test_export_writes_markdown_tables_and_pngs(tmp_path, monkeypatch):
-    _chromium()  # Kaleido drives the same browser
+    find_chromium()  # Kaleido drives the same browser
     import analysis.report
     from analysis.report import FIGURES, main
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import write_png
+from helpers import rgb, write_png
 
 from kd.data import Subset, open_dataset
 from kd.errors import DatasetError, UserInputError
@@ -77,8 +77,6 @@ def test_a_role_left_without_images_stops_the_study_naming_it():
 
 
 def test_a_role_short_of_images_names_its_setting_and_flag(tmp_path):
-    from conftest import rgb, write_png
-
     for name in "abcde":
         write_png(tmp_path / "img" / f"{name}.png", rgb())
         write_png(tmp_path / "ann" / f"{name}.png", rgb()[..., 0] * 0)

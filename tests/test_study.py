@@ -5,24 +5,11 @@ import re
 
 import pandas as pd
 import pytest
+from helpers import find_chromium, headless, smoke
 
-from study import config as study_config
 from study.run import run_study
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def smoke(tmp_path, **changes):
-    return study_config.resolve("smoke", overrides={"out": str(tmp_path), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -242,13 +229,11 @@ def test_multi_objective_study(local_ray, tmp_path):
 
 
 def test_the_study_writes_its_report_and_it_draws_in_a_browser(smoke_run):
-    from test_report_browser import _chromium, _headless
-
     report = smoke_run / "report.html"
     text = report.read_text()
     assert "Study smoke" in text and "HP-Acc against Var" in text and "Segmentation samples" in text
     assert "<dt>training views</dt><dd>a fixed bank of 2 augmented views per image" in text
-    done = _headless(_chromium(), "--dump-dom", report.as_uri())
+    done = headless(find_chromium(), "--dump-dom", report.as_uri())
     values = dict(re.findall(r'data-(figures|errors|expected)="(\d+)"', done.stdout))
     assert values["errors"] == "0" and int(values["figures"]) == int(values["expected"]) > 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import write_png
 
 from study.run import main
 
@@ -198,7 +199,6 @@ def _file(tmp_path, text):
 
 def test_a_corrupt_image_stops_the_study_before_ray_naming_the_file(tmp_path, capsys):
     import numpy as np
-    from conftest import write_png
 
     noise = np.random.default_rng(0)
     for name in "abcdef":

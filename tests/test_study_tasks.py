@@ -2,24 +2,12 @@
 
 import pytest
 import torch
+from helpers import smoke
 
 from kd.errors import UserInputError
 from study import config as study_config
 from study.prepare import prepare
 from study.tasks import run_work, runs_on_ray
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-def smoke(tmp_path, **overrides):
-    return study_config.resolve("smoke", overrides={"out": str(tmp_path), **overrides})
 
 
 def test_preparation_runs_in_the_driver_without_gpus_or_a_cluster(tmp_path):
@@ -29,7 +17,7 @@ def test_preparation_runs_in_the_driver_without_gpus_or_a_cluster(tmp_path):
 
 @pytest.mark.slow
 def test_prepare_as_a_task_reports_progress_and_writes_the_run_folder(local_ray, tmp_path):
-    config = smoke(tmp_path, address=local_ray)
+    config = smoke(tmp_path, address=local_ray.get_runtime_context().gcs_address)
     space = study_config.validate(config)
     config.run_dir.mkdir(parents=True)
     said = []
@@ -43,7 +31,11 @@ def test_prepare_as_a_task_reports_progress_and_writes_the_run_folder(local_ray,
 def test_a_configuration_error_in_the_task_is_raised_as_itself(local_ray, tmp_path):
     weights = tmp_path / "wrong.pt"
     torch.save({"not_a_layer.weight": torch.zeros(1)}, weights)
-    config = smoke(tmp_path, address=local_ray, student_weights={"baseline": str(weights)})
+    config = smoke(
+        tmp_path,
+        address=local_ray.get_runtime_context().gcs_address,
+        student_weights={"baseline": str(weights)},
+    )
     space = study_config.validate(config)
     config.run_dir.mkdir(parents=True)
     with pytest.raises(UserInputError, match=r"\[student_weights\] baseline"):

@@ -165,16 +165,6 @@ def test_a_single_teacher_run_folder_gets_its_teacher_column_and_one_point_per_m
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.shutdown()  # one that an earlier test's study left running
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def axis_run(local_ray, tmp_path_factory):
     config = smoke(
         tmp_path_factory.mktemp("axis"),
