@@ -25,11 +25,11 @@ import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
 
-from analysis import figures, report, tables
-from analysis.figures import _by_variant, _numeric
+from analysis import figures, page, tables
+from analysis.figures import by_variant, numeric
 from analysis.load import Study, load
 from kd.metrics import THETA
-from study.schema import TRIALS
+from kd.run_folder import SAMPLES, TRIALS
 
 PAIRED_COLUMNS = [
     "study",
@@ -85,7 +85,7 @@ def study_labels(runs: list[Path]) -> list[str]:
 
 def sample_classes(study: Study) -> list[str]:
     """The class names the study saved with its samples; only that member is read, not the images."""
-    path = study.run_dir / "samples.npz"
+    path = study.run_dir / SAMPLES
     if not path.is_file():
         return []
     with np.load(path, allow_pickle=False) as data:
@@ -102,7 +102,7 @@ def classes_note(studies: list[Study], labels: list[str]) -> str:
     lines = [classes_line(study) for study in studies]
     if len(set(lines)) == 1:
         return ""
-    return report._note(
+    return page.note(
         "The studies differ in their label sets: "
         + "; ".join(f"{label}: {line}" for label, line in zip(labels, lines, strict=True))
         + ". Their mIoU average over different classes: compare their numbers with care. The paired "
@@ -131,7 +131,7 @@ def overview_html(studies: list[Study], labels: list[str]) -> str:
     return (
         f'<p class="caption">Reference of the paired tests: <b>{html.escape(labels[0])}</b> (the first run '
         "given). Each study's own report: python -m analysis.report RUN_DIR.</p>"
-        + report._table(pd.DataFrame(rows))
+        + page.html_table(pd.DataFrame(rows))
     )
 
 
@@ -148,7 +148,7 @@ def split_notes(studies: list[Study], labels: list[str]) -> str:
         missing = set(tables.ordered_variants(study)) - set(study.final["variant"])
         if missing:
             notes.append(f"{label}: not scored on the test images: {', '.join(sorted(missing))}.")
-    return "".join(report._note(note) for note in notes)
+    return "".join(page.note(note) for note in notes)
 
 
 def methods_frame(studies: list[Study], labels: list[str]) -> pd.DataFrame:
@@ -157,7 +157,7 @@ def methods_frame(studies: list[Study], labels: list[str]) -> pd.DataFrame:
     for label, study in zip(labels, studies, strict=True):
         summary = tables.method_summary(study)
         if not summary.empty:
-            blocks.append(report.summary_frame(summary).assign(study=label))
+            blocks.append(page.summary_frame(summary).assign(study=label))
     if not blocks:
         return pd.DataFrame()
     frame = pd.concat(blocks, ignore_index=True)
@@ -173,8 +173,8 @@ def methods_html(studies: list[Study], labels: list[str]) -> str:
         "trial's seeds with 95 % Student-t intervals; a single report's caption explains each column.</p>"
     )
     if shown.empty:
-        return text + report._note("No methods configured and no trials recorded yet.")
-    return text + split_notes(studies, labels) + report._table(shown)
+        return text + page.note("No methods configured and no trials recorded yet.")
+    return text + split_notes(studies, labels) + page.html_table(shown)
 
 
 def image_means(study: Study, trial_id: str, split: str) -> pd.Series:
@@ -260,13 +260,13 @@ def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
             "scored on": paired["split"],
             "trial": paired["trial_id"],
             "reference trial": paired["reference_trial"],
-            "shared images": [report._number(v, 0) for v in numbers["n_images"]],
-            "mean mIoU_i": [report._number(v, 4) for v in numbers["mean"]],
-            "reference mean mIoU_i": [report._number(v, 4) for v in numbers["reference_mean"]],
-            "mean diff (per image)": [report._number(v, 4) for v in numbers["mean_diff"]],
-            "p (Wilcoxon)": [report._p(v) for v in numbers["p_value"]],
-            "p adj. (Holm)": [report._p(v) for v in numbers["p_adjusted"]],
-            "effect size": [report._number(v, 3) for v in numbers["effect_size"]],
+            "shared images": [page.number(v, 0) for v in numbers["n_images"]],
+            "mean mIoU_i": [page.number(v, 4) for v in numbers["mean"]],
+            "reference mean mIoU_i": [page.number(v, 4) for v in numbers["reference_mean"]],
+            "mean diff (per image)": [page.number(v, 4) for v in numbers["mean_diff"]],
+            "p (Wilcoxon)": [page.p_text(v) for v in numbers["p_value"]],
+            "p adj. (Holm)": [page.p_text(v) for v in numbers["p_adjusted"]],
+            "effect size": [page.number(v, 3) for v in numbers["effect_size"]],
             "better": paired["better"],
             "significant": [
                 "" if math.isnan(p) else f"yes (p adj. < {tables.ALPHA:g})" if s else "no"
@@ -292,8 +292,8 @@ def paired_html(studies: list[Study], labels: list[str]) -> str:
     )
     paired = paired_across(studies, labels)
     if paired.empty:
-        return text + report._note("No variants to compare.")
-    return text + report._table(paired_frame(paired))
+        return text + page.note("No variants to compare.")
+    return text + page.html_table(paired_frame(paired))
 
 
 def variant_colors(studies: list[Study]) -> dict[str, str]:
@@ -341,7 +341,7 @@ def _cost_points(studies: list[Study], labels: list[str]) -> list[tuple[str, str
     return [
         (label, SYMBOLS[k % len(SYMBOLS)], study, top)
         for k, (label, study) in enumerate(zip(labels, studies, strict=True))
-        for _, top in _numeric(tables.reported_scores(study), ["miou", "flops"]).iterrows()
+        for _, top in numeric(tables.reported_scores(study), ["miou", "flops"]).iterrows()
     ]
 
 
@@ -374,7 +374,7 @@ def _hp_acc_traces(label: str, symbol: str, study: Study, colors: dict):
         (study.completed, "val", {"symbol": f"{symbol}-open", "size": 9}),
         (figures.on_test(study), "test", {"symbol": symbol, "size": 13}),
     ):
-        for variant, mine in _by_variant(study, _numeric(frame, ["hp_acc", "var"])):
+        for variant, mine in by_variant(study, numeric(frame, ["hp_acc", "var"])):
             yield go.Scatter(
                 x=mine["var"].tolist(),
                 y=mine["hp_acc"].tolist(),
@@ -427,14 +427,14 @@ FIGURES = [
         "variant; marker shape: study. HP-Acc is the share of images with mIoU_i > "
         f"{THETA:g}, Var the spread of mIoU_i. Look up and to the left: robust variants score many "
         "images well and few badly.",
-        report.NO_TRIALS,
+        page.NO_TRIALS,
     ),
 ]
 
 
 def images_label(images: str, studies: list[Study], labels: list[str]) -> str:
     """Which images a figure reads, in the single report's words; per study where they differ."""
-    texts = [report.images_label(images, study) for study in studies]
+    texts = [page.images_label(images, study) for study in studies]
     if len(set(texts)) == 1:
         return texts[0]
     return " | ".join(f"{label}: {text}" for label, text in zip(labels, texts, strict=True))
@@ -448,9 +448,7 @@ def figures_html(studies: list[Study], labels: list[str]) -> tuple[str, int]:
         parts.append(f'<h2>{html.escape(heading)}</h2><p class="caption">{html.escape(caption)}</p>')
         figure = build(studies, labels)
         parts.append(
-            report._note(report.NO_TRIALS if nothing else empty)
-            if figure is None
-            else report._figure_html(figure)
+            page.note(page.NO_TRIALS if nothing else empty) if figure is None else page.figure_html(figure)
         )
         plots += figure is not None
     return "\n".join(parts), plots
@@ -473,4 +471,4 @@ def write_comparison(paths, out=None) -> Path:
         figure_part,
     ]
     title = f"{', '.join(labels)}: SegKD study comparison"
-    return report.write_page(Path(out or "compare.html"), report.page_html(title, parts, plots))
+    return page.write_page(Path(out or "compare.html"), page.page_html(title, parts, plots))

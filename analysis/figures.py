@@ -56,7 +56,7 @@ def variant_colors(study) -> dict[str, str]:
     return {name: palette[i % len(palette)] for i, name in enumerate(ordered_variants(study))}
 
 
-def _by_variant(study, frame: pd.DataFrame):
+def by_variant(study, frame: pd.DataFrame):
     """(variant, its rows of `frame`) in the study's order, for the variants with rows."""
     for variant in ordered_variants(study):
         mine = frame[frame["variant"] == variant]
@@ -79,7 +79,7 @@ def _hover(frame: pd.DataFrame, study) -> list[str]:
     return [hover_text(row, columns) for _, row in frame.iterrows()]
 
 
-def _numeric(frame: pd.DataFrame, columns) -> pd.DataFrame:
+def numeric(frame: pd.DataFrame, columns) -> pd.DataFrame:
     frame = frame.copy()
     for column in columns:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
@@ -95,7 +95,7 @@ def _scores_by_variant(study):
     """(variant, rows, label, marker) of every completed trial on validation, then of the chosen
     trials on test: one legend entry per variant and split."""
     for frame, label, marker in ((study.completed, "val", "circle"), (on_test(study), "test", "diamond")):
-        for variant, mine in _by_variant(study, frame):
+        for variant, mine in by_variant(study, frame):
             yield (
                 variant,
                 mine,
@@ -107,11 +107,11 @@ def _scores_by_variant(study):
 def hp_acc_vs_var(study) -> go.Figure | None:
     """HP-Acc against Var, one point per completed trial on validation and one per variant's chosen
     trial on test (SD paper, Fig. 8)."""
-    if _numeric(study.completed, ["hp_acc", "var"]).empty:
+    if numeric(study.completed, ["hp_acc", "var"]).empty:
         return None
     fig, colors = go.Figure(), variant_colors(study)
     for variant, mine, name, marker in _scores_by_variant(study):
-        mine = _numeric(mine, ["hp_acc", "var"])
+        mine = numeric(mine, ["hp_acc", "var"])
         if mine.empty:
             continue
         fig.add_trace(
@@ -142,11 +142,11 @@ def hp_acc_axes(fig: go.Figure, **layout) -> go.Figure:
 def esd_ratio(study) -> go.Figure | None:
     """mIoU and HP-Acc against the ESD ratio r, error bars = sd over the trial's seeds (SD paper,
     Fig. 7): every completed trial on validation, each variant's chosen trial on test."""
-    if "r" not in study.completed or _numeric(study.completed, ["r"]).empty:
+    if "r" not in study.completed or numeric(study.completed, ["r"]).empty:
         return None
     fig, colors = make_subplots(rows=1, cols=2, subplot_titles=("mIoU", "HP-Acc")), variant_colors(study)
     for variant, mine, name, marker in _scores_by_variant(study):
-        mine = _numeric(mine, ["r"]).sort_values("r", kind="stable")
+        mine = numeric(mine, ["r"]).sort_values("r", kind="stable")
         for col, metric in enumerate(("miou", "hp_acc"), start=1):
             if mine[metric].isna().all():
                 continue
@@ -245,7 +245,7 @@ def pareto_mask(points, maximize) -> np.ndarray:
 
 def pareto_front(study) -> go.Figure | None:
     """Completed trials in the three pairs of (miou_img, hp_acc, var); the Pareto front as diamonds."""
-    done = _numeric(study.completed, PARETO_METRICS)
+    done = numeric(study.completed, PARETO_METRICS)
     if done.empty:
         return None
     done = done.assign(
@@ -256,7 +256,7 @@ def pareto_front(study) -> go.Figure | None:
     pairs = [("miou_img", "hp_acc"), ("miou_img", "var"), ("hp_acc", "var")]
     fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{y} vs {x}" for x, y in pairs])
     colors = variant_colors(study)
-    for variant, rows in _by_variant(study, done):
+    for variant, rows in by_variant(study, done):
         for on_front in (False, True):
             mine = rows[rows["front"] == on_front]
             if mine.empty:
@@ -331,7 +331,7 @@ def cost_bubble(top: pd.Series, params: float, sizeref: float | None, color: str
 def miou_vs_gflops(study) -> go.Figure | None:
     """mIoU of each variant's chosen trial (test once scored, else validation) against its GFLOPs;
     bubble area = parameters (SD paper, Fig. 1)."""
-    best = _numeric(reported_scores(study), ["miou", "flops"])
+    best = numeric(reported_scores(study), ["miou", "flops"])
     if best.empty:
         return None
     params = pd.to_numeric(best["params"], errors="coerce")

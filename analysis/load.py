@@ -3,7 +3,7 @@ stopped midway, and when some or all of its trials failed (missing tables come b
 with their columns).
 
     run_dir/config.json          the resolved study configuration
-    run_dir/trials.parquet       one row per trial (the columns of all three: study/schema.py)
+    run_dir/trials.parquet       one row per trial (the columns of all three: kd/run_folder.py)
     run_dir/per_image.parquet    one row per trial, seed and validation image
     run_dir/curves.parquet       one row per trial, seed and epoch; also a loss_<term> per loss term
     run_dir/samples.npz          ids, images uint8 [N,H,W,3], masks uint8 [N,H,W] (255 = void), classes
@@ -23,16 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.schema import (
-    CURVE_COLUMNS,
-    CURVES,
-    FINAL,
-    FINAL_COLUMNS,
-    PER_IMAGE,
-    PER_IMAGE_COLUMNS,
-    TRIAL_COLUMNS,
-    TRIALS,
-)
+from kd import run_folder
+from kd.errors import UserInputError
+from kd.run_folder import CONFIG, CURVES, FINAL, JOURNAL, OLD_PREDICTIONS, PER_IMAGE, SAMPLES, TEACHER, TRIALS
+from kd.run_folder import variants as variants
 
 
 @dataclass
@@ -55,7 +49,7 @@ class Study:
 
     def samples(self) -> dict | None:
         """Validation images and ground truth as the trials saw them, or None if the study saved none."""
-        return _npz(self.run_dir / "samples.npz")
+        return _npz(self.run_dir / SAMPLES)
 
     def predictions(self, trial_id: str) -> dict | None:
         """{"ids", "predictions"} of a trial's first seed, or None if it saved none."""
@@ -66,7 +60,7 @@ class Study:
         if isinstance(row.get("predictions"), str):
             path = Path(row["predictions"])
         elif isinstance(row.get("trial_dir"), str):  # studies written before predictions had their own folder
-            path = Path(row["trial_dir"]) / "predictions.npz"
+            path = Path(row["trial_dir"]) / OLD_PREDICTIONS
         else:
             return None
         return _npz(path if path.is_absolute() else self.run_dir / path)
@@ -74,7 +68,7 @@ class Study:
     def teacher(self) -> dict | None:
         """The teacher's own scores on the validation images (name, miou, miou_img, hp_acc, var, params,
         flops), or None for a study that saved none."""
-        path = self.run_dir / "teacher.json"
+        path = self.run_dir / TEACHER
         if not path.is_file():
             return None
         try:
@@ -94,7 +88,7 @@ class Study:
         return {self.config.get("teacher") or record.get("name", "teacher"): record}
 
     def journal(self) -> Path | None:
-        path = self.run_dir / "optuna.journal"
+        path = self.run_dir / JOURNAL
         return path if path.is_file() else None
 
 
@@ -105,32 +99,10 @@ def _npz(path: Path) -> dict | None:
         return {key: data[key] for key in data.files}
 
 
-def variants(trials: pd.DataFrame) -> pd.Series:
-    """Each trial's variant, what summaries compare: a grid point's name ("esd r=0.5"), else the method.
-
-    Tables written before the driver named every row's variant have it only for grid points.
-    """
-    if "variant" not in trials:
-        return trials["method"]
-    named = trials["variant"].map(lambda v: isinstance(v, str) and v != "")
-    return trials["variant"].where(named, trials["method"])
-
-
-def _table(path: Path, columns) -> pd.DataFrame:
-    if not path.is_file():
-        return pd.DataFrame(columns=list(columns))
-    frame = pd.read_parquet(path)
-    for column in columns:  # tables written by older versions or hand-made ones may lack some
-        if column not in frame.columns:
-            frame[column] = np.nan
-    return frame
-
-
-def _with_views(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """Tables written before the views column: the study's `views` setting (a bank, then) fills it."""
-    if "views" in config and frame["views"].isna().all():
-        frame["views"] = str(config["views"])
-    return frame
+def _table(run_dir: Path, table: str, config: dict) -> pd.DataFrame:
+    path = run_dir / table
+    frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(run_folder.COLUMNS[table]))
+    return run_folder.migrate(table, frame, config, teacher_users)
 
 
 def study_config(config: dict):
@@ -140,7 +112,7 @@ def study_config(config: dict):
     return StudyConfig(**{k: v for k, v in config.items() if k in FIELDS})
 
 
-def _teacher_users(config: dict) -> list[str]:
+def teacher_users(config: dict) -> list[str]:
     """The methods of a study's configuration that use its teacher (study.prepare.teacher_users)."""
     try:
         from study.prepare import teacher_users
@@ -150,32 +122,33 @@ def _teacher_users(config: dict) -> list[str]:
         return []
 
 
-def _with_teacher(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """Tables written before the teacher column: the study's one teacher fills it for the methods
-    that use it."""
-    if frame["teacher"].notna().any() or not isinstance(config.get("teacher"), str) or frame.empty:
-        return frame
-    users = frame["method"].isin(_teacher_users(config))
-    return frame.assign(teacher=frame["teacher"].astype(object).where(~users, config["teacher"]))
+def grid_size(config: dict) -> int:
+    """How many points a grid study runs: one per method, times the choices its space crosses."""
+    try:
+        from kd.models.registry import split_points
+        from study.space import resolve_space, with_teachers
+
+        space = resolve_space(config["methods"], split_points(config["teacher"]), config.get("space"))
+        return len(with_teachers(space, study_config(config)).grid())
+    except Exception:  # a study from another version, or a plugin not imported here: the lower bound
+        return len(config.get("methods") or [])
 
 
 def load(run_dir: str | Path) -> Study:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        from kd.errors import UserInputError
-
         raise UserInputError(f"{run_dir} is not a folder; give a study's run folder, e.g. runs/default.")
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    trials = _with_teacher(_with_views(_table(run_dir / TRIALS, TRIAL_COLUMNS), config), config)
-    per_image = _table(run_dir / PER_IMAGE, PER_IMAGE_COLUMNS)
+    trials = _table(run_dir, TRIALS, config)
+    per_image = _table(run_dir, PER_IMAGE, config)
     test = per_image["split"] == "test"  # tables from before the split column hold validation rows only
     return Study(
         run_dir=run_dir,
         config=config,
-        trials=trials.assign(variant=variants(trials)),  # one column to group by, whichever version wrote it
+        trials=trials,
         per_image=per_image[~test].reset_index(drop=True),
-        curves=_table(run_dir / CURVES, CURVE_COLUMNS),
-        final=_with_teacher(_with_views(_table(run_dir / FINAL, FINAL_COLUMNS), config), config),
+        curves=_table(run_dir, CURVES, config),
+        final=_table(run_dir, FINAL, config),
         test_per_image=per_image[test].reset_index(drop=True),
     )

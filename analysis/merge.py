@@ -27,12 +27,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.load import variants
 from kd.errors import UserInputError
 from kd.metrics import METRICS
-from study.config import RESUMABLE
-from study.prepare import ROLES, TEACHER
-from study.schema import CURVES, FINAL, PER_IMAGE, TRIALS
+from kd.run_folder import (
+    CONFIG,
+    CURVES,
+    FINAL,
+    MERGED,
+    PER_IMAGE,
+    RESUMABLE,
+    ROLES,
+    TEACHER,
+    TRIALS,
+    variants,
+)
 
 TABLES = (TRIALS, PER_IMAGE, CURVES, FINAL)
 # What a part may set differently from the others: which grid points it ran and where it ran them.
@@ -41,7 +49,6 @@ PER_PART = ("name", "out", "methods", "space", "trials", *RESUMABLE)
 TEACHER_AXIS = ("teachers", "teacher")
 # Settings per method: each part's entries for the methods it ran must agree with the other parts'.
 PER_METHOD = ("students", "student_weights")
-MERGED = "merged.json"
 
 
 def _json(path: Path) -> dict | None:
@@ -51,14 +58,14 @@ def _json(path: Path) -> dict | None:
 def check_parts(parts: list[Path]) -> list[dict]:
     """Each part's config.json, or a UserInputError naming every part that is not a finished-or-running
     study folder, and every setting on which the parts differ."""
-    missing = [str(p) for p in parts if not (p / "config.json").is_file() or not (p / TRIALS).is_file()]
+    missing = [str(p) for p in parts if not (p / CONFIG).is_file() or not (p / TRIALS).is_file()]
     if missing:
         raise UserInputError(
-            f"not a study's run folder (config.json and {TRIALS} needed): {', '.join(missing)}."
+            f"not a study's run folder ({CONFIG} and {TRIALS} needed): {', '.join(missing)}."
         )
     if len(set(p.resolve() for p in parts)) < len(parts):
         raise UserInputError("the same part is given twice; give each part's run folder once.")
-    configs = [_json(p / "config.json") for p in parts]
+    configs = [_json(p / CONFIG) for p in parts]
     first = configs[0]
     axis = all(config.get("teachers") for config in configs)
     per_part = PER_PART + (TEACHER_AXIS if axis else ())
@@ -205,7 +212,7 @@ def merge(out: str | Path, parts: list[str | Path]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         frame.to_parquet(out / name, index=False)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     (out / ROLES).write_text(json.dumps(merged_roles(parts), indent=2) + "\n")
     # equal where present (check_parts); a part whose methods distil from no teacher trains none
     teachers = [p / TEACHER for p in parts if (p / TEACHER).is_file()]

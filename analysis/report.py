@@ -17,15 +17,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import plotly.io as pio
-from plotly.offline import get_plotlyjs
 
-from analysis import figures, tables
-from analysis.load import load, study_config
+from analysis import figures, page, tables
+from analysis.load import grid_size, load
 from kd.data.transforms import FRESH
 from kd.metrics import METRICS, OBJECTIVES, THETA
+from kd.run_folder import REPORT
 
-NO_TRIALS = "No completed trials yet: this section fills in as trials finish."
 # (title, figure function, images, caption: what it shows and what to look for, note when there is
 # nothing to draw). images: "val" (search figures: every trial, on the validation images that
 # selected them), "reported" (results: test once the chosen trials were scored there), or "both".
@@ -38,7 +36,7 @@ FIGURES = [
         "each variant's chosen trial on the test images (SD paper, Fig. 8). HP-Acc is the share of "
         f"images with mIoU_i > {THETA:g}, Var the spread of mIoU_i. Look up and to the left: robust "
         "variants score many images well and few badly.",
-        NO_TRIALS,
+        page.NO_TRIALS,
     ),
     (
         "ESD: the ratio r",
@@ -65,7 +63,7 @@ FIGURES = [
         "Completed trials in the three pairs of miou_img (higher is better), hp_acc (higher) and var "
         "(lower). Diamonds are the non-dominated trials over all three: no other trial is at least as good "
         "in every metric and better in one. Look for which variants own the front.",
-        NO_TRIALS,
+        page.NO_TRIALS,
     ),
     (
         "Accuracy against cost",
@@ -105,110 +103,6 @@ FIGURES = [
         "No training curves of a best trial yet.",
     ),
 ]
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
-th { background: #f0f2f6; }
-td:nth-child(-n+2) { text-align: left; }
-.note { color: #8a5a00; background: #fff7e0; padding: 0.4em 0.8em; border-left: 4px solid #e0a800; }
-.caption { color: #444; max-width: 80em; }
-td.error, .failed td { white-space: pre-wrap; text-align: left; font-family: monospace; }
-dl.header { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
-dl.header dt { font-weight: bold; }
-dl.header dd { margin: 0; }
-"""
-# The error listener is registered before plotly.js so that errors while it loads are counted too.
-ERROR_LISTENER = """<script>
-window.segkdErrors = 0;
-window.addEventListener("error", function () { window.segkdErrors += 1; });
-window.addEventListener("unhandledrejection", function () { window.segkdErrors += 1; });
-</script>"""
-# Plotly draws SVG plots during newPlot; the timeout leaves room for asynchronous parts (WebGL, images).
-COUNTER = """<script>
-window.addEventListener("load", function () {
-  setTimeout(function () {
-    var drawn = 0;
-    document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
-      if (el.querySelector("svg.main-svg")) { drawn += 1; }
-    });
-    document.body.dataset.figures = drawn;
-    document.body.dataset.errors = window.segkdErrors;
-  }, 500);
-});
-</script>"""
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def _number(value, digits: int = 3) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "" if value is None else str(value)
-    return "–" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _significant(value) -> str:
-    """Three significant digits: tiny students on small images have GFLOPs far below 0.01."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return ""
-    return "–" if math.isnan(value) else f"{value:.3g}"
-
-
-def _text(value, missing: str) -> str:
-    return value if isinstance(value, str) else missing
-
-
-def _with_ci(mean, half, digits: int) -> str:
-    text = _number(mean, digits)
-    return text if text == "–" or _number(half, digits) == "–" else f"{text} ± {_number(half, digits)}"
-
-
-def _digits(metric: str) -> int:
-    return 4 if metric == "var" else 3  # variances of mIoU_i are small
-
-
-def _table(frame: pd.DataFrame, css: str = "") -> str:
-    return frame.to_html(index=False, escape=True, na_rep="–", border=0, classes=css or None)
-
-
-def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """method_summary as it is shown: means with their 95 % intervals, formatted."""
-    return pd.DataFrame(
-        {
-            "variant": summary["variant"],
-            "trials (completed / failed / stopped)": [
-                f"{t} ({c} / {f} / {s})"
-                for t, c, f, s in summary[["trials", "completed", "failed", "stopped"]].values
-            ],
-            "degenerate trials": [str(d) for d in summary["degenerate"]],
-            "best trial": [
-                _text(v, "–") + (" DEGENERATE" if d is True else "")
-                for v, d in zip(summary["best_trial"], summary["best_degenerate"], strict=True)
-            ],
-            "hyperparameters": [_text(v, "") for v in summary["hyperparameters"]],
-            "selection score (val)": [_number(v, 3) for v in summary["selection_score"]],
-            "scored on": summary["split"],
-            "seeds": [_number(s, 0) for s in summary["seeds"]],
-            **{
-                f"{m} ± 95% CI": [
-                    _with_ci(mean, half, _digits(m))
-                    for mean, half in zip(summary[m], summary[f"{m}_ci"], strict=True)
-                ]
-                for m in METRICS
-            },
-            "CI from": [_text(v, "–") for v in summary["ci_from"]],
-            "params (M)": [_significant(p / 1e6) for p in summary["params"]],
-            "GFLOPs": [_significant(g) for g in summary["gflops"]],
-            "steps per stage": [_text(v, "–") for v in summary["steps"]],
-            "stage-1 feature ratio": [_number(v, 2) for v in summary["stage1_feature_ratio"]],
-        }
-    )
 
 
 def split_note(study) -> str:
@@ -216,8 +110,8 @@ def split_note(study) -> str:
     the numbers shown are optimistic."""
     if tables.reported_split(study) == "test":
         missing = set(tables.ordered_variants(study)) - set(study.final["variant"])
-        return _note(f"Not scored on the test images: {', '.join(sorted(missing))}.") if missing else ""
-    return _note(
+        return page.note(f"Not scored on the test images: {', '.join(sorted(missing))}.") if missing else ""
+    return page.note(
         "Not yet scored on the test images: these are the validation scores that selected each best "
         "trial, biased upward by that selection. The study scores each variant's chosen trial on the "
         "test images once all its trials have finished."
@@ -227,8 +121,8 @@ def split_note(study) -> str:
 def summary_html(study) -> str:
     summary = tables.method_summary(study)
     if summary.empty:
-        return _note("No methods configured and no trials recorded yet.")
-    shown = summary_frame(summary)
+        return page.note("No methods configured and no trials recorded yet.")
+    shown = page.summary_frame(summary)
     objective = tables.objective(study)
     direction = "highest" if tables.higher_is_better(objective) else "lowest"
     images = tables.SPLITS[tables.reported_split(study)]
@@ -244,8 +138,8 @@ def summary_html(study) -> str:
         "DEGENERATE trial predicts one class on every validation pixel: its mIoU is no evidence of "
         "learning.</p>"
     )
-    note = _note(NO_TRIALS) if study.completed.empty else split_note(study)
-    return note + text + _table(shown)
+    note = page.note(page.NO_TRIALS) if study.completed.empty else split_note(study)
+    return note + text + page.html_table(shown)
 
 
 BOOTSTRAP_CAPTION = (
@@ -276,9 +170,9 @@ def paired_html(study) -> str:
         "are not independent: read the per-seed test and the bootstrap first.</p>"
     )
     if paired.empty:
-        return text + _note(paired.attrs.get("note", "Nothing to compare."))
+        return text + page.note(paired.attrs.get("note", "Nothing to compare."))
     lines = "".join(f'<p class="caption">{html.escape(line)}</p>' for line in comparison_lines(paired))
-    return text + lines + _table(paired_frame(paired))
+    return text + lines + page.html_table(paired_frame(paired))
 
 
 def comparison_lines(paired: pd.DataFrame) -> list[str]:
@@ -297,13 +191,9 @@ def comparison_lines(paired: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _p(value) -> str:
-    return "–" if math.isnan(value) else f"{value:.3g}"
-
-
 def _boot_p(value, bound: float) -> str:
     """A bootstrap p of 0 means no resample crossed 0: p is below the bound those resamples resolve."""
-    return f"< {bound:.2g}" if value == 0 else _p(value)
+    return f"< {bound:.2g}" if value == 0 else page.p_text(value)
 
 
 def _interval(low, high) -> str:
@@ -321,12 +211,12 @@ def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
             "reference trial": paired["baseline_trial"],
             "scored on": paired["split"],
             "seeds": paired["n_seeds"],
-            "mean diff (per seed)": [_number(v, 4) for v in paired["mean_diff"]],
-            "sd diff": [_number(v, 4) for v in paired["sd_diff"]],
-            "p (paired t)": [_p(v) for v in paired["p_value"]],
-            "p adj. (Holm)": [_p(v) for v in paired["p_adjusted"]],
-            "seeds needed": [_number(v, 0) for v in paired["seeds_needed"]],
-            "diff (bootstrap)": [_number(v, 4) for v in paired["boot_diff"]],
+            "mean diff (per seed)": [page.number(v, 4) for v in paired["mean_diff"]],
+            "sd diff": [page.number(v, 4) for v in paired["sd_diff"]],
+            "p (paired t)": [page.p_text(v) for v in paired["p_value"]],
+            "p adj. (Holm)": [page.p_text(v) for v in paired["p_adjusted"]],
+            "seeds needed": [page.number(v, 0) for v in paired["seeds_needed"]],
+            "diff (bootstrap)": [page.number(v, 4) for v in paired["boot_diff"]],
             "95% interval (bootstrap)": [
                 _interval(low, high)
                 for low, high in zip(paired["boot_ci_low"], paired["boot_ci_high"], strict=True)
@@ -334,10 +224,10 @@ def paired_frame(paired: pd.DataFrame) -> pd.DataFrame:
             "p (bootstrap)": [_boot_p(v, 1 / resamples) for v in paired["boot_p"]],
             "p adj. (Holm), bootstrap": [_boot_p(v, family / resamples) for v in paired["boot_p_holm"]],
             "pairs (seed, image)": paired["n_pairs"],
-            "mean diff (per image)": [_number(v, 4) for v in paired["image_mean_diff"]],
-            "p (Wilcoxon)": [_p(v) for v in paired["image_p_value"]],
-            "p adj. (Holm), images": [_p(v) for v in paired["image_p_adjusted"]],
-            "effect size": [_number(v, 3) for v in paired["effect_size"]],
+            "mean diff (per image)": [page.number(v, 4) for v in paired["image_mean_diff"]],
+            "p (Wilcoxon)": [page.p_text(v) for v in paired["image_p_value"]],
+            "p adj. (Holm), images": [page.p_text(v) for v in paired["image_p_adjusted"]],
+            "effect size": [page.number(v, 3) for v in paired["effect_size"]],
             "better": paired["better"],
             "significant": [f"yes (p adj. < {tables.ALPHA:g})" if v else "no" for v in paired["significant"]],
             "verdict": paired["verdict"],
@@ -349,19 +239,7 @@ def failed_html(study) -> str:
     failed = tables.failed_trials(study)
     if failed.empty:
         return "<p>No failed trials.</p>"
-    return _table(failed.fillna({"error": "unknown error"}), "failed")
-
-
-def grid_size(config: dict) -> int:
-    """How many points a grid study runs: one per method, times the choices its space crosses."""
-    try:
-        from kd.models.registry import split_points
-        from study.space import resolve_space, with_teachers
-
-        space = resolve_space(config["methods"], split_points(config["teacher"]), config.get("space"))
-        return len(with_teachers(space, study_config(config)).grid())
-    except Exception:  # a study from another version, or a plugin not imported here: the lower bound
-        return len(config.get("methods") or [])
+    return page.html_table(failed.fillna({"error": "unknown error"}), "failed")
 
 
 def budget_line(config: dict) -> str:
@@ -405,12 +283,11 @@ def teacher_line(teacher: dict | None) -> str:
     params, gflops = _float(teacher.get("params")) / 1e6, _float(teacher.get("flops")) / 1e9
     scored = {"validation images": teacher} | ({"test images": teacher["test"]} if "test" in teacher else {})
     scores = "; ".join(
-        f"on the {images}: " + ", ".join(f"{m} {_number(record.get(m), _digits(m))}" for m in METRICS)
+        f"on the {images}: " + ", ".join(f"{m} {page.number(record.get(m), page.digits(m))}" for m in METRICS)
         for images, record in scored.items()
     )
-    return (
-        f"{teacher.get('name', '?')} {scores}; {_significant(params)} M params, {_significant(gflops)} GFLOPs"
-    )
+    size = f"{page.significant(params)} M params, {page.significant(gflops)} GFLOPs"
+    return f"{teacher.get('name', '?')} {scores}; {size}"
 
 
 def _float(value) -> float:
@@ -451,34 +328,18 @@ def header_html(study) -> str:
     return f'<h1>Study {html.escape(str(study.name))}</h1><dl class="header">{rows}</dl>'
 
 
-def _figure_html(figure) -> str:
-    return pio.to_html(
-        figure,
-        include_plotlyjs=False,
-        full_html=False,
-        default_height="480px",
-        config={"displaylogo": False, "responsive": True},
-    )
-
-
-def images_label(images: str, study) -> str:
-    """Which images a figure's numbers come from, for its title."""
-    split = tables.reported_split(study)
-    if images == "val" or split == "val":
-        return tables.SPLITS["val"]
-    return tables.SPLITS["test"] if images == "reported" else "validation: every trial; test: chosen trials"
-
-
 def figures_html(study) -> tuple[str, int]:
     """The figure sections, with a note in place of a figure there is nothing for yet, and how many
     plots they embed."""
     parts, plots = [], 0
     for title, build, images, caption, empty in FIGURES:
-        heading = f"{title} ({images_label(images, study)})"
+        heading = f"{title} ({page.images_label(images, study)})"
         parts.append(f'<h2>{html.escape(heading)}</h2><p class="caption">{html.escape(caption)}</p>')
         figure = build(study)
         parts.append(
-            _note(NO_TRIALS if study.completed.empty else empty) if figure is None else _figure_html(figure)
+            page.note(page.NO_TRIALS if study.completed.empty else empty)
+            if figure is None
+            else page.figure_html(figure)
         )
         plots += figure is not None
     return "\n".join(parts), plots
@@ -493,11 +354,11 @@ def optuna_html(study) -> tuple[str, int]:
     ]
     drawn = figures.optuna_figures(study)
     if not drawn:
-        parts.append(_note("No Optuna journal in this run folder."))
+        parts.append(page.note("No Optuna journal in this run folder."))
     for title, figure in drawn:
         parts += [
             f"<h3>{html.escape(title)}</h3>",
-            _note(figure) if isinstance(figure, str) else _figure_html(figure),
+            page.note(figure) if isinstance(figure, str) else page.figure_html(figure),
         ]
     return "\n".join(parts), sum(not isinstance(figure, str) for _, figure in drawn)
 
@@ -505,12 +366,12 @@ def optuna_html(study) -> tuple[str, int]:
 def write_report(run_dir, out=None) -> Path:
     """Write the study's report (default RUN_DIR/report.html) and return its path."""
     study = load(run_dir)
-    out = Path(out) if out is not None else study.run_dir / "report.html"
+    out = Path(out) if out is not None else study.run_dir / REPORT
     (figure_part, figure_plots), (optuna_part, optuna_plots) = figures_html(study), optuna_html(study)
     plots = figure_plots + optuna_plots
     parts = [
         header_html(study),
-        _note(NO_TRIALS) if study.completed.empty else "",
+        page.note(page.NO_TRIALS) if study.completed.empty else "",
         "<h2>Methods</h2>",
         summary_html(study),
         "<h2>Against the baseline</h2>",
@@ -520,28 +381,7 @@ def write_report(run_dir, out=None) -> Path:
         "<h2>Failed trials</h2>",
         failed_html(study),
     ]
-    return write_page(out, page_html(f"{study.name}: SegKD study report", parts, plots))
-
-
-def page_html(title: str, parts: list[str], plots: int) -> str:
-    """The self-contained page around the sections: plotly.js once (only if a plot needs it), the
-    error listener and the counter the browser test reads."""
-    script = f"<script>{get_plotlyjs()}</script>" if plots else ""
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
-        f'<body data-expected="{plots}">\n{ERROR_LISTENER}\n{script}\n'
-        + "\n".join(parts)
-        + f"\n{COUNTER}\n</body></html>\n"
-    )
-
-
-def write_page(out: Path, page: str) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(out)  # a browser refreshing during a study never reads half a report
-    return out
+    return page.write_page(out, page.page_html(f"{study.name}: SegKD study report", parts, plots))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -554,7 +394,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def seed_frame(seeds: pd.DataFrame) -> pd.DataFrame:
     """seed_table as it is shown: one row per variant, one column per seed, "miou_img / hp_acc"."""
     cells = {
-        (variant, f"seed {seed}"): f"{_number(m, 3)} / {_number(h, 2)}"
+        (variant, f"seed {seed}"): f"{page.number(m, 3)} / {page.number(h, 2)}"
         for variant, seed, m, h in seeds[["variant", "seed", "miou_img", "hp_acc"]].values
     }
     columns = [f"seed {s}" for s in sorted(seeds["seed"].unique())]
@@ -573,7 +413,7 @@ def stage_end_frame(ends: pd.DataFrame) -> pd.DataFrame:
             "seeds": ends["seeds"],
             **{
                 f"{m} ± 95% CI": [
-                    _with_ci(mean, half, 3) for mean, half in zip(ends[m], ends[f"{m}_ci"], strict=True)
+                    page.with_ci(mean, half, 3) for mean, half in zip(ends[m], ends[f"{m}_ci"], strict=True)
                 ]
                 for m in ("miou_img", "hp_acc")
             },
@@ -591,7 +431,7 @@ def export_tables(study, references: tuple[str, ...] = ("baseline",)) -> str:
         f"Teacher (reference): {teachers_line(study)}\n",
         f"Training views: {views_line(study)}\n",
         f"## Methods on the {split} (chosen on validation; means over seeds, 95 % Student-t intervals)\n",
-        markdown_table(summary_frame(summary)) if not summary.empty else "No trials.\n",
+        markdown_table(page.summary_frame(summary)) if not summary.empty else "No trials.\n",
         f"\n## Per seed on the {split} (mIoU_img / HP-Acc)\n",
         markdown_table(seed_frame(seeds)) if not seeds.empty else "No seeds scored.\n",
     ]

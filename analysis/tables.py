@@ -71,7 +71,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from kd.metrics import METRICS, OBJECTIVES, THETA
-from study.schema import STEPS, is_hyperparameter
+from kd.run_folder import STEPS, is_hyperparameter
 
 SPLITS = {"val": "validation images", "test": "test images"}
 ALPHA, POWER = 0.05, 0.8  # the comparisons' significance level and the power seeds_needed aims at

@@ -1,0 +1,126 @@
+"""A study's run folder: the name of every file in it, the columns of its tables, and the one
+migration that reads tables written by earlier versions as the current ones.
+
+It sits in kd, the lowest layer, so that study (which writes a run folder) and analysis (which
+reads it) share it without importing each other.
+
+`trials.parquet` has one row per trial: the columns below, then one column per hyperparameter
+(named as in the search space and the study file: `r`, `feature_lr`, `split_point`, ...), then
+`steps_<stage>` per stage. Everything that is not listed in TRIAL_COLUMNS and does not start
+with STEPS is a hyperparameter. `variant` is what summaries compare: a grid point's name
+("esd r=0.5"), else the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from kd.metrics import METRICS
+
+CONFIG = "config.json"  # the resolved study configuration
+TRIALS, PER_IMAGE, CURVES, FINAL = "trials.parquet", "per_image.parquet", "curves.parquet", "final.parquet"
+SAMPLES = "samples.npz"  # ids, images, masks and classes of the validation images the trials saw
+TEACHER = "teacher.json"  # the teacher's (or every teacher's) scores, params and flops
+ROLES = "roles.json"  # which images each role (source, target, proximity, val, test) holds
+TIMING = "timing.json"  # each session's preparation and trial time
+JOURNAL = "optuna.journal"  # the Optuna study
+LOCK = "driver.lock"  # held by the driver that runs the study
+MERGED = "merged.json"  # the parts a merged study was joined from
+REPORT = "report.html"  # the study's report
+PREDICTIONS = "predictions"  # predictions/<choice key>.npz: a trial's first seed on the validation images
+OLD_PREDICTIONS = "predictions.npz"  # in the trial's own folder, in studies that had no predictions folder
+
+STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took (mean over seeds)
+
+# teacher: the one the trial distilled from or started from (None: its method uses none)
+IDENTITY = ("trial_id", "method", "variant", "status", "teacher")
+OUTCOME = (
+    "seeds",
+    *(c for m in METRICS for c in (m, f"{m}_std")),
+    "degenerate",
+    "stage1_feature_ratio",
+    "params",
+    "flops",
+    "duration_s",
+    "error",
+    "trial_dir",
+    "node",
+    "workers",  # the resources the trial ran on: workers, and CPUs and GPUs per worker
+    "cpus",
+    "gpus",
+    "precision",  # fp32, bf16 or fp16: parts and resumed studies must not mix them
+    "views",  # what the students trained on: "fresh" (a new view every epoch) or N (a fixed bank)
+    "predictions",
+    "overrides",
+    "students",
+)
+TRIAL_COLUMNS = (*IDENTITY, "split_point", *OUTCOME)
+# split: "val" (every trial, what selects) or "test" (each variant's chosen trial, scored once at the end)
+PER_IMAGE_COLUMNS = ("trial_id", "method", "split", "seed", "image_id", "miou")
+# final.parquet: each variant's chosen trial, every seed scored on the test images
+FINAL_COLUMNS = ("method", "variant", "teacher", "trial_id", "seed", *METRICS, "views")
+CURVE_COLUMNS = (
+    "trial_id",
+    "method",
+    "seed",
+    "epoch",
+    "stage",
+    "stage_epoch",
+    "loss",
+    "lr",
+    "seconds",
+    *METRICS,
+)
+COLUMNS = {TRIALS: TRIAL_COLUMNS, PER_IMAGE: PER_IMAGE_COLUMNS, CURVES: CURVE_COLUMNS, FINAL: FINAL_COLUMNS}
+# The settings in config.json that a resumed study may change: resources, the cluster, the cache folder.
+RESUMABLE = (
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "workers_per_trial",
+    "address",
+    "max_concurrent",
+    "num_workers",
+    "cache_dir",
+    "resource_wait_s",
+)
+
+
+def is_hyperparameter(column: str) -> bool:
+    """Whether a trials.parquet column holds a value the search chose or a grid crossed."""
+    return column not in IDENTITY and column not in OUTCOME and not column.startswith(STEPS)
+
+
+def variants(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's variant, what summaries compare: a grid point's name ("esd r=0.5"), else the method.
+
+    Tables written before the driver named every row's variant have it only for grid points.
+    """
+    if "variant" not in trials:
+        return trials["method"]
+    named = trials["variant"].map(lambda v: isinstance(v, str) and v != "")
+    return trials["variant"].where(named, trials["method"])
+
+
+def migrate(
+    table: str, frame: pd.DataFrame, config: dict, teacher_users: Callable[[dict], list[str]]
+) -> pd.DataFrame:
+    """`frame`, read from the run folder's `table` (TRIALS, PER_IMAGE, CURVES or FINAL), with the
+    current columns. Tables of earlier versions (or made by hand) lack some columns: they come back
+    empty, except what the study's `config` tells. The views a study trained on were then its
+    `views` setting; its one teacher was the teacher of the methods `teacher_users(config)` names;
+    a trial off a grid had no variant but its method."""
+    for column in COLUMNS[table]:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    if table in (TRIALS, FINAL):
+        if "views" in config and frame["views"].isna().all():
+            frame["views"] = str(config["views"])
+        if frame["teacher"].isna().all() and isinstance(config.get("teacher"), str) and not frame.empty:
+            users = frame["method"].isin(teacher_users(config))
+            frame = frame.assign(teacher=frame["teacher"].astype(object).where(~users, config["teacher"]))
+    if table == TRIALS:
+        frame = frame.assign(variant=variants(frame))
+    return frame
