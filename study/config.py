@@ -29,121 +29,286 @@ starting point to copy:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from kd.data.class_maps import CLASS_MAPS
 from kd.data.transforms import FRESH
+from kd.engine import AMP, EVALUATE
 from kd.errors import UserInputError
 from kd.metrics import OBJECTIVES
 from kd.models.teacher_training import TRAINABLE as TEACHER_TRAINABLE
 
 TEACHER_INITS = ("pretrained", "random")
-
 SAMPLERS = ("tpe", "nsga2", "gp", "grid")
 SCHEDULERS = ("none", "asha")
-EVALUATE = ("epoch", "stage", "end")
+GROUPS = ("study", "data", "models", "training", "resources")  # --help's groups of settings, in order
+
+
+def setting(default, group: str, help: str, *, choices=None, least: int | None = None, note: str = ""):
+    """A StudyConfig field with everything about it: its default; its --help group and text; the
+    simple check study files and flags are held to, one of `choices` or a whole number >= `least`
+    (`note` says what its least means; None passes where the type allows it)."""
+    metadata = {"group": group, "help": help, "choices": choices, "least": least, "note": note}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class StudyConfig:
-    name: str = "default"
-    out: str = "runs"
-    methods: list[str] = field(default_factory=lambda: ["baseline", "sd", "esd", "ifvd_paper"])
+    name: str = setting("default", "study", "the study's name: its folder under --out")
+    out: str = setting("runs", "study", "where run folders go (default runs/)")
+    methods: list[str] = setting(
+        ["baseline", "sd", "esd", "ifvd_paper"],
+        "study",
+        "comma-separated recipes, e.g. baseline,sd,esd,ifvd (python -m kd.methods lists them)",
+    )
     # Optuna trials over all methods, shared equally (a multiple of the number of methods; grid: ignored)
-    trials: int = 12
-    seeds: int = 2  # training seeds per trial; metrics are their mean and standard deviation
-    seed: int = 0  # the sampler's seed
-    sampler: str = "tpe"  # tpe | nsga2 | gp | grid (ablation: every method once, defaults, no search)
-    objectives: list[str] = field(default_factory=lambda: ["miou_img"])  # several: multi-objective
-    scheduler: str = "none"  # asha: early stopping on the first seed's per-epoch metric (one objective only)
-    max_concurrent: int = 0  # 0: as many trials at once as the resources allow
-    retries: int = 1  # a trial whose worker process or node died is run again this many times
+    trials: int = setting(
+        12,
+        "study",
+        "Optuna trials over all methods, which take turns: a multiple of the number of methods",
+        least=1,
+    )
+    # training seeds per trial; metrics are their mean and standard deviation
+    seeds: int = setting(2, "study", "training seeds per trial (mean and std are reported)", least=1)
+    seed: int = setting(0, "study", "the sampler's seed")
+    # grid: an ablation, every method once at its defaults, no search
+    sampler: str = setting(
+        "tpe",
+        "study",
+        "tpe, nsga2 or gp (multi-objective), grid (every grid point once, no search)",
+        choices=SAMPLERS,
+    )
+    objectives: list[str] = setting(
+        ["miou_img"], "study", "comma-separated metrics to optimise (several: multi-objective)"
+    )
+    # asha: early stopping on the first seed's per-epoch metric
+    scheduler: str = setting(
+        "none", "study", "asha: stop poor trials early (one objective)", choices=SCHEDULERS
+    )
+    max_concurrent: int = setting(
+        0,
+        "resources",
+        "at most this many trials at once (0: as resources allow)",
+        least=0,
+        note="0: no limit",
+    )
+    retries: int = setting(1, "resources", "runs again a trial whose worker or node died", least=0)
     # data
-    data: str = "synthetic"  # synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH, folder:IMAGES,MASKS
-    label_set: str = "binary"
-    classes: list[str] | None = None  # folder data only
-    image_size: list[int] = field(default_factory=lambda: [64, 128])  # synthetic: drawn at; real: resized to
-    crop: list[int] | None = None
-    hflip: bool = True
+    data: str = setting(
+        "synthetic",
+        "data",
+        "synthetic, camvid:PATH, cityscapes:PATH, kitti:PATH or folder:IMAGES_DIR,MASKS_DIR",
+    )
+    label_set: str = setting("binary", "data", "full (every class) or binary (road against the rest)")
+    classes: list[str] | None = setting(None, "data", "folder data: comma-separated class names")
+    image_size: list[int] = setting(
+        [64, 128], "data", "HEIGHT,WIDTH: synthetic images are drawn at it, files resized to it"
+    )
+    crop: list[int] | None = setting(None, "data", "HEIGHT,WIDTH of the random training crop")
+    hflip: bool = setting(True, "data", "random horizontal flips in training")
     # How many images each role gets (study.roles says which; None: every image its rule leaves)
-    source_images: int | None = 64  # teacher training
-    target_images: int | None = 16  # the few labelled target images
-    proximity_images: int | None = 32  # ESD's unlabelled images
-    val_images: int | None = 16  # selection: objectives, ASHA, the best trial
-    test_images: int | None = 16  # the reported results, scored once the selection is made
-    split_seed: int = 0  # kitti and folder data: the shuffle that deals images to roles
+    source_images: int | None = setting(
+        64,
+        "data",
+        "images the teacher's head trains on (default: every one its rule leaves)",
+        least=1,
+        note="or left out for all",
+    )
+    target_images: int | None = setting(
+        16, "data", "the few labelled target images students train on", least=1, note="or left out for all"
+    )
+    proximity_images: int | None = setting(
+        32, "data", "ESD's unlabelled proximity images", least=1, note="or left out for all"
+    )
+    # selection: objectives, ASHA, the best trial
+    val_images: int | None = setting(
+        16,
+        "data",
+        "images that select: objectives, ASHA, each variant's chosen trial",
+        least=1,
+        note="or left out for all",
+    )
+    # the reported results, scored once the selection is made
+    test_images: int | None = setting(
+        16,
+        "data",
+        "images the chosen trials are reported on, once, at the end",
+        least=1,
+        note="or left out for all",
+    )
+    split_seed: int = setting(
+        0, "data", "kitti and folder data: the shuffle that deals images to roles", least=0
+    )
     # models
-    teacher: str = "deeplabv3_efficientnet_lite0"
+    teacher: str = setting(
+        "deeplabv3_efficientnet_lite0",
+        "models",
+        "the teacher (python -m kd.models lists them; any named network)",
+    )
     # A teacher axis: every method that uses a teacher runs once per teacher listed here (names as
     # `teacher` takes them); the first also shapes the students of the methods without one, and is
     # the study's `teacher`. None: the one `teacher`
-    teachers: list[str] | None = None
-    teacher_checkpoint: str | None = (
-        None  # a trained teacher's weights; otherwise its head is trained on source
+    teachers: list[str] | None = setting(
+        None,
+        "models",
+        "comma-separated teachers: a teacher axis, every method that uses a teacher run with each "
+        "(the first is --teacher; README: Teacher strength as a study axis)",
+    )
+    teacher_checkpoint: str | None = setting(
+        None,
+        "models",
+        "a trained teacher's weights, in SegKD's layout or a published one (torchvision, CIRKD, IFVD, "
+        "SKD: README, Bring your own teacher); otherwise its head is trained",
     )
     # A checkpoint trained on another label set: the kd.data.class_maps map of its classes onto the
     # study's (e.g. "cityscapes-camvid11"); None: the checkpoint predicts the study's classes
-    teacher_class_map: str | None = None
-    teacher_epochs: int = 3
-    # What the teacher's training updates: "head" (the pretrained backbone frozen) or "all" (fine-tuned)
-    teacher_trainable: str = "head"
-    # "pretrained": the teacher as trained above; "random": a control, its weights as initialised
-    # from `seed` (no pretrained file, no training), so a method's gain from mimicking it is what
-    # more images or more steps alone give, not the teacher's knowledge
-    teacher_init: str = "pretrained"
-    # Train and score the teacher as the report's reference even when no method needs it (it is
-    # trained only for methods that distil from it or start from its weights)
-    teacher_reference: bool = False
-    students: dict[str, str] = field(default_factory=dict)  # method -> student name (default: the recipe's)
-    # method -> a weights file loaded into its student's backbone before training (say, torchvision's
-    # ImageNet ResNet-18, saved where there is internet: README); nothing is downloaded
-    student_weights: dict[str, str] = field(default_factory=dict)
+    teacher_class_map: str | None = setting(
+        None,
+        "models",
+        "a checkpoint trained on another label set: the map of its classes onto the study's, one of "
+        f"{', '.join(CLASS_MAPS)} (README: Teachers from another label set)",
+    )
+    teacher_epochs: int = setting(3, "models", "epochs of the teacher's training", least=1)
+    # "head" keeps the pretrained backbone frozen, "all" fine-tunes it
+    teacher_trainable: str = setting(
+        "head",
+        "models",
+        "what the teacher's training updates: head (backbone frozen) or all",
+        choices=TEACHER_TRAINABLE,
+    )
+    # "random" is a control: its weights as initialised from `seed` (no pretrained file, no
+    # training), so a method's gain from mimicking it is what more images or more steps alone
+    # give, not the teacher's knowledge
+    teacher_init: str = setting(
+        "pretrained",
+        "models",
+        "pretrained (trained as teacher_trainable says) or random: a control teacher, initialised "
+        "from the seed and never trained",
+        choices=TEACHER_INITS,
+    )
+    # The teacher is trained only for methods that distil from it or start from its weights
+    teacher_reference: bool = setting(
+        False,
+        "models",
+        "train and score the teacher as the report's reference even when no method needs it",
+    )
+    # default: the recipe's student
+    students: dict[str, str] = setting(
+        {}, "models", "METHOD=STUDENT pairs, comma-separated: the student per method"
+    )
+    # Say, torchvision's ImageNet ResNet-18, saved where there is internet (README); nothing is
+    # downloaded
+    student_weights: dict[str, str] = setting(
+        {}, "models", "METHOD=FILE pairs: backbone weights a method's student starts from"
+    )
     # training
     # Each method's epochs in all, its stages sharing them in the recipe's proportions, so that
     # methods get the same number of optimiser steps (None: the recipes' own, 100 for every one)
-    epochs: int | None = 20
-    batch_size: int = 4
-    # "fresh": a new augmentation of every image at every epoch, the teacher run online, as the
-    # reference scripts train; N: a fixed bank of N views per image, whose teacher outputs are
-    # computed once and cached (cheaper where the teacher's forward is dear: CPUs)
-    views: int | str = FRESH
-    evaluate: str = "stage"  # after every stage that trains the head: the curves show what stage 3 adds
-    # One augmentation family for every method (kd.methods.recipes.AUGMENTATIONS), so that methods
-    # compared in the study see the same training views; None: each recipe's own
-    augmentation: str | None = None
+    epochs: int | None = setting(
+        20,
+        "training",
+        "each method's epochs over all its stages (an equal budget); default: the preset's",
+        least=1,
+        note="or left out for the recipes' own",
+    )
+    batch_size: int = setting(4, "training", "the (global) batch size", least=1)
+    # "fresh" is how the reference scripts train; a bank is cheaper where the teacher's forward is
+    # dear (CPUs)
+    views: int | str = setting(
+        FRESH,
+        "training",
+        "fresh (a new augmentation of every image at every epoch, the teacher online) or N (a fixed "
+        "bank of N views per image, the teacher's outputs cached)",
+    )
+    # "stage": after every stage that trains the head, so the curves show what stage 3 adds
+    evaluate: str = setting(
+        "stage",
+        "training",
+        "when trials score the validation images: epoch, stage or end",
+        choices=EVALUATE,
+    )
+    # One family for every method (kd.methods.recipes.AUGMENTATIONS), so that methods compared in
+    # the study see the same training views
+    augmentation: str | None = setting(
+        None, "training", "one augmentation family for every method (default: each recipe's own)"
+    )
     # resources: a trial runs on `workers_per_trial` workers, each with these CPUs and GPUs
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    # Data-parallel workers per trial (Ray Train's TorchTrainer: NCCL on GPUs, gloo on CPU); each
-    # takes a slice of every batch, so batch_size is the global batch and must divide among them
-    workers_per_trial: int = 1
-    num_workers: int = 0  # DataLoader processes per worker (pinned memory on CUDA)
-    amp: str = "bf16"  # autocast on CUDA: bf16, fp16 (with a gradient scaler) or off; CPU: always off
-    # A dataset taking at most this share of a trial device's memory is decoded there once per trial
-    # and augmented there (0: decoded by DataLoader workers every epoch)
-    device_data_share: float = 0.25
-    channels_last: bool = False  # student, teacher and images in channels-last memory format
-    compile: bool = False  # torch.compile the student's and teacher's modules (minutes of compiling)
-    address: str | None = None  # an existing Ray cluster ("auto" or host:port); None: a local Ray
-    # Where trained teachers and teacher-output caches are kept and reused (None: $SEGKD_CACHE, else
-    # ~/.cache/segkd, per machine); on a cluster, a folder every node sees, filled once
-    cache_dir: str | None = None
-    resource_wait_s: float = 300  # say so when trials have waited this long for free resources
-    # Refuse trials no node can hold; false for a cluster an autoscaler grows (Ray does not say how far)
-    check_resources: bool = True
-    space: dict[str, dict] = field(default_factory=dict)
-    # Python modules imported in the driver and in every trial before anything is built: a place
-    # for your own students, teachers or loss terms (they register themselves in kd's dicts).
-    imports: list[str] = field(default_factory=list)
-    # Ray's loggers added to every study's TensorBoard event files: "mlflow", "wandb" (optional extras)
-    callbacks: list[str] = field(default_factory=list)
+    cpus_per_trial: float = setting(1.0, "resources", "CPU cores per trial worker")
+    gpus_per_trial: float = setting(
+        0.0, "resources", "GPUs per trial worker; fractions share a GPU (0.5: two trials each)"
+    )
+    # Ray Train's TorchTrainer (NCCL on GPUs, gloo on CPU): each worker takes a slice of every
+    # batch, so batch_size is the global batch and must divide among them
+    workers_per_trial: int = setting(
+        1, "resources", "data-parallel workers per trial (Ray Train, DDP)", least=1
+    )
+    # pinned memory on CUDA
+    num_workers: int = setting(
+        0,
+        "training",
+        "DataLoader processes per trial worker (for data kept off the device)",
+        least=0,
+        note="0: load in the trial",
+    )
+    # CPU: always off; fp16 runs with a gradient scaler
+    amp: str = setting(
+        "bf16",
+        "training",
+        "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or off",
+        choices=AMP,
+    )
+    device_data_share: float = setting(
+        0.25,
+        "training",
+        "data taking at most this share of a trial device's memory is decoded there once and augmented "
+        "there (0: DataLoader workers decode it every epoch)",
+    )
+    channels_last: bool = setting(
+        False, "training", "channels-last memory format for the networks and images"
+    )
+    # minutes of compiling
+    compile: bool = setting(False, "training", "torch.compile the student and the teacher")
+    address: str | None = setting(
+        None, "resources", "join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)"
+    )
+    # None: $SEGKD_CACHE, else ~/.cache/segkd, per machine; on a cluster, a folder every node sees,
+    # filled once
+    cache_dir: str | None = setting(
+        None,
+        "resources",
+        "trained teachers and teacher-output caches (default $SEGKD_CACHE); shared on a cluster",
+    )
+    resource_wait_s: float = setting(
+        300, "resources", "say so when trials have waited this many seconds for resources"
+    )
+    # false for a cluster an autoscaler grows: Ray does not say how far
+    check_resources: bool = setting(
+        True, "resources", "refuse trials no node can hold (--no-check-resources: a cluster that grows)"
+    )
+    space: dict[str, dict] = setting(
+        {}, "study", "search-space settings as a TOML inline table: 'esd = {r = [0.0, 5.0]}'"
+    )
+    # Modules imported in the driver and in every trial before anything is built: a place for your
+    # own students, teachers or loss terms (they register themselves in kd's dicts)
+    imports: list[str] = setting(
+        [], "study", "comma-separated Python modules imported first (your own parts)"
+    )
+    # Ray's loggers added to every study's TensorBoard event files (optional extras)
+    callbacks: list[str] = setting(
+        [], "study", "comma-separated loggers besides TensorBoard: mlflow, wandb (optional extras)"
+    )
 
     @property
     def kind(self) -> str:
@@ -195,6 +360,7 @@ def _load_presets() -> dict[str, dict]:
 PRESETS = _load_presets()
 
 FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
+TYPES = typing.get_type_hints(StudyConfig)
 
 
 def read_study_file(path: str | Path) -> dict:
@@ -295,12 +461,46 @@ def _number(value, low: float = 0.0) -> bool:
     )
 
 
+def field_problems(config: StudyConfig) -> list[str]:
+    """The check each setting's field states (`setting`): one of its choices, a whole number >= its
+    least (None where its type allows it), true or false for a switch."""
+    found = []
+    for name, spec in FIELDS.items():
+        value, choices, least = getattr(config, name), spec.metadata["choices"], spec.metadata["least"]
+        optional = type(None) in typing.get_args(TYPES[name])
+        if choices is not None and value not in choices:
+            found.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        elif least is not None and not (value is None and optional) and not _whole(value, least):
+            note = f" ({spec.metadata['note']})" if spec.metadata["note"] else ""
+            found.append(f"{name} must be a whole number >= {least}{note}, got {value!r}")
+        elif TYPES[name] is bool and not isinstance(value, bool):
+            found.append(f"{name} must be true or false, got {value!r}")
+    return found
+
+
 def problems(config: StudyConfig) -> list[str]:
     """Every problem with the configuration, cheapest checks first; nothing is trained or started."""
-    found = import_plugins(config)
-    from kd.methods import RECIPES
-    from kd.models.registry import STUDENTS, TEACHERS, model_names
+    found = import_plugins(config) + field_problems(config)  # plugins first: they add methods, models
+    for check in (
+        _study_problems,
+        _training_problems,
+        data_problems,
+        _teacher_problems,
+        teachers_problems,
+        class_map_problems,
+        _student_problems,
+        _logger_problems,
+        _resource_problems,
+    ):
+        found += check(config)
+    return found
 
+
+def _study_problems(config: StudyConfig) -> list[str]:
+    """The name, the methods, and how trials are searched and stopped."""
+    from kd.methods import RECIPES
+
+    found = []
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(config.name)):
         found.append(f"name {config.name!r} must be a plain folder name (letters, digits, '_', '-', '.')")
     unknown = [m for m in config.methods if m not in RECIPES]
@@ -308,25 +508,6 @@ def problems(config: StudyConfig) -> list[str]:
         found.append(
             f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(RECIPES)}"
         )
-    for key in ("trials", "seeds", "batch_size", "teacher_epochs"):
-        if not _whole(getattr(config, key)):
-            found.append(f"{key} must be a whole number >= 1, got {getattr(config, key)!r}")
-    if config.views != FRESH and not _whole(config.views):
-        found.append(f"views must be {FRESH!r} or a whole number >= 1, got {config.views!r}")
-    if not (_number(config.device_data_share) and config.device_data_share <= 1):
-        found.append(f"device_data_share must be within [0, 1], got {config.device_data_share!r}")
-    if config.epochs is not None and not _whole(config.epochs):
-        found.append(
-            f"epochs must be a whole number >= 1 (or left out for the recipes' own), got {config.epochs!r}"
-        )
-    elif config.epochs is not None:  # a budget shared by the stages: each needs one epoch at least
-        stages = {m: len(RECIPES[m]().stages) for m in config.methods if m in RECIPES}
-        short = sorted(m for m, n in stages.items() if n > config.epochs)
-        if short:
-            found.append(
-                f"epochs = {config.epochs} is each method's total over its stages, but "
-                f"{', '.join(short)} need(s) {max(stages.values())} (one per stage); raise epochs"
-            )
     if (
         config.sampler != "grid"
         and _whole(config.trials)
@@ -338,14 +519,10 @@ def problems(config: StudyConfig) -> list[str]:
             f"trials = {config.trials} cannot be shared equally by {len(config.methods)} methods; "
             f"give a multiple of {len(config.methods)} (e.g. {share}), so each method gets as many trials"
         )
-    if config.sampler not in SAMPLERS:
-        found.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
     bad_objectives = [o for o in config.objectives if o not in OBJECTIVES]
     if bad_objectives or not config.objectives:
         found.append(f"objectives must be some of {', '.join(OBJECTIVES)}, got {config.objectives!r}")
-    if config.scheduler not in SCHEDULERS:
-        found.append(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {config.scheduler!r}")
-    elif config.scheduler == "asha" and (len(config.objectives) != 1 or config.sampler == "grid"):
+    if config.scheduler == "asha" and (len(config.objectives) != 1 or config.sampler == "grid"):
         found.append(
             "scheduler 'asha' stops trials on one metric: "
             "use it with a single objective and a searching sampler"
@@ -355,36 +532,40 @@ def problems(config: StudyConfig) -> list[str]:
             "scheduler 'asha' reads every epoch's scores from a trial, which data-parallel trials do not "
             "send: use workers_per_trial = 1 with asha, or scheduler 'none'"
         )
-    if config.teacher_trainable not in TEACHER_TRAINABLE:
-        found.append(
-            f"teacher_trainable must be one of {', '.join(TEACHER_TRAINABLE)}, "
-            f"got {config.teacher_trainable!r}"
-        )
-    if config.teacher_init not in TEACHER_INITS:
-        found.append(f"teacher_init must be one of {', '.join(TEACHER_INITS)}, got {config.teacher_init!r}")
-    elif config.teacher_init == "random" and config.teacher_checkpoint:
-        found.append(
-            "teacher_init = 'random' builds the teacher from its seed and ignores teacher_checkpoint: "
-            "leave one of them out"
-        )
-    if config.evaluate not in EVALUATE:
-        found.append(f"evaluate must be one of {', '.join(EVALUATE)}, got {config.evaluate!r}")
+    return found
+
+
+def _training_problems(config: StudyConfig) -> list[str]:
+    """Views, the data kept on the device, the shared augmentation and the epoch budget."""
+    from kd.methods import RECIPES
     from kd.methods.recipes import AUGMENTATIONS
 
+    found = []
+    if config.views != FRESH and not _whole(config.views):
+        found.append(f"views must be {FRESH!r} or a whole number >= 1, got {config.views!r}")
+    if not (_number(config.device_data_share) and config.device_data_share <= 1):
+        found.append(f"device_data_share must be within [0, 1], got {config.device_data_share!r}")
     if config.augmentation is not None and config.augmentation not in AUGMENTATIONS:
         found.append(
             f"augmentation must be one of {', '.join(AUGMENTATIONS)} (or left out: each recipe's own), "
             f"got {config.augmentation!r}"
         )
-    if not _whole(config.split_seed, 0):
-        found.append(f"split_seed must be a whole number >= 0, got {config.split_seed!r}")
-    if not _whole(config.retries, 0):
-        found.append(f"retries must be a whole number >= 0, got {config.retries!r}")
-    if not _whole(config.max_concurrent, 0):
-        found.append(
-            f"max_concurrent must be a whole number >= 0 (0: no limit), got {config.max_concurrent!r}"
-        )
-    found += data_problems(config)
+    if _whole(config.epochs):  # a budget shared by the stages: each needs one epoch at least
+        stages = {m: len(RECIPES[m]().stages) for m in config.methods if m in RECIPES}
+        short = sorted(m for m, n in stages.items() if n > config.epochs)
+        if short:
+            found.append(
+                f"epochs = {config.epochs} is each method's total over its stages, but "
+                f"{', '.join(short)} need(s) {max(stages.values())} (one per stage); raise epochs"
+            )
+    return found
+
+
+def _teacher_problems(config: StudyConfig) -> list[str]:
+    """The one teacher: a known network, built from its seed or from a checkpoint that exists."""
+    from kd.models.registry import STUDENTS, TEACHERS
+
+    found = []
     if (
         not config.teachers
         and config.teacher not in TEACHERS
@@ -395,10 +576,22 @@ def problems(config: StudyConfig) -> list[str]:
             f"unknown teacher {config.teacher!r}; choose from {', '.join(TEACHERS)}, a student network "
             f"({', '.join(STUDENTS)}) or HEAD:BACKBONE"
         )
-    found += teachers_problems(config)
+    if config.teacher_init == "random" and config.teacher_checkpoint:
+        found.append(
+            "teacher_init = 'random' builds the teacher from its seed and ignores teacher_checkpoint: "
+            "leave one of them out"
+        )
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         found.append(f"teacher_checkpoint {config.teacher_checkpoint} does not exist")
-    found += class_map_problems(config)
+    return found
+
+
+def _student_problems(config: StudyConfig) -> list[str]:
+    """`students` names known methods and students; `student_weights`, files that exist."""
+    from kd.methods import RECIPES
+    from kd.models.registry import STUDENTS, model_names
+
+    found = []
     for method, student in config.students.items():
         if method not in RECIPES:
             found.append(f"[students] names unknown method {method!r}")
@@ -406,15 +599,15 @@ def problems(config: StudyConfig) -> list[str]:
             found.append(
                 f"[students] {method} = {student!r} is not a known student ({', '.join(STUDENTS)}, sd, ct)"
             )
-    found += _weights_problems(config, RECIPES)
+    return found + _weights_problems(config, RECIPES)
+
+
+def _logger_problems(config: StudyConfig) -> list[str]:
     from study.watch import logger_problems
 
-    found += (
-        logger_problems(config.callbacks, config.name)
-        if isinstance(config.callbacks, list)
-        else [f"callbacks must be a list of logger names, got {config.callbacks!r}"]
-    )
-    return found + _resource_problems(config)
+    if not isinstance(config.callbacks, list):
+        return [f"callbacks must be a list of logger names, got {config.callbacks!r}"]
+    return logger_problems(config.callbacks, config.name)
 
 
 def teachers_problems(config: StudyConfig) -> list[str]:
@@ -635,38 +828,24 @@ def data_problems(config: StudyConfig) -> list[str]:
             isinstance(value, list) and len(value) == 2 and all(_whole(v) for v in value)
         ):
             found.append(f"{key} must be [height, width] in pixels, got {value!r}")
-    for key in ("source_images", "target_images", "proximity_images", "val_images", "test_images"):
-        value = getattr(config, key)
-        if value is not None and not _whole(value):
-            found.append(f"{key} must be a whole number >= 1 (or left out for all), got {value!r}")
     return found
 
 
-AMP = ("bf16", "fp16", "off")
-
-
 def _resource_problems(config: StudyConfig) -> list[str]:
+    """What trials run on: the global batch split among workers, and CPUs, GPUs and waits as numbers."""
     found = []
-    if not _whole(config.workers_per_trial):
-        found.append(f"workers_per_trial must be a whole number >= 1, got {config.workers_per_trial!r}")
-    elif _whole(config.batch_size) and config.batch_size % config.workers_per_trial:
+    if (
+        _whole(config.workers_per_trial)
+        and _whole(config.batch_size)
+        and config.batch_size % config.workers_per_trial
+    ):
         found.append(
             f"batch_size = {config.batch_size} is the global batch, split equally among "
             f"workers_per_trial = {config.workers_per_trial} workers: make batch_size a multiple of "
             f"{config.workers_per_trial} (--batch-size) or change --workers-per-trial"
         )
-    if not _whole(config.num_workers, 0):
-        found.append(
-            f"num_workers must be a whole number >= 0 (0: load in the trial), got {config.num_workers!r}"
-        )
-    if config.amp not in AMP:
-        found.append(f"amp must be one of {', '.join(AMP)}, got {config.amp!r}")
     if not _number(config.resource_wait_s) or config.resource_wait_s <= 0:
         found.append(f"resource_wait_s must be a number of seconds > 0, got {config.resource_wait_s!r}")
-    if not isinstance(config.teacher_reference, bool):
-        found.append(f"teacher_reference must be true or false, got {config.teacher_reference!r}")
-    if not isinstance(config.check_resources, bool):
-        found.append(f"check_resources must be true or false, got {config.check_resources!r}")
     if config.cache_dir is not None and not isinstance(config.cache_dir, str):
         found.append(f"cache_dir must be a folder path, got {config.cache_dir!r}")
     if not _number(config.cpus_per_trial) or config.cpus_per_trial <= 0:
@@ -677,18 +856,24 @@ def _resource_problems(config: StudyConfig) -> list[str]:
         found.append(
             f"gpus_per_trial must be a number >= 0 (fractions allowed), got {config.gpus_per_trial!r}"
         )
-    elif config.gpus_per_trial > 0 and config.address is None:
-        import torch
+    return found + _gpu_problems(config)
 
-        available = torch.cuda.device_count()
-        if available == 0:
-            found.append(
-                f"gpus_per_trial = {config.gpus_per_trial} but this machine has no GPU; "
-                "use gpus_per_trial = 0 (CPU) or --address to join a cluster with GPUs"
-            )
-        elif config.gpus_per_trial > available:
-            found.append(f"gpus_per_trial = {config.gpus_per_trial} but this machine has {available} GPU(s)")
-    return found
+
+def _gpu_problems(config: StudyConfig) -> list[str]:
+    """GPUs asked of a local Ray that this machine has not."""
+    if not _number(config.gpus_per_trial) or config.gpus_per_trial <= 0 or config.address is not None:
+        return []
+    import torch
+
+    available = torch.cuda.device_count()
+    if available == 0:
+        return [
+            f"gpus_per_trial = {config.gpus_per_trial} but this machine has no GPU; "
+            "use gpus_per_trial = 0 (CPU) or --address to join a cluster with GPUs"
+        ]
+    if config.gpus_per_trial > available:
+        return [f"gpus_per_trial = {config.gpus_per_trial} but this machine has {available} GPU(s)"]
+    return []
 
 
 def flag(name: str) -> str:
