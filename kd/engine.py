@@ -642,13 +642,13 @@ class Engine:
             "compile",
         ):
             settings.pop(machine_only)
-        # amp was a bool (bfloat16 or not) until "fp16" came: checkpoints written before then still resume.
+        # The key spells a few settings in fixed words (amp "bf16" and "off" as true and false, a
+        # stage's r as "ratio"), so that renaming them in code leaves the key, and every checkpoint
+        # saved under it, as it is.
         settings["amp"] = {"bf16": True, "off": False}.get(settings["amp"], settings["amp"])
         recipe = self.recipe.to_dict()
         for stage in recipe["stages"]:
-            stage["ratio"] = stage.pop(
-                "r"
-            )  # r's name until issue 14: checkpoints written before then still resume
+            stage["ratio"] = stage.pop("r")
         described = {
             "recipe": recipe,
             "settings": settings,

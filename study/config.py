@@ -941,8 +941,8 @@ def resumed(run_dir: Path, overrides: dict) -> StudyConfig:
     return dataclasses.replace(saved, **{k: v for k, v in given.items() if k in RESUMABLE})
 
 
-# How a run folder's trials are configured. 2: every trial is a study.contract.TrialChoice (issue 14);
-# Ray's saved experiment of an older format cannot be resumed by this code.
+# How a run folder's trials are configured (2: each is a study.contract.TrialChoice). A study saved
+# in another format is not resumed: Ray would restore trials configured in a way this code cannot read.
 RUN_FORMAT = 2
 
 

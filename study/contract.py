@@ -30,7 +30,7 @@ class TrialChoice:
     the trial trains with, keyed by the kd.methods override it sets (fixed ones included).
     `variant`: what summaries compare: a grid point's name ("esd r=0.5"), else the method; with a
     teacher axis, followed by " @ <teacher>". `teacher`: the teacher it distils from or starts
-    from (None: the method uses none; choices of older runs: the study's teacher).
+    from (None: the method uses none or, in a trials row that names no teacher, the study's).
     """
 
     method: str
@@ -48,7 +48,7 @@ class TrialChoice:
     def key(self) -> str:
         """The trial's name on disk (checkpoints, predictions): the same for the same configuration."""
         fields = dataclasses.asdict(self)
-        if self.teacher is None:  # the keys of choices made before the teacher was one of their fields
+        if self.teacher is None:  # a field left unused keeps out of the key and the names made from it
             del fields["teacher"]
         return content_key(fields)
 
