@@ -1,33 +1,38 @@
-"""The presets are study files under study/presets: each loads, resolves and says what it is."""
-
-import json
-from pathlib import Path
+"""The presets are study files under study/presets: each loads, resolves and is listed by --help."""
 
 import pytest
 
 from kd.errors import UserInputError
 from study import config as study_config
+from study.run import parse_args
 
-BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before.json").read_text())
-
-
-def test_the_preset_files_hold_the_presets_as_they_were():
-    assert study_config.PRESETS == BEFORE
+NAMES = ["camvid-11", "camvid-11-control", "camvid-sd", "camvid-sd-controls", "default", "smoke"]
 
 
-@pytest.mark.parametrize("preset", sorted(BEFORE))
-def test_every_preset_resolves_into_a_study_config(preset, monkeypatch):
+def test_every_preset_file_is_a_preset():
+    assert sorted(study_config.PRESETS) == NAMES
+
+
+@pytest.mark.parametrize("preset", NAMES)
+def test_every_preset_resolves_into_a_study_config_of_its_name(preset, monkeypatch):
     monkeypatch.setattr("kd.data.locate_camvid", lambda: None)  # the presets' "camvid": wherever it is
     config = study_config.resolve(preset)
-    assert isinstance(config, study_config.StudyConfig)
+    assert isinstance(config, study_config.StudyConfig) and config.name == preset
     for key, value in study_config.PRESETS[preset].items():
-        assert getattr(config, key) == (value if key != "data" else "camvid")
+        assert getattr(config, key) == value
 
 
 def test_a_preset_file_is_a_study_file(tmp_path):
     copied = tmp_path / "mine.toml"
     copied.write_text((study_config.PRESET_FOLDER / "camvid-sd.toml").read_text())
     assert study_config.read_study_file(copied) == study_config.PRESETS["camvid-sd"]
+    assert study_config.PRESETS["camvid-sd"]["epochs"] is None  # from its none list
+
+
+def test_help_lists_every_preset(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert "{" + ",".join(study_config.PRESETS) + "}" in capsys.readouterr().out
 
 
 def test_none_sets_settings_to_none_and_is_checked(tmp_path):
