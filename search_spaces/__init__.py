@@ -2,8 +2,9 @@
 
 One module per method (its docstring gives the ranges and the papers' values); each registers
 `params(split_points) -> {name: Float | Int | Choice | Fixed}` (search_spaces.base) with
-`@register("<method>")`. A parameter's name is the same in the study file, the searcher and the
-result tables. A study file narrows or fixes them per method:
+`@register("<method>")`, and is found without an import line here; installed plugins register
+theirs too (kd.registry). A parameter's default is its recipe's value. A parameter's name is the
+same in the study file, the searcher and the result tables. A study file narrows or fixes them per method:
 
 ```toml
 [space.esd]
@@ -24,12 +25,7 @@ study.space turns resolved spaces into trials: grid points and Optuna's define-b
 from __future__ import annotations
 
 from kd.errors import UserInputError
-
-# Imported for their @register, in kd.methods' order: SPACES lists methods in this order.
-# isort: off
-from search_spaces import baseline, ftt, sd, esd, ifvd, skd, cwd, ablations  # noqa: F401
-
-# isort: on
+from kd.registry import discover, load_plugins
 from search_spaces.base import (
     SPACES,
     STUDENT,
@@ -89,6 +85,22 @@ def space_for(method: str, split_points: list[str], study_values: dict | None = 
     mine = {method: study_values[method]} if study_values and method in study_values else None
     return spaces_for([method], split_points, mine)[method]
 
+
+def _in_recipe_order() -> None:
+    """SPACES listed as kd.methods lists the recipes: a space is its recipe's."""
+    # Imported here, once this package's names are bound: importing kd.methods loads the plugins,
+    # which import them.
+    from kd.methods import RECIPES
+
+    order = {name: i for i, name in enumerate(RECIPES)}
+    for name in sorted(SPACES, key=lambda name: order.get(name, len(order))):
+        SPACES[name] = SPACES.pop(name)
+
+
+# Every module here registers its spaces when imported; then the installed plugins register theirs.
+discover(__name__)
+load_plugins()
+_in_recipe_order()
 
 __all__ = [
     "SPACES",

@@ -3,8 +3,10 @@
 A method's space is a dict `{name: Param}`. Each Param names its `target`: the
 `kd.methods` override key it sets ("r", "lambda_kd", "kd.temperature",
 "feature.optimizer.lr", ...), "split_point", or "student.<option>" (an option of the SD
-student's capacity: groups, output_stride, head_width, head_groups). `default` is the paper's value,
-used by ablation grids; None leaves the recipe's own default (for a Choice: the last choice).
+student's capacity: groups, output_stride, head_width, head_groups). `default` is the value a grid
+uses. A method's defaults have one home, its recipe: a Float's or Int's default left None is
+resolved to the recipe's value at its target (Recipe.value), and stays None where the recipe leaves
+it to a loss term's own default; a Choice's None is its last choice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kd.errors import UserInputError
+from kd.registry import register as register_in
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,13 @@ class Fixed:
 
 Param = Float | Int | Choice | Fixed
 
-# method -> params(split_points): filled by @register next to each space, in kd.methods' order
+# method -> params(split_points): filled by @register next to each space
 SPACES: dict[str, Callable[[list[str]], dict[str, Param]]] = {}
 
 
 def register(method: str):
     """Decorator: `params(split_points)` is the search space of the recipe `method` (kd.registry's
-    rule: a name names one thing). A plugin module (a study's `imports`) registers its own the same way."""
-    from kd.registry import register as register_in
-
+    rule: a name names one thing). A plugin (kd.registry) registers its own the same way."""
     return lambda params: register_in(SPACES, "search space", method, params)
 
 
@@ -132,7 +133,7 @@ def report(problems: list[str]) -> str:
 
 def resolve_problems(method: str, params: dict[str, Param], study_values: dict | None):
     """Like resolve, but returns (params, problems) so callers can gather problems of several methods."""
-    resolved, problems = dict(params), []
+    resolved, problems = _with_recipe_defaults(method, params), []
     for name, given in (study_values or {}).items():
         if name not in params:
             problems.append(
@@ -140,7 +141,7 @@ def resolve_problems(method: str, params: dict[str, Param], study_values: dict |
             )
             continue
         try:
-            resolved[name] = _apply(params[name], given)
+            resolved[name] = _apply(resolved[name], given)
         except ValueError as error:
             problems.append(f"{method}.{name}: {error}")
     for name, p in resolved.items():
@@ -151,12 +152,30 @@ def resolve_problems(method: str, params: dict[str, Param], study_values: dict |
     return resolved, problems
 
 
+def _with_recipe_defaults(method: str, params: dict[str, Param]) -> dict[str, Param]:
+    """`params` with each Float's and Int's missing default read from the recipe `method`. A
+    recipe or target that is not there is left to the values' checks, which report it."""
+    from kd.methods import RECIPES, build_recipe
+
+    resolved = dict(params)
+    for name, p in params.items():
+        if method in RECIPES and isinstance(p, (Float, Int)) and p.default is None and _recipe_target(p):
+            try:
+                resolved[name] = replace(p, default=build_recipe(method).value(p.target))
+            except UserInputError:
+                pass
+    return resolved
+
+
+def _recipe_target(p: Param) -> bool:
+    """Whether `p` sets the recipe (not the split point or the student's capacity)."""
+    return p.target != "split_point" and not p.target.startswith(STUDENT)
+
+
 def _recipe_problems(method: str, name: str, p: Param) -> list[str]:
     """The recipe a parameter targets judges its values (each end of a range, each choice): one
     rule and one message per value, whether it comes from a search, a grid or a recipe override."""
-    if p.target == "split_point" or p.target.startswith(
-        STUDENT
-    ):  # checked by Choice: the valid ones are listed
+    if not _recipe_target(p):  # a split point or the student's capacity: Choice lists the valid ones
         return []
     from kd.methods import build_recipe
 

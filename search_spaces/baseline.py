@@ -16,5 +16,5 @@ def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),
         **sd_capacity(),
-        "lr": Float(1e-3, 1e-1, log=True, target="train.optimizer.lr", default=1e-2),
+        "lr": Float(1e-3, 1e-1, log=True, target="train.optimizer.lr"),
     }

@@ -14,7 +14,7 @@ from search_spaces.ifvd import LR
 @register("cwd")
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
-        "lambda_cwd": Float(0.3, 30.0, log=True, target="lambda_cwd", default=3.0),
-        "temperature": Float(1.0, 8.0, target="cwd.temperature", default=4.0),
+        "lambda_cwd": Float(0.3, 30.0, log=True, target="lambda_cwd"),
+        "temperature": Float(1.0, 8.0, target="cwd.temperature"),
         "lr": LR,
     }

@@ -15,7 +15,7 @@ from search_spaces.base import Float, Param, register
 
 @register("esd")
 def params(split_points: list[str]) -> dict[str, Param]:
-    return {**sd.params(split_points), "r": Float(0.0, 10.0, target="r", default=1.0)}
+    return {**sd.params(split_points), "r": Float(0.0, 10.0, target="r")}
 
 
 @register("sd_adabn")

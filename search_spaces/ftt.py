@@ -14,5 +14,5 @@ from search_spaces.base import Float, Param, register, split_point
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "split_point": split_point(split_points),
-        "lr": Float(1e-3, 1e-1, log=True, target="train.optimizer.lr", default=1e-2),
+        "lr": Float(1e-3, 1e-1, log=True, target="train.optimizer.lr"),
     }

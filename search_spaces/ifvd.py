@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from search_spaces.base import Float, Param, register
 
-LAMBDA_KD = Float(1.0, 100.0, log=True, target="lambda_kd", default=10.0)
-LAMBDA_ADV = Float(0.01, 1.0, log=True, target="lambda_adv", default=0.1)  # the papers' (SKD's code too)
+LAMBDA_KD = Float(1.0, 100.0, log=True, target="lambda_kd")
+LAMBDA_ADV = Float(0.01, 1.0, log=True, target="lambda_adv")  # around the papers' 0.1 (SKD's code too)
 TEMPERATURE = Float(1.0, 4.0, target="kd.temperature")
-LR = Float(1e-3, 5e-2, log=True, target="train.optimizer.lr", default=1e-2)
+LR = Float(1e-3, 5e-2, log=True, target="train.optimizer.lr")
 
 
 @register("ifvd_student")
@@ -29,8 +29,8 @@ def student(split_points: list[str]) -> dict[str, Param]:
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "lambda_kd": LAMBDA_KD,
-        "lambda_adv": Float(1e-4, 1e-2, log=True, target="lambda_adv", default=0.001),
-        "lambda_ifv": Float(20.0, 2000.0, log=True, target="lambda_ifv", default=200.0),
+        "lambda_adv": Float(1e-4, 1e-2, log=True, target="lambda_adv"),
+        "lambda_ifv": Float(20.0, 2000.0, log=True, target="lambda_ifv"),
         "temperature": TEMPERATURE,
         "lr": LR,
     }
@@ -41,5 +41,5 @@ def paper(split_points: list[str]) -> dict[str, Param]:
     return {
         **params(split_points),
         "lambda_adv": LAMBDA_ADV,
-        "lambda_ifv": Float(5.0, 500.0, log=True, target="lambda_ifv", default=50.0),
+        "lambda_ifv": Float(5.0, 500.0, log=True, target="lambda_ifv"),
     }

@@ -22,6 +22,6 @@ def params(split_points: list[str]) -> dict[str, Param]:
         "feature_optimizer": Choice(
             ("adam", "sd-paper"), target="feature.optimizer", default="adam", search=False
         ),
-        "feature_lr": Float(1e-4, 1e-2, log=True, target="feature.optimizer.lr", default=1e-3),
-        "frozen_lr": Float(1e-3, 1e-1, log=True, target="frozen.optimizer.lr", default=1e-2),
+        "feature_lr": Float(1e-4, 1e-2, log=True, target="feature.optimizer.lr"),
+        "frozen_lr": Float(1e-3, 1e-1, log=True, target="frozen.optimizer.lr"),
     }

@@ -17,7 +17,7 @@ from search_spaces.ifvd import LAMBDA_ADV, LAMBDA_KD, LR, TEMPERATURE
 def params(split_points: list[str]) -> dict[str, Param]:
     return {
         "lambda_kd": LAMBDA_KD,
-        "lambda_skd": Float(0.1, 10.0, log=True, target="lambda_skd", default=1.0),
+        "lambda_skd": Float(0.1, 10.0, log=True, target="lambda_skd"),
         "lambda_adv": LAMBDA_ADV,
         "temperature": TEMPERATURE,
         "lr": LR,

@@ -12,7 +12,8 @@ name      | class              | per-element formula (p = softmax)          | di
 "dsn"     | DeepSupervision    | -log p_aux[y], aux head's logits upsampled | labelled pixels
 
 Each term returns a float32 scalar; "ce", "dsn" and "ifv" give 0 (not NaN) when no pixel is labelled.
-A new term is one module: a LossTerm subclass decorated with `@register_term("name")`.
+A new term is one module, here or in a plugin (kd.registry), needing no line elsewhere: a
+LossTerm subclass decorated with `@register_term("name")`.
 
     from kd.losses import build_term, WeightedSum
     loss = WeightedSum({"ce": build_term("ce"), "kd": build_term("kd", temperature=4.0)},
@@ -26,8 +27,10 @@ import inspect
 
 from kd.errors import UserInputError
 from kd.losses.base import TERMS, LossTerm, register_term
+from kd.registry import discover
 
-# Importing a term's module registers it; in this order TERMS lists them (error messages, the table above).
+# The published terms' public names; importing them first lists TERMS in the table's order (error
+# messages). discover() below imports every other module of this package, registering its terms.
 # isort: off
 from kd.losses.ce import CrossEntropy, cross_entropy
 from kd.losses.feature_mse import FeatureMSE, feature_mse
@@ -57,6 +60,8 @@ def build_term(name: str, **options) -> LossTerm:
         ) from None
     return cls(**options)
 
+
+discover(__name__)
 
 __all__ = [
     "IFV",

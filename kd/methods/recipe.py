@@ -265,6 +265,19 @@ class Recipe:
             raise UserInputError(f"recipe {self.name!r}: " + "; ".join(problems) + ".")
         return self
 
+    def value(self, key: str):
+        """What an override `key` would replace (in the first stage it reaches); None where the
+        recipe leaves it to a loss term's own default. Search spaces read their defaults here."""
+        indices, path = _address(self, key)
+        found = self.stages[indices[0]]
+        for name in path:
+            found = found.get(name) if isinstance(found, dict) else getattr(found, name, None)
+            if found is None and name == "critic":
+                found = DEFAULT_CRITIC
+            if found is None:
+                return None
+        return found
+
     def override(self, overrides: dict) -> Recipe:
         """A copy with fields replaced; see the module docstring for the keys."""
         recipe = self
@@ -313,20 +326,33 @@ def _set_path(obj, path: list[str], value, key: str):
 
 
 def _override_one(recipe: Recipe, key: str, value) -> Recipe:
+    if key == "total_epochs":
+        return dataclasses.replace(recipe, stages=_share(recipe.stages, value, key))
+    head, _, rest = key.partition(".")
+    if rest == "optimizer" and isinstance(value, str) and head in recipe.stage_names:
+        if value not in OPTIMIZER_READINGS:
+            raise UserInputError(
+                f"override {key!r}: unknown optimiser {value!r}; named ones: {', '.join(OPTIMIZER_READINGS)}."
+            )
+        value = OPTIMIZER_READINGS[value]
+    indices, path = _address(recipe, key)
+    for i in indices:
+        recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], path, value, key))
+    return recipe
+
+
+def _address(recipe: Recipe, key: str) -> tuple[list[int], list[str]]:
+    """The stages an override key reaches, and the field path it sets in each."""
     stages = recipe.stages
     if key == "epochs":
-        return dataclasses.replace(recipe, stages=tuple(dataclasses.replace(s, epochs=value) for s in stages))
-    if key == "total_epochs":
-        return dataclasses.replace(recipe, stages=_share(stages, value, key))
+        return list(range(len(stages))), ["epochs"]
     if key == "r":
         mixed = [i for i, s in enumerate(stages) if s.mixed]
         if not mixed:
             raise UserInputError(
                 f"override 'r': recipe {recipe.name!r} has no stage reading the mixed ESD stream."
             )
-        for i in mixed:
-            recipe = _replace_stage(recipe, i, dataclasses.replace(recipe.stages[i], r=value))
-        return recipe
+        return mixed, ["r"]
     if key.startswith("lambda_"):
         term = key[len("lambda_") :]
         using = [i for i, s in enumerate(stages) if term in s.losses]
@@ -335,29 +361,16 @@ def _override_one(recipe: Recipe, key: str, value) -> Recipe:
                 f"override {key!r}: no stage of recipe {recipe.name!r} uses loss term {term!r}; "
                 f"its terms: {', '.join(sorted({t for s in stages for t in s.losses}))}."
             )
-        for i in using:
-            recipe = _replace_stage(recipe, i, _set_path(recipe.stages[i], ["losses", term], value, key))
-        return recipe
+        return using, ["losses", term]
     head, _, rest = key.partition(".")
-    if rest == "optimizer" and isinstance(value, str) and head in recipe.stage_names:
-        if value not in OPTIMIZER_READINGS:
-            raise UserInputError(
-                f"override {key!r}: unknown optimiser {value!r}; named ones: {', '.join(OPTIMIZER_READINGS)}."
-            )
-        value = OPTIMIZER_READINGS[value]
     stage_fields = {f.name for f in dataclasses.fields(Stage)}
     term_stages = [i for i, s in enumerate(stages) if head in s.losses]
     # SD's stage "feature" uses the term "feature": "feature.epochs" is the stage's,
     # "feature.reduction" the term's
     if head in recipe.stage_names and rest and (rest.split(".")[0] in stage_fields or not term_stages):
-        index = recipe.stage_names.index(head)
-        return _replace_stage(recipe, index, _set_path(stages[index], rest.split("."), value, key))
+        return [recipe.stage_names.index(head)], rest.split(".")
     if term_stages and rest:  # "kd.temperature": an option of that term in every stage that uses it
-        for i in term_stages:
-            recipe = _replace_stage(
-                recipe, i, _set_path(recipe.stages[i], ["loss_options", head, rest], value, key)
-            )
-        return recipe
+        return term_stages, ["loss_options", head, rest]
     raise UserInputError(
         f"unknown override {key!r} for recipe {recipe.name!r}; "
         "use 'epochs', 'total_epochs', 'r', 'lambda_<term>', "
