@@ -22,7 +22,7 @@ from analysis import figures, page, tables
 from analysis.load import grid_size, load
 from kd.data.transforms import FRESH
 from kd.metrics import METRICS, OBJECTIVES, THETA
-from kd.run_folder import REPORT
+from kd.run_folder import REPORT_PAGE
 
 # (title, figure function, images, caption: what it shows and what to look for, note when there is
 # nothing to draw). images: "val" (search figures: every trial, on the validation images that
@@ -366,7 +366,7 @@ def optuna_html(study) -> tuple[str, int]:
 def write_report(run_dir, out=None) -> Path:
     """Write the study's report (default RUN_DIR/report.html) and return its path."""
     study = load(run_dir)
-    out = Path(out) if out is not None else study.run_dir / REPORT
+    out = Path(out) if out is not None else study.run_dir / REPORT_PAGE
     (figure_part, figure_plots), (optuna_part, optuna_plots) = figures_html(study), optuna_html(study)
     plots = figure_plots + optuna_plots
     parts = [

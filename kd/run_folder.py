@@ -29,8 +29,12 @@ TIMING = "timing.json"  # each session's preparation and trial time
 JOURNAL = "optuna.journal"  # the Optuna study
 LOCK = "driver.lock"  # held by the driver that runs the study
 MERGED = "merged.json"  # the parts a merged study was joined from
-REPORT = "report.html"  # the study's report
+REPORT_PAGE = "report.html"  # the study's report
+EVALUATION = "evaluation.parquet"  # the chosen students scored again on other images (study.evaluate)
 PREDICTIONS = "predictions"  # predictions/<choice key>.npz: a trial's first seed on the validation images
+RAY_DIR = "ray"  # Ray Tune's record of the experiment, which --resume restores
+SCRATCH = "scratch"  # scratch/<choice key>: engine checkpoints of trials in flight
+TENSORBOARD = "tensorboard"  # tensorboard/<trial>: one event folder per trial
 OLD_PREDICTIONS = "predictions.npz"  # in the trial's own folder, in studies that had no predictions folder
 
 STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took (mean over seeds)

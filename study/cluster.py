@@ -78,6 +78,19 @@ def ray_disk_warning(temp_dir: str | None = None) -> str | None:
     )
 
 
+def ray_cluster_flag():
+    """The module holding Ray's ENABLE_RAY_CLUSTER flag, or None where this Ray has none.
+
+    Ray offers no public way to keep a local node on loopback; this is the study's one use of
+    Ray's private API (ray._private.ray_constants), so that a Ray release that moves it fails
+    the test of this function instead of silently binding every interface."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:
+        return None
+    return ray_constants if hasattr(ray_constants, "ENABLE_RAY_CLUSTER") else None
+
+
 @contextlib.contextmanager
 def _loopback_node():
     """While Ray starts: a local node takes the loopback address, and its servers listen there.
@@ -85,9 +98,8 @@ def _loopback_node():
     ray.init resolves a node address of 127.0.0.1 to the machine's outward IP unless Ray clusters
     are off (ENABLE_RAY_CLUSTER, read per call); it is put back at once, because a driver that
     later joins a real cluster must give its outward address."""
-    from ray._private import ray_constants
-
-    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):  # a Ray without the flag binds as it will
+    ray_constants = ray_cluster_flag()
+    if ray_constants is None:  # a Ray without the flag binds as it will
         yield
         return
     previous = ray_constants.ENABLE_RAY_CLUSTER
@@ -131,7 +143,7 @@ def resource_problems(config, check_resources: bool = True) -> list[str]:
 
     `check_resources=False` skips the check, for a cluster that an autoscaler grows: Ray 2.60 has
     no reliable record of how far it may grow (the autoscaler does not write the cluster config
-    to the GCS that ray._private.state.get_cluster_config reads)."""
+    to the GCS that Ray's own cluster-config reader reads)."""
     if not check_resources:
         return []
     import ray

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from kd.errors import UserInputError
+from kd.run_folder import CONFIG, CURVES, FINAL, PER_IMAGE, TIMING, TRIALS
 from study import config as study_config
 from study.config import PRESETS, StudyConfig
 from study.flags import add_setting_flags, given
@@ -72,8 +73,6 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
         f"-> {run_dir}"
     )
     if resume and _finished(run_dir, total):
-        from study.schema import FINAL
-
         say(
             f"study {config.name} is finished: all {total} trials are recorded and the chosen students "
             f"scored on test ({run_dir / FINAL}); nothing to resume. A new study needs a new --name."
@@ -96,7 +95,6 @@ def _finished(run_dir: Path, total: int) -> bool:
     """Every trial recorded, none failed, and the test scores written: resuming would only redo
     the preparation and the test scoring."""
     from study.results import ResultsTables
-    from study.schema import FINAL
 
     tables = ResultsTables(run_dir)
     return (run_dir / FINAL).is_file() and len(tables.rows) >= total and not tables.counts()["failed"]
@@ -149,7 +147,6 @@ def _fit(config: StudyConfig, space, shared, run_dir: Path, total: int, resume: 
 def _finish(config: StudyConfig, run_dir: Path, shared, tables, total: int, say) -> Path:
     """Once every trial is recorded, score the chosen students on test; write the report either way.
     Raises StudyStopped when trials are missing, TestScoringFailed when scoring failed."""
-    from study.schema import TRIALS
     from study.trial import SCRATCH
 
     failed, recorded = tables.counts()["failed"], len(tables.rows)
@@ -182,7 +179,7 @@ def _finish(config: StudyConfig, run_dir: Path, shared, tables, total: int, say)
 def _record_timing(run_dir: Path, prepare_s: float, fit_s: float, recorded: int) -> None:
     """timing.json, for benchmarks: this session's preparation and trial time at the top, and every
     session's in `sessions`, so a study continued with --resume still has its whole wall time."""
-    path = run_dir / "timing.json"
+    path = run_dir / TIMING
     try:
         sessions = json.loads(path.read_text()).get("sessions", [])
     except (OSError, ValueError):  # the first session, or a file from a version without sessions
@@ -200,7 +197,7 @@ def _checked(config: StudyConfig, resume: bool, changes: dict):
     if resume:
         config = study_config.resumed(run_dir, changes)
         _refuse_mixed_precision(config, run_dir)
-    elif (run_dir / "config.json").exists():
+    elif (run_dir / CONFIG).exists():
         raise UserInputError(
             f"{run_dir} already holds a study; add --resume to continue it, or choose another --name."
         )
@@ -215,7 +212,6 @@ def _refuse_mixed_precision(config: StudyConfig, run_dir: Path) -> None:
     import pandas as pd
 
     from kd.engine import precision
-    from study.schema import TRIALS
 
     if not (run_dir / TRIALS).is_file():
         return
@@ -283,8 +279,6 @@ def _score_on_test(config: StudyConfig, run_dir: Path, shared, say) -> str | Non
 
 
 def _write_report(run_dir: Path, say) -> None:
-    from study.schema import CURVES, PER_IMAGE, TRIALS
-
     say(f"results: {run_dir / TRIALS}, {run_dir / PER_IMAGE}, {run_dir / CURVES}")
     try:
         from analysis.report import write_report

@@ -25,15 +25,14 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from kd.metrics import METRICS, OBJECTIVES
+from kd.run_folder import JOURNAL, RAY_DIR
 from study.config import StudyConfig
 from study.contract import TrialChoice, TrialReport
 from study.results import ResultsTables, last_error_line, progress_line
 from study.space import StudySpace
 from study.trial import SCRATCH, StudyContext, run_trial
 
-RAY_DIR = "ray"
 REPORT = "report.json"  # in a trial's checkpoint, next to its students' weights
-JOURNAL = "optuna.journal"
 
 
 class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -354,6 +353,16 @@ def max_concurrent(config: StudyConfig) -> int | None:
     return max(1, int(fits))
 
 
+def restored_configs(tuner: tune.Tuner) -> tuple[tune.TuneConfig, tune.RunConfig]:
+    """The TuneConfig and RunConfig a restored `tuner` will run with, to change in place.
+
+    Ray restores the limits and callbacks the study started with and offers no public way to change
+    them; this is the study's one use of the Tuner's private attributes, so that a Ray release that
+    renames them fails the test of this function instead of resuming with the old limits."""
+    local = tuner._local_tuner
+    return local._tune_config, local._run_config
+
+
 def make_tuner(
     config: StudyConfig,
     space: StudySpace,
@@ -383,13 +392,11 @@ def make_tuner(
             resume_errored=True,
             param_space=param_space,
         )
-        # Ray restores the limits the study started with and offers no public way to change them
-        restored = tuner._local_tuner._tune_config
+        restored, run_config = restored_configs(tuner)
         restored.max_concurrent_trials = concurrent
         if isinstance(restored.search_alg, ConcurrencyLimiter):
             restored.search_alg.max_concurrent = concurrent or config.trials
         # the tables' writer keeps its rows; the other callbacks are this driver's, with its settings
-        run_config = tuner._local_tuner._run_config
         writers = [c for c in run_config.callbacks or [] if isinstance(c, ResultsWriter)]
         run_config.callbacks = [*writers, InterruptWatch(), *(callbacks or [])]
         return tuner
