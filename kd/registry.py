@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from importlib.metadata import entry_points
 
 from kd.errors import UserInputError
 
 PLUGINS = "segkd.plugins"  # the entry-point group of plugins
-_loaded: set[str] = set()  # entry points imported already, or being imported
 
 
 def _origin(thing) -> str:
@@ -55,17 +55,15 @@ def discover(package: str) -> None:
 def load_plugins() -> None:
     """Import the module of every entry point in PLUGINS that is not imported yet.
 
-    kd.methods and search_spaces call it once imported, so a study or a notebook sees installed
-    plugins without naming them. A plugin importing kd while it loads finds itself marked loaded
-    and is not imported twice."""
+    kd.methods and search_spaces call it once their names are bound, so a study or a notebook sees
+    installed plugins without naming them; a plugin importing them while it loads is not imported
+    twice (it is in sys.modules from its first line)."""
     for point in entry_points(group=PLUGINS):
-        if point.value in _loaded:
+        if point.module in sys.modules:
             continue
-        _loaded.add(point.value)
         try:
             point.load()
         except Exception as err:
-            _loaded.discard(point.value)
-            where = f"{point.dist.name} " if point.dist else ""
+            where = f"{point.dist.name}'s " if point.dist else ""
             err.add_note(f"while importing plugin {point.name!r} ({where}entry point {point.value!r})")
             raise
