@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# On the GPU machine, from the repository root, with the folders bundle.sh made:
+# On a node of the GPU cluster, from the repository root, with the folders bundle.sh made:
 #   tools/offline_gpu/run.sh install SOFTWARE_DIR        # the packages into $SITE (default /tmp/segkd-site)
 #   tools/offline_gpu/run.sh data DATA_DIR DEST          # WebP back to PNG; the study reads --data KIND:DEST
 #   tools/offline_gpu/run.sh study DEADLINE_S PACK ARGS  # python -m study.run ARGS, stopped after DEADLINE_S
 #                                                        # (SIGINT: the tables of finished trials are kept),
 #                                                        # then its tables packed into PACK (.tgz)
 #   tools/offline_gpu/run.sh start ARGS                  # python -m study.run ARGS (with --out ABSOLUTE_DIR)
-#                                                        # detached: it outlives this command where the
-#                                                        # machine keeps processes between commands
+#                                                        # detached: it outlives this job where the node
+#                                                        # keeps processes after a job ends
 #   tools/offline_gpu/run.sh wait SECONDS PACK           # wait for the started study up to SECONDS, then pack
 #                                                        # its tables (exit: the study's; 75: still running)
 # MPS=1 (study, start): CUDA MPS first, checked with one client; trials take turns on the GPU without it.
 # Keep SITE, DEST, STATE (default /tmp/segkd-study: the started study's code copy, log and exit status)
-# and the study's --out outside the checkout: a fresh copy of the checkout may replace its ignored
-# folders between two commands, and --resume needs the run folder as it was.
+# and the study's --out outside the checkout: a job may start from a fresh copy of the repository,
+# without the ignored folders of the one before, and --resume needs the run folder as it was.
 set -uo pipefail
 # Job control: without it bash starts background commands with SIGINT ignored, Python keeps it
 # ignored until Ray Tune installs its handler, and a deadline in the preparation goes unheard.
@@ -98,7 +98,7 @@ start)
   *) echo "run.sh start needs --out ABSOLUTE_DIR outside the checkout (got '${out}'): the run folder must outlive the checkout's copy"; exit 2 ;;
   esac
   [ "${MPS:-0}" = 1 ] && start_mps
-  # the study runs from a copy of the code: the checkout may be replaced while it runs
+  # the study runs from a copy of the code: the next job may bring a fresh copy of the repository
   rm -rf "$state/code" "$state/exit" && mkdir -p "$state/code" && cp -r kd study search_spaces analysis "$state/code/"
   printf '%s\n' "$@" > "$state/args"
   export PYTHONPATH="$site:$state/code" STATE_DIR="$state"

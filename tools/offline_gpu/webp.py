@@ -1,8 +1,8 @@
 """Images of a dataset folder to lossless WebP and back (masks and other files copied as they are):
 the resized CamVid is 47 MB as PNG and 35 MB as WebP, the same pixels.
 
-python tools/offline_gpu/webp.py SRC DST webp   # here
-python tools/offline_gpu/webp.py SRC DST png    # on the GPU machine, before the study reads DST
+python tools/offline_gpu/webp.py SRC DST webp   # where the bundle is made
+python tools/offline_gpu/webp.py SRC DST png    # on the cluster, before the study reads DST
 """
 
 import shutil
