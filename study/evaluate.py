@@ -23,6 +23,7 @@ import torch
 
 from kd.errors import UserInputError
 from study import config as study_config
+from study.checks import data_problems
 from study.config import StudyConfig
 from study.final import kept_rows, score_students
 from study.prepare import teacher_shell
@@ -52,7 +53,7 @@ def evaluation_config(run_dir: Path, data: str | None, size: str | None) -> Stud
     if size:
         changes["image_size"] = parse_size(size)
     config = dataclasses.replace(config, **changes)
-    found = study_config.data_problems(config)
+    found = data_problems(config)
     if found:
         raise UserInputError("cannot evaluate on that data:\n" + "\n".join(f"  - {p}" for p in found))
     return config

@@ -5,7 +5,7 @@ parsed from the setting's type: lists comma-separated (`--methods sd,esd`, `--im
 180,240`), tables as KEY=VALUE pairs (`--students ifvd=pspnet_resnet18`), the search space as a
 TOML inline table (`--space 'esd = {r = [0.0, 5.0]}'`), booleans as `--hflip` / `--no-hflip`.
 Each setting's group in `--help`, its help text and its choices come from its StudyConfig field
-(study.config.setting), so every setting has a flag.
+(study.settings.setting), so every setting has a flag.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import types
 import typing
 
 from kd.data.transforms import FRESH
-from study.config import FIELDS, GROUPS, StudyConfig, flag
+from study.settings import FIELDS, GROUPS, StudyConfig, flag
 
 # Each setting's --help group and text, and its choices, from its field
 SETTINGS = {name: (f.metadata["group"], f.metadata["help"]) for name, f in FIELDS.items()}

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kd.errors import UserInputError
-from study.config import StudyConfig, import_plugins
+from study.checks import import_plugins
+from study.config import StudyConfig
 
 POLL_S = 0.5  # how often the driver prints what a task said
 

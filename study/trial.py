@@ -24,7 +24,8 @@ from kd.data import Augmented
 from kd.distributed import world
 from kd.engine import Engine, RunData, collate
 from kd.metrics import METRICS, count_flops
-from study.config import StudyConfig, import_plugins
+from study.checks import import_plugins
+from study.config import StudyConfig
 from study.contract import PREDICTIONS, TrialChoice, TrialReport
 from study.prepare import (
     Shared,
