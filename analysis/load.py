@@ -25,7 +25,7 @@ import pandas as pd
 
 from kd import run_folder
 from kd.errors import UserInputError
-from kd.run_folder import CONFIG, CURVES, FINAL, JOURNAL, OLD_PREDICTIONS, PER_IMAGE, SAMPLES, TEACHER, TRIALS
+from kd.run_folder import CONFIG, CURVES, FINAL, JOURNAL, PER_IMAGE, SAMPLES, TEACHER, TRIALS
 from kd.run_folder import variants as variants
 
 
@@ -56,13 +56,10 @@ class Study:
         row = self.trials[self.trials["trial_id"] == trial_id]
         if row.empty:
             return None
-        row = row.iloc[0]
-        if isinstance(row.get("predictions"), str):
-            path = Path(row["predictions"])
-        elif isinstance(row.get("trial_dir"), str):  # studies written before predictions had their own folder
-            path = Path(row["trial_dir"]) / OLD_PREDICTIONS
-        else:
+        path = row.iloc[0]["predictions"]
+        if not isinstance(path, str):
             return None
+        path = Path(path)
         return _npz(path if path.is_absolute() else self.run_dir / path)
 
     def teacher(self) -> dict | None:

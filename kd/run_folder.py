@@ -115,7 +115,7 @@ def migrate(
     current columns. Tables of earlier versions (or made by hand) lack some columns: they come back
     empty, except what the study's `config` tells. The views a study trained on were then its
     `views` setting; its one teacher was the teacher of the methods `teacher_users(config)` names;
-    a trial off a grid had no variant but its method."""
+    a trial off a grid had no variant but its method; a trial's predictions lay in its own folder."""
     for column in COLUMNS[table]:
         if column not in frame.columns:
             frame[column] = np.nan
@@ -126,5 +126,9 @@ def migrate(
             users = frame["method"].isin(teacher_users(config))
             frame = frame.assign(teacher=frame["teacher"].astype(object).where(~users, config["teacher"]))
     if table == TRIALS:
-        frame = frame.assign(variant=variants(frame))
+        own = frame["predictions"].map(lambda path: isinstance(path, str))
+        old = frame["trial_dir"].map(
+            lambda folder: f"{folder}/{OLD_PREDICTIONS}" if isinstance(folder, str) else None
+        )
+        frame = frame.assign(predictions=frame["predictions"].where(own, old), variant=variants(frame))
     return frame

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from kd.errors import UserInputError
-from kd.run_folder import CONFIG, CURVES, FINAL, PER_IMAGE, TIMING, TRIALS
+from kd.run_folder import CONFIG, CURVES, FINAL, PER_IMAGE, SCRATCH, TIMING, TRIALS
 from study import config as study_config
 from study.config import PRESETS, StudyConfig
 from study.flags import add_setting_flags, given
@@ -147,7 +147,6 @@ def _fit(config: StudyConfig, space, shared, run_dir: Path, total: int, resume: 
 def _finish(config: StudyConfig, run_dir: Path, shared, tables, total: int, say) -> Path:
     """Once every trial is recorded, score the chosen students on test; write the report either way.
     Raises StudyStopped when trials are missing, TestScoringFailed when scoring failed."""
-    from study.trial import SCRATCH
 
     failed, recorded = tables.counts()["failed"], len(tables.rows)
     again = f"python -m study.run --name {config.name} --out {config.out} --resume"

@@ -25,12 +25,12 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from kd.metrics import METRICS, OBJECTIVES
-from kd.run_folder import JOURNAL, RAY_DIR
+from kd.run_folder import JOURNAL, RAY_DIR, SCRATCH
 from study.config import StudyConfig
 from study.contract import TrialChoice, TrialReport
 from study.results import ResultsTables, last_error_line, progress_line
 from study.space import StudySpace
-from study.trial import SCRATCH, StudyContext, run_trial
+from study.trial import StudyContext, run_trial
 
 REPORT = "report.json"  # in a trial's checkpoint, next to its students' weights
 
