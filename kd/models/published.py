@@ -31,6 +31,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from kd.models.inplace_abn import InPlaceABN
+from kd.models.registry import register_student, register_teacher
 from kd.models.segmenter import Segmenter
 
 # Caffe's BGR means in 0-255, which IFVD, SKD and CIRKD v1 subtract from OpenCV-decoded images
@@ -212,3 +213,12 @@ def cirkd_deeplabv3(depth: int, num_classes: int) -> Segmenter:
     )
     aux = _fcn_head(channels // 2, num_classes)
     return _segmenter(stages, width, num_classes, f"cirkd_deeplabv3_resnet{depth}", aux, ("cirkd-deeplabv3",))
+
+
+# Their files load as released: IFVD's teacher_city.pth (also the SKD teacher), CIRKD's Cityscapes
+# teacher; the students take CSAIL's resnet18-imagenet.pth as student_weights (deep stem).
+register_teacher("ifvd_pspnet_resnet101")(partial(ifvd_pspnet, 101))
+register_teacher("cirkd_deeplabv3_resnet101")(partial(cirkd_deeplabv3, 101))
+register_student("ifvd_pspnet_resnet18")(partial(ifvd_pspnet, 18))  # IFVD's and SKD's student
+register_student("cirkd_pspnet_resnet18")(partial(cirkd_pspnet, 18))
+register_student("cirkd_deeplabv3_resnet18")(partial(cirkd_deeplabv3, 18))

