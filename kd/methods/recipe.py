@@ -21,11 +21,13 @@ recipe's own proportions (SD's 40/40/20 of 100), so methods with one stage and m
 three train for the same number of epochs. "<stage>.optimizer" also takes a named optimiser
 from OPTIMIZER_READINGS, e.g. SD's stage 1 as the paper's text states it.
 
-A recipe is registered next to its function, in kd.methods.recipes or in a study's plugin:
+A recipe is registered next to its function, in any module of kd.methods or in a plugin
+(kd.registry). Its defaults are the values it builds; its search space reads them there
+(Recipe.value), so they are written once:
 
     @register_recipe("mine")
-    def mine() -> Recipe:  # build_recipe calls it without arguments
-        return Recipe("mine", (Stage("train", {"ce": 1.0, "my_term": 0.5}),))
+    def mine(lambda_my_term: float = 0.5) -> Recipe:  # build_recipe calls it without arguments
+        return Recipe("mine", (Stage("train", {"ce": 1.0, "my_term": lambda_my_term}),))
 """
 
 from __future__ import annotations
