@@ -17,7 +17,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kd.errors import UserInputError
+from kd.models.sd import SD_VARIANTS
+from kd.models.sd import sd_capacity as default_capacity
 from kd.registry import register as register_in
+
+# kd.methods is imported inside the functions that use it: importing it loads the installed
+# plugins (kd.registry), which import this package's names, not all bound yet while it loads.
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,6 @@ def sd_capacity() -> dict[str, Param]:
     """The SD student's capacity (kd.models.sd.SDCapacity), fixed at the default variant ("table")
     unless a study file lists choices: `groups = ["gcd", "table", "dense"]` searches it, a grid crosses
     `groups = {choices = [...]}`."""
-    from kd.models.sd import SD_VARIANTS
-    from kd.models.sd import sd_capacity as default_capacity
-
     default = default_capacity()
     return {
         "groups": Choice(
