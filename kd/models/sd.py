@@ -217,8 +217,8 @@ def sd_student(
     trained on the frozen FE's eval-mode features (stage 2) would see other features when
     fine-tuning puts the FE back in train mode, and 64 images do not need it. BatchNorm momentum
     is PyTorch's 0.1: the Lite0 port carries TensorFlow's 0.01, under which the running averages
-    of a student trained for a few hundred steps still hold mostly their initial values (on the
-    synthetic default, 120 steps: 0.49 mIoU_img on its own training images in eval mode).
+    of a student trained for a few hundred steps still hold mostly their initial values, and its
+    eval-mode outputs would be judged with them.
     """
     capacity = sd_capacity(
         variant, groups=groups, output_stride=output_stride, head_width=head_width, head_groups=head_groups
