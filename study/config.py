@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 
 from kd.errors import UserInputError
+from kd.run_folder import CONFIG
 from study.checks import class_map_problems as class_map_problems  # also read from here
 from study.checks import problems, split_point_problems, with_flag
 from study.checks import study_classes as study_classes  # also read from here
@@ -213,14 +214,14 @@ RUN_FORMAT = 2
 
 def save(config: StudyConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG
     path.write_text(json.dumps({"run_format": RUN_FORMAT, **config.to_dict()}, indent=2) + "\n")
     return path
 
 
 def load(run_dir: Path) -> StudyConfig:
     """The configuration a study was started with, to resume it."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UserInputError(f"{run_dir} holds no study (no config.json); start it without --resume.")
     values = json.loads(path.read_text())

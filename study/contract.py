@@ -2,7 +2,7 @@
 
 The driver makes a TrialChoice for every trial, from a grid point or from the searcher's
 suggestion alike; the trial trains it and answers with a TrialReport; the driver turns the
-pair into one row of trials.parquet (study.schema names its columns).
+pair into one row of trials.parquet (kd.run_folder names its columns).
 """
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ from typing import Any
 
 from kd.io import content_key
 from kd.metrics import METRICS
+from kd.run_folder import PREDICTIONS, STEPS
 from search_spaces.base import STUDENT
-from study.schema import STEPS
-
-PREDICTIONS = (
-    "predictions"  # run_dir/predictions/<choice key>.npz: a trial's first seed on the validation images
-)
 
 
 @dataclass(frozen=True)

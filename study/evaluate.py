@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from kd.errors import UserInputError
+from kd.run_folder import CONFIG, EVALUATION
 from study import config as study_config
 from study.checks import data_problems
 from study.config import StudyConfig
@@ -30,7 +31,6 @@ from study.prepare import teacher_shell
 from study.results import write_table
 from study.roles import open_roles
 
-EVALUATION = "evaluation.parquet"
 EVALUATED_ON = ("data", "split", "image_size")  # what names one evaluation in the table
 
 
@@ -46,7 +46,7 @@ def parse_size(text: str) -> list[int]:
 
 def evaluation_config(run_dir: Path, data: str | None, size: str | None) -> StudyConfig:
     """The study's configuration with the data and size to score on, checked before any model is built."""
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise UserInputError(f"{run_dir} is not a study's run folder (no config.json), e.g. runs/default")
     config = study_config.load(run_dir)
     changes = {"data": data} if data else {}

@@ -18,12 +18,12 @@ import torch
 
 from kd.engine import evaluate
 from kd.metrics import METRICS
+from kd.run_folder import FINAL, FINAL_COLUMNS, TEACHER, is_hyperparameter
 from study.config import StudyConfig
 from study.contract import TrialChoice
-from study.prepare import TEACHER, Shared, eval_transform, recipe_for, student_for, teacher_shell
+from study.prepare import Shared, eval_transform, recipe_for, student_for, teacher_shell
 from study.results import ResultsTables, write_table
 from study.roles import open_roles
-from study.schema import FINAL, FINAL_COLUMNS, is_hyperparameter
 
 
 def kept_rows(run_dir: Path) -> list[dict]:

@@ -13,8 +13,7 @@ import socket
 from pathlib import Path
 
 from kd.errors import UserInputError
-
-LOCK = "driver.lock"
+from kd.run_folder import LOCK
 
 
 class RunLock:

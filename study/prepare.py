@@ -33,12 +33,12 @@ from kd.models.checkpoints import checkpoint_classes, load_backbone_weights, sta
 from kd.models.class_map import with_class_map
 from kd.models.registry import SPLIT_STUDENTS, without_weights
 from kd.models.teacher_training import TeacherTraining
+from kd.run_folder import ROLES, SAMPLES, TEACHER
 from study.config import StudyConfig
 from study.contract import TrialChoice
 from study.roles import open_roles
 from study.space import StudySpace
 
-SAMPLES, TEACHER, ROLES = "samples.npz", "teacher.json", "roles.json"
 DISPLAY_WIDTH = 256  # samples and predictions are stored at most this wide: enough to look at, small on disk
 
 

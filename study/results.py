@@ -1,6 +1,6 @@
 """Tidy result tables, written by the driver as trials finish, and the progress line.
 
-`trials.parquet`: one row per trial (TrialReport.to_row; study.schema names the columns).
+`trials.parquet`: one row per trial (TrialReport.to_row; kd.run_folder names the columns).
 `per_image.parquet`: one row per (trial, seed, validation image) with mIoU_i.
 `curves.parquet`: one row per (trial, seed, epoch): losses per term, lr and validation metrics.
 All three are rewritten atomically after every finished trial; rows from before a `--resume`
@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from kd.io import atomic_write
+from kd.run_folder import CURVES, PER_IMAGE, PER_IMAGE_COLUMNS, TRIALS, is_hyperparameter
 from study.contract import TrialChoice, TrialReport, short
-from study.schema import CURVES, PER_IMAGE, PER_IMAGE_COLUMNS, TRIALS, is_hyperparameter
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -24,9 +24,10 @@ from kd.data import Augmented
 from kd.distributed import world
 from kd.engine import Engine, RunData, collate
 from kd.metrics import METRICS, count_flops
+from kd.run_folder import PREDICTIONS, SCRATCH
 from study.checks import import_plugins
 from study.config import StudyConfig
-from study.contract import PREDICTIONS, TrialChoice, TrialReport
+from study.contract import TrialChoice, TrialReport
 from study.prepare import (
     Shared,
     cache_folders,
@@ -39,7 +40,6 @@ from study.prepare import (
     to_display,
 )
 
-SCRATCH = "scratch"  # run_dir/scratch/<choice key>: engine checkpoints of trials in flight
 STUDENTS = "students"  # the trained students' weights, seed<k>.pt, handed to Ray as the trial's checkpoint
 
 

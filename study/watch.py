@@ -15,9 +15,9 @@ from pathlib import Path
 from ray import tune
 
 from kd.metrics import METRICS
+from kd.run_folder import TENSORBOARD
 from study.results import trial_name
 
-TENSORBOARD = "tensorboard"  # run_dir/tensorboard/<trial>: one event folder per trial
 # name -> (the package it needs, Ray's callback)
 LOGGERS = {
     "mlflow": ("mlflow", "ray.air.integrations.mlflow.MLflowLoggerCallback"),
