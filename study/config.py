@@ -34,6 +34,7 @@ import json
 import os
 import tomllib
 from importlib import resources
+from itertools import takewhile
 from pathlib import Path
 
 from kd.errors import UserInputError
@@ -69,6 +70,16 @@ def _load_presets() -> dict[str, dict]:
 
 
 PRESETS = _load_presets()
+
+
+def preset_summaries() -> dict[str, str]:
+    """Each preset's first sentence, from the comment its file opens with ("# NAME: what it is.")."""
+    summaries = {}
+    for name in PRESETS:
+        lines = (PRESET_FOLDER / f"{name}.toml").read_text().splitlines()
+        opening = " ".join(line.lstrip("# ") for line in takewhile(lambda line: line.startswith("#"), lines))
+        summaries[name] = opening.removeprefix(f"{name}:").split(". ")[0].strip().rstrip(".")
+    return summaries
 
 
 def read_study_file(path: str | Path) -> dict:

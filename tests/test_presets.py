@@ -46,3 +46,12 @@ def test_none_sets_settings_to_none_and_is_checked(tmp_path):
     path.write_text('epochs = 3\nnone = ["epochs"]\n')
     with pytest.raises(UserInputError, match="epochs both given a value and listed in none"):
         study_config.resolve("smoke", path)
+
+
+def test_every_preset_file_opens_with_its_name_and_what_it_is():
+    summaries = study_config.preset_summaries()
+    assert list(summaries) == list(study_config.PRESETS)
+    for name, summary in summaries.items():
+        assert (study_config.PRESET_FOLDER / f"{name}.toml").read_text().startswith(f"# {name}: ")
+        assert summary and "\n" not in summary and not summary.endswith("."), name
+    assert summaries["camvid-sd"] == "the SD paper's protocol on CamVid"
