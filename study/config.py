@@ -2,7 +2,8 @@
 
 Every problem (unknown method or parameter, r < 0, a missing data path, a split point the
 teacher lacks, GPUs that are not there) is collected and reported in one UserInputError
-before Ray starts. The resolved configuration is saved in the run directory as
+before Ray starts (each setting is declared in study.settings, each check is a function of
+study.checks). The resolved configuration is saved in the run directory as
 `config.json`, so `--resume` and the report know exactly what ran.
 
 A study file holds the same keys as `StudyConfig`, plus a `none` list (the settings it sets to
@@ -12,7 +13,7 @@ tables (fixed values, ranges or choices for that method's search space, see sear
 file per method). A teacher checkpoint trained on another label set (Cityscapes' 19 classes for a
 CamVid study) distils through `teacher_class_map`, a map of its classes onto the study's (README:
 Teachers from another label set). The presets are study files too (study/presets/NAME.toml), a
-starting point to copy. Each setting is declared in study.settings and checked in study.checks:
+starting point to copy. A study file:
 
     name = "esd-r"
     methods = ["sd", "esd"]
@@ -39,9 +40,9 @@ from pathlib import Path
 
 from kd.errors import UserInputError
 from kd.run_folder import CONFIG
-from study.checks import class_map_problems as class_map_problems  # also read from here
+from study.checks import class_map_problems as class_map_problems  # read as study.config.* too
 from study.checks import problems, split_point_problems, with_flag
-from study.checks import study_classes as study_classes  # also read from here
+from study.checks import study_classes as study_classes  # read as study.config.* too
 from study.settings import FIELDS, StudyConfig
 
 PRESET_FOLDER = resources.files("study") / "presets"
