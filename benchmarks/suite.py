@@ -366,7 +366,7 @@ def _camvid_sd(run: str | None) -> dict:
         config = json.loads((timing_file.parent / "config.json").read_text())
     except (OSError, ValueError) as err:
         return {"skipped": f"cannot read {timing_file} or the config.json beside it: {err}"}
-    from study.schema import FINAL
+    from kd.run_folder import FINAL
 
     # A study scores its chosen trials on the test images only once every trial is recorded
     if not (timing_file.parent / FINAL).exists():
