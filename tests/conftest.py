@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from kd.data import locate_camvid
-from study.cluster import start_ray
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,11 +41,13 @@ def camvid_root() -> Path:
 @pytest.fixture(scope="module")
 def local_ray():
     """A real local Ray of 2 CPUs, started as a study starts it, for one test module; yields `ray`."""
+    # Ray Tune takes seconds to import, and most test runs never start Ray
     import ray
 
-    if (
-        ray.is_initialized()
-    ):  # another module's, or one a study left running: this one must be the study's own
+    from study.cluster import start_ray
+
+    # another module's Ray, or one a study left running: this one must be the study's own
+    if ray.is_initialized():
         ray.shutdown()
     # Ray's default, not the developer's: a local Ray turns token authentication on unless told not to
     auth_mode = os.environ.pop("RAY_AUTH_MODE", None)
