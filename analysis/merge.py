@@ -35,12 +35,12 @@ from kd.run_folder import (
     FINAL,
     MERGED,
     PER_IMAGE,
-    RESUMABLE,
     ROLES,
     TEACHER,
     TRIALS,
     variants,
 )
+from study.config import RESUMABLE
 
 TABLES = (TRIALS, PER_IMAGE, CURVES, FINAL)
 # What a part may set differently from the others: which grid points it ran and where it ran them.

@@ -15,8 +15,6 @@ from analysis import tables
 from kd.metrics import METRICS
 
 NO_TRIALS = "No completed trials yet: this section fills in as trials finish."
-
-
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1em; }
@@ -30,16 +28,12 @@ dl.header { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1
 dl.header dt { font-weight: bold; }
 dl.header dd { margin: 0; }
 """
-
-
 # The error listener is registered before plotly.js so that errors while it loads are counted too.
 ERROR_LISTENER = """<script>
 window.segkdErrors = 0;
 window.addEventListener("error", function () { window.segkdErrors += 1; });
 window.addEventListener("unhandledrejection", function () { window.segkdErrors += 1; });
 </script>"""
-
-
 # Plotly draws SVG plots during newPlot; the timeout leaves room for asynchronous parts (WebGL, images).
 COUNTER = """<script>
 window.addEventListener("load", function () {
@@ -85,7 +79,7 @@ def with_ci(mean, half, digits: int) -> str:
     return text if text == "–" or number(half, digits) == "–" else f"{text} ± {number(half, digits)}"
 
 
-def digits(metric: str) -> int:
+def metric_digits(metric: str) -> int:
     return 4 if metric == "var" else 3  # variances of mIoU_i are small
 
 
@@ -113,7 +107,7 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
             "seeds": [number(s, 0) for s in summary["seeds"]],
             **{
                 f"{m} ± 95% CI": [
-                    with_ci(mean, half, digits(m))
+                    with_ci(mean, half, metric_digits(m))
                     for mean, half in zip(summary[m], summary[f"{m}_ci"], strict=True)
                 ]
                 for m in METRICS

@@ -283,7 +283,8 @@ def teacher_line(teacher: dict | None) -> str:
     params, gflops = _float(teacher.get("params")) / 1e6, _float(teacher.get("flops")) / 1e9
     scored = {"validation images": teacher} | ({"test images": teacher["test"]} if "test" in teacher else {})
     scores = "; ".join(
-        f"on the {images}: " + ", ".join(f"{m} {page.number(record.get(m), page.digits(m))}" for m in METRICS)
+        f"on the {images}: "
+        + ", ".join(f"{m} {page.number(record.get(m), page.metric_digits(m))}" for m in METRICS)
         for images, record in scored.items()
     )
     size = f"{page.significant(params)} M params, {page.significant(gflops)} GFLOPs"

@@ -79,17 +79,6 @@ CURVE_COLUMNS = (
     *METRICS,
 )
 COLUMNS = {TRIALS: TRIAL_COLUMNS, PER_IMAGE: PER_IMAGE_COLUMNS, CURVES: CURVE_COLUMNS, FINAL: FINAL_COLUMNS}
-# The settings in config.json that a resumed study may change: resources, the cluster, the cache folder.
-RESUMABLE = (
-    "cpus_per_trial",
-    "gpus_per_trial",
-    "workers_per_trial",
-    "address",
-    "max_concurrent",
-    "num_workers",
-    "cache_dir",
-    "resource_wait_s",
-)
 
 
 def is_hyperparameter(column: str) -> bool:
