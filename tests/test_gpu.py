@@ -1,6 +1,6 @@
 """On a CUDA GPU: the engine in each precision, and a study whose trials share one GPU.
 
-Skipped, with the reason, on machines without one (CI has none); run them where a GPU is lent:
+Skipped, with the reason, on machines without one (CI has none); run them where a GPU is:
     python -m pytest -q tests/test_gpu.py
 """
 
