@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.configuration import teacher_users
 from kd import run_folder
 from kd.errors import UserInputError
 from kd.run_folder import CONFIG, CURVES, FINAL, JOURNAL, PER_IMAGE, SAMPLES, TEACHER, TRIALS
@@ -100,35 +101,6 @@ def _table(run_dir: Path, table: str, config: dict) -> pd.DataFrame:
     path = run_dir / table
     frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(run_folder.COLUMNS[table]))
     return run_folder.migrate(table, frame, config, teacher_users)
-
-
-def study_config(config: dict):
-    """A run folder's config.json as a StudyConfig, keys of other versions left out."""
-    from study.config import FIELDS, StudyConfig
-
-    return StudyConfig(**{k: v for k, v in config.items() if k in FIELDS})
-
-
-def teacher_users(config: dict) -> list[str]:
-    """The methods of a study's configuration that use its teacher (study.prepare.teacher_users)."""
-    try:
-        from study.prepare import teacher_users
-
-        return teacher_users(study_config(config))
-    except Exception:  # a configuration of another version, or a plugin's method not imported here
-        return []
-
-
-def grid_size(config: dict) -> int:
-    """How many points a grid study runs: one per method, times the choices its space crosses."""
-    try:
-        from kd.models.registry import split_points
-        from study.space import resolve_space, with_teachers
-
-        space = resolve_space(config["methods"], split_points(config["teacher"]), config.get("space"))
-        return len(with_teachers(space, study_config(config)).grid())
-    except Exception:  # a study from another version, or a plugin not imported here: the lower bound
-        return len(config.get("methods") or [])
 
 
 def load(run_dir: str | Path) -> Study:

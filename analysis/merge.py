@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.configuration import RESUMABLE
 from kd.errors import UserInputError
 from kd.metrics import METRICS
 from kd.run_folder import (
@@ -40,7 +41,6 @@ from kd.run_folder import (
     TRIALS,
     variants,
 )
-from study.config import RESUMABLE
 
 TABLES = (TRIALS, PER_IMAGE, CURVES, FINAL)
 # What a part may set differently from the others: which grid points it ran and where it ran them.

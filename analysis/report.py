@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures, page, tables
-from analysis.load import grid_size, load
+from analysis.configuration import grid_size
+from analysis.load import load
 from kd.data.transforms import FRESH
 from kd.metrics import METRICS, OBJECTIVES, THETA
 from kd.run_folder import REPORT_PAGE
