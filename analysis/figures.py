@@ -80,6 +80,7 @@ def _hover(frame: pd.DataFrame, study) -> list[str]:
 
 
 def numeric(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """The rows of `frame` whose `columns` all hold numbers, with those columns as numbers."""
     frame = frame.copy()
     for column in columns:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
