@@ -192,19 +192,29 @@ def _recipe_problems(method: str, name: str, p: Param) -> list[str]:
     return []
 
 
+# The largest magnitude a searched or fixed number may have: a trial's arithmetic with values
+# near float's limit (a share of a batch, a sampler's range width) overflows, and no loss weight,
+# temperature, ratio or learning rate needs more.
+LARGEST = 1e12
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _typed(param: Param, value):
-    """`value` as the param's kind of number, or ValueError."""
+    """`value` as the param's kind of number within +-LARGEST, or ValueError."""
     if isinstance(param, Int):
         if not (isinstance(value, int) and not isinstance(value, bool)):
             raise ValueError(f"expected a whole number, got {value!r}")
-        return value
-    if not _number(value):
+    elif not _number(value):
         raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
+    if abs(value) > LARGEST:
+        raise ValueError(
+            f"{value!r} is beyond {LARGEST:g} in size, which a trial's arithmetic cannot use; "
+            "give a number within it"
+        )
+    return value if isinstance(param, Int) else float(value)
 
 
 def _apply(param: Param, given) -> Param:

@@ -6,7 +6,9 @@ runs them all and reports every problem at once.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
 import typing
 from pathlib import Path
@@ -44,6 +46,10 @@ def field_problems(config: StudyConfig) -> list[str]:
             found.append(f"{name} must be a whole number >= {least}{note}, got {value!r}")
         elif TYPES[name] is bool and not isinstance(value, bool):
             found.append(f"{name} must be true or false, got {value!r}")
+        elif (most := spec.metadata["most"]) is not None and _whole(value, 0) and value > most:
+            found.append(
+                f"{name} must be at most {most:,}, the most a study can reach in practice, got {value!r}"
+            )
     return found
 
 
@@ -60,6 +66,7 @@ def problems(config: StudyConfig) -> list[str]:
         _student_problems,
         _logger_problems,
         _resource_problems,
+        _machine_memory_problems,
     ):
         found += check(config)
     return found
@@ -413,6 +420,8 @@ def _resource_problems(config: StudyConfig) -> list[str]:
             f"workers_per_trial = {config.workers_per_trial} workers: make batch_size a multiple of "
             f"{config.workers_per_trial} (--batch-size) or change --workers-per-trial"
         )
+    if not _number(config.connect_timeout_s) or config.connect_timeout_s <= 0:
+        found.append(f"connect_timeout_s must be a number of seconds > 0, got {config.connect_timeout_s!r}")
     if not _number(config.resource_wait_s) or config.resource_wait_s <= 0:
         found.append(f"resource_wait_s must be a number of seconds > 0, got {config.resource_wait_s!r}")
     if config.cache_dir is not None and not isinstance(config.cache_dir, str):
@@ -452,3 +461,77 @@ def with_flag(problem: str) -> str:
     if name not in FIELDS or flag(name) in problem:
         return problem
     return f"{problem} [{flag(name)}, or {name} in the study file]"
+
+
+PIXEL_BYTES = 4  # a decoded image's pixel: three uint8 channels and its uint8 label
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _machine_memory_problems(config: StudyConfig) -> list[str]:
+    """A local study's images, views and batch against this machine's memory (a cluster's nodes
+    are weighed once Ray has joined it: study.cluster.resource_problems)."""
+    return memory_problems(config, machine_memory(), "this machine") if config.address is None else []
+
+
+def memory_problems(config: StudyConfig, available: float, where: str) -> list[str]:
+    """Settings whose memory, estimated before anything is decoded or built, exceeds `available`
+    bytes: the decoded images of every role in every view, and one forward of the teacher on a
+    batch. Both are lower bounds (students, optimisers and caches come on top), so what is refused
+    can never fit."""
+    if not (
+        isinstance(config.image_size, list)
+        and len(config.image_size) == 2
+        and all(_whole(v) for v in config.image_size)
+        and _whole(config.batch_size)
+    ):
+        return []  # named by their own checks
+    height, width = config.image_size
+    counts = [getattr(config, f"{role}_images") for role in ("source", "target", "proximity", "val", "test")]
+    images = max(1, sum(n for n in counts if _whole(n)))  # roles left at "all": not known before reading
+    views = config.views if _whole(config.views) and config.views <= FIELDS["views"].metadata["most"] else 1
+    data = images * height * width * PIXEL_BYTES * views
+    crop = config.crop if isinstance(config.crop, list) and all(_whole(v) for v in config.crop) else None
+    pixels = math.prod(crop or config.image_size)
+    forward = _forward_bytes_per_pixel(config.teacher) * pixels * config.batch_size
+    if data + forward <= available:
+        return []
+    gb = lambda n: f"{n / 1e9:,.1f} GB"  # noqa: E731
+    return [
+        f"image_size = {config.image_size!r} with batch_size = {config.batch_size} and views = "
+        f"{config.views} needs at least {gb(data + forward)} of memory ({gb(data)} for {images} decoded "
+        f"images x {height} x {width} x {PIXEL_BYTES} bytes x {views} view(s), {gb(forward)} for one "
+        f"forward of the teacher on a batch), more than {where}'s {gb(available)}: lower image_size "
+        "(--image-size), batch_size (--batch-size) or views (--views)"
+    ]
+
+
+@functools.cache
+def _forward_bytes_per_pixel(teacher: str) -> float:
+    """Bytes of activations one forward of `teacher` keeps per input pixel, measured on the meta
+    device (shapes only, nothing allocated) at a small size; activations grow with the pixels.
+    0 where the teacher cannot be built here (its own check names it)."""
+    import torch
+
+    from kd.models.registry import build_teacher, without_weights
+
+    size, total = (64, 64), [0]
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+
+    try:
+        with torch.device("meta"):
+            model = build_teacher(teacher, 2, **without_weights(teacher)).eval()
+        for module in model.modules():
+            if not list(module.children()):
+                module.register_forward_hook(count)
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *size, device="meta"))
+    except Exception:  # an unknown teacher or an operation without a meta kernel: no estimate
+        return 0.0
+    return total[0] / math.prod(size)

@@ -18,11 +18,15 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
+from pathlib import Path
 
 from ray import tune
 from ray.tune.experiment import Trial
+
+from kd.errors import UserInputError
 
 # glibc gives every thread that allocates its own malloc arena; torch's intra-op threads then keep
 # hundreds of MB of freed memory per worker. Two arenas hold a worker's peak close to its live data.
@@ -33,11 +37,17 @@ CHECK_EVERY_S = 1.0
 RAY_DISK_THRESHOLD = 0.95  # Ray's local_fs_capacity_threshold default
 
 
-def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+CONNECT_TIMEOUT_S = 30.0  # how long a cluster's address gets to answer (connect_timeout_s)
+
+
+def start_ray(
+    address: str | None, num_cpus: int | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S
+) -> bool:
     """Join the Ray cluster at `address` ("auto" or HOST:PORT), or start a local Ray (None, unless
     RAY_ADDRESS names a cluster, as Ray Jobs do) listening on loopback only. `num_cpus`: the local
-    instance's CPUs (default: the machine's). False when this process had Ray already (a test's,
-    or a notebook's), which is then used as it is."""
+    instance's CPUs (default: the machine's). A cluster's HOST:PORT that does not accept a
+    connection within `connect_timeout_s` is refused (Ray itself would retry forever). False when
+    this process had Ray already (a test's, or a notebook's), which is then used as it is."""
     import ray
 
     if ray.is_initialized():
@@ -53,9 +63,50 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         # "local": never a cluster that `ray start` left on this machine, which ray.init would join
         with _loopback_node():
             ray.init(address="local", num_cpus=num_cpus, **options)
+        _owner_only(token_path())
     else:
-        ray.init(address=address, **options)
+        target = address or os.environ["RAY_ADDRESS"]
+        check_reachable(target, connect_timeout_s)
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as err:  # something answers there, but not a Ray head's GCS
+            raise UserInputError(
+                f"cannot join the Ray cluster at {target}: its port answers, but Ray's connection "
+                f"failed ({err}). Is the address its head's GCS (HOST:6379 unless --port said "
+                "otherwise), and is the cluster's Ray the version installed here?"
+            ) from None
     return True
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Refuse a cluster address (HOST:PORT, or ray://HOST:PORT) whose port does not accept a TCP
+    connection within `timeout_s`; "auto" and other forms are left to Ray, which finds them."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return
+    host = host.strip("[]")  # an IPv6 address in brackets
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        cause = "no answer" if isinstance(err, TimeoutError) else err.strerror or str(err)
+        raise UserInputError(
+            f"the Ray cluster at {address} does not answer: a TCP connection to {host} port {port} "
+            f"failed within {timeout_s:g} s ({cause}). Is the cluster started (ray start --head on "
+            "that machine), is the address its head's GCS (HOST:6379 unless --port said otherwise), "
+            "and does no firewall stand between? A slow network may need a larger --connect-timeout-s."
+        ) from None
+
+
+def token_path() -> Path:
+    """Where Ray keeps the token of a local Ray's authentication (RAY_AUTH_TOKEN_PATH, else
+    ~/.ray/auth_token)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def _owner_only(path: Path) -> None:
+    """Ray writes its token readable by everyone; whoever reads it can run code as its owner."""
+    with contextlib.suppress(OSError):  # no token (authentication off), or not ours to change
+        path.chmod(path.stat().st_mode & 0o700)
 
 
 def ray_disk_warning(temp_dir: str | None = None) -> str | None:
@@ -159,6 +210,10 @@ def resource_problems(config, check_resources: bool = True) -> list[str]:
     ]
     if not found:
         found += _worker_problems(config, nodes)
+    if config.address is not None and (memory := max((node.get("memory", 0) for node in nodes), default=0)):
+        from study.checks import memory_problems
+
+        found += memory_problems(config, memory, "the largest Ray node")  # Ray's memory for tasks
     return found
 
 

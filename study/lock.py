@@ -7,6 +7,7 @@ runs is refused with the first driver's host and process id. The file's text is 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -42,13 +43,21 @@ class RunLock:
         self.handle = handle
         return self
 
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing releases the lock
-            self.handle = None
+    def release(self, failed: bool = False) -> None:
+        """`failed`: the driver stops on an error or Ctrl-C; a folder that then holds nothing but
+        the lock has no study in it (--resume would refuse it) and is removed."""
+        if self.handle is None:
+            return
+        folder = self.path.parent
+        if failed and [p.name for p in folder.iterdir()] == [LOCK]:
+            self.path.unlink()  # while still locked: no other driver can be inside
+            with contextlib.suppress(OSError):  # something appeared meanwhile: keep it
+                folder.rmdir()
+        self.handle.close()  # closing releases the lock
+        self.handle = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, kind, *exc) -> None:
+        self.release(failed=kind is not None)

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from kd.errors import UserInputError
+from kd.errors import StorageError, UserInputError
 from kd.run_folder import CONFIG, CURVES, FINAL, PER_IMAGE, SCRATCH, TIMING, TRIALS
 from study import config as study_config
 from study.config import PRESETS, StudyConfig
@@ -78,7 +78,7 @@ def _run(config: StudyConfig, space, resume: bool, say, progress: str) -> Path:
             f"scored on test ({run_dir / FINAL}); nothing to resume. A new study needs a new --name."
         )
         return run_dir
-    shared = _prepare_shared(config, space, run_dir, say)
+    shared = _prepare_shared(config, space, run_dir, say, total)
     say(f"shared artefacts ready in {time.perf_counter() - started:.0f} s")
     fit_started = time.perf_counter()
     tables = _fit(config, space, shared, run_dir, total, resume, say, progress)
@@ -100,23 +100,26 @@ def _finished(run_dir: Path, total: int) -> bool:
     return (run_dir / FINAL).is_file() and len(tables.rows) >= total and not tables.counts()["failed"]
 
 
-def _prepare_shared(config: StudyConfig, space, run_dir: Path, say):
+def _prepare_shared(config: StudyConfig, space, run_dir: Path, say, total: int):
     """Start (or join) Ray and prepare what every trial shares (study.prepare); a configuration
-    error found here leaves no Ray instance of ours running."""
+    error found here (or too little free space for `total` trials) leaves no Ray instance of ours
+    running."""
     from study.cluster import ray_disk_warning, resource_problems, start_ray
     from study.prepare import check_files, prepare
     from study.tasks import run_work, runs_on_ray
+    from study.trial import check_free_space
 
     local = not runs_on_ray(config)
     if local:  # a corrupt file is named before Ray starts; a Ray task checks them where it runs
         check_files(config, say)
     if config.address is None and (warning := ray_disk_warning()):
         say(f"warning: {warning}")
-    started_ray = start_ray(config.address)
+    started_ray = start_ray(config.address, connect_timeout_s=config.connect_timeout_s)
     try:
         _refuse_impossible(resource_problems(config, config.check_resources))
         study_config.save(config, run_dir)
         shared = run_work(prepare, config, space, run_dir, local, say=say)
+        check_free_space(config, run_dir, shared.num_classes, total, say)
     except UserInputError:
         if started_ray:
             import ray
@@ -131,8 +134,8 @@ def _fit(config: StudyConfig, space, shared, run_dir: Path, total: int, resume: 
     """Run (or continue) the trials with Ray Tune; the tables as the trials left them."""
     from study.cluster import ResourceWaitWarning
     from study.results import ResultsTables
-    from study.trial import StudyContext
-    from study.tuner import make_tuner
+    from study.trial import StudyContext, space_advice
+    from study.tuner import make_tuner, raise_storage_fault
     from study.watch import watchers
 
     if resume:
@@ -140,7 +143,12 @@ def _fit(config: StudyConfig, space, shared, run_dir: Path, total: int, resume: 
     callbacks = [ResourceWaitWarning(config, say=say), *watchers(config, run_dir, progress, say)]
     context = StudyContext(config, shared)
     verbose = progress == "verbose"
-    make_tuner(config, space, context, run_dir, total, resume, say, callbacks, verbose).fit()
+    try:
+        make_tuner(config, space, context, run_dir, total, resume, say, callbacks, verbose).fit()
+        raise_storage_fault()
+    except StorageError as err:  # the tables hold what was written; the trial it hit runs on --resume
+        advice = space_advice(config, run_dir, shared.num_classes, total)
+        raise StorageError(err.path, err.cause, err.errno, advice) from err
     return ResultsTables(run_dir)  # on resume Ray ran its restored copy of the writer
 
 
@@ -362,6 +370,9 @@ def main(argv=None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StorageError as err:  # a full disk: the machine's fault, said with how to continue
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except StudyStopped as stopped:  # how to continue is said already
         return 130 if stopped.interrupted else 1
     except TestScoringFailed:  # said already, with how to score again

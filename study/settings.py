@@ -23,11 +23,23 @@ SCHEDULERS = ("none", "asha")
 GROUPS = ("study", "data", "models", "training", "resources")  # --help's groups of settings, in order
 
 
-def setting(default, group: str, help: str, *, choices=None, least: int | None = None, note: str = ""):
+def setting(
+    default,
+    group: str,
+    help: str,
+    *,
+    choices=None,
+    least: int | None = None,
+    most: int | None = None,
+    note: str = "",
+):
     """A StudyConfig field with everything about it: its default; its --help group and text; the
     simple check study files and flags are held to, one of `choices` or a whole number >= `least`
-    (`note` says what its least means; None passes where the type allows it)."""
-    metadata = {"group": group, "help": help, "choices": choices, "least": least, "note": note}
+    (`note` says what its least means; None passes where the type allows it) and <= `most`, the
+    most a study can reach in practice (said in its help)."""
+    if most is not None:
+        help = f"{help} (at most {most:,})"
+    metadata = {"group": group, "help": help, "choices": choices, "least": least, "most": most, "note": note}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -48,9 +60,12 @@ class StudyConfig:
         "study",
         "Optuna trials over all methods, which take turns: a multiple of the number of methods",
         least=1,
+        most=100_000,  # Optuna's in-memory study slows past this; no study needs more
     )
     # training seeds per trial; metrics are their mean and standard deviation
-    seeds: int = setting(2, "study", "training seeds per trial (mean and std are reported)", least=1)
+    seeds: int = setting(
+        2, "study", "training seeds per trial (mean and std are reported)", least=1, most=1000
+    )
     seed: int = setting(0, "study", "the sampler's seed")
     # grid: an ablation, every method once at its defaults, no search
     sampler: str = setting(
@@ -149,7 +164,7 @@ class StudyConfig:
         "a checkpoint trained on another label set: the map of its classes onto the study's, one of "
         f"{', '.join(CLASS_MAPS)} (README: Teachers from another label set)",
     )
-    teacher_epochs: int = setting(3, "models", "epochs of the teacher's training", least=1)
+    teacher_epochs: int = setting(3, "models", "epochs of the teacher's training", least=1, most=100_000)
     # "head" keeps the pretrained backbone frozen, "all" fine-tunes it
     teacher_trainable: str = setting(
         "head",
@@ -190,6 +205,7 @@ class StudyConfig:
         "training",
         "each method's epochs over all its stages (an equal budget); default: the preset's",
         least=1,
+        most=100_000,
         note="or left out for the recipes' own",
     )
     batch_size: int = setting(4, "training", "the (global) batch size", least=1)
@@ -200,6 +216,7 @@ class StudyConfig:
         "training",
         "fresh (a new augmentation of every image at every epoch, the teacher online) or N (a fixed "
         "bank of N views per image, the teacher's outputs cached)",
+        most=1000,  # a bank holds every view of every image decoded: its memory is checked too
     )
     # "stage": after every stage that trains the head, so the curves show what stage 3 adds
     evaluate: str = setting(
@@ -251,6 +268,9 @@ class StudyConfig:
     compile: bool = setting(False, "training", "torch.compile the student and the teacher")
     address: str | None = setting(
         None, "resources", "join an existing Ray cluster: 'auto' or HOST:PORT (default: a local Ray)"
+    )
+    connect_timeout_s: float = setting(
+        30.0, "resources", "refuse a cluster --address that does not answer within this many seconds"
     )
     # None: $SEGKD_CACHE, else ~/.cache/segkd, per machine; on a cluster, a folder every node sees,
     # filled once
