@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from kd.run_folder import CONFIG, TIMING, TRIALS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine_overhead  # noqa: E402
 import readme_times  # noqa: E402
@@ -99,8 +101,8 @@ def orchestration(trials: int = 8) -> dict:
             },
         )
         run_dir = run_study(config, say=lambda line: None)
-        timing = json.loads((run_dir / "timing.json").read_text())
-        own = pd.read_parquet(run_dir / "trials.parquet")["duration_s"].sum()
+        timing = json.loads((run_dir / TIMING).read_text())
+        own = pd.read_parquet(run_dir / TRIALS)["duration_s"].sum()
     per_trial = (timing["fit_s"] - own) / trials
     print(
         f"orchestration: {trials} trials one at a time in {timing['fit_s']:.1f} s, "
@@ -321,13 +323,13 @@ def _timed_study(args: list[str], out: Path, timeout: float = STUDY_TIMEOUT_S) -
         tail = " | ".join(text.strip().splitlines()[-3:])
         return {"skipped": f"exit code {code}: {tail[-300:]}", "load_at_start": load}
     run_dir = next((out / "runs").iterdir())
-    timing = json.loads((run_dir / "timing.json").read_text())
+    timing = json.loads((run_dir / TIMING).read_text())
     figures = {
         "wall_s": wall,
         "prepare_s": timing["prepare_s"],
         "fit_s": timing["fit_s"],
         "trials": timing["trials_recorded"],
-        "seeds": json.loads((run_dir / "config.json").read_text())["seeds"],
+        "seeds": json.loads((run_dir / CONFIG).read_text())["seeds"],
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_at_start": load,
@@ -360,10 +362,10 @@ def _camvid_sd(run: str | None) -> dict:
     if run is None:
         return {"skipped": "it takes hours; the suite reads a finished run's time with --camvid-sd-run RUN"}
     path = Path(run)
-    timing_file = path / "timing.json" if path.is_dir() else path
+    timing_file = path / TIMING if path.is_dir() else path
     try:
         timing = json.loads(timing_file.read_text())
-        config = json.loads((timing_file.parent / "config.json").read_text())
+        config = json.loads((timing_file.parent / CONFIG).read_text())
     except (OSError, ValueError) as err:
         return {"skipped": f"cannot read {timing_file} or the config.json beside it: {err}"}
     from kd.run_folder import FINAL

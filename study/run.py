@@ -309,10 +309,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--preset",
         default="default",
         choices=list(PRESETS),
-        help="starting point: smoke (a few tiny trials), default (minutes; README: Measured times), "
-        "camvid-sd (the SD paper's binary CamVid protocol, hours on CPUs, "
-        "continued with --resume) or "
-        "camvid-11 (IFVD, SKD, CWD and KD on the 11 CamVid classes)",
+        help="starting point, a study file of study/presets: "
+        + "; ".join(f"{name}: {summary}" for name, summary in study_config.preset_summaries().items())
+        # argparse formats help with %
+        .replace("%", "%%"),
     )
     parser.add_argument(
         "--resume",
