@@ -44,7 +44,20 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"size must look like 512x1024 (height x width), got {text!r}"
         ) from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1x1 pixels, got {text!r}")
     return height, width
+
+
+def parse_repeats(text: str) -> int:
+    """A median needs one timed pass at least."""
+    try:
+        repeats = int(text)
+    except ValueError:
+        repeats = 0
+    if repeats < 1:
+        raise argparse.ArgumentTypeError(f"repeats must be a whole number >= 1, got {text!r}")
+    return repeats
 
 
 def parse_args(argv):
@@ -64,7 +77,9 @@ def parse_args(argv):
     parser.add_argument(
         "--classes", type=int, default=2, help="output classes (default 2, the SD paper's road vs background)"
     )
-    parser.add_argument("--repeats", type=int, default=2, help="timed forward passes per model (default 2)")
+    parser.add_argument(
+        "--repeats", type=parse_repeats, default=2, help="timed forward passes per model (default 2)"
+    )
     parser.add_argument(
         "--no-latency", action="store_true", help="skip the timing (FLOPs are counted without compute)"
     )

@@ -44,7 +44,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise UserInputError(
             f"checkpoint {path} is not a readable PyTorch checkpoint ({_cause(error)}); pass a file "
             "written by torch.save(model.state_dict(), ...). Only tensors, plain containers and "
-            "argparse.Namespace are read from a file: other Python objects are never unpickled."
+            "argparse.Namespace are read from a file: other Python objects are never unpickled. A "
+            "file from a source you trust can be converted with a trusted tool that saves its "
+            "state dict alone; never load an untrusted file with its objects."
         ) from error
     meta = data.get("meta", {}) if isinstance(data, dict) and isinstance(data.get("meta"), dict) else {}
     if isinstance(data, dict):
@@ -64,10 +66,11 @@ def _cause(error: Exception) -> str:
     """What went wrong, without torch's advice to unpickle arbitrary objects (never safe for a
     downloaded file): the object the file asked for, or the error's first line."""
     text = str(error)
-    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    unsupported = re.search(r"GLOBAL ([\w.]+)", text)
     if unsupported:
         return f"it holds a {unsupported.group(1)} object"
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+    lines = [line for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return f"{type(error).__name__}: {lines[0] if lines else 'a Python object it may not unpickle'}"
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
