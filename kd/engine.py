@@ -51,7 +51,7 @@ from kd.data.class_maps import CLASS_MAPS
 from kd.data.resident import Resident, resident
 from kd.data.transforms import FRESH
 from kd.errors import NonFiniteLossError, UserInputError
-from kd.io import atomic_write, content_key
+from kd.io import content_key, make_folder, save_torch
 from kd.losses import TERMS, WeightedSum, build_term
 from kd.methods import DEFAULT_CRITIC, Optimizer, Recipe, Stage
 from kd.metrics import THETA, ConfusionMeter, count_parameters, per_image_miou, robustness
@@ -661,9 +661,9 @@ class Engine:
         return content_key(described)
 
     def _save(self, state: dict) -> None:
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.checkpoint_path.parent)
         state = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint(), **state}
-        atomic_write(self.checkpoint_path, lambda partial: torch.save(state, partial))
+        save_torch(state, self.checkpoint_path)
 
     def _load(self) -> dict | None:
         if self.checkpoint_path is None or not self.checkpoint_path.is_file():

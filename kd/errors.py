@@ -31,3 +31,22 @@ class NonFiniteLossError(FloatingPointError):
     def __reduce__(self):
         # Ray sends exceptions between processes; the default pickling would call __init__(message).
         return type(self), (self.term, self.value, self.where)
+
+
+class StorageError(OSError):
+    """A file could not be written (disk full, quota, a folder gone or read-only): a fault of the
+    machine the study runs on, not of the trial that was writing. The study stops, keeping what it
+    wrote, and --resume runs the interrupted trials again once there is space.
+
+    Its class name is how a study's driver recognises it in the error text Ray hands back.
+    """
+
+    def __init__(self, path: str, cause: str, code: int | None = None, advice: str = ""):
+        self.path, self.cause, self.advice = str(path), cause, advice
+        super().__init__(code, f"could not write {path} ({cause})" + (f"; {advice}" if advice else ""))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):
+        return type(self), (self.path, self.cause, self.errno, self.advice)

@@ -23,7 +23,11 @@ import torch
 from kd.data import Augmented
 from kd.distributed import world
 from kd.engine import Engine, RunData, collate
+from kd.errors import StorageError, UserInputError
+from kd.io import STORAGE_ERRNOS, atomic_write, free_bytes, make_folder, megabytes, save_torch, storage_error
 from kd.metrics import METRICS, count_flops
+from kd.models import build_student
+from kd.models.registry import SPLIT_STUDENTS
 from kd.run_folder import PREDICTIONS, SCRATCH
 from study.checks import import_plugins
 from study.config import StudyConfig
@@ -41,6 +45,9 @@ from study.prepare import (
 )
 
 STUDENTS = "students"  # the trained students' weights, seed<k>.pt, handed to Ray as the trial's checkpoint
+# An engine checkpoint holds the student's weights, the optimiser's state of the same size and
+# room for a critic or a second optimiser: about this many copies of the weights.
+CHECKPOINT_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -68,13 +75,22 @@ def run_trial(
     study evaluates (every epoch of the first seed under ASHA). `device`: default cuda when the
     study gives trials GPUs. In a data-parallel trial every worker runs this on its slice of each
     batch (kd.engine) and only the first writes files. A failure in the trial's own code is
-    returned as the report's `error`, not raised: Ray would only run it again and fail alike."""
+    returned as the report's `error`, not raised: Ray would only run it again and fail alike. A
+    StorageError (a file that could not be written) is raised: it is the machine's fault, and
+    the driver stops the study so that --resume runs this trial again."""
     config = context.config
     import_plugins(config)  # a fresh worker process has not imported the user's modules yet
     torch.set_num_threads(max(1, int(config.cpus_per_trial)))
     started = time.perf_counter()
     try:
         report = _train_seeds(config, choice, context.shared, on_epoch, device)
+    except StorageError:
+        raise
+    except OSError as err:  # a write that failed outside kd.io's helpers: the disk's fault all the same
+        if err.errno not in STORAGE_ERRNOS:
+            report = TrialReport(error=f"{type(err).__name__}: {err}")
+        else:
+            raise storage_error(err.filename or Path(config.out), err) from err
     except Exception as err:
         report = TrialReport(error=f"{type(err).__name__}: {err}")
     report.seconds = time.perf_counter() - started
@@ -122,8 +138,7 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
             continue
         if seed == 0:
             save_predictions(student, data, device, run_dir / PREDICTIONS / f"{choice.key}.npz")
-        students.mkdir(parents=True, exist_ok=True)
-        torch.save(student.state_dict(), students / f"seed{seed}.pt")
+        save_torch(student.state_dict(), make_folder(students) / f"seed{seed}.pt")
     size = data.val[0]["image"].shape[-2:]
     report.params, report.flops = result.params, count_flops(student, (1, 3, *size))
     report.metrics = _mean_and_spread(finals)
@@ -173,5 +188,60 @@ def save_predictions(student, data: RunData, device: str, path: Path) -> None:
             logits = student(student.normalize(batch["image"].to(device)))
             predictions.append(to_display(logits.argmax(1).cpu()))
             ids += list(batch["id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, ids=np.array(ids), predictions=np.concatenate(predictions))
+    ids, predictions = np.array(ids), np.concatenate(predictions)
+    make_folder(path.parent)
+    atomic_write(path, lambda partial: _savez(partial, ids=ids, predictions=predictions))
+
+
+def _savez(path: Path, **arrays) -> None:
+    with open(path, "wb") as file:  # an open file: numpy would add ".npz" to the temporary name
+        np.savez_compressed(file, **arrays)
+
+
+def written_bytes(config: StudyConfig, num_classes: int, trials: int) -> int:
+    """About what `trials` trials write to the run folder: every seed's students (kept until the
+    study picks each variant's best), the engine checkpoints of the trials running at once, and
+    the predictions (one byte a pixel, uncompressed). Caches are written during preparation."""
+    weights = 4 * _largest_student(config, num_classes)  # float32
+    at_once = min(trials, config.max_concurrent or trials)
+    students = weights * config.seeds * trials
+    checkpoints = weights * CHECKPOINT_COPIES * config.seeds * at_once
+    height, width = config.image_size
+    return students + checkpoints + (config.val_images or 0) * height * width * trials
+
+
+def _largest_student(config: StudyConfig, num_classes: int) -> int:
+    """The parameters of the study's largest student (built on the meta device: no memory). A
+    student split from the teacher is counted as the whole teacher."""
+    counts = []
+    with torch.device("meta"):
+        for method in config.methods:
+            name = config.students.get(method, recipe_for(config, method).student)
+            model = (
+                teacher_shell(config, num_classes)
+                if name in SPLIT_STUDENTS
+                else build_student(name, num_classes)
+            )
+            counts.append(sum(p.numel() for p in model.parameters()))
+    return max(counts)
+
+
+def check_free_space(config: StudyConfig, run_dir: Path, num_classes: int, trials: int, say=print) -> None:
+    """Refuse a study whose run folder's file system cannot hold what it will write; warn when the
+    margin is under half the estimate."""
+    needed, free = written_bytes(config, num_classes, trials), free_bytes(run_dir)
+    said = f"the study writes about {megabytes(needed)} to {run_dir}, which has {megabytes(free)} free"
+    if free < needed:
+        raise UserInputError(f"{said}; free space there, or choose another --out.")
+    if free < 1.5 * needed:
+        say(f"warning: {said}: little margin")
+
+
+def space_advice(config: StudyConfig, run_dir: Path, num_classes: int, trials: int) -> str:
+    """What a study stopped by a full disk tells its user."""
+    needed, free = written_bytes(config, num_classes, trials), free_bytes(run_dir)
+    return (
+        f"the study stopped; it writes about {megabytes(needed)} to {run_dir}, which has "
+        f"{megabytes(free)} free: free space there, then continue with: "
+        f"python -m study.run --name {config.name} --out {config.out} --resume"
+    )

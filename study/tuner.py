@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -24,6 +25,8 @@ import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
+from kd.errors import StorageError
+from kd.io import atomic_write, storage_error
 from kd.metrics import METRICS, OBJECTIVES
 from kd.run_folder import JOURNAL, RAY_DIR, SCRATCH
 from study.config import StudyConfig
@@ -81,8 +84,10 @@ def trainable(config: dict, context: StudyContext) -> None:
         # the study's storage, where the driver finds them even when this worker's node is gone.
         students = None
         if report.students and not report.error:
-            (Path(report.students) / REPORT).write_text(json.dumps(dataclasses.asdict(report)))
+            text = json.dumps(dataclasses.asdict(report))
+            atomic_write(Path(report.students) / REPORT, lambda partial: Path(partial).write_text(text))
             students = tune.Checkpoint.from_directory(report.students)
+    run_dir = Path(context.config.out).resolve() / context.config.name
     try:
         metrics = {
             # A failed trial has no scores, but Tune's searcher refuses a result without its metric
@@ -93,8 +98,10 @@ def trainable(config: dict, context: StudyContext) -> None:
             "failed": report.error,
             "report": dataclasses.asdict(report),
         }
-        tune.report(metrics, checkpoint=students)
-        run_dir = Path(context.config.out).resolve() / context.config.name
+        try:
+            tune.report(metrics, checkpoint=students)  # Ray copies the checkpoint into its folder
+        except OSError as err:
+            raise storage_error(run_dir / RAY_DIR, err) from err
         # the engine checkpoints and the students' local copy (Ray has its own now)
         shutil.rmtree(run_dir / SCRATCH / choice.key, ignore_errors=True)
     finally:
@@ -134,6 +141,8 @@ def data_parallel_trial(choice: TrialChoice, context: StudyContext) -> TrialRepo
     try:
         trainer.fit()
     except Exception as err:  # a worker died or could not start: the trial failed, the study goes on
+        if StorageError.__name__ in str(err):  # a worker could not write: the study stops
+            raise StorageError(answer.parent, f"a data-parallel worker could not write: {err}") from err
         if not answer.is_file():
             return TrialReport(error=f"data-parallel workers failed: {type(err).__name__}: {err}")
     return TrialReport.from_dict(json.loads(answer.read_text()))
@@ -144,7 +153,6 @@ def _data_parallel_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     from kd.distributed import world
-    from kd.io import atomic_write
 
     context: StudyContext = loop_config["context"]
     device = str(ray.train.torch.get_device()) if context.config.gpus_per_trial > 0 else "cpu"
@@ -193,7 +201,7 @@ def _epoch_reporter(context: StudyContext, send=tune.report):
     return report
 
 
-def _finished_only_optuna_search():
+def finished_only_optuna_search():
     from ray.tune.search.optuna import OptunaSearch
 
     class FinishedOnlyOptunaSearch(OptunaSearch):
@@ -244,7 +252,7 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
     }
     metrics = config.objectives
     modes = [OBJECTIVES[m] for m in metrics]
-    search = _finished_only_optuna_search()(
+    search = finished_only_optuna_search()(
         space=space,
         metric=metrics[0] if len(metrics) == 1 else metrics,
         mode=modes[0] if len(modes) == 1 else modes,
@@ -257,6 +265,7 @@ def searcher(config: StudyConfig, space: StudySpace, run_dir: Path):
 
 
 INTERRUPTED = threading.Event()  # set by a Ctrl-C during tuner.fit(): the command then exits 130
+STORAGE_FAULTS: list[StorageError] = []  # what trials could not write during tuner.fit()
 
 
 class InterruptWatch(tune.Callback):
@@ -266,6 +275,7 @@ class InterruptWatch(tune.Callback):
 
     def setup(self, **info):
         INTERRUPTED.clear()
+        STORAGE_FAULTS.clear()
         tune_handler = signal.getsignal(signal.SIGINT)
         if not callable(tune_handler) or threading.current_thread() is not threading.main_thread():
             return
@@ -302,10 +312,12 @@ class ResultsWriter(tune.Callback):
         self._record(trial, report, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        # The error file is written locally first (get_error reads the synced copy, which may lag).
-        path = trial.error_file
-        text = Path(path).read_text() if path and Path(path).is_file() else trial.get_error()
-        self._record(trial, TrialReport(error=last_error_line(text)), "failed")
+        error = _error_line(trial)
+        if not _stopped_for_storage(error):  # else not recorded: --resume runs it again
+            self._record(trial, TrialReport(error=error), "failed")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        _stopped_for_storage(_error_line(trial))  # a retry would only meet the same full disk
 
     def _record(self, trial, report: TrialReport, status: str) -> None:
         choice: TrialChoice = trial.config["choice"]
@@ -329,6 +341,31 @@ class ResultsWriter(tune.Callback):
             return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
         except ValueError:
             return str(path)
+
+
+def _error_line(trial) -> str:
+    # The error file is written locally first (get_error reads the synced copy, which may lag).
+    path = trial.error_file
+    return last_error_line(Path(path).read_text() if path and Path(path).is_file() else trial.get_error())
+
+
+def _stopped_for_storage(error: str) -> bool:
+    """Whether `error` (a trial's, as Ray relays it) is a StorageError; the first one stops the
+    study as a Ctrl-C does: Ray keeps the running and unstarted trials unfinished for --resume."""
+    name, _, message = error.partition(": ")
+    if name.rsplit(".", 1)[-1] != StorageError.__name__:
+        return False
+    written = re.fullmatch(r"could not write (.+?) \((.*)\)", message)
+    STORAGE_FAULTS.append(StorageError(*(written.groups() if written else ("a file", message))))
+    if len(STORAGE_FAULTS) == 1 and threading.current_thread() is threading.main_thread():
+        signal.raise_signal(signal.SIGINT)  # Tune's handler ends tuner.fit() after this step
+    return True
+
+
+def raise_storage_fault() -> None:
+    """After tuner.fit(): raise the first StorageError a trial met, if any."""
+    if STORAGE_FAULTS:
+        raise STORAGE_FAULTS[0]
 
 
 def trial_resources(config: StudyConfig) -> dict:
@@ -383,37 +420,8 @@ def make_tuner(
     grid = config.sampler == "grid"
     param_space = {"choice": tune.grid_search(space.grid())} if grid else None
     ray_dir = run_dir / RAY_DIR
-    concurrent = max_concurrent(config)
     if resume and tune.Tuner.can_restore(str(ray_dir)):
-        tuner = tune.Tuner.restore(
-            str(ray_dir),
-            runnable,
-            resume_unfinished=True,
-            resume_errored=True,
-            param_space=param_space,
-        )
-        restored, run_config = restored_configs(tuner)
-        restored.max_concurrent_trials = concurrent
-        if isinstance(restored.search_alg, ConcurrencyLimiter):
-            restored.search_alg.max_concurrent = concurrent or config.trials
-        # the tables' writer keeps its rows; the other callbacks are this driver's, with its settings
-        writers = [c for c in run_config.callbacks or [] if isinstance(c, ResultsWriter)]
-        run_config.callbacks = [*writers, InterruptWatch(), *(callbacks or [])]
-        return tuner
-    if grid:
-        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrent, reuse_actors=True)
-    else:
-        asha = config.scheduler == "asha"
-        tune_config = tune.TuneConfig(
-            search_alg=searcher(config, space, run_dir),
-            num_samples=config.trials,
-            scheduler=tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1)
-            if asha
-            else None,
-            metric=config.objectives[0] if asha else None,
-            mode=OBJECTIVES[config.objectives[0]] if asha else None,
-            reuse_actors=True,  # a worker keeps torch, the datasets and the teacher loaded between trials
-        )
+        return _restored_tuner(config, runnable, ray_dir, param_space, callbacks or [])
     run_config = tune.RunConfig(
         name=RAY_DIR,
         storage_path=str(run_dir),
@@ -427,7 +435,44 @@ def make_tuner(
     )
     return tune.Tuner(
         runnable,
-        tune_config=tune_config,
+        tune_config=_tune_config(config, space, run_dir),
         run_config=run_config,
         **({"param_space": param_space} if grid else {}),
+    )
+
+
+def _restored_tuner(config: StudyConfig, runnable, ray_dir: Path, param_space, callbacks: list) -> tune.Tuner:
+    """The interrupted Tuner, with this configuration's limits and this driver's callbacks."""
+    tuner = tune.Tuner.restore(
+        str(ray_dir),
+        runnable,
+        resume_unfinished=True,
+        resume_errored=True,
+        param_space=param_space,
+    )
+    concurrent = max_concurrent(config)
+    restored, run_config = restored_configs(tuner)
+    restored.max_concurrent_trials = concurrent
+    if isinstance(restored.search_alg, ConcurrencyLimiter):
+        restored.search_alg.max_concurrent = concurrent or config.trials
+    # the tables' writer keeps its rows; the other callbacks are this driver's, with its settings
+    writers = [c for c in run_config.callbacks or [] if isinstance(c, ResultsWriter)]
+    run_config.callbacks = [*writers, InterruptWatch(), *callbacks]
+    return tuner
+
+
+def _tune_config(config: StudyConfig, space: StudySpace, run_dir: Path) -> tune.TuneConfig:
+    """A grid's Tune settings, or a search's: its Optuna searcher and ASHA when the study asks."""
+    if config.sampler == "grid":
+        return tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent(config), reuse_actors=True)
+    asha = config.scheduler == "asha"
+    return tune.TuneConfig(
+        search_alg=searcher(config, space, run_dir),
+        num_samples=config.trials,
+        scheduler=tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1)
+        if asha
+        else None,
+        metric=config.objectives[0] if asha else None,
+        mode=OBJECTIVES[config.objectives[0]] if asha else None,
+        reuse_actors=True,  # a worker keeps torch, the datasets and the teacher loaded between trials
     )

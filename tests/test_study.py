@@ -181,9 +181,9 @@ def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
     import optuna
 
     from study.space import resolve_space
-    from study.tuner import _finished_only_optuna_search
+    from study.tuner import finished_only_optuna_search
 
-    searcher = _finished_only_optuna_search()(
+    searcher = finished_only_optuna_search()(
         space=resolve_space(["baseline"], ["stage3", "stage5"]),
         metric="miou_img",
         mode="max",
