@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.configuration import teacher_users
 from kd import run_folder
 from kd.errors import UserInputError
 from kd.run_folder import CONFIG, CURVES, FINAL, JOURNAL, PER_IMAGE, SAMPLES, TEACHER, TRIALS
@@ -97,10 +96,10 @@ def _npz(path: Path) -> dict | None:
         return {key: data[key] for key in data.files}
 
 
-def _table(run_dir: Path, table: str, config: dict) -> pd.DataFrame:
+def _table(run_dir: Path, table: str) -> pd.DataFrame:
     path = run_dir / table
     frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(run_folder.COLUMNS[table]))
-    return run_folder.migrate(table, frame, config, teacher_users)
+    return run_folder.migrate(table, frame)
 
 
 def load(run_dir: str | Path) -> Study:
@@ -109,15 +108,15 @@ def load(run_dir: str | Path) -> Study:
         raise UserInputError(f"{run_dir} is not a folder; give a study's run folder, e.g. runs/default.")
     config_path = run_dir / CONFIG
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    trials = _table(run_dir, TRIALS, config)
-    per_image = _table(run_dir, PER_IMAGE, config)
-    test = per_image["split"] == "test"  # tables from before the split column hold validation rows only
+    trials = _table(run_dir, TRIALS)
+    per_image = _table(run_dir, PER_IMAGE)
+    test = per_image["split"] == "test"  # a row without a split (a table made by hand) is a validation row
     return Study(
         run_dir=run_dir,
         config=config,
         trials=trials,
         per_image=per_image[~test].reset_index(drop=True),
-        curves=_table(run_dir, CURVES, config),
-        final=_table(run_dir, FINAL, config),
+        curves=_table(run_dir, CURVES),
+        final=_table(run_dir, FINAL),
         test_per_image=per_image[test].reset_index(drop=True),
     )

@@ -13,8 +13,6 @@ with STEPS is a hyperparameter. `variant` is what summaries compare: a grid poin
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 
@@ -97,23 +95,13 @@ def variants(trials: pd.DataFrame) -> pd.Series:
     return trials["variant"].where(named, trials["method"])
 
 
-def migrate(
-    table: str, frame: pd.DataFrame, config: dict, teacher_users: Callable[[dict], list[str]]
-) -> pd.DataFrame:
+def migrate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     """`frame`, read from the run folder's `table` (TRIALS, PER_IMAGE, CURVES or FINAL), with the
-    current columns. Tables of earlier versions (or made by hand) lack some columns: they come back
-    empty, except what the study's `config` tells. The views a study trained on were then its
-    `views` setting; its one teacher was the teacher of the methods `teacher_users(config)` names;
-    a trial off a grid had no variant but its method; a trial's predictions lay in its own folder."""
+    current columns. A table made by hand may lack some: they come back empty, a trial's variant
+    then is its method, and its predictions are looked for in its own folder."""
     for column in COLUMNS[table]:
         if column not in frame.columns:
             frame[column] = np.nan
-    if table in (TRIALS, FINAL):
-        if "views" in config and frame["views"].isna().all():
-            frame["views"] = str(config["views"])
-        if frame["teacher"].isna().all() and isinstance(config.get("teacher"), str) and not frame.empty:
-            users = frame["method"].isin(teacher_users(config))
-            frame = frame.assign(teacher=frame["teacher"].astype(object).where(~users, config["teacher"]))
     if table == TRIALS:
         own = frame["predictions"].map(lambda path: isinstance(path, str))
         old = frame["trial_dir"].map(
@@ -121,3 +109,19 @@ def migrate(
         )
         frame = frame.assign(predictions=frame["predictions"].where(own, old), variant=variants(frame))
     return frame
+
+
+# The settings of config.json that --resume may change (and parts of one study may differ in): where
+# and how fast trials run, never what they compute (amp and augmentation-affecting settings are not here).
+RESUMABLE = (
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "workers_per_trial",
+    "address",
+    "max_concurrent",
+    "num_workers",
+    "cache_dir",
+    "resource_wait_s",
+    "check_resources",
+    "callbacks",
+)

@@ -579,8 +579,8 @@ def test_the_committed_tables_alone_rebuild_every_table(tmp_path):
     assert "## Methods on the test images" in rebuilt
 
 
-def test_committed_tables_from_before_the_views_column_state_their_bank():
-    # camvid-sd was trained on a bank of 2 views per image; its tables predate the column
+def test_committed_tables_state_their_bank_of_views():
+    # camvid-sd was trained on a bank of 2 views per image; its tables and report say so
     study = analysis.load(Path(__file__).resolve().parents[1] / "docs/results/camvid-sd")
     assert set(study.trials["views"]) == {"2"} and set(study.final["views"]) == {"2"}
     assert "Training views: a fixed bank of 2" in export_tables(study, ("baseline",))
