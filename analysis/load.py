@@ -98,16 +98,38 @@ def _npz(path: Path) -> dict | None:
 
 def _table(run_dir: Path, table: str) -> pd.DataFrame:
     path = run_dir / table
-    frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(run_folder.COLUMNS[table]))
-    return run_folder.migrate(table, frame)
+    if not path.is_file():
+        return run_folder.migrate(table, pd.DataFrame(columns=list(run_folder.COLUMNS[table])))
+    return run_folder.migrate(table, run_folder.read_table(path))
+
+
+def _config(run_dir: Path) -> dict:
+    """config.json, {} while a study has written none yet; a folder with neither it nor a table is
+    not a run folder."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        if not any((run_dir / table).is_file() for table in run_folder.COLUMNS):
+            raise UserInputError(
+                f"{run_dir} is not a run folder: it has no {CONFIG} and no tables "
+                f"({', '.join(run_folder.COLUMNS)}); give a study's run folder, e.g. runs/default."
+            )
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{path} cannot be read ({err}): restore the study's {CONFIG}.") from None
+    if not isinstance(config, dict):
+        raise UserInputError(
+            f"{path} holds no study configuration (a JSON object): restore the study's {CONFIG}."
+        )
+    return config
 
 
 def load(run_dir: str | Path) -> Study:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserInputError(f"{run_dir} is not a folder; give a study's run folder, e.g. runs/default.")
-    config_path = run_dir / CONFIG
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = _config(run_dir)
     trials = _table(run_dir, TRIALS)
     per_image = _table(run_dir, PER_IMAGE)
     test = per_image["split"] == "test"  # a row without a split (a table made by hand) is a validation row

@@ -39,6 +39,7 @@ from kd.run_folder import (
     ROLES,
     TEACHER,
     TRIALS,
+    read_table,
     variants,
 )
 
@@ -166,7 +167,7 @@ def merged_space(configs: list[dict]) -> dict:
 
 
 def _tables(parts: list[Path]) -> dict[str, pd.DataFrame]:
-    frames = {name: [pd.read_parquet(p / name) for p in parts if (p / name).is_file()] for name in TABLES}
+    frames = {name: [read_table(p / name) for p in parts if (p / name).is_file()] for name in TABLES}
     trials = pd.concat(frames[TRIALS], ignore_index=True)  # every part has one (check_parts)
     twice = trials["trial_id"][trials["trial_id"].duplicated()].tolist()
     if twice:

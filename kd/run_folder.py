@@ -13,9 +13,13 @@ with STEPS is a hyperparameter. `variant` is what summaries compare: a grid poin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from kd.errors import UserInputError
 from kd.metrics import METRICS
 
 CONFIG = "config.json"  # the resolved study configuration
@@ -93,6 +97,19 @@ def variants(trials: pd.DataFrame) -> pd.Series:
         return trials["method"]
     named = trials["variant"].map(lambda v: isinstance(v, str) and v != "")
     return trials["variant"].where(named, trials["method"])
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One of a run folder's tables as written; a file that is none (cut short, or another kind of
+    file under its name) is a UserInputError that names it and the cause."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserInputError(
+            f"{path} cannot be read as a table ({cause}): the file was cut short or is not the "
+            "parquet table a study writes; restore it from a copy, or run the study again."
+        ) from None
 
 
 def migrate(table: str, frame: pd.DataFrame) -> pd.DataFrame:

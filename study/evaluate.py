@@ -1,4 +1,4 @@
-"""python -m study.evaluate: score a finished study's kept students again, on any data or resolution.
+"""python -m study.evaluate: score a finished study's chosen students again, on any data or resolution.
 
     python -m study.evaluate runs/camvid-sd                                   # its test images again
     python -m study.evaluate runs/camvid-sd --data cityscapes:../shared/data/cityscapes
@@ -26,7 +26,7 @@ from kd.run_folder import CONFIG, EVALUATION
 from study import config as study_config
 from study.checks import data_problems
 from study.config import StudyConfig
-from study.final import kept_rows, score_students
+from study.final import chosen_rows, score_students, seed_files
 from study.prepare import teacher_shell
 from study.results import write_table
 from study.roles import open_roles
@@ -62,14 +62,22 @@ def evaluation_config(run_dir: Path, data: str | None, size: str | None) -> Stud
 def evaluate_run(
     run_dir, data: str | None = None, split: str = "test", size: str | None = None, say=print
 ) -> pd.DataFrame:
-    """Score the kept students of `run_dir`; append their rows to evaluation.parquet and return them."""
+    """Score the students of `run_dir`'s chosen trials; add their rows to evaluation.parquet, return them."""
     run_dir = Path(run_dir)
     config = evaluation_config(run_dir, data, size)
-    rows = kept_rows(run_dir)
+    rows = chosen_rows(run_dir)
     if not rows:
         raise UserInputError(
             f"{run_dir} kept no students: a study keeps each variant's chosen trial once its trials "
             "finish (studies started before this version keep none); run or --resume it first."
+        )
+    gone = [
+        f"{run_dir / row['students']} ({row['trial_id']})" for row in rows if not seed_files(run_dir, row)
+    ]
+    if gone:
+        raise UserInputError(
+            f"the chosen trials' students are gone: no seed*.pt in {', '.join(gone)}; restore them "
+            "from a copy of the run folder, or run the study again."
         )
     dataset = open_roles(config, (split,))[split]
     teacher = teacher_shell(config, dataset.num_classes)

@@ -1,6 +1,6 @@
 """Test once, after selection: each variant's chosen trial, every seed, on the test images.
 
-While trials run, only each variant's best trial on validation keeps its students' weights
+While trials run, only each variant's chosen trial keeps its students' weights
 (ResultsWriter); when the study has every trial, those students are scored on the test role,
 which nothing before touched. `final.parquet`: one row per (variant, seed) with the test
 metrics and the trial's hyperparameters; their per-image scores join `per_image.parquet`
@@ -18,7 +18,7 @@ import torch
 
 from kd.engine import evaluate
 from kd.metrics import METRICS
-from kd.run_folder import FINAL, FINAL_COLUMNS, TEACHER, is_hyperparameter
+from kd.run_folder import FINAL, FINAL_COLUMNS, TEACHER, TRIALS, is_hyperparameter, read_table
 from study.config import StudyConfig
 from study.contract import TrialChoice
 from study.prepare import Shared, eval_transform, recipe_for, student_for, teacher_shell
@@ -26,9 +26,11 @@ from study.results import ResultsTables, write_table
 from study.roles import open_roles
 
 
-def kept_rows(run_dir: Path) -> list[dict]:
-    """The trials whose students the run folder kept: each variant's chosen trial."""
-    return [row for row in ResultsTables(run_dir).rows.values() if isinstance(row.get("students"), str)]
+def chosen_rows(run_dir: Path) -> list[dict]:
+    """The rows of trials.parquet whose students the run folder keeps: each variant's chosen trial."""
+    path = Path(run_dir) / TRIALS
+    rows = read_table(path).to_dict("records") if path.is_file() else []
+    return [row for row in rows if isinstance(row.get("students"), str)]
 
 
 def seed_files(run_dir: Path, row: dict) -> list[tuple[int, Path]]:
@@ -39,7 +41,7 @@ def seed_files(run_dir: Path, row: dict) -> list[tuple[int, Path]]:
 def score_students(
     config: StudyConfig, run_dir: Path, rows: list[dict], dataset, teacher, device: str, say=print
 ) -> tuple[list[dict], list[dict]]:
-    """Every kept student of `rows` on `dataset`: (one row per trial and seed with the metrics and
+    """Every student of `rows` (chosen trials) on `dataset`: (one row per trial and seed with the metrics and
     the trial's hyperparameters, one row per trial, seed and image with mIoU_i). `teacher` (the
     study's) only shapes split students: their weights are all in the student files; a trial of
     another of the study's teachers is shaped by an untrained copy of its own."""
@@ -76,11 +78,11 @@ def score_students(
 def score_chosen(
     config: StudyConfig, run_dir: Path, shared: Shared, say=print, device: str = "cpu"
 ) -> pd.DataFrame:
-    """Score every kept student and the teacher on the test images; write final.parquet, the test
+    """Score every chosen trial's students and the teacher on the test images; write final.parquet, the test
     rows of per_image.parquet and the teacher's test scores. Returns the final table."""
     test = open_roles(config, ("test",))["test"]
     teacher = teacher_shell(config, shared.num_classes, shared.teacher_state).eval()
-    finals, images = score_students(config, run_dir, kept_rows(run_dir), test, teacher, device, say)
+    finals, images = score_students(config, run_dir, chosen_rows(run_dir), test, teacher, device, say)
     final = pd.DataFrame(finals, columns=None if finals else list(FINAL_COLUMNS))
     write_table(final, run_dir / FINAL)
     ResultsTables(run_dir).set_test_images([{**row, "split": "test"} for row in images])
