@@ -472,40 +472,63 @@ def machine_memory() -> int:
 
 
 def _machine_memory_problems(config: StudyConfig) -> list[str]:
-    """A local study's images, views and batch against this machine's memory (a cluster's nodes
-    are weighed once Ray has joined it: study.cluster.resource_problems)."""
-    return memory_problems(config, machine_memory(), "this machine") if config.address is None else []
+    """A local study's images, views and batch against this machine's memory, and a GPU trial's
+    batch against its GPU's (a cluster's nodes are weighed once Ray has joined it:
+    study.cluster.resource_problems)."""
+    if config.address is not None:
+        return []
+    found = memory_problems(config, machine_memory(), "this machine")
+    if _on_gpu(config) and not found:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_properties(0).total_memory * min(config.gpus_per_trial, 1)
+            found = memory_problems(config, gpu, "a trial's share of the GPU", data=False)
+    return found
 
 
-def memory_problems(config: StudyConfig, available: float, where: str) -> list[str]:
+def _on_gpu(config: StudyConfig) -> bool:
+    return _number(config.gpus_per_trial) and config.gpus_per_trial > 0
+
+
+def memory_problems(config: StudyConfig, available: float, where: str, data: bool = True) -> list[str]:
     """Settings whose memory, estimated before anything is decoded or built, exceeds `available`
-    bytes: the decoded images of every role in every view, and one forward of the teacher on a
-    batch. Both are lower bounds (students, optimisers and caches come on top), so what is refused
-    can never fit."""
+    bytes: the decoded images of every role in every view (`data`), and one forward of the teacher
+    on a worker's share of the batch, which a GPU trial holds on its GPU instead. Both are lower
+    bounds (students, optimisers and caches come on top), so what is refused can never fit."""
     if not (
         isinstance(config.image_size, list)
         and len(config.image_size) == 2
         and all(_whole(v) for v in config.image_size)
         and _whole(config.batch_size)
+        and _whole(config.workers_per_trial)
     ):
         return []  # named by their own checks
     height, width = config.image_size
     counts = [getattr(config, f"{role}_images") for role in ("source", "target", "proximity", "val", "test")]
     images = max(1, sum(n for n in counts if _whole(n)))  # roles left at "all": not known before reading
     views = config.views if _whole(config.views) and config.views <= FIELDS["views"].metadata["most"] else 1
-    data = images * height * width * PIXEL_BYTES * views
+    decoded = images * height * width * PIXEL_BYTES * views if data else 0
     crop = config.crop if isinstance(config.crop, list) and all(_whole(v) for v in config.crop) else None
-    pixels = math.prod(crop or config.image_size)
-    forward = _forward_bytes_per_pixel(config.teacher) * pixels * config.batch_size
-    if data + forward <= available:
+    batch = max(1, config.batch_size // config.workers_per_trial)
+    forward = 0.0
+    if not (data and _on_gpu(config)):
+        forward = _forward_bytes_per_pixel(config.teacher) * math.prod(crop or config.image_size) * batch
+    if decoded + forward <= available:
         return []
     gb = lambda n: f"{n / 1e9:,.1f} GB"  # noqa: E731
+    parts = [f"{gb(forward)} for one forward of the teacher on a batch of {batch}"] if forward else []
+    if data:
+        parts.insert(
+            0,
+            f"{gb(decoded)} for {images} decoded images x {height} x {width} x {PIXEL_BYTES} bytes "
+            f"x {views} view(s)",
+        )
     return [
         f"image_size = {config.image_size!r} with batch_size = {config.batch_size} and views = "
-        f"{config.views} needs at least {gb(data + forward)} of memory ({gb(data)} for {images} decoded "
-        f"images x {height} x {width} x {PIXEL_BYTES} bytes x {views} view(s), {gb(forward)} for one "
-        f"forward of the teacher on a batch), more than {where}'s {gb(available)}: lower image_size "
-        "(--image-size), batch_size (--batch-size) or views (--views)"
+        f"{config.views} needs at least {gb(decoded + forward)} of memory ({', '.join(parts)}), more than "
+        f"{where}'s {gb(available)}: lower image_size (--image-size), batch_size (--batch-size) or "
+        "views (--views)"
     ]
 
 

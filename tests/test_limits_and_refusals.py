@@ -70,6 +70,12 @@ def test_memory_counts_images_views_and_one_forward_of_the_teacher():
     assert found.startswith(f"image_size = {config.image_size!r} with batch_size = {config.batch_size}")
     assert "x 4 bytes x 2 view(s)" in found and "one forward of the teacher" in found
     assert "the largest Ray node's 0.0 GB" in found
+    # a GPU trial's forward is held on its GPU, weighed there, not in the machine's memory
+    on_gpu = study_config.resolve("smoke", overrides={"gpus_per_trial": 1.0})
+    (host,) = checks.memory_problems(on_gpu, 1000, "this machine")
+    (gpu,) = checks.memory_problems(on_gpu, 1000, "the GPU", data=False)
+    assert "decoded images" in host and "forward" not in host
+    assert "forward of the teacher on a batch of 4" in gpu and "decoded" not in gpu
     # the forward's share grows with the batch
     bigger = study_config.resolve("smoke", overrides={"batch_size": 4000})
     assert checks.memory_problems(bigger, 1e9, "here") and not checks.memory_problems(config, 1e9, "here")
