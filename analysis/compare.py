@@ -141,8 +141,8 @@ def split_notes(studies: list[Study], labels: list[str]) -> str:
     for label, study in zip(labels, studies, strict=True):
         if tables.reported_split(study) == "val":
             notes.append(
-                f"{label}: not yet scored on the test images: its rows are the validation scores that "
-                "selected each chosen trial, biased upward by that selection."
+                f"{label}: not yet scored on the test images: its rows are the validation scores each "
+                "chosen trial was picked on, biased upward by that choice."
             )
             continue
         missing = set(tables.ordered_variants(study)) - set(study.final["variant"])
@@ -206,7 +206,7 @@ def compare_variant(reference: tuple[str, Study], other: tuple[str, Study], vari
     (ref_label, ref_study), (label, study) = reference, other
     row = {"study": label, "variant": variant, "reference": ref_label, "note": ""}
     ref_split, split = tables.reported_split(ref_study), tables.reported_split(study)
-    if ref_split != split:  # test scores against the validation scores that selected them: no test
+    if ref_split != split:  # test scores against the validation scores they were picked on: no test
         behind = label if split == "val" else ref_label
         return row | {
             "split": f"{ref_label}: {ref_split}, {label}: {split}",
@@ -287,7 +287,7 @@ def paired_html(studies: list[Study], labels: list[str]) -> str:
         "Wilcoxon signed-rank test over those images (zero differences dropped; p = 1 when all are zero), "
         f"Holm-adjusted over every comparison in this table; significant: p adj. &lt; {tables.ALPHA:g}; "
         "effect size: matched-pairs rank-biserial correlation, +1 = the study wins every image, −1 = the "
-        "reference does. On validation images both chosen trials were selected on those very images. "
+        "reference does. On validation images both chosen trials were picked on those very images. "
         "Where there is no test, the last column says why.</p>"
     )
     paired = paired_across(studies, labels)

@@ -23,7 +23,6 @@ from plotly.subplots import make_subplots
 
 from analysis.tables import (
     SPLITS,
-    best_trials,
     chosen_trials,
     ci_from_summary,
     format_value,
@@ -460,8 +459,8 @@ def _first_seed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def segmentation_samples(study, fixed: int = 3) -> go.Figure | None:
-    """Input, ground truth and each variant's best-trial prediction on the same images: the first
-    `fixed` images and the hardest image (lowest mIoU_i, first seed) of each variant's best trial."""
+    """Input, ground truth and each variant's chosen-trial prediction on the same images: the first
+    `fixed` images and the hardest image (lowest mIoU_i, first seed) of each variant's chosen trial."""
     samples = study.samples()
     if samples is None or len(samples.get("ids", [])) == 0:
         return None
@@ -515,10 +514,10 @@ def segmentation_samples(study, fixed: int = 3) -> go.Figure | None:
 
 
 def _sample_columns(study) -> list[tuple[pd.Series, dict, dict]]:
-    """(best trial, {image id: prediction}, {image id: mIoU_i at the first seed}) of each variant that
+    """(chosen trial, {image id: prediction}, {image id: mIoU_i at the first seed}) of each variant that
     saved predictions."""
     columns = []
-    for _, top in best_trials(study).iterrows():
+    for _, top in chosen_trials(study, "val").iterrows():
         predictions = study.predictions(top["trial_id"])
         if predictions is None:
             continue
@@ -556,11 +555,11 @@ def _sample_titles(rows, columns) -> list[str]:
 
 
 def curves(study) -> go.Figure | None:
-    """Per-epoch loss terms and validation metrics of each variant's best trial, first seed."""
-    best, data = best_trials(study), study.curves
-    if best.empty or data.empty:
+    """Per-epoch loss terms and validation metrics of each variant's chosen trial, first seed."""
+    chosen, data = chosen_trials(study, "val"), study.curves
+    if chosen.empty or data.empty:
         return None
-    data = data[data["trial_id"].isin(best["trial_id"])]
+    data = data[data["trial_id"].isin(chosen["trial_id"])]
     data = pd.concat([_first_seed(part) for _, part in data.groupby("trial_id")]) if not data.empty else data
     losses = ["loss", *sorted(c for c in data.columns if c.startswith("loss_"))]
     names = [
@@ -577,7 +576,7 @@ def curves(study) -> go.Figure | None:
     spacing = min(110 / height, 0.9 / max(1, n_rows - 1))
     fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=names, vertical_spacing=spacing)
     colors, hp = variant_colors(study), hyperparameters(study.trials)
-    for _, top in best.iterrows():
+    for _, top in chosen.iterrows():
         mine, legend = data[data["trial_id"] == top["trial_id"]].sort_values("epoch"), True
         for k, name in enumerate(names):
             values = pd.to_numeric(mine[name], errors="coerce")

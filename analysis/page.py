@@ -97,9 +97,9 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
                 for t, c, f, s in summary[["trials", "completed", "failed", "stopped"]].values
             ],
             "degenerate trials": [str(d) for d in summary["degenerate"]],
-            "best trial": [
+            "chosen trial": [
                 text_or(v, "–") + (" DEGENERATE" if d is True else "")
-                for v, d in zip(summary["best_trial"], summary["best_degenerate"], strict=True)
+                for v, d in zip(summary["chosen_trial"], summary["chosen_degenerate"], strict=True)
             ],
             "hyperparameters": [text_or(v, "") for v in summary["hyperparameters"]],
             "selection score (val)": [number(v, 3) for v in summary["selection_score"]],

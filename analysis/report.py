@@ -26,8 +26,8 @@ from kd.metrics import METRICS, OBJECTIVES, THETA
 from kd.run_folder import REPORT_PAGE
 
 # (title, figure function, images, caption: what it shows and what to look for, note when there is
-# nothing to draw). images: "val" (search figures: every trial, on the validation images that
-# selected them), "reported" (results: test once the chosen trials were scored there), or "both".
+# nothing to draw). images: "val" (search figures: every trial, on the validation images the chosen
+# trials were picked on), "reported" (results: test once the chosen trials were scored there), or "both".
 FIGURES = [
     (
         "HP-Acc against Var",
@@ -90,18 +90,18 @@ FIGURES = [
         "Segmentation samples",
         figures.segmentation_samples,
         "val",
-        "Input, ground truth and the prediction of each variant's best trial (first seed) on the first "
+        "Input, ground truth and the prediction of each variant's chosen trial (first seed) on the first "
         "three validation images and on the image each variant found hardest (lowest mIoU_i). Void pixels "
         "are black. Look for where the variants disagree: thin structures, borders, shadows.",
-        "The study saved no sample images or no predictions of a best trial.",
+        "The study saved no sample images or no predictions of a chosen trial.",
     ),
     (
         "Training curves",
         figures.curves,
         "val",
-        "Loss terms and validation metrics per epoch of each variant's best trial (first seed); the stages "
+        "Loss terms and validation metrics per epoch of each variant's chosen trial (first seed); the stages "
         "of a recipe follow each other on the epoch axis. Look for diverging or still-falling losses.",
-        "No training curves of a best trial yet.",
+        "No training curves of a chosen trial yet.",
     ),
 ]
 
@@ -113,8 +113,8 @@ def split_note(study) -> str:
         missing = set(tables.ordered_variants(study)) - set(study.final["variant"])
         return page.note(f"Not scored on the test images: {', '.join(sorted(missing))}.") if missing else ""
     return page.note(
-        "Not yet scored on the test images: these are the validation scores that selected each best "
-        "trial, biased upward by that selection. The study scores each variant's chosen trial on the "
+        "Not yet scored on the test images: these are the validation scores each chosen trial was "
+        "picked on, biased upward by that choice. The study scores each variant's chosen trial on the "
         "test images once all its trials have finished."
     )
 

@@ -1,10 +1,10 @@
-"""Result tables: the best trial of each variant with confidence intervals, paired tests against the
+"""Result tables: the chosen trial of each variant with confidence intervals, paired tests against the
 baseline, failed trials. Every function works on empty and partial studies (no completed trials,
 one variant, NaN metrics, trials without per-image rows) and then returns empty or NaN cells.
 
 A variant is what the tables compare: a method, or one point of a grid over it ("esd r=0.5").
 
-Selection and reporting: a variant's best trial is picked on the validation images (the trials
+Selection and reporting: a variant's chosen trial is picked on the validation images (the trials
 table and the `val` rows of per_image). Once the study has scored each variant's chosen trial on
 the test images (final.parquet and the `test` rows of per_image), the summary and the comparisons
 report those test scores; before that they show the validation scores and say so (column `split`).
@@ -19,7 +19,7 @@ Statistics:
   interval always comes from the trials table: mean `miou`, sd = `miou_std` * sqrt(K/(K-1))
   because study/trial.py stores the population sd (pstdev) over the seeds. The same is used for
   miou_img, hp_acc and var when a trial has no per-image rows (column `ci_from` says which).
-- Paired comparison: pairs (seed, image_id) of a variant's and the baseline's best trials
+- Paired comparison: pairs (seed, image_id) of a variant's and the baseline's chosen trials
   (inner join); d = mIoU_i(variant) - mIoU_i(baseline). p-value: scipy.stats.wilcoxon(d) (two-sided,
   zero differences dropped, scipy's default); all differences zero: p = 1.0 (no evidence of a
   difference) and effect size 0. Effect size: matched-pairs rank-biserial correlation
@@ -97,7 +97,7 @@ SUMMARY_COLUMNS = [
     "failed",
     "stopped",
     "degenerate",
-    "best_trial",
+    "chosen_trial",
     "selection_score",
     "hyperparameters",
     "seeds",
@@ -107,7 +107,7 @@ SUMMARY_COLUMNS = [
     "gflops",
     "steps",
     "stage1_feature_ratio",
-    "best_degenerate",
+    "chosen_degenerate",
 ]
 PAIRED_COLUMNS = [
     "variant",
@@ -156,7 +156,7 @@ def higher_is_better(metric: str) -> bool:
 
 
 def objective(study) -> str:
-    """The metric that picks a variant's best trial: the study's first objective."""
+    """The metric that picks a variant's chosen trial: the study's first objective."""
     objectives = study.config.get("objectives") or ["miou_img"]
     return objectives[0] if isinstance(objectives, list) else str(objectives)
 
@@ -203,10 +203,10 @@ def _missing(value) -> bool:
         return False
 
 
-def best_trials(study, metric: str | None = None) -> pd.DataFrame:
-    """One row per variant: its best completed trial by `metric` (default: the first objective);
-    the first such trial on ties."""
-    metric = metric or objective(study)
+def _chosen_on_validation(study) -> pd.DataFrame:
+    """One row per variant: its completed trial with the best validation score on the first
+    objective; the first such trial on ties."""
+    metric = objective(study)
     done = study.completed
     if metric not in done:
         return done.iloc[0:0]
@@ -251,7 +251,8 @@ def ci_from_summary(mean, population_std, n) -> float:
     return float(stats.t.ppf(0.975, n - 1) * std * math.sqrt(n / (n - 1)) / math.sqrt(n))
 
 
-def _number(value) -> float:
+def _as_float(value) -> float:
+    """A cell as a float; NaN for a missing or non-numeric one."""
     value = pd.to_numeric(value, errors="coerce")
     return float(value) if not pd.isna(value) else math.nan
 
@@ -271,11 +272,12 @@ def split_images(study, split: str) -> pd.DataFrame:
 
 
 def chosen_trials(study, split: str | None = None) -> pd.DataFrame:
-    """One row per variant: the trial the tables report. On validation its best trial; on test the
-    trial the study scored there (the same trial, picked on validation when the search ended)."""
-    best = best_trials(study)
+    """One row per variant: its chosen trial, the one the tables report. On validation the trial
+    with the best validation score; on test the trial the study scored there (the same trial,
+    chosen on validation when the search ended)."""
+    on_val = _chosen_on_validation(study)
     if (split or reported_split(study)) == "val":
-        return best
+        return on_val
     scored = study.final.drop_duplicates("variant").set_index("variant")["trial_id"]
     trials = study.trials.drop_duplicates("trial_id").set_index("trial_id", drop=False)
     rows = [
@@ -283,7 +285,7 @@ def chosen_trials(study, split: str | None = None) -> pd.DataFrame:
         for v in ordered_variants(study)
         if v in scored.index and scored[v] in trials.index
     ]
-    return pd.DataFrame(rows).reset_index(drop=True) if rows else best.iloc[0:0]
+    return pd.DataFrame(rows).reset_index(drop=True) if rows else on_val.iloc[0:0]
 
 
 def seed_metrics(study, trial_id: str, split: str) -> pd.DataFrame:
@@ -340,24 +342,24 @@ def _chosen_scores(study, top: pd.Series, split: str) -> dict:
     """A variant's chosen trial in the summary: per-seed means and intervals from its scores on
     `split` when it has them, else (validation) from the trials table."""
     seeds = seed_metrics(study, top["trial_id"], split)
-    n = len(seeds) if len(seeds) else _number(top.get("seeds"))
+    n = len(seeds) if len(seeds) else _as_float(top.get("seeds"))
     row = {
-        "best_trial": top["trial_id"],
-        "selection_score": _number(top.get(objective(study))),
+        "chosen_trial": top["trial_id"],
+        "selection_score": _as_float(top.get(objective(study))),
         "hyperparameters": describe(top, hyperparameters(study.trials)),
         "seeds": n,
         "ci_from": ("final" if split == "test" else "per_image") if len(seeds) else "trials table",
-        "params": _number(top.get("params")),
-        "gflops": _number(top.get("flops")) / 1e9,
+        "params": _as_float(top.get("params")),
+        "gflops": _as_float(top.get("flops")) / 1e9,
         "steps": stage_steps(top),
-        "stage1_feature_ratio": _number(top.get("stage1_feature_ratio")),
-        "best_degenerate": _flag(top.get("degenerate")),
+        "stage1_feature_ratio": _as_float(top.get("stage1_feature_ratio")),
+        "chosen_degenerate": _flag(top.get("degenerate")),
     }
     for metric in METRICS:
         if metric in seeds and len(seeds):
             row[metric], row[f"{metric}_ci"] = mean_ci(seeds[metric])
         else:
-            row[metric] = _number(top.get(metric))
+            row[metric] = _as_float(top.get(metric))
             row[f"{metric}_ci"] = ci_from_summary(top.get(metric), top.get(f"{metric}_std"), n)
     return row
 
@@ -372,7 +374,7 @@ def seed_table(study, split: str | None = None) -> pd.DataFrame:
             rows.append(
                 {"variant": top["variant"], "trial_id": top["trial_id"], "split": split, "seed": int(seed)}
             )
-            rows[-1].update({m: _number(scores.get(m)) for m in METRICS})
+            rows[-1].update({m: _as_float(scores.get(m)) for m in METRICS})
     return pd.DataFrame(rows, columns=SEED_COLUMNS)
 
 
@@ -384,7 +386,7 @@ def stage_ends(study) -> pd.DataFrame:
         return pd.DataFrame(columns=STAGE_END_COLUMNS)  # written before stages were recorded
     ended = curves[curves["stage_end"].notna() & pd.to_numeric(curves["miou_img"], errors="coerce").notna()]
     rows = []
-    for _, top in best_trials(study).iterrows():
+    for _, top in chosen_trials(study, "val").iterrows():
         mine = ended[ended["trial_id"] == top["trial_id"]]
         if mine["stage_index"].nunique() < 2:
             continue
@@ -519,12 +521,12 @@ def teacher_margin(study, reference: pd.Series, compared: pd.Series | None = Non
     name = None if compared is None else compared.get("teacher")
     teacher = study.teachers().get(name) if isinstance(name, str) else None
     teacher = teacher or study.teacher() or {}
-    return _number(teacher.get("miou_img")) - _number(reference.get("miou_img"))
+    return _as_float(teacher.get("miou_img")) - _as_float(reference.get("miou_img"))
 
 
 def verdict(row: pd.Series | dict, reference_method: str) -> str:
     """What one comparison shows, worded by what its design can show."""
-    margin = _number(row["teacher_margin"])
+    margin = _as_float(row["teacher_margin"])
     if margin < TEACHER_MARGIN:
         stronger_than = "the student alone" if reference_method == "baseline" else "the reference"
         return (

@@ -106,7 +106,7 @@ class TrialReport:
         self, trial_id: str, choice: TrialChoice, status: str, trial_dir: str | None = None, students=None
     ) -> dict:
         """The trial's row of trials.parquet: scores only for a completed trial. `students`: where
-        its students' weights are kept (a variant's best trial on validation keeps them)."""
+        its students' weights are kept (only a variant's chosen trial keeps them)."""
         completed = status == "completed"
         row = {
             "trial_id": trial_id,

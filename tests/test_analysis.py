@@ -47,7 +47,7 @@ def study(run):
 def test_confidence_interval_by_hand(study):
     summary = tables.method_summary(study).set_index("variant")
     base = summary.loc["baseline"]
-    assert base["best_trial"] == "b1" and base["ci_from"] == "per_image" and base["seeds"] == 3
+    assert base["chosen_trial"] == "b1" and base["ci_from"] == "per_image" and base["seeds"] == 3
     assert base["miou_img"] == pytest.approx(0.6)
     assert base["miou_img_ci"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3))
     assert base["hp_acc"] == pytest.approx(1 / 12)  # only 0.8 of seed 2 is above 0.75
@@ -58,7 +58,7 @@ def test_confidence_interval_by_hand(study):
     assert base["miou_ci"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.05 * math.sqrt(3 / 2) / math.sqrt(3))
     assert base["params"] == 1_000_000 and base["gflops"] == pytest.approx(2.5)
     assert (base["trials"], base["completed"], base["failed"]) == (2, 2, 0)
-    assert summary.loc["sd", "failed"] == 1 and summary.loc["sd", "best_trial"] == "s1"
+    assert summary.loc["sd", "failed"] == 1 and summary.loc["sd", "chosen_trial"] == "s1"
     assert "feature_lr=0.003" in summary.loc["sd", "hyperparameters"]
     assert ", r=" not in summary.loc["sd", "hyperparameters"]  # NaN: sd has no r
 
@@ -70,15 +70,15 @@ def test_mean_ci_edge_cases():
     assert all(math.isnan(v) for v in tables.mean_ci([]))
 
 
-def test_best_trial_is_direction_aware(run):
+def test_chosen_trial_is_direction_aware(run):
     study = analysis.load(run)
-    assert dict(tables.best_trials(study)[["method", "trial_id"]].values) == {
+    assert dict(tables.chosen_trials(study, "val")[["method", "trial_id"]].values) == {
         "baseline": "b1",
         "sd": "s1",
         "esd": "e1",
     }  # all esd have miou_img 0.5: the first
     study.config["objectives"] = ["var", "miou_img"]  # var is minimised
-    assert dict(tables.best_trials(study)[["method", "trial_id"]].values) == {
+    assert dict(tables.chosen_trials(study, "val")[["method", "trial_id"]].values) == {
         "baseline": "b2",
         "sd": "s1",
         "esd": "e3",
@@ -194,7 +194,7 @@ def test_a_grid_summarises_each_variant_on_its_own(tmp_path):
     assert tables.ordered_variants(study) == variants
     summary = tables.method_summary(study).set_index("variant")
     assert list(summary.index) == variants and summary.loc["esd r=0", "method"] == "esd"
-    assert summary.loc["esd r=0", "best_trial"] == "e2" and summary.loc["esd r=0", "trials"] == 1
+    assert summary.loc["esd r=0", "chosen_trial"] == "e2" and summary.loc["esd r=0", "trials"] == 1
     assert (
         summary.loc["esd r=0", "hyperparameters"] == "split_point=stage5, r=0"
     )  # where it ran is no hyperparameter
@@ -316,10 +316,10 @@ def test_once_scored_on_test_the_tables_report_test(tested):
     assert base["miou"] == pytest.approx(0.41)  # from final.parquet, not the trials table's 0.62
     assert base["selection_score"] == pytest.approx(0.6)  # what chose it: miou_img on validation
     assert sd["miou_img"] == pytest.approx(np.mean(per_seed) + np.mean(list(TEST_GAIN.values())))
-    assert pd.isna(esd["best_trial"]) and pd.isna(esd["miou_img"])  # not scored: no number, not val's
+    assert pd.isna(esd["chosen_trial"]) and pd.isna(esd["miou_img"])  # not scored: no number, not val's
     on_val = tables.method_summary(tested, "val").set_index("variant")
     assert (
-        on_val.loc["baseline", "miou_img"] == pytest.approx(0.6) and on_val.loc["esd", "best_trial"] == "e1"
+        on_val.loc["baseline", "miou_img"] == pytest.approx(0.6) and on_val.loc["esd", "chosen_trial"] == "e1"
     )
 
 
@@ -591,14 +591,14 @@ def test_degenerate_trials_steps_and_stage1_ratio_reach_the_summary_and_report(t
     for row in rows:
         row.update(degenerate=False)
     b1 = next(row for row in rows if row["trial_id"] == "b1")
-    b1.update(degenerate=True, steps_train=1600)  # the baseline's best trial predicts one class
+    b1.update(degenerate=True, steps_train=1600)  # the baseline's chosen trial predicts one class
     s1 = next(row for row in rows if row["trial_id"] == "s1")
     s1.update(stage1_feature_ratio=0.45, steps_feature=640, steps_frozen=640, steps_finetune=320)
     run = make_run(tmp_path / "run", rows=rows, with_journal=False)
     study = analysis.load(run)
     summary = tables.method_summary(study).set_index("variant")
-    assert summary.loc["baseline", "degenerate"] == 1 and summary.loc["baseline", "best_degenerate"]
-    assert summary.loc["sd", "degenerate"] == 0 and not summary.loc["sd", "best_degenerate"]
+    assert summary.loc["baseline", "degenerate"] == 1 and summary.loc["baseline", "chosen_degenerate"]
+    assert summary.loc["sd", "degenerate"] == 0 and not summary.loc["sd", "chosen_degenerate"]
     assert summary.loc["sd", "stage1_feature_ratio"] == pytest.approx(0.45)
     assert "steps_feature" not in tables.hyperparameters(study.trials)
     html = write_report(run).read_text()

@@ -85,21 +85,21 @@ def test_smoke_study_writes_the_tables(smoke_run):
     assert sorted(trials["method"]) == ["baseline", "baseline", "esd", "esd"]  # methods take turns
 
 
-def test_each_variants_best_on_validation_is_scored_once_on_test_images(smoke_run):
+def test_each_variants_chosen_trial_is_scored_once_on_test_images(smoke_run):
     trials = pd.read_parquet(smoke_run / "trials.parquet")
-    kept = trials[trials["students"].notna()]
-    assert sorted(kept["variant"]) == sorted(trials["variant"].unique())  # one per variant: its best on val
-    for _, row in kept.iterrows():
+    chosen = trials[trials["students"].notna()]
+    assert sorted(chosen["variant"]) == sorted(trials["variant"].unique())  # one per variant: its best on val
+    for _, row in chosen.iterrows():
         rivals = trials[trials["variant"] == row["variant"]]
         assert row["miou_img"] == rivals["miou_img"].max()
-        kept_files = smoke_run / row["students"]
-        assert sorted(p.name for p in kept_files.iterdir()) == ["report.json", "seed0.pt"]
+        students = smoke_run / row["students"]
+        assert sorted(p.name for p in students.iterdir()) == ["report.json", "seed0.pt"]
         saved = json.loads(
-            (kept_files / "report.json").read_text()
+            (students / "report.json").read_text()
         )  # what a restored finished trial re-reports
         assert saved["metrics"]["miou_img"] == pytest.approx(row["miou_img"])
     final = pd.read_parquet(smoke_run / "final.parquet")
-    assert sorted(final["trial_id"]) == sorted(kept["trial_id"]) and (final["seed"] == 0).all()
+    assert sorted(final["trial_id"]) == sorted(chosen["trial_id"]) and (final["seed"] == 0).all()
     assert final["miou_img"].between(0, 1).all() and "r" in final.columns  # the chosen hyperparameters
     per_image = pd.read_parquet(smoke_run / "per_image.parquet")
     val, test = (set(per_image.loc[per_image["split"] == s, "image_id"]) for s in ("val", "test"))
@@ -280,7 +280,7 @@ def test_asha_stops_trials_on_the_first_seeds_epochs_and_the_tables_say_so(local
     assert first_seed["miou_img"].notna().sum() == 4  # ASHA reads the first seed after every epoch
 
 
-def test_evaluate_rescores_the_kept_students(smoke_run, capsys):
+def test_evaluate_rescores_the_chosen_students(smoke_run, capsys):
     from study.evaluate import EVALUATION, main
 
     final = pd.read_parquet(smoke_run / "final.parquet").set_index("trial_id")
@@ -289,7 +289,7 @@ def test_evaluate_rescores_the_kept_students(smoke_run, capsys):
     assert set(again["split"]) == {"test"} and set(again["image_size"]) == {"32x64"}
     for metric in ("miou", "miou_img", "hp_acc", "var"):  # the same students on the same images
         assert again[metric].to_dict() == pytest.approx(final[metric].to_dict())
-    # on validation, the kept students give back the scores that selected them
+    # on validation, the chosen trials' students give back the scores they were picked on
     assert main([str(smoke_run), "--split", "val"]) == 0
     trials = pd.read_parquet(smoke_run / "trials.parquet").set_index("trial_id")
     table = pd.read_parquet(smoke_run / EVALUATION)
