@@ -18,9 +18,9 @@ from search_spaces import esd
 from search_spaces.base import LARGEST, resolve_problems
 from study import checks
 from study import config as study_config
-from study.cluster import _owner_only, check_reachable, token_path
+from study.cluster import _owner_only, check_reachable, resource_problems, token_path
 from study.lock import RunLock
-from study.settings import FIELDS
+from study.settings import FIELDS, StudyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,3 +204,13 @@ def test_model_summary_refuses_impossible_numbers(flags, message):
     )
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_local_ray_s_token_is_owner_only_and_a_cluster_node_s_memory_is_the_limit(local_ray):
+    token = Path.home() / ".ray" / "auth_token"
+    assert token.is_file() and stat.S_IMODE(token.stat().st_mode) & 0o077 == 0
+    joined = StudyConfig(address="127.0.0.1:6379", image_size=[100000, 100000])
+    (found,) = resource_problems(joined)
+    assert found.startswith("image_size = [100000, 100000]") and "the largest Ray node's" in found
+    assert resource_problems(StudyConfig(address="127.0.0.1:6379")) == []
+    assert resource_problems(StudyConfig(image_size=[100000, 100000])) == []  # local: weighed before Ray
