@@ -173,7 +173,7 @@ def _tables(parts: list[Path]) -> dict[str, pd.DataFrame]:
     if twice:
         raise UserInputError(f"trial ids {', '.join(twice)} appear in more than one part.")
     arithmetic = sorted(set(trials.get("precision", pd.Series(dtype=object)).dropna()))
-    if len(arithmetic) > 1:  # parts recorded before the column existed have none, and pass
+    if len(arithmetic) > 1:  # a part that recorded no precision passes
         raise UserInputError(
             f"the parts trained in different arithmetic ({', '.join(arithmetic)}): their differences "
             "would mix methods and precision; run every part on one kind of machine, or all with --amp off."

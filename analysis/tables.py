@@ -258,7 +258,7 @@ def _as_float(value) -> float:
 
 
 def _flag(value) -> bool:
-    """A boolean cell as a boolean; missing (tables written before the column existed) is False."""
+    """A boolean cell as a boolean; a missing one (a table made by hand may lack the column) is False."""
     return bool(value) if isinstance(value, (bool, np.bool_)) else False
 
 
@@ -383,7 +383,7 @@ def stage_ends(study) -> pd.DataFrame:
     scores at each stage's end (means over seeds, 95 % intervals), i.e. whether a later stage helped."""
     curves = study.curves
     if not {"stage_end", "stage_index", "miou_img", "hp_acc"} <= set(curves.columns):
-        return pd.DataFrame(columns=STAGE_END_COLUMNS)  # written before stages were recorded
+        return pd.DataFrame(columns=STAGE_END_COLUMNS)  # a table made by hand records no stages
     ended = curves[curves["stage_end"].notna() & pd.to_numeric(curves["miou_img"], errors="coerce").notna()]
     rows = []
     for _, top in chosen_trials(study, "val").iterrows():

@@ -37,7 +37,7 @@ PREDICTIONS = "predictions"  # predictions/<choice key>.npz: a trial's first see
 RAY_DIR = "ray"  # Ray Tune's record of the experiment, which --resume restores
 SCRATCH = "scratch"  # scratch/<choice key>: engine checkpoints of trials in flight
 TENSORBOARD = "tensorboard"  # tensorboard/<trial>: one event folder per trial
-OLD_PREDICTIONS = "predictions.npz"  # in the trial's own folder, in studies that had no predictions folder
+TRIAL_DIR_PREDICTIONS = "predictions.npz"  # in the trial's own folder: where a table made by hand finds them
 
 STEPS = "steps_"  # steps_<stage>: the optimiser steps a stage took (mean over seeds)
 
@@ -91,7 +91,7 @@ def is_hyperparameter(column: str) -> bool:
 def variants(trials: pd.DataFrame) -> pd.Series:
     """Each trial's variant, what summaries compare: a grid point's name ("esd r=0.5"), else the method.
 
-    Tables written before the driver named every row's variant have it only for grid points.
+    A table made by hand may name it only for grid points, or not at all.
     """
     if "variant" not in trials:
         return trials["method"]
@@ -122,7 +122,7 @@ def migrate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     if table == TRIALS:
         own = frame["predictions"].map(lambda path: isinstance(path, str))
         old = frame["trial_dir"].map(
-            lambda folder: f"{folder}/{OLD_PREDICTIONS}" if isinstance(folder, str) else None
+            lambda folder: f"{folder}/{TRIAL_DIR_PREDICTIONS}" if isinstance(folder, str) else None
         )
         frame = frame.assign(predictions=frame["predictions"].where(own, old), variant=variants(frame))
     return frame
