@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def evaluation_config(run_dir: Path, data: str | None, size: str | None) -> Stud
     """The study's configuration with the data and size to score on, checked before any model is built."""
     if not (run_dir / CONFIG).is_file():
         raise UserInputError(f"{run_dir} is not a study's run folder (no config.json), e.g. runs/default")
-    config = study_config.load(run_dir)
+    try:
+        config = study_config.load(run_dir)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(
+            f"{run_dir / CONFIG} cannot be read ({err}): restore the study's {CONFIG}."
+        ) from None
     changes = {"data": data} if data else {}
     if size:
         changes["image_size"] = parse_size(size)

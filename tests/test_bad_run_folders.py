@@ -90,3 +90,11 @@ def test_evaluate_refuses_students_that_are_gone_before_writing(tmp_path, capsys
     assert "the chosen trials' students are gone: no seed*.pt in" in error
     assert str(run / "ray" / "trainable_6f4771eb_5_choice=baseline-ea42cfb1") in error
     assert not (run / "evaluation.parquet").exists()
+
+
+def test_evaluate_names_a_config_it_cannot_read(tmp_path, capsys):
+    run = committed_run(tmp_path / "run")
+    cut_short(run / "config.json")
+    error = refused(evaluate_main, [str(run)], capsys)
+    assert f"{run / 'config.json'} cannot be read" in error
+    assert not (run / "evaluation.parquet").exists()
