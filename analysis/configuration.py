@@ -1,36 +1,36 @@
-"""What a study's configuration (its run folder's config.json) implies, as the study's own code
-computes it: which methods use the teacher, how many points a grid runs, which settings a resume
-may change. The one module of analysis that imports study: the run folder does not record these."""
+"""What a study's configuration (its run folder's config.json) implies, from the recipes and the
+search spaces the study itself reads: how many points a grid runs, which settings a resume may
+change."""
 
 from __future__ import annotations
 
-from study.config import RESUMABLE as RESUMABLE
+import math
 
-
-def study_config(config: dict):
-    """A run folder's config.json as a StudyConfig, keys of other versions left out."""
-    from study.config import FIELDS, StudyConfig
-
-    return StudyConfig(**{k: v for k, v in config.items() if k in FIELDS})
-
-
-def teacher_users(config: dict) -> list[str]:
-    """The methods of a study's configuration that use its teacher (study.prepare.teacher_users)."""
-    try:
-        from study.prepare import teacher_users
-
-        return teacher_users(study_config(config))
-    except Exception:  # a configuration of another version, or a plugin's method not imported here
-        return []
+from kd import methods
+from kd.models.registry import split_points
+from kd.run_folder import RESUMABLE as RESUMABLE
+from search_spaces import Choice, space_problems
 
 
 def grid_size(config: dict) -> int:
-    """How many points a grid study runs: one per method, times the choices its space crosses."""
+    """How many points a grid study runs, as study.space.StudySpace.grid makes them: per method, one
+    for each combination of the choices the study lists for its parameters, times its teachers when
+    it uses one."""
     try:
-        from kd.models.registry import split_points
-        from study.space import resolve_space, with_teachers
-
-        space = resolve_space(config["methods"], split_points(config["teacher"]), config.get("space"))
-        return len(with_teachers(space, study_config(config)).grid())
+        listed = config.get("space") or {}
+        spaces, problems = space_problems(config["methods"], split_points(config["teacher"]), listed)
+        if problems:
+            raise ValueError(problems)
+        users = methods.teacher_users(config["methods"], config.get("students"))
+        teachers = len(config.get("teachers") or [config["teacher"]])
+        return sum(
+            math.prod(
+                len(p.choices)
+                for name, p in params.items()
+                if name in (listed.get(method) or {}) and isinstance(p, Choice)
+            )
+            * (teachers if method in users else 1)
+            for method, params in spaces.items()
+        )
     except Exception:  # a study from another version, or a plugin not imported here: the lower bound
         return len(config.get("methods") or [])

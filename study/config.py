@@ -39,7 +39,7 @@ from itertools import takewhile
 from pathlib import Path
 
 from kd.errors import UserInputError
-from kd.run_folder import CONFIG
+from kd.run_folder import CONFIG, RESUMABLE
 from study.checks import class_map_problems as class_map_problems  # read as study.config.* too
 from study.checks import problems, split_point_problems, with_flag
 from study.checks import study_classes as study_classes  # read as study.config.* too
@@ -183,22 +183,6 @@ def validate(config: StudyConfig):
         listing = "\n".join(f"  - {with_flag(problem)}" for problem in found)
         raise UserInputError(f"the study configuration has {len(found)} problem(s):\n{listing}")
     return space
-
-
-# What --resume may change: where and how fast trials run, never what they compute (amp and
-# augmentation-affecting settings are not here).
-RESUMABLE = (
-    "cpus_per_trial",
-    "gpus_per_trial",
-    "workers_per_trial",
-    "address",
-    "max_concurrent",
-    "num_workers",
-    "cache_dir",
-    "resource_wait_s",
-    "check_resources",
-    "callbacks",
-)
 
 
 def resumed(run_dir: Path, overrides: dict) -> StudyConfig:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import kd.methods
 from kd.data import PairedTransform
 from kd.data.class_maps import CLASS_MAPS
 from kd.engine import Engine, RunData, RunSettings, evaluate
@@ -59,21 +60,9 @@ class Shared:
         return self.teacher_states.get(teacher, self.teacher_state) if teacher else self.teacher_state
 
 
-# Students that start from the teacher's own weights (CT: a frozen copy of its backbone); the SD
-# student copies only the architecture.
-COPIES_TEACHER_WEIGHTS = ("ct",)
-
-
 def teacher_users(config: StudyConfig) -> list[str]:
-    """The study's methods that need the teacher's trained weights: they distil from it, or their
-    student starts from its weights."""
-    users = []
-    for method in config.methods:
-        recipe = recipe_for(config, method)
-        student = config.students.get(method, recipe.student)
-        if recipe.needs_teacher or student in COPIES_TEACHER_WEIGHTS:
-            users.append(method)
-    return users
+    """The study's methods that need the teacher's trained weights (kd.methods.teacher_users)."""
+    return kd.methods.teacher_users(config.methods, config.students)
 
 
 def teacher_needed(config: StudyConfig) -> bool:

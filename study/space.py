@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kd.errors import UserInputError
+from kd.methods import teacher_users
 from search_spaces import Choice, Fixed, Float, Int, Param, default_value, report, space_problems
 from study.contract import TrialChoice, short
 
@@ -105,14 +106,10 @@ class StudySpace:
 
 
 def with_teachers(space: StudySpace, config) -> StudySpace:
-    """`space` with the study's teachers for each method that uses one (study.prepare.teacher_users):
+    """`space` with the study's teachers for each method that uses one (kd.methods.teacher_users):
     every teacher of `teachers`, else the study's one `teacher`."""
-    from study.prepare import teacher_users
-
-    mine = tuple(config.teacher_names)
-    return replace(
-        space, teachers={m: mine for m in teacher_users(config)}, named=config.teachers is not None
-    )
+    mine, users = tuple(config.teacher_names), teacher_users(config.methods, config.students)
+    return replace(space, teachers={m: mine for m in users}, named=config.teachers is not None)
 
 
 def resolve_space(

@@ -35,6 +35,22 @@ def build_recipe(name: str, overrides: dict | None = None) -> Recipe:
     return RECIPES[name]().override(overrides or {}).validate(TERMS)
 
 
+# Students that start from the teacher's own weights (CT: a frozen copy of its backbone); the SD
+# student copies only the architecture.
+COPIES_TEACHER_WEIGHTS = ("ct",)
+
+
+def teacher_users(methods: list[str], students: dict[str, str] | None = None) -> list[str]:
+    """Of `methods`, those that need the teacher's trained weights: their recipe distils from it,
+    or their student (`students[method]`, else the recipe's own) starts from its weights."""
+    users = []
+    for method in methods:
+        recipe = build_recipe(method)
+        if recipe.needs_teacher or (students or {}).get(method, recipe.student) in COPIES_TEACHER_WEIGHTS:
+            users.append(method)
+    return users
+
+
 def _optimizer_text(opt: Optimizer) -> str:
     moment = f"betas {opt.betas}" if opt.kind == "adam" else f"momentum {opt.momentum:g}"
     return f"{opt.kind} lr {opt.lr:g} {moment} wd {opt.weight_decay:g} poly {opt.poly_power:g}"
@@ -72,6 +88,7 @@ load_plugins()
 
 __all__ = [
     "AUGMENTATIONS",
+    "COPIES_TEACHER_WEIGHTS",
     "DEFAULT_CRITIC",
     "GROUPS",
     "OPTIMIZER_READINGS",
@@ -83,4 +100,5 @@ __all__ = [
     "build_recipe",
     "describe",
     "register_recipe",
+    "teacher_users",
 ]
