@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from kd.errors import StorageError
-from kd.io import atomic_write
+from kd.io import atomic_write, storage_error
 from kd.run_folder import CURVES, PER_IMAGE, PER_IMAGE_COLUMNS, TRIALS, is_hyperparameter
 from study.contract import TrialChoice, TrialReport, short
 
@@ -24,9 +24,10 @@ from study.contract import TrialChoice, TrialReport, short
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     try:
         atomic_write(path, lambda partial: frame.to_parquet(partial, index=False))
-    except StorageError as err:  # a full disk, a folder gone read-only: the previous table stays as it was
+    except OSError as err:  # a full disk, a folder gone read-only: the previous table stays as it was
+        fault = err if isinstance(err, StorageError) else storage_error(path, err)
         advice = "the previous version is intact: free space or fix the folder, then continue with --resume"
-        raise StorageError(path, err.cause, err.errno, advice) from err
+        raise StorageError(path, fault.cause, fault.errno, advice) from err
 
 
 def last_error_line(text: str | None) -> str:

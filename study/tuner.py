@@ -302,6 +302,13 @@ class ResultsWriter(tune.Callback):
         self.__dict__.update(state)
         self.tables = ResultsTables(self.run_dir)
 
+    def on_experiment_end(self, trials, **info):
+        # A trial that finished while its row could not be written (a full disk) is recorded now,
+        # or at the end of --resume
+        for trial in trials:
+            if trial.status == "TERMINATED" and trial.trial_id not in self.tables.rows:
+                self.on_trial_complete(None, trials, trial)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         report = TrialReport.from_dict(result["report"]) if "report" in result else TrialReport()
@@ -313,20 +320,27 @@ class ResultsWriter(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = _error_line(trial)
-        if not _stopped_for_storage(error):  # else not recorded: --resume runs it again
+        if fault := _storage_fault(error):  # not recorded: --resume runs it again
+            _stop_for(fault)
+        else:
             self._record(trial, TrialReport(error=error), "failed")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        _stopped_for_storage(_error_line(trial))  # a retry would only meet the same full disk
+        if fault := _storage_fault(_error_line(trial)):  # a retry would only meet the same full disk
+            _stop_for(fault)
 
     def _record(self, trial, report: TrialReport, status: str) -> None:
         choice: TrialChoice = trial.config["choice"]
         students = (
             self._relative(trial.checkpoint.path) if status == "completed" and trial.checkpoint else None
         )
-        row = self.tables.add(
-            trial.trial_id, choice, report, status, self._relative(getattr(trial, "path", None)), students
-        )
+        try:
+            row = self.tables.add(
+                trial.trial_id, choice, report, status, self._relative(getattr(trial, "path", None)), students
+            )
+        except StorageError as fault:  # the tables on disk stay as they were; on_experiment_end catches up
+            self.tables = ResultsTables(self.run_dir)
+            return _stop_for(fault)
         if row is None:
             return
         self.say(progress_line(len(self.tables.rows), self.total, row))
@@ -349,17 +363,21 @@ def _error_line(trial) -> str:
     return last_error_line(Path(path).read_text() if path and Path(path).is_file() else trial.get_error())
 
 
-def _stopped_for_storage(error: str) -> bool:
-    """Whether `error` (a trial's, as Ray relays it) is a StorageError; the first one stops the
-    study as a Ctrl-C does: Ray keeps the running and unstarted trials unfinished for --resume."""
+def _storage_fault(error: str) -> StorageError | None:
+    """The StorageError a trial raised, from the error line Ray relays, or None for another error."""
     name, _, message = error.partition(": ")
     if name.rsplit(".", 1)[-1] != StorageError.__name__:
-        return False
+        return None
     written = re.fullmatch(r"could not write (.+?) \((.*)\)", message)
-    STORAGE_FAULTS.append(StorageError(*(written.groups() if written else ("a file", message))))
+    return StorageError(*(written.groups() if written else ("a file", message)))
+
+
+def _stop_for(fault: StorageError) -> None:
+    """Stop the study as a Ctrl-C does, for the first storage fault: Ray keeps the running and
+    unstarted trials unfinished for --resume, and the driver then raises `fault`."""
+    STORAGE_FAULTS.append(fault)
     if len(STORAGE_FAULTS) == 1 and threading.current_thread() is threading.main_thread():
         signal.raise_signal(signal.SIGINT)  # Tune's handler ends tuner.fit() after this step
-    return True
 
 
 def raise_storage_fault() -> None:

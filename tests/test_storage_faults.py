@@ -75,31 +75,46 @@ def test_a_full_tmpfs_stops_the_study_and_resume_runs_its_trials(tmp_path):
     _stopped_then_resumed(tmp_path, stopped, lambda: _study(tmp_path, "--resume"))
 
 
-FULL_DISK = """
+# Each fills the disk at one write while the marker file exists: a trial's students (in a Ray
+# worker), or the driver's trials table.
+FULL_DISK = {
+    "trial": ("study.trial", "save_torch", "state, path", "path"),
+    "driver": (
+        "study.results",
+        "atomic_write",
+        "path, write",
+        "path if Path(path).name == 'trials.parquet' else None",
+    ),
+}
+PLUGIN = """
 import errno
 from pathlib import Path
 
-import study.trial
+import {module}
 
-_save = study.trial.save_torch
-
-
-def _full_disk(state, path):  # the students' save fails while the marker exists
-    if Path({marker!r}).exists():
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    return _save(state, path)
+_write = {module}.{name}
 
 
-study.trial.save_torch = _full_disk
+def _full_disk({arguments}):
+    failing = {failing}
+    if failing and Path({marker!r}).exists():
+        raise OSError(errno.ENOSPC, "No space left on device", str(failing))
+    return _write({arguments})
+
+
+{module}.{name} = _full_disk
 """
 
 
 @pytest.mark.slow
-def test_a_failed_write_in_a_trial_stops_the_study_and_resume_runs_its_trials(tmp_path):
+@pytest.mark.parametrize("where", list(FULL_DISK))
+def test_a_failed_write_stops_the_study_and_resume_runs_its_trials(where, tmp_path):
     marker = tmp_path / "disk-is-full"
     marker.touch()
+    module, name, arguments, failing = FULL_DISK[where]
+    plugin = PLUGIN.format(module=module, name=name, arguments=arguments, failing=failing, marker=str(marker))
     (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "full_disk.py").write_text(FULL_DISK.format(marker=str(marker)))
+    (tmp_path / "plugins" / "full_disk.py").write_text(plugin)
     text = STUDY + 'imports = ["full_disk"]\n'
     path = str(tmp_path / "plugins")
     stopped = _study(tmp_path, text=text, path=path)
@@ -107,6 +122,7 @@ def test_a_failed_write_in_a_trial_stops_the_study_and_resume_runs_its_trials(tm
     _stopped_then_resumed(tmp_path, stopped, lambda: _study(tmp_path, "--resume", text=text, path=path))
 
 
+@pytest.mark.slow
 def test_a_disk_too_small_for_the_study_is_refused_with_the_estimate(tmp_path):
     out = tmp_path / "runs"
     _tmpfs(out, "2m")
