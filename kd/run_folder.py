@@ -141,4 +141,5 @@ RESUMABLE = (
     "resource_wait_s",
     "check_resources",
     "callbacks",
+    "connect_timeout_s",
 )

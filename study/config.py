@@ -85,6 +85,10 @@ def preset_summaries() -> dict[str, str]:
 
 def read_study_file(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(
+            f"study file {path} is a folder; give a TOML study file, e.g. a copy of study/presets/smoke.toml."
+        )
     if not path.is_file():
         raise UserInputError(f"study file {path} does not exist.")
     try:

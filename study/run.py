@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from kd.errors import StorageError, UserInputError
-from kd.run_folder import CONFIG, CURVES, FINAL, PER_IMAGE, SCRATCH, TIMING, TRIALS
+from kd.run_folder import CONFIG, CURVES, FINAL, PER_IMAGE, RESUMABLE, SCRATCH, TIMING, TRIALS
 from study import config as study_config
 from study.config import PRESETS, StudyConfig
-from study.flags import add_setting_flags, given
+from study.flags import add_setting_flags, flag, given
 
 
 class StudyStopped(Exception):
@@ -51,7 +51,7 @@ def run_study(
     """Validate, prepare shared artefacts once, run the trials with Ray Tune; returns the run directory.
 
     `resume`: continue the study saved in config's run folder, with `changes` to the settings that
-    may change on resume (study.config.RESUMABLE: resources, the cluster, the cache folder).
+    may change on resume (kd.run_folder.RESUMABLE: resources, the cluster, the cache folder).
     `progress`: "live" (a bar per running trial on a terminal), "quiet" (nothing but errors and
     the end) or "verbose" (Ray Tune's own status table too)."""
     config, space = _checked(config, resume, changes or {})
@@ -318,9 +318,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help="continue the study --name with its saved configuration; it may run on other resources "
-        "(--cpus-per-trial, --gpus-per-trial, --workers-per-trial, --max-concurrent, --address, "
-        "--num-workers, --cache-dir) but nothing that changes results; trials whose worker or "
-        "node died run again",
+        f"({', '.join(flag(name) for name in RESUMABLE)}) but nothing that changes results; trials "
+        "whose worker or node died run again",
     )
     parser.add_argument(
         "--debug", action="store_true", help="show Python tracebacks for configuration errors too"
@@ -348,6 +347,7 @@ def _errors_only(line: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    config = None  # until the flags make one
     try:
         config = config_from_args(args)
         changes = {
@@ -378,7 +378,9 @@ def main(argv=None) -> int:
     except TestScoringFailed:  # said already, with how to score again
         return 1
     except KeyboardInterrupt:
-        print("interrupted: continue with --resume", file=sys.stderr)
+        saved = config is not None and (Path(config.out) / config.name / CONFIG).is_file()
+        again = "continue with --resume" if saved else "nothing was saved; start the study again"
+        print(f"interrupted: {again}", file=sys.stderr)
         return 130
     return 0
 

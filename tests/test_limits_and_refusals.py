@@ -214,3 +214,14 @@ def test_a_local_ray_s_token_is_owner_only_and_a_cluster_node_s_memory_is_the_li
     assert found.startswith("image_size = [100000, 100000]") and "the largest Ray node's" in found
     assert resource_problems(StudyConfig(address="127.0.0.1:6379")) == []
     assert resource_problems(StudyConfig(image_size=[100000, 100000])) == []  # local: weighed before Ray
+
+
+def test_a_folder_given_as_the_study_file_is_named_as_a_folder(tmp_path):
+    with pytest.raises(UserInputError, match="is a folder; give a TOML study file"):
+        study_config.read_study_file(tmp_path)
+
+
+def test_the_connection_timeout_may_change_on_resume():
+    from kd.run_folder import RESUMABLE
+
+    assert "connect_timeout_s" in RESUMABLE and "connect_timeout_s" in FIELDS
