@@ -185,7 +185,7 @@ def _tables(parts: list[Path]) -> dict[str, pd.DataFrame]:
     if (shared > 1).any():
         raise UserInputError(
             f"variants {', '.join(shared[shared > 1].index)} were run in more than one part: each "
-            "variant's best trial must come from one study; leave the extra part out."
+            "variant's chosen trial must come from one study; leave the extra part out."
         )
     out = {TRIALS: trials.drop(columns=["predictions"], errors="ignore")}  # their files stay behind
     for name in (PER_IMAGE, CURVES, FINAL):

@@ -198,7 +198,7 @@ def _recipe_problems(method: str, name: str, p: Param) -> list[str]:
 LARGEST = 1e12
 
 
-def _number(value) -> bool:
+def is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -207,7 +207,7 @@ def _typed(param: Param, value):
     if isinstance(param, Int):
         if not (isinstance(value, int) and not isinstance(value, bool)):
             raise ValueError(f"expected a whole number, got {value!r}")
-    elif not _number(value):
+    elif not is_finite_number(value):
         raise ValueError(f"expected a number, got {value!r}")
     if abs(value) > LARGEST:
         raise ValueError(

@@ -16,6 +16,7 @@ from pathlib import Path
 from kd.data.transforms import FRESH
 from kd.errors import UserInputError
 from kd.metrics import OBJECTIVES
+from search_spaces.base import is_finite_number
 from study.settings import FIELDS, TYPES, StudyConfig, flag
 
 
@@ -23,13 +24,8 @@ def _whole(value, low: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _number(value, low: float = 0.0) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= low
-    )
+def _finite_at_least(value, low: float = 0.0) -> bool:
+    return is_finite_number(value) and value >= low
 
 
 def field_problems(config: StudyConfig) -> list[str]:
@@ -119,7 +115,7 @@ def _training_problems(config: StudyConfig) -> list[str]:
     found = []
     if config.views != FRESH and not _whole(config.views):
         found.append(f"views must be {FRESH!r} or a whole number >= 1, got {config.views!r}")
-    if not (_number(config.device_data_share) and config.device_data_share <= 1):
+    if not (_finite_at_least(config.device_data_share) and config.device_data_share <= 1):
         found.append(f"device_data_share must be within [0, 1], got {config.device_data_share!r}")
     if config.augmentation is not None and config.augmentation not in AUGMENTATIONS:
         found.append(
@@ -420,17 +416,17 @@ def _resource_problems(config: StudyConfig) -> list[str]:
             f"workers_per_trial = {config.workers_per_trial} workers: make batch_size a multiple of "
             f"{config.workers_per_trial} (--batch-size) or change --workers-per-trial"
         )
-    if not _number(config.connect_timeout_s) or config.connect_timeout_s <= 0:
+    if not _finite_at_least(config.connect_timeout_s) or config.connect_timeout_s <= 0:
         found.append(f"connect_timeout_s must be a number of seconds > 0, got {config.connect_timeout_s!r}")
-    if not _number(config.resource_wait_s) or config.resource_wait_s <= 0:
+    if not _finite_at_least(config.resource_wait_s) or config.resource_wait_s <= 0:
         found.append(f"resource_wait_s must be a number of seconds > 0, got {config.resource_wait_s!r}")
     if config.cache_dir is not None and not isinstance(config.cache_dir, str):
         found.append(f"cache_dir must be a folder path, got {config.cache_dir!r}")
-    if not _number(config.cpus_per_trial) or config.cpus_per_trial <= 0:
+    if not _finite_at_least(config.cpus_per_trial) or config.cpus_per_trial <= 0:
         found.append(
             f"cpus_per_trial must be a number > 0 (fractions allowed), got {config.cpus_per_trial!r}"
         )
-    if not _number(config.gpus_per_trial):
+    if not _finite_at_least(config.gpus_per_trial):
         found.append(
             f"gpus_per_trial must be a number >= 0 (fractions allowed), got {config.gpus_per_trial!r}"
         )
@@ -439,7 +435,11 @@ def _resource_problems(config: StudyConfig) -> list[str]:
 
 def _gpu_problems(config: StudyConfig) -> list[str]:
     """GPUs asked of a local Ray that this machine has not."""
-    if not _number(config.gpus_per_trial) or config.gpus_per_trial <= 0 or config.address is not None:
+    if (
+        not _finite_at_least(config.gpus_per_trial)
+        or config.gpus_per_trial <= 0
+        or config.address is not None
+    ):
         return []
     import torch
 
@@ -488,7 +488,7 @@ def _machine_memory_problems(config: StudyConfig) -> list[str]:
 
 
 def _on_gpu(config: StudyConfig) -> bool:
-    return _number(config.gpus_per_trial) and config.gpus_per_trial > 0
+    return _finite_at_least(config.gpus_per_trial) and config.gpus_per_trial > 0
 
 
 def memory_problems(config: StudyConfig, available: float, where: str, data: bool = True) -> list[str]:

@@ -27,7 +27,7 @@ def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _numbers(text: str) -> list[int]:
+def _int_list(text: str) -> list[int]:
     try:
         return [int(item) for item in _items(text.replace("x", ","))]
     except ValueError:
@@ -67,7 +67,7 @@ def _parser_for(kind) -> typing.Callable[[str], object]:
         return _parser_for(args[0])  # X | None: None is "not given"
     origin = typing.get_origin(kind)
     if origin is list:
-        return _numbers if typing.get_args(kind) == (int,) else _items
+        return _int_list if typing.get_args(kind) == (int,) else _items
     if origin is dict:
         return _toml if typing.get_args(kind)[1] is dict else _pairs
     return kind

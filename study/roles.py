@@ -5,7 +5,7 @@
 | source    | the teacher       | -                               |
 | target    | the students      | -                               |
 | proximity | ESD (no labels)   | -                               |
-| val       | -                 | selection: objectives, ASHA, the best trial |
+| val       | -                 | selection: objectives, ASHA, the chosen trial |
 | test      | -                 | the reported results            |
 
 Val, test and target never share an image; neither do val or test with source or proximity,

@@ -116,7 +116,7 @@ class StudyConfig:
     proximity_images: int | None = setting(
         32, "data", "ESD's unlabelled proximity images", least=1, note="or left out for all"
     )
-    # selection: objectives, ASHA, the best trial
+    # selection: objectives, ASHA, the chosen trial
     val_images: int | None = setting(
         16,
         "data",

@@ -43,7 +43,7 @@ def rgb(height: int = 8, width: int = 12, value: int = 100) -> np.ndarray:
 IMAGES = ["img0", "img1", "img2", "img3"]
 # Baseline b1, per seed: mIoU_i of the four images; miou_img per seed 0.5, 0.6, 0.7.
 B1 = {0: [0.4, 0.6, 0.5, 0.5], 1: [0.5, 0.7, 0.6, 0.6], 2: [0.6, 0.8, 0.7, 0.7]}
-# sd's best trial s1 = b1 + these differences, pair by pair (seed-major, image order).
+# sd's chosen trial s1 = b1 + these differences, pair by pair (seed-major, image order).
 DIFF = [0.1, 0.2, -0.05, 0.3, 0.15, 0.05, -0.1, 0.25, 0.12, 0.08, 0.0, 0.22]
 
 
@@ -117,7 +117,7 @@ def per_image_rows():
                 }
                 for image in IMAGES
             ]
-    for row in rows:  # esd's best trial e1 finds img3 hardest: a fourth row of samples
+    for row in rows:  # esd's chosen trial e1 finds img3 hardest: a fourth row of samples
         if (row["trial_id"], row["seed"], row["image_id"]) == ("e1", 0, "img3"):
             row["miou"] = 0.1
 
