@@ -224,7 +224,13 @@ def load(run_dir: Path) -> StudyConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UserInputError(f"{run_dir} holds no study (no config.json); start it without --resume.")
-    values = json.loads(path.read_text())
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(
+            f"{path} cannot be read ({err}): the file was cut short or is not the configuration a study "
+            "writes; restore it from a copy, or start the study again under another --name."
+        ) from None
     found = values.pop("run_format", 1)
     if found != RUN_FORMAT:
         raise UserInputError(

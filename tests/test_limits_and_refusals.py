@@ -225,3 +225,9 @@ def test_the_connection_timeout_may_change_on_resume():
     from kd.run_folder import RESUMABLE
 
     assert "connect_timeout_s" in RESUMABLE and "connect_timeout_s" in FIELDS
+
+
+def test_a_cut_short_configuration_is_named_on_resume(tmp_path):
+    (tmp_path / "config.json").write_text('{"run_format": 2, "name": "cut')
+    with pytest.raises(UserInputError, match="config.json cannot be read .*cut short"):
+        study_config.load(tmp_path)
