@@ -303,8 +303,10 @@ class ResultsWriter(tune.Callback):
         self.tables = ResultsTables(self.run_dir)
 
     def on_experiment_end(self, trials, **info):
-        # A trial that finished while its row could not be written (a full disk) is recorded now,
-        # or at the end of --resume
+        # A trial that finished while its row could not be written (a full disk) is recorded at the
+        # end of --resume. Not after an interruption: Tune then ends the running trials as well.
+        if INTERRUPTED.is_set() or STORAGE_FAULTS:
+            return
         for trial in trials:
             if trial.status == "TERMINATED" and trial.trial_id not in self.tables.rows:
                 self.on_trial_complete(None, trials, trial)
