@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kd.errors import UserInputError
-from kd.models.sd import SD_VARIANTS
+from kd.models.sd import SD_CAPACITIES
 from kd.models.sd import sd_capacity as default_capacity
 from kd.registry import register as register_in
 
@@ -99,7 +99,7 @@ def sd_capacity() -> dict[str, Param]:
             search=False,
         ),
         "head_width": Choice(
-            tuple(sorted({v.head_width for v in SD_VARIANTS.values()} | {128, 256})),
+            tuple(sorted({v.head_width for v in SD_CAPACITIES.values()} | {128, 256})),
             f"{STUDENT}head_width",
             default.head_width,
             search=False,

@@ -101,7 +101,7 @@ def test_sd_head_is_grouped_and_returns_signed_logits():
 
 @pytest.mark.parametrize("point", ["stem", "layer1", "layer2", "layer3", "layer4"])
 def test_sd_student_at_every_split_point(teacher, point):
-    student = sd_student(teacher, point, variant="text").eval()
+    student = sd_student(teacher, point, capacity="text").eval()
     assert student.split_points == teacher.split_points[: teacher.split_points.index(point) + 1]
     assert student.name == f"sd_student_resnet18@{point}"
     x = torch.randn(1, 3, *SIZE)
@@ -177,18 +177,18 @@ def test_constructed_teacher_resnet50_size():
     total = count_parameters(ct)
     assert abs(total - 23.6e6) < 0.2e6, total
     assert count_parameters(ct, trainable_only=True) == count_parameters(ct.head)
-    student = sd_student(teacher, "layer4", variant="text")
+    student = sd_student(teacher, "layer4", capacity="text")
     assert count_parameters(student) < total / 10
 
 
-def test_the_table_variant_is_calibrated_to_the_papers_table_ii():
+def test_the_table_capacity_is_calibrated_to_the_papers_table_ii():
     # Table II at 512x1024: S has 9.5 M parameters and 41.8 % of CT's FLOPs (169.4 / 405.7 GFLOPs).
     from kd.metrics import count_flops
     from kd.models import build_teacher
 
     with torch.device("meta"):
         teacher = build_teacher("deeplabv3_resnet50", num_classes=2)
-        student, ct = sd_student(teacher, "layer4", variant="table"), constructed_teacher(teacher, "layer4")
+        student, ct = sd_student(teacher, "layer4", capacity="table"), constructed_teacher(teacher, "layer4")
     assert abs(count_parameters(student) / 9.5e6 - 1) < 0.15
     share = count_flops(student, (1, 3, 512, 1024)) / count_flops(ct, (1, 3, 512, 1024))
     assert abs(share / 0.418 - 1) < 0.15
@@ -197,12 +197,12 @@ def test_the_table_variant_is_calibrated_to_the_papers_table_ii():
     )  # Table IV: the FE at 1/8, as the dilated teacher
 
 
-def test_variants_order_the_students_by_size(teacher):
-    sizes = [count_parameters(sd_student(teacher, "layer4", variant=v)) for v in ("text", "table", "dense")]
+def test_capacities_order_the_students_by_size(teacher):
+    sizes = [count_parameters(sd_student(teacher, "layer4", capacity=c)) for c in ("text", "table", "dense")]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
-    dense = sd_student(teacher, "layer4", variant="dense")
+    dense = sd_student(teacher, "layer4", capacity="dense")
     assert all(conv.groups == 1 for _, conv in convs(dense.stages))  # the teacher's own architecture
-    narrow = sd_student(teacher, "layer4", variant="dense", head_width=128)
+    narrow = sd_student(teacher, "layer4", capacity="dense", head_width=128)
     assert count_parameters(narrow.head) < count_parameters(dense.head)
     assert narrow.head.block1[0][0].out_channels == 128
 
@@ -224,7 +224,7 @@ def test_group_policies():
 
 
 def test_capacity_problems_are_named_at_once():
-    with pytest.raises(UserInputError, match="unknown SD student variant 'huge'"):
+    with pytest.raises(UserInputError, match="unknown SD student capacity 'huge'"):
         sd_capacity("huge")
     with pytest.raises(
         UserInputError,
@@ -244,7 +244,7 @@ def test_the_head_is_grouped_by_its_own_policy(teacher):
     assert all(conv.groups == 1 for _, conv in convs(heads["dense"]))
     sizes = [count_parameters(head) for head in heads.values()]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
-    # the FE is the variant's whatever the head
+    # the FE is the capacity's whatever the head
     same_fe = [sd_student(teacher, "layer4", head_groups=g).stages for g in ("gcd", "dense")]
     assert count_parameters(same_fe[0]) == count_parameters(same_fe[1])
     # CT's head is grouped like the default student's unless told otherwise

@@ -5,8 +5,8 @@
     python -m kd.models --summary --models pspnet_resnet18,sd --size 256x512 --no-latency
     python -m kd.models --summary --json --no-latency --models deeplabv3_resnet50
 
-A teacher named in --models brings its constructed teacher (ct) and every SD-student variant
-(sd-text, sd-table, sd-dense: kd.models.sd.SD_VARIANTS) at its split point with it.
+A teacher named in --models brings its constructed teacher (ct) and every SD-student capacity
+(sd-text, sd-table, sd-dense: kd.models.sd.SD_CAPACITIES) at its split point with it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from kd.models.registry import (
     split_points,
     without_weights,
 )
-from kd.models.sd import SD_VARIANTS
+from kd.models.sd import SD_CAPACITIES
 
 # The SD paper's setting: DeepLabV3-ResNet50 split after layer4; and the project's default teacher
 # at the split point its studies use.
@@ -116,8 +116,8 @@ def summary_rows(wanted: set[str] | None, num_classes: int):
         if wanted is None or name in wanted:
             yield name, lambda name=name: build_student(name, num_classes)
     for teacher, point in SPLIT_EXAMPLES:
-        variants = [("ct", {})] + [(f"sd-{name}", {"variant": name}) for name in SD_VARIANTS]
-        for label, options in variants:
+        students = [("ct", {})] + [(f"sd-{name}", {"capacity": name}) for name in SD_CAPACITIES]
+        for label, options in students:
             student = label.partition("-")[0]
             if wanted is None or student in wanted or teacher in wanted:
                 yield (

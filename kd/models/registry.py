@@ -114,7 +114,7 @@ def build_student(
     name: str, num_classes: int, teacher: Segmenter | None = None, split_point: str | None = None, **options
 ) -> Segmenter:
     """A student by name. "sd" and "ct" are built from `teacher` split at `split_point`; the SD
-    student takes its capacity as options (variant=, groups=, output_stride=, head_width=, head_groups=)."""
+    student takes its capacity as options (capacity=, groups=, output_stride=, head_width=, head_groups=)."""
     if name in SPLIT_STUDENTS:
         if teacher is None or split_point is None:
             raise UserInputError(

@@ -81,27 +81,27 @@ class SDCapacity:
 # CT's FLOPs on DeepLabV3-ResNet50 at layer4) with a 512-wide head (Table V). `dense`: the AMG's
 # own architecture, freshly initialised. All at the AMG's output stride, as Table IV has it (1/8
 # on the dilated ResNet-50; 1/32 on EfficientNet-Lite0's top).
-SD_VARIANTS = {
+SD_CAPACITIES = {
     "text": SDCapacity("gcd", None, SD_HEAD_WIDTHS[0]),
     "table": SDCapacity("table", None, 512),
     "dense": SDCapacity("dense", None, 512),
 }
-DEFAULT_VARIANT = "table"
+DEFAULT_CAPACITY = "table"
 
 
-def sd_capacity(variant: str | SDCapacity | None = None, **changes) -> SDCapacity:
-    """A named variant (default DEFAULT_VARIANT) with some fields changed; every problem at once."""
-    if not isinstance(variant, SDCapacity):
-        name = DEFAULT_VARIANT if variant is None else variant
-        if name not in SD_VARIANTS:
+def sd_capacity(capacity: str | SDCapacity | None = None, **changes) -> SDCapacity:
+    """A named capacity (default DEFAULT_CAPACITY) with some fields changed; every problem at once."""
+    if not isinstance(capacity, SDCapacity):
+        name = DEFAULT_CAPACITY if capacity is None else capacity
+        if name not in SD_CAPACITIES:
             raise UserInputError(
-                f"unknown SD student variant {name!r}; choose one of {', '.join(SD_VARIANTS)}."
+                f"unknown SD student capacity {name!r}; choose one of {', '.join(SD_CAPACITIES)}."
             )
-        variant = SD_VARIANTS[name]
+        capacity = SD_CAPACITIES[name]
     changes = {k: v for k, v in changes.items() if v is not None}
     if changes.get("output_stride") == "teacher":
         changes["output_stride"] = None
-    capacity = SDCapacity(**{**variant.__dict__, **changes})
+    capacity = SDCapacity(**{**capacity.__dict__, **changes})
     problems = capacity.problems()
     if problems:
         raise UserInputError("SD student: " + "; ".join(problems) + ".")
@@ -200,7 +200,7 @@ def sd_student(
     teacher: Segmenter,
     split_point: str,
     num_classes: int | None = None,
-    variant: str | SDCapacity | None = None,
+    capacity: str | SDCapacity | None = None,
     *,
     groups: str | None = None,
     output_stride: int | None = None,
@@ -209,7 +209,7 @@ def sd_student(
 ) -> Segmenter:
     """The SD student: grouped copy of the teacher's AMG at `split_point` + `SDHead`.
 
-    `variant` names an SDCapacity (SD_VARIANTS; default DEFAULT_VARIANT); `groups`,
+    `capacity` names an SDCapacity (SD_CAPACITIES; default DEFAULT_CAPACITY); `groups`,
     `output_stride`, `head_width` and `head_groups` change single fields of it. The FE keeps the stage names,
     so the student's split points are the AMG's. It is freshly initialised throughout: its
     convs have new shapes, and the teacher's BatchNorm statistics belong to the teacher's
@@ -221,7 +221,7 @@ def sd_student(
     eval-mode outputs would be judged with them.
     """
     capacity = sd_capacity(
-        variant, groups=groups, output_stride=output_stride, head_width=head_width, head_groups=head_groups
+        capacity, groups=groups, output_stride=output_stride, head_width=head_width, head_groups=head_groups
     )
     fe = group_conv_copy(nn.Sequential(_amg_stages(teacher, split_point)), capacity.groups)
     for module in fe.modules():
