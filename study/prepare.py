@@ -26,6 +26,7 @@ from kd.data import PairedTransform
 from kd.data.class_maps import CLASS_MAPS
 from kd.engine import Engine, RunData, RunSettings, evaluate
 from kd.errors import UserInputError
+from kd.io import atomic_write
 from kd.methods import build_recipe
 from kd.methods.recipes import AUGMENTATIONS
 from kd.metrics import count_flops, count_parameters
@@ -362,13 +363,18 @@ def save_samples(data: RunData, path) -> None:
     size = _display_size(*images.shape[-2:])
     small = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
     pixels = (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    np.savez_compressed(
-        path,
-        ids=np.array([s["id"] for s in samples]),
-        images=pixels,
-        masks=to_display(masks.clamp(0, 255)),
-        classes=np.array(data.val.classes),
-    )
+    arrays = {
+        "ids": np.array([s["id"] for s in samples]),
+        "images": pixels,
+        "masks": to_display(masks.clamp(0, 255)),
+        "classes": np.array(data.val.classes),
+    }
+
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as handle:  # a handle: given a name, numpy would add ".npz" to it
+            np.savez_compressed(handle, **arrays)
+
+    atomic_write(path, write)
 
 
 def save_roles(roles: dict, path: Path) -> None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from kd.data import Augmented, PairedTransform
 from kd.errors import UserInputError
-from kd.io import atomic_write, content_key
+from kd.io import content_key, save_torch
 from kd.models.checkpoints import load_checkpoint
 from kd.models.segmenter import Segmenter
 
@@ -160,7 +160,7 @@ def fit_teacher(
         "final_loss": final_loss,
         "dataset": dataset_fingerprint(dataset),
     }
-    atomic_write(path, lambda partial: torch.save({"state_dict": model.state_dict(), "meta": meta}, partial))
+    save_torch({"state_dict": model.state_dict(), "meta": meta}, path)
     say(f"teacher {model.name}: saved {path}")
     return TeacherCheckpoint(path, digest, reused=False, final_loss=final_loss)
 
