@@ -534,18 +534,22 @@ def memory_problems(config: StudyConfig, available: float, where: str, data: boo
 
 @functools.cache
 def _forward_bytes_per_pixel(teacher: str) -> float:
-    """Bytes of activations one forward of `teacher` keeps per input pixel, measured on the meta
-    device (shapes only, nothing allocated) at a small size; activations grow with the pixels.
-    0 where the teacher cannot be built here (its own check names it)."""
+    """Bytes per input pixel that one forward of `teacher` must hold at once, at the least: the
+    largest layer's input and output together (a forward without gradients frees the rest as it
+    goes). Measured on the meta device (shapes only, nothing allocated) at a small size;
+    activations grow with the pixels. 0 where the teacher cannot be built here (its own check
+    names it)."""
     import torch
 
     from kd.models.registry import build_teacher, without_weights
 
     size, total = (64, 64), [0]
 
+    def nbytes(tensors) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
     def count(module, inputs, output):
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel() * output.element_size()
+        total[0] = max(total[0], nbytes(inputs) + nbytes([output]))
 
     try:
         with torch.device("meta"):
