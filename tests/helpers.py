@@ -19,7 +19,7 @@ from optuna.storages.journal import JournalFileBackend
 from PIL import Image
 
 from kd.data import PairedTransform, SyntheticRoadScenes
-from kd.engine import RunData
+from kd.engine import Engine, RunData, RunSettings
 from kd.metrics import METRICS
 from kd.models import build_student, build_teacher
 from study import config as study_config
@@ -290,6 +290,15 @@ def tiny_data():
 def tiny_teacher():
     torch.manual_seed(0)
     return build_teacher(num_classes=2, pretrained=False).eval()
+
+
+def train_alone(recipe):
+    """`recipe`'s student trained without a teacher on 4 small synthetic images; the engine's result."""
+    target = SyntheticRoadScenes("target", size=4, image_size=(32, 64), label_set="binary")
+    val = SyntheticRoadScenes("test", size=2, image_size=(32, 64), label_set="binary")
+    torch.manual_seed(0)
+    student = build_student(recipe.student, 2)
+    return Engine(recipe, student, None, RunData(target, val), RunSettings(batch_size=2), progress=None).run()
 
 
 def tiny_student(recipe, teacher, seed=0):

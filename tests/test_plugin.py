@@ -7,14 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import train_alone
 
 import search_spaces
-from kd.data import SyntheticRoadScenes
-from kd.engine import Engine, RunData, RunSettings
 from kd.losses import TERMS, build_term
 from kd.methods import RECIPES, build_recipe, describe
-from kd.models import build_student
 from kd.registry import PLUGINS, load_plugins
 from study.space import resolve_space
 
@@ -68,17 +65,7 @@ def test_a_plugin_method_trains(installed, one_thread):
     trial = resolve_space(["calm"], [], {"calm": {"lambda_logit_norm": 0.5}}).grid()[0]
     recipe = build_recipe("calm", {**trial.recipe_overrides, "epochs": 1})
     assert recipe.stages[0].losses == {"ce": 1.0, "logit_norm": 0.5} and not recipe.needs_teacher
-    target = SyntheticRoadScenes("target", size=4, image_size=(32, 64), label_set="binary")
-    val = SyntheticRoadScenes("test", size=2, image_size=(32, 64), label_set="binary")
-    torch.manual_seed(0)
-    result = Engine(
-        recipe,
-        build_student(recipe.student, 2),
-        None,
-        RunData(target, val),
-        RunSettings(batch_size=2),
-        progress=None,
-    ).run()
+    result = train_alone(recipe)
     assert result.history[0]["loss_logit_norm"] > 0
 
 

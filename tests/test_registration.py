@@ -6,9 +6,8 @@ import sys
 
 import pytest
 import torch
+from helpers import train_alone
 
-from kd.data import SyntheticRoadScenes
-from kd.engine import Engine, RunData, RunSettings
 from kd.errors import UserInputError
 from kd.losses import TERMS, CrossEntropy, LossTerm, build_term, register_term
 from kd.methods import RECIPES, Recipe, Stage, build_recipe, describe, register_recipe
@@ -88,17 +87,7 @@ def test_a_plugin_recipe_is_listed_built_and_run(plugin, one_thread):
     recipe = build_recipe("small_logits", {"epochs": 1})
     assert "small_logits: cross-entropy + small logits" in describe(recipe)
     assert not recipe.needs_teacher and not recipe.needs_proximity
-    target = SyntheticRoadScenes("target", size=4, image_size=(32, 64), label_set="binary")
-    val = SyntheticRoadScenes("test", size=2, image_size=(32, 64), label_set="binary")
-    torch.manual_seed(0)
-    result = Engine(
-        recipe,
-        build_student(recipe.student, 2),
-        None,
-        RunData(target, val),
-        RunSettings(batch_size=2),
-        progress=None,
-    ).run()
+    result = train_alone(recipe)
     assert result.history[0]["loss_logit_size"] > 0
 
 
