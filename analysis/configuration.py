@@ -1,6 +1,5 @@
 """What a study's configuration (its run folder's config.json) implies, from the recipes and the
-search spaces the study itself reads: how many points a grid runs, which settings a resume may
-change."""
+search spaces the study itself reads: how many points a grid runs."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import math
 
 from kd import methods
 from kd.models.registry import split_points
-from kd.run_folder import RESUMABLE as RESUMABLE
 from search_spaces import Choice, space_problems
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.configuration import RESUMABLE
 from kd.errors import UserInputError
 from kd.metrics import METRICS
 from kd.run_folder import (
@@ -36,6 +35,7 @@ from kd.run_folder import (
     FINAL,
     MERGED,
     PER_IMAGE,
+    RESUMABLE,
     ROLES,
     TEACHER,
     TRIALS,
