@@ -231,3 +231,15 @@ def test_a_cut_short_configuration_is_named_on_resume(tmp_path):
     (tmp_path / "config.json").write_text('{"run_format": 2, "name": "cut')
     with pytest.raises(UserInputError, match="config.json cannot be read .*cut short"):
         study_config.load(tmp_path)
+
+
+def test_ctrl_c_before_the_study_is_saved_says_to_start_again(tmp_path, monkeypatch, capsys):
+    from study import run
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the study checks its data: nothing saved yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "run_study", interrupted)
+    assert run.main(["--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 130
+    said = capsys.readouterr().err
+    assert "nothing was saved; start the study again" in said and "--resume" not in said
