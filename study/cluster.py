@@ -27,6 +27,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from kd.errors import UserInputError
+from study.reaper import ending_with_this_process
 
 # glibc gives every thread that allocates its own malloc arena; torch's intra-op threads then keep
 # hundreds of MB of freed memory per worker. Two arenas hold a worker's peak close to its live data.
@@ -46,7 +47,8 @@ def start_ray(
     """Join the Ray cluster at `address` ("auto" or HOST:PORT), or start a local Ray (None, unless
     RAY_ADDRESS names a cluster, as Ray Jobs do) listening on loopback only. `num_cpus`: the local
     instance's CPUs (default: the machine's). A cluster's HOST:PORT that does not accept a
-    connection within `connect_timeout_s` is refused (Ray itself would retry forever). False when
+    connection within `connect_timeout_s` is refused (Ray itself would retry forever). A local
+    Ray's processes end with this process (study.reaper), a cluster's never. False when
     this process had Ray already (a test's, or a notebook's), which is then used as it is."""
     import ray
 
@@ -61,7 +63,7 @@ def start_ray(
     }
     if address is None and not os.environ.get("RAY_ADDRESS"):
         # "local": never a cluster that `ray start` left on this machine, which ray.init would join
-        with _loopback_node():
+        with _loopback_node(), ending_with_this_process():
             ray.init(address="local", num_cpus=num_cpus, **options)
         _owner_only(token_path())
     else:

@@ -28,7 +28,7 @@ from kd.io import STORAGE_ERRNOS, atomic_write, free_bytes, make_folder, megabyt
 from kd.metrics import METRICS, count_flops
 from kd.models import build_student
 from kd.models.registry import SPLIT_STUDENTS
-from kd.run_folder import PREDICTIONS, SCRATCH
+from kd.run_folder import PREDICTIONS, SCRATCH, TRIALS, read_table
 from study.checks import import_plugins
 from study.config import StudyConfig
 from study.contract import TrialChoice, TrialReport
@@ -144,6 +144,7 @@ def _train_seeds(config: StudyConfig, choice: TrialChoice, shared: Shared, on_ep
     report.metrics = _mean_and_spread(finals)
     report.degenerate = any(final["classes_predicted"] <= 1 for final in finals)
     report.steps, report.stage1_feature_ratio = stage_summary(stages)
+    report.stage1_feature_ratio_test = stage_summary(stages, "feature_ratio_test")[1]
     return report
 
 
@@ -163,17 +164,19 @@ def _mean_and_spread(finals: list[dict]) -> dict[str, float]:
     return summary
 
 
-def stage_summary(stages: list[list[dict]]) -> tuple[dict[str, float], float | None]:
-    """(optimiser steps per stage, mean over seeds; the first feature stage's feature ratio, mean
-    over seeds, see Engine.feature_ratio, or None when some seed has none)."""
+def stage_summary(
+    stages: list[list[dict]], ratio: str = "feature_ratio"
+) -> tuple[dict[str, float], float | None]:
+    """(optimiser steps per stage, mean over seeds; the first feature stage's `ratio`, mean over
+    seeds, see Engine.feature_ratio, or None when some seed has none)."""
     steps = {}
     for name in dict.fromkeys(entry["stage"] for seed in stages for entry in seed):
         steps[name] = statistics.fmean(
             entry["steps"] for seed in stages for entry in seed if entry["stage"] == name
         )
-    ratios = [next((e["feature_ratio"] for e in seed if "feature_ratio" in e), None) for seed in stages]
-    ratio = statistics.fmean(ratios) if ratios and all(r is not None for r in ratios) else None
-    return steps, ratio
+    ratios = [next((e[ratio] for e in seed if ratio in e), None) for seed in stages]
+    mean = statistics.fmean(ratios) if ratios and all(r is not None for r in ratios) else None
+    return steps, mean
 
 
 def save_predictions(student, data: RunData, device: str, path: Path) -> None:
@@ -226,10 +229,21 @@ def _largest_student(config: StudyConfig, num_classes: int) -> int:
     return max(counts)
 
 
-def check_free_space(config: StudyConfig, run_dir: Path, num_classes: int, trials: int, say=print) -> None:
-    """Refuse a study whose run folder's file system cannot hold what it will write; warn when the
-    margin is under half the estimate."""
-    needed, free = written_bytes(config, num_classes, trials), free_bytes(run_dir)
+def trials_to_run(run_dir: Path, total: int) -> int:
+    """How many of the study's `total` trials are still to run: all but those recorded as completed
+    or stopped (a failed row counts as to run: a crashed trial runs again on --resume)."""
+    if not (run_dir / TRIALS).is_file():
+        return total
+    status = read_table(run_dir / TRIALS).get("status")
+    done = 0 if status is None else int(status.isin(["completed", "stopped"]).sum())
+    return max(0, total - done)
+
+
+def check_free_space(config: StudyConfig, run_dir: Path, num_classes: int, total: int, say=print) -> None:
+    """Refuse a study whose run folder's file system cannot hold what its trials still to run
+    will write; warn when the margin is under half the estimate."""
+    needed = written_bytes(config, num_classes, trials_to_run(run_dir, total))
+    free = free_bytes(run_dir)
     said = f"the study writes about {megabytes(needed)} to {run_dir}, which has {megabytes(free)} free"
     if free < needed:
         raise UserInputError(f"{said}; free space there, or choose another --out.")
@@ -237,9 +251,10 @@ def check_free_space(config: StudyConfig, run_dir: Path, num_classes: int, trial
         say(f"warning: {said}: little margin")
 
 
-def space_advice(config: StudyConfig, run_dir: Path, num_classes: int, trials: int) -> str:
-    """What a study stopped by a full disk tells its user."""
-    needed, free = written_bytes(config, num_classes, trials), free_bytes(run_dir)
+def space_advice(config: StudyConfig, run_dir: Path, num_classes: int, total: int) -> str:
+    """What a study stopped by a full disk tells its user: the space its trials still to run need."""
+    needed = written_bytes(config, num_classes, trials_to_run(run_dir, total))
+    free = free_bytes(run_dir)
     return (
         f"the study stopped; it writes about {megabytes(needed)} to {run_dir}, which has "
         f"{megabytes(free)} free: free space there, then continue with: "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import smoke
+from helpers import smoke, trial
 
 from kd.errors import StorageError
 from kd.io import atomic_write, save_torch
@@ -171,6 +171,30 @@ def test_a_study_close_to_the_free_space_is_warned_and_beyond_it_refused(tmp_pat
     monkeypatch.setattr(study.trial, "free_bytes", lambda folder: needed - 1)
     with pytest.raises(UserInputError, match=f"writes about .* to {tmp_path}, which has .* free"):
         study.trial.check_free_space(config, tmp_path, 2, 4, said.append)
+
+
+def test_on_resume_the_estimate_counts_only_the_trials_still_to_run(tmp_path, monkeypatch):
+    import study.trial
+    from kd.errors import UserInputError
+    from kd.io import megabytes
+
+    config = smoke(tmp_path)
+    one, four = study.trial.written_bytes(config, 2, 1), study.trial.written_bytes(config, 2, 4)
+    monkeypatch.setattr(study.trial, "free_bytes", lambda folder: (one + four) / 2)
+    with pytest.raises(UserInputError, match=f"writes about {megabytes(four)}"):
+        study.trial.check_free_space(config, tmp_path, 2, 4)  # a new study: all four trials
+    # resumed with two completed, one stopped early and one failed (a crashed trial runs again)
+    rows = [
+        trial("a", "baseline"),
+        trial("b", "esd"),
+        trial("c", "esd", "stopped"),
+        trial("d", "esd", "failed"),
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "trials.parquet")
+    said = []
+    study.trial.check_free_space(config, tmp_path, 2, 4, said.append)
+    assert said == []  # one trial's writes fit with margin
+    assert f"writes about {megabytes(one)} to" in study.trial.space_advice(config, tmp_path, 2, 4)
 
 
 def test_the_estimate_counts_every_seed_of_every_trial(tmp_path):
