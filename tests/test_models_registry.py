@@ -1,11 +1,14 @@
 """Models by name, split points, and `python -m kd.models`."""
 
+import json
+
 import pytest
 import torch
 
 from kd.errors import UserInputError
 from kd.models import (
     DEFAULT_TEACHER,
+    SPLIT_STUDENTS,
     STUDENTS,
     TEACHERS,
     build_student,
@@ -13,7 +16,7 @@ from kd.models import (
     model_names,
     split_points,
 )
-from kd.models.__main__ import main
+from kd.models.__main__ import SPLIT_EXAMPLES, main, summary_rows
 from kd.models.efficientnet_lite import EFFICIENTNET_LITE_MEAN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,26 +96,50 @@ def test_cli_lists_models_with_their_split_points(capsys):
     assert set(model_names()) <= {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def test_cli_summary_prints_params_flops_and_latency(capsys):
-    assert (
-        main(["--summary", "--models", "pspnet_resnet18_half,ct", "--size", "64x128", "--repeats", "1"]) == 0
-    )
-    rows = {line[:48].strip(): line[48:].split() for line in capsys.readouterr().out.splitlines()}
-    params, gflops, ms = rows["pspnet_resnet18_half"]
-    # 3.16 M, plus 0.07 M in the training-only DSN head
-    assert float(params) == pytest.approx(3.23, abs=0.01) and float(gflops) > 0 and float(ms) > 0
+def summary_table(out: str) -> dict[str, list[str]]:
+    """The rows of the printed summary, model label -> its numbers, header included."""
+    return {line[:48].strip(): line[48:].split() for line in out.splitlines()[1:-1]}
+
+
+def test_cli_summary_counts_params_and_flops_at_full_size_without_timing_by_default(capsys):
+    assert main(["--summary", "--models", "pspnet_resnet18_half,ct"]) == 0
+    out = capsys.readouterr().out
+    assert "latency" not in out.splitlines()[1]
+    rows = summary_table(out)
+    assert rows.pop("model") == ["params", "(M)", "GFLOPs"]
+    assert all(len(numbers) == 2 for numbers in rows.values())
+    params, gflops = rows["pspnet_resnet18_half"]
+    # 3.16 M, plus 0.07 M in the training-only DSN head; FLOPs counted at the default 512x1024
+    assert float(params) == pytest.approx(3.23, abs=0.01) and float(gflops) == pytest.approx(53.6, abs=0.1)
     assert float(rows["ct (deeplabv3_resnet50@layer4)"][0]) == pytest.approx(23.6, abs=0.05), (
         "the SD paper's CT size"
     )
 
 
-def test_cli_summary_json_lists_the_teacher_its_ct_and_every_sd_variant(capsys):
-    import json
+def test_the_default_summary_has_a_row_for_every_model_and_every_split_example():
+    labels = [label for label, _ in summary_rows(None, 2)]
+    assert len(labels) == len(set(labels))
+    assert {name for name in model_names() if name not in SPLIT_STUDENTS} <= set(labels)
+    for teacher, point in SPLIT_EXAMPLES:
+        assert {f"{s} ({teacher}@{point})" for s in ["ct", "sd-text", "sd-table", "sd-dense"]} <= set(labels)
 
-    assert (
-        main(["--summary", "--json", "--no-latency", "--models", "deeplabv3_resnet50", "--size", "64x128"])
-        == 0
-    )
+
+def test_cli_summary_latency_adds_a_timed_column(capsys):
+    tiny = ["--summary", "--latency", "--models", "pspnet_resnet18_half", "--size", "32x64", "--repeats", "1"]
+    assert main(tiny) == 0
+    out = capsys.readouterr().out
+    assert "median of 1" in out.splitlines()[0]
+    rows = summary_table(out)
+    assert rows.pop("model") == ["params", "(M)", "GFLOPs", "latency", "(ms)"]
+    (params, gflops, ms) = rows["pspnet_resnet18_half"]
+    assert float(params) == pytest.approx(3.23, abs=0.01) and float(ms) > 0
+    assert main([*tiny, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert set(row) == {"name", "params", "gflops", "latency_ms"} and row["latency_ms"] > 0
+
+
+def test_cli_summary_json_lists_the_teacher_its_ct_and_every_sd_variant(capsys):
+    assert main(["--summary", "--json", "--models", "deeplabv3_resnet50", "--size", "64x128"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}  # nothing but the JSON list
     assert list(rows) == [
         "deeplabv3_resnet50",
@@ -139,3 +166,6 @@ def test_cli_refuses_unknown_models_and_sizes(capsys):
     with pytest.raises(SystemExit):
         main(["--summary", "--size", "big"])
     assert "size must look like 512x1024" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--summary", "--repeats", "3"])
+    assert "--repeats counts the timed passes of --latency; add --latency" in capsys.readouterr().err
