@@ -204,6 +204,7 @@ def summarise(args) -> None:
             if not args.json:
                 ms = f" {row['latency_ms']:>13.0f}" if args.latency else ""
                 tqdm.write(f"{label:<48} {row['params'] / 1e6:>11.2f} {row['gflops']:>9.1f}{ms}")
+                sys.stdout.flush()  # a row as soon as it is measured, also through a pipe or tee
     if args.json:
         print(json.dumps(rows, indent=1))
 
