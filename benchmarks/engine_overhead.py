@@ -67,7 +67,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--student", default="pspnet_resnet18_half_os32")  # the figures in the README
+    # the default of the figures in docs/guide/benchmarks.md
+    parser.add_argument("--student", default="pspnet_resnet18_half_os32")
     parser.add_argument("--size", default="128x256", help="image size HxW")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)

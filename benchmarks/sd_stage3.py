@@ -10,7 +10,7 @@ BatchNorm handling (`precise`, `frozen`, `train`), and scores every result on th
 study's validation images (`--eval val`, the default: what a study may choose on) or on `dev`
 (`--eval dev`: every third CamVid training image after the first 64; 34 of them are validation
 images and 67 teacher-source images). The numbers behind the recipes' stage-3 default
-(kd/methods/recipes.py, README "BatchNorm").
+(kd/methods/recipes.py; docs/guide/distillation.md, "BatchNorm").
 """
 
 from __future__ import annotations

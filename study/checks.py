@@ -349,8 +349,8 @@ def _weights_problems(config: StudyConfig, recipes) -> list[str]:
         if not isinstance(path, str) or not Path(path).is_file():
             found.append(
                 f"[student_weights] {method} = {path!r}: no such file; give the path of a backbone's "
-                "weights saved with torch.save(...state_dict(), PATH) (README: A study file), or remove "
-                "the entry to train that student from scratch"
+                "weights saved with torch.save(...state_dict(), PATH) (docs/guide/running.md: Student "
+                "weights), or remove the entry to train that student from scratch"
             )
     return found
 

@@ -11,9 +11,9 @@ None, which TOML cannot write: `none = ["epochs"]` for the recipes' own epochs),
 tables (fixed values, ranges or choices for that method's search space, see search_spaces), a
 `[students]` table (the student per method) and a `[student_weights]` table (a backbone weights
 file per method). A teacher checkpoint trained on another label set (Cityscapes' 19 classes for a
-CamVid study) distils through `teacher_class_map`, a map of its classes onto the study's (README:
-Teachers from another label set). The presets are study files too (study/presets/NAME.toml), a
-starting point to copy. A study file:
+CamVid study) distils through `teacher_class_map`, a map of its classes onto the study's
+(docs/guide/teachers.md: Teachers from another label set). The presets are study files too
+(study/presets/NAME.toml), a starting point to copy. A study file:
 
     name = "esd-r"
     methods = ["sd", "esd"]

@@ -5,7 +5,7 @@
     python -m study.run --config study.toml --gpus-per-trial 0.5
     python -m study.run --config study.toml --address auto   # on an existing Ray cluster
     python -m study.run --name my-study --resume      # continue an interrupted study
-    # a teacher of Cityscapes' 19 classes distils into CamVid's 11 (README: Teachers from another label set)
+    # a teacher of Cityscapes' 19 classes distils into CamVid's 11 (docs/guide/teachers.md)
     python -m study.run --preset camvid-11 --teacher-checkpoint cs.pth --teacher-class-map cityscapes-camvid11
 
 Ray Tune runs the trials in parallel (a CPU slot, a GPU or a fraction of one each), Optuna

@@ -148,13 +148,13 @@ class StudyConfig:
         None,
         "models",
         "comma-separated teachers: a teacher axis, every method that uses a teacher run with each "
-        "(the first is --teacher; README: Teacher strength as a study axis)",
+        "(the first is --teacher; docs/guide/running.md: Teacher strength as a study axis)",
     )
     teacher_checkpoint: str | None = setting(
         None,
         "models",
         "a trained teacher's weights, in SegKD's layout or a published one (torchvision, CIRKD, IFVD, "
-        "SKD: README, Bring your own teacher); otherwise its head is trained",
+        "SKD: docs/guide/teachers.md); otherwise its head is trained",
     )
     # A checkpoint trained on another label set: the kd.data.class_maps map of its classes onto the
     # study's (e.g. "cityscapes-camvid11"); None: the checkpoint predicts the study's classes
@@ -162,7 +162,7 @@ class StudyConfig:
         None,
         "models",
         "a checkpoint trained on another label set: the map of its classes onto the study's, one of "
-        f"{', '.join(CLASS_MAPS)} (README: Teachers from another label set)",
+        f"{', '.join(CLASS_MAPS)} (docs/guide/teachers.md: Teachers from another label set)",
     )
     teacher_epochs: int = setting(3, "models", "epochs of the teacher's training", least=1, most=100_000)
     # "head" keeps the pretrained backbone frozen, "all" fine-tunes it
@@ -192,7 +192,7 @@ class StudyConfig:
     students: dict[str, str] = setting(
         {}, "models", "METHOD=STUDENT pairs, comma-separated: the student per method"
     )
-    # Say, torchvision's ImageNet ResNet-18, saved where there is internet (README); nothing is
+    # Say, torchvision's ImageNet ResNet-18, saved where there is internet (docs/guide/running.md); nothing is
     # downloaded
     student_weights: dict[str, str] = setting(
         {}, "models", "METHOD=FILE pairs: backbone weights a method's student starts from"

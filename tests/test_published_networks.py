@@ -289,13 +289,14 @@ def test_the_deep_stem_imagenet_file_starts_the_students_as_their_code_starts_th
     assert_outputs_match({k: ours[k] for k in expected}, expected, meta)
 
 
-# ---- the README's commands -----------------------------------------------------------------------
+# ---- the documentation's commands ----------------------------------------------------------------
 
 
-def readme_commands() -> list[str]:
-    """The `python -m study.run` commands of the README's "Bring your own teacher" section."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("## Bring your own teacher", 1)[1].split("\n## ", 1)[0]
+def documented_commands() -> list[str]:
+    """The `python -m study.run` commands of the "Bring your own teacher" guide, before its
+    "Teachers from another label set"."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "teachers.md").read_text()
+    section = text.split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     return [" ".join(block.replace("\\\n", " ").split()) for block in blocks]
 
@@ -313,8 +314,8 @@ def write_cityscapes(root: Path, train: int = 8, val: int = 2) -> Path:
     return root
 
 
-def test_the_readme_cityscapes_commands_pass_the_studys_validation(tmp_path, monkeypatch):
-    commands = [c for c in readme_commands() if "cityscapes:/data/cityscapes" in c]
+def test_the_documented_cityscapes_commands_pass_the_studys_validation(tmp_path, monkeypatch):
+    commands = [c for c in documented_commands() if "cityscapes:/data/cityscapes" in c]
     assert len(commands) == 2
     write_cityscapes(tmp_path / "cityscapes")
     for case, name in (

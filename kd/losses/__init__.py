@@ -1,19 +1,43 @@
 """Loss terms for distillation, one per file, all called as `term(student, teacher, batch) -> scalar`.
 
-name      | class              | per-element formula (p = softmax)          | divided by
-----------|--------------------|--------------------------------------------|--------------------------------
-"ce"      | CrossEntropy       | -w[y] log p_s[y]                           | sum of w[y] over labelled pixels
-"feature" | FeatureMSE         | (adapter(f_s) - f_t)^2 (SD eq. 2)          | N C h w (teacher's shape)
-"kd"      | PixelKD            | T^2 p_t log(p_t/p_s), over classes, z/T    | N H W (every pixel)
-"ifv"     | IFV                | (M_s - M_t)^2, M = cos(f, class prototype) | labelled pixels (teacher's h w)
-"skd"     | PairwiseSimilarity | (S_s - S_t)^2, S = cos of pooled positions | N P P
-"cwd"     | ChannelWise        | T^2 p_t log(p_t/p_s), over positions, z/T  | N C
-"adv"     | Adversarial        | -D(image, p_s) at 1/8 size; WGAN-GP critic | N (D averages over positions)
-"dsn"     | DeepSupervision    | -log p_aux[y], aux head's logits upsampled | labelled pixels
+The terms' formulas and normalisations, fixed here because published codebases differ; the
+documentation's Distillation page shows this table with each term's class and options, read from
+TERMS (tools/docs_tables.py, which refuses a term of this package without an entry):
+
+term       what it is
+           per element: (p = softmax)
+           divided by:
+`ce`       pixel cross-entropy (optional class weights)
+           per element: -w[y] log p_s[y]
+           divided by: labelled pixels (0, not NaN, when none)
+`feature`  feature mimicking, SD eq. 2 (adapter when shapes differ)
+           per element: (adapter(f_s) - f_t)^2
+           divided by: N h w, summed over channels as eq. 2 is written (`reduction="channel_sum"`);
+           `"mean"` divides by C too
+`kd`       pixel-wise KD, temperature T
+           per element: T^2 p_t log(p_t / p_s) over classes
+           divided by: N H W (`reduction="pixel"`, the papers' equation); `"element"`: N K H W,
+           `nn.KLDivLoss()`'s mean as IFVD's code
+`ifv`      IFVD's intra-class feature variation
+           per element: (M_s - M_t)^2, M = cos(f, its class prototype)
+           divided by: non-ignored pixels
+`skd`      SKD pairwise similarity (max-pooled, scale 0.5)
+           per element: (S_s - S_t)^2, S = cos of pooled positions
+           divided by: N P P
+`cwd`      channel-wise distillation, T = 4
+           per element: T^2 p_t log(p_t / p_s) over positions
+           divided by: N C
+`adv`      holistic distillation: a WGAN-GP critic on (image, segmentation map) pairs at 1/8 size
+           (`critic="pairs"`), or on the logits alone (`critic="logits"`, the official code)
+           per element: -D(image, p_s)
+           divided by: N (D averages over positions)
+`dsn`      deep supervision: cross-entropy of the auxiliary head's logits, upsampled
+           per element: -log p_aux[y]
+           divided by: labelled pixels
 
 Each term returns a float32 scalar; "ce", "dsn" and "ifv" give 0 (not NaN) when no pixel is labelled.
-A new term is one module, here or in a plugin (kd.registry), needing no line elsewhere: a
-LossTerm subclass decorated with `@register_term("name")`.
+A new term is one module, here (with its entry above) or in a plugin (kd.registry): a LossTerm
+subclass decorated with `@register_term("name")`.
 
     from kd.losses import build_term, WeightedSum
     loss = WeightedSum({"ce": build_term("ce"), "kd": build_term("kd", temperature=4.0)},
