@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from study import config as study_config
+from study.reaper import MARK, end_marked, marked
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = 'name = "prep"\nmethods = ["esd"]\ntrials = 1\n'
 PREPARING = "teacher deeplabv3_efficientnet_lite0: needed by esd"
-pytestmark = pytest.mark.slow
 
 
 def _launch(tmp_path: Path, log: str, *flags: str) -> subprocess.Popen:
@@ -65,6 +65,7 @@ def _descendants(root: int) -> dict[int, str]:
     return {pid: started for pid in below - {root} if (started := _started(pid))}
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_preparation_then_resume_then_a_killed_driver_takes_its_ray_along(tmp_path):
     first = _launch(tmp_path, "first.log", "--preset", "smoke", "--config", str(tmp_path / "study.toml"))
     _wait_for(first, tmp_path / "first.log", PREPARING)
@@ -88,3 +89,50 @@ def test_ctrl_c_in_preparation_then_resume_then_a_killed_driver_takes_its_ray_al
     ) and time.time() < deadline:
         time.sleep(0.2)
     assert not left, [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip() for pid in left]
+
+
+def test_the_watcher_ends_only_what_started_inside_once_its_driver_is_killed(tmp_path):
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess\n"
+            "from study.reaper import ending_with_this_process\n"
+            "with ending_with_this_process():\n"
+            "    inside = subprocess.Popen(['sleep', '600'])\n"
+            "outside = subprocess.Popen(['sleep', '600'])\n"
+            "print(inside.pid, outside.pid, flush=True)\n"
+            "subprocess.Popen(['sleep', '600']).wait()\n",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    inside, outside = (int(pid) for pid in driver.stdout.readline().split())
+    started = _started(inside), _started(outside)
+    try:
+        driver.kill()
+        driver.wait()
+        deadline = time.time() + 30
+        while _started(inside) == started[0] and time.time() < deadline:
+            time.sleep(0.05)
+        assert _started(inside) != started[0]  # ended with its driver
+        assert _started(outside) == started[1]  # not the study's Ray: left alone
+    finally:
+        for pid in (inside, outside):
+            if _started(pid) in started:
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_only_processes_carrying_the_mark_are_ended():
+    ours = subprocess.Popen(["sleep", "600"], env={**os.environ, MARK: "this-study"})
+    other = subprocess.Popen(["sleep", "600"], env={**os.environ, MARK: "another-study"})
+    try:
+        assert marked("this-study") == [ours.pid]
+        end_marked("this-study")
+        assert ours.wait(timeout=10) == -signal.SIGTERM
+        assert other.poll() is None
+    finally:
+        ours.kill()
+        other.kill()
