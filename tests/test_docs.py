@@ -67,6 +67,15 @@ def test_every_block_names_its_language():
     assert not unnamed, "give each block one of " + ", ".join(sorted(LANGUAGES)) + ":\n" + "\n".join(unnamed)
 
 
+def test_the_readme_fits_on_a_few_screens_and_links_to_what_exists():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250, "the README is a front page: move detail into docs/"
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    missing = [link for link in links if not link.startswith("http") and not (ROOT / link).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+    assert "docs/glossary.md" in links and "docs/RESULTS.md" in links
+
+
 def test_the_pages_have_examples():
     counts = {lang: sum(1 for *_, language, _ in BLOCKS if language == lang) for lang in LANGUAGES}
     assert counts["python"] >= 5 and counts["bash"] >= 20 and counts["toml"] >= 3, counts
@@ -134,9 +143,7 @@ def _commands(body: str) -> list[list[str]]:
         pending = ""
         if "|" in words:
             words = words[: words.index("|")]
-        while words and ENVIRONMENT.match(words[0]):
-            words = words[1:]
-        if words:
+        if words and not all(ENVIRONMENT.match(word) for word in words):
             commands.append(words)
     assert not pending.strip(), f"a command is left open at the end of the block: {pending!r}"
     return commands
@@ -149,6 +156,19 @@ def _bash_commands() -> list:
         if lang == "bash"
         for words in _commands(body)
     ]
+
+
+@pytest.fixture(scope="module")
+def split_points_once():
+    """A network's split points, built once per name for this module's many validations: the
+    architecture of a name does not change, and building one (dilating a teacher) takes seconds."""
+    import functools
+
+    import kd.models.registry
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kd.models.registry, "split_points", functools.cache(kd.models.registry.split_points))
+        yield
 
 
 class _Parsed(Exception):
@@ -198,9 +218,15 @@ def _validate_study(args: argparse.Namespace, study_files: dict[str, Path]) -> N
 # runpy warns when it runs a module that its package imported already, as study.run's is
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 @pytest.mark.parametrize("words", _bash_commands())
-def test_bash_command_parses(words, monkeypatch, registries, study_files):
-    program, args = words[0], words[1:]
+def test_bash_command_parses(words, monkeypatch, tmp_path, registries, study_files, split_points_once):
     monkeypatch.chdir(ROOT)
+    words = list(words)  # the parameter itself stays as collected
+    while ENVIRONMENT.match(words[0]):  # VAR=value before the program: its environment
+        name, _, value = words.pop(0).partition("=")
+        monkeypatch.setenv(name, value)
+    # a logger the validation starts writes its database here, not into the repository
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    program, args = words[0], words[1:]
     if program in OTHERS:
         return
     assert program == "python", f"`{' '.join(words)}`: unknown program {program!r}; add it to OTHERS with why"
@@ -247,7 +273,7 @@ def study_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("body", _of("toml"))
-def test_toml_block_parses_and_study_files_validate(body, tmp_path, monkeypatch):
+def test_toml_block_parses_and_study_files_validate(body, tmp_path, monkeypatch, split_points_once):
     from kd.errors import UserInputError
     from study import config as study_config
     from study.settings import FIELDS
