@@ -1,6 +1,6 @@
 """Segmentation metrics, model size and cost.
 
-Conventions (fixed, documented in the README):
+Conventions (fixed, documented in docs/guide/metrics.md):
 - predictions and targets are class-index maps [N,H,W]; pixels whose target equals
   `ignore_index` are left out entirely (a prediction there counts for nothing);
 - dataset mIoU: IoU per class from one confusion matrix over all pixels, averaged over
