@@ -121,6 +121,29 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+MECHANISM_HEADINGS = {
+    "stage1_feature_ratio": "stage-1 feature ratio, own images",
+    "stage1_feature_ratio_test": "stage-1 feature ratio, test images",
+    "miou_shadow": "mIoU shadowed ground ± 95% CI",
+    "miou_sunlit": "mIoU sunlit ground ± 95% CI",
+    "shadow_gap": "sunlit − shadowed ± 95% CI",
+}
+
+
+def mechanism_frame(mechanism: pd.DataFrame) -> pd.DataFrame:
+    """tables.mechanism as it is shown: ratios to two places, scores with their intervals."""
+    shown = {"variant": mechanism["variant"]}
+    for column, heading in MECHANISM_HEADINGS.items():
+        if column not in mechanism:
+            continue
+        if column.startswith("stage1"):
+            shown[heading] = [number(v, 2) for v in mechanism[column]]
+        else:
+            halves = mechanism.get(f"{column}_ci", pd.Series(math.nan, index=mechanism.index))
+            shown[heading] = [with_ci(m, h, 3) for m, h in zip(mechanism[column], halves, strict=True)]
+    return pd.DataFrame(shown)
+
+
 def p_text(value) -> str:
     return "–" if math.isnan(value) else f"{value:.3g}"
 

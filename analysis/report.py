@@ -106,6 +106,31 @@ FIGURES = [
 ]
 
 
+MECHANISM_CAPTION = (
+    "What SD and ESD claim happens, per variant's chosen trial, not only its score. Stage-1 feature "
+    "ratio: after stage 1, the student's feature loss over that of predicting each channel's mean "
+    "(0: it reproduces the teacher's features, 1: no better than the channel means), on the images "
+    "stage 1 trained on (SD: the target images; ESD: target and proximity images) and on the test "
+    "images, which it never trained on. A ratio far lower on its own images than on the test images "
+    "is mimicry that fits those images and does not carry over. Shadowed and sunlit: mIoU on the test "
+    "images over the ground pixels in cast shadow and over those in sunlight (the same materials, so "
+    "the gap is light, not classes), means over seeds with 95 % Student-t intervals; the teacher's "
+    "for reference. Look for a lower ratio on the test images and a smaller gap where the student "
+    "trained on images with shadows (ESD's proximity images) against SD."
+)
+
+
+def mechanism_html(study) -> str:
+    """The mechanism section's table, or "" for a study that records none of it."""
+    frame = tables.mechanism(study)
+    if frame.empty:
+        return ""
+    return (
+        f'<h2>Mechanism: stage 1 and shadows</h2><p class="caption">{html.escape(MECHANISM_CAPTION)}</p>'
+        + page.html_table(page.mechanism_frame(frame))
+    )
+
+
 def split_note(study) -> str:
     """What the results tables and figures are scored on, and, before the test scores exist, why
     the numbers shown are optimistic."""
@@ -378,6 +403,7 @@ def write_report(run_dir, out=None) -> Path:
         summary_html(study),
         "<h2>Against the baseline</h2>",
         paired_html(study),
+        mechanism_html(study),
         figure_part,
         optuna_part,
         "<h2>Failed trials</h2>",
@@ -441,6 +467,13 @@ def export_tables(study, references: tuple[str, ...] = ("baseline",)) -> str:
         text += [
             "\n## At the end of each stage, on the validation images (means over seeds)\n",
             markdown_table(stage_end_frame(ends)),
+        ]
+    mechanism = tables.mechanism(study)
+    if not mechanism.empty:
+        text += [
+            "\n## Mechanism: stage 1 and shadows\n",
+            MECHANISM_CAPTION + "\n",
+            markdown_table(page.mechanism_frame(mechanism)),
         ]
     explained = False  # the bootstrap's description once, above the first table
     for reference, paired in tables.comparisons(study, references).items():

@@ -70,7 +70,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from kd.metrics import METRICS, OBJECTIVES, THETA
+from kd.metrics import METRICS, OBJECTIVES, REGION_METRICS, THETA
 from kd.run_folder import STEPS, is_hyperparameter
 
 SPLITS = {"val": "validation images", "test": "test images"}
@@ -362,6 +362,50 @@ def _chosen_scores(study, top: pd.Series, split: str) -> dict:
             row[metric] = _as_float(top.get(metric))
             row[f"{metric}_ci"] = ci_from_summary(top.get(metric), top.get(f"{metric}_std"), n)
     return row
+
+
+# What a study records of the mechanism SD and ESD claim, where it can: stage 1's feature ratio
+# on its own images and on the test images (recipes with a feature stage), and the test mIoU on
+# shadowed and on sunlit ground (datasets that mark those regions, kd.metrics.REGIONS)
+FEATURE_RATIOS = ["stage1_feature_ratio", "stage1_feature_ratio_test"]
+MECHANISM_COLUMNS = [
+    "variant",
+    *FEATURE_RATIOS,
+    *(c for m in REGION_METRICS for c in (m, f"{m}_ci")),
+    "shadow_gap",
+    "shadow_gap_ci",
+]
+
+
+def mechanism(study) -> pd.DataFrame:
+    """Per variant's chosen trial (the teacher first, for its region scores): stage 1's feature
+    ratio on its own images and on the test images (means over seeds), and on the test images the
+    mIoU on shadowed and on sunlit ground and their gap (sunlit minus shadowed), means over seeds
+    with 95 % Student-t intervals. Only the columns some row has; empty when none has any (a
+    study without a feature stage on data that marks no regions)."""
+    rows = []
+    teacher = (study.teacher() or {}).get("test", {})
+    if any(_present(teacher.get(m)) for m in REGION_METRICS):
+        rows.append({"variant": "teacher", **{m: _as_float(teacher.get(m)) for m in REGION_METRICS}})
+        rows[-1]["shadow_gap"] = rows[-1]["miou_sunlit"] - rows[-1]["miou_shadow"]
+    scored = reported_split(study) == "test"
+    for _, top in chosen_trials(study).iterrows():
+        row = {"variant": top["variant"], **{c: _as_float(top.get(c)) for c in FEATURE_RATIOS}}
+        mine = study.final[study.final["trial_id"] == top["trial_id"]] if scored else None
+        if mine is not None and all(m in mine for m in REGION_METRICS):
+            regions = mine[list(REGION_METRICS)].apply(pd.to_numeric, errors="coerce")
+            regions["shadow_gap"] = regions["miou_sunlit"] - regions["miou_shadow"]
+            for column in regions:
+                if regions[column].notna().any():
+                    row[column], row[f"{column}_ci"] = mean_ci(regions[column].dropna())
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=MECHANISM_COLUMNS)
+    kept = [c for c in MECHANISM_COLUMNS if c == "variant" or frame[c].notna().any()]
+    return frame[kept] if len(kept) > 1 else frame.iloc[0:0][["variant"]]
+
+
+def _present(value) -> bool:
+    return not math.isnan(_as_float(value))
 
 
 def seed_table(study, split: str | None = None) -> pd.DataFrame:

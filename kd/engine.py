@@ -46,7 +46,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, default_collate
 
 from kd import distributed
-from kd.data import Augmented, MixedDataset, PairedTransform
+from kd.data import Augmented, MixedDataset, PairedTransform, Subset
 from kd.data.class_maps import CLASS_MAPS
 from kd.data.resident import Resident, resident
 from kd.data.transforms import FRESH
@@ -54,7 +54,7 @@ from kd.errors import NonFiniteLossError, UserInputError
 from kd.io import content_key, make_folder, save_torch
 from kd.losses import TERMS, WeightedSum, build_term
 from kd.methods import DEFAULT_CRITIC, Optimizer, Recipe, Stage
-from kd.metrics import THETA, ConfusionMeter, count_parameters, per_image_miou, robustness
+from kd.metrics import REGIONS, THETA, ConfusionMeter, count_parameters, per_image_miou, robustness
 from kd.models.class_map import class_map_of
 from kd.models.segmenter import Segmenter
 
@@ -62,6 +62,9 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "engine.pt"
 EVALUATE = ("epoch", "stage", "end")
 AMP = ("bf16", "fp16", "off")
+# RunData.test's images the feature ratio is measured on at most: a few batches say whether the
+# mimicry carries over, and a large test split would cost a teacher forward on every image per run
+FEATURE_RATIO_TEST_IMAGES = 64
 
 
 def precision(amp: str, device_type: str) -> str:
@@ -122,13 +125,18 @@ class RunSettings:
 
 @dataclass
 class RunData:
-    """Datasets of kd.data (uint8 samples) and the transforms that prepare them (normalize=False)."""
+    """Datasets of kd.data (uint8 samples) and the transforms that prepare them (normalize=False).
+
+    `test`: images a feature stage's feature ratio is measured on too, after the stage (as the
+    eval transform gives them; their labels are never read): whether the mimicry the stage
+    learnt on its own images carries over to the images the study is scored on."""
 
     target: object
     val: object
     proximity: object | None = None
     train_transform: PairedTransform = field(default_factory=lambda: PairedTransform(normalize=False))
     eval_transform: PairedTransform = field(default_factory=lambda: PairedTransform(normalize=False))
+    test: object | None = None
 
 
 @dataclass
@@ -143,13 +151,14 @@ class RunResult:
     @property
     def stages(self) -> list[dict]:
         """Per stage: its name, the epochs and optimiser steps it took, how it ended ("plateau" or
-        "max") and, for a stage with a feature loss, its feature_ratio."""
+        "max") and, for a stage with a feature loss, its feature_ratio (and feature_ratio_test, on
+        RunData.test)."""
         summary: dict[str, dict] = {}
         for row in self.history:
             entry = summary.setdefault(row["stage"], {"stage": row["stage"], "epochs": 0, "steps": 0})
             entry["epochs"] += 1
             entry["steps"] += row["steps"]
-            for key in ("stage_end", "feature_ratio"):
+            for key in ("stage_end", "feature_ratio", "feature_ratio_test"):
                 if key in row:
                     entry[key] = row[key]
         return list(summary.values())
@@ -186,7 +195,8 @@ def evaluate(
     num_workers: int = 0,
 ) -> tuple[dict, list[dict]]:
     """(mIoU, per-image mIoU, HP-Acc, variance and the number of classes `model` predicts on `dataset`,
-    [{"id", "miou"} per image])."""
+    [{"id", "miou"} per image]). A dataset that marks pixel regions in its images (a `regions(id)`
+    method, kd.metrics.REGIONS) adds miou_<region>: the mIoU over that region's pixels."""
     loader = DataLoader(
         Augmented(dataset, transform),
         batch_size=batch_size,
@@ -195,6 +205,8 @@ def evaluate(
         **loading(dataset, device, num_workers),
     )
     meter = ConfusionMeter(model.num_classes, dataset.ignore_index)
+    regions = getattr(dataset, "regions", None)
+    region_meters = {name: ConfusionMeter(model.num_classes, dataset.ignore_index) for name in REGIONS}
     per_image, ids = [], []
     was_training = model.training
     model.eval()
@@ -203,6 +215,8 @@ def evaluate(
             images, masks = batch["image"].to(device), batch["mask"].to(device)
             pred = model(model.normalize(images)).argmax(1)
             meter.update(pred, masks)
+            if regions is not None:
+                _update_regions(region_meters, regions, batch["id"], pred, masks, dataset.ignore_index)
             per_image.append(per_image_miou(pred, masks, model.num_classes, dataset.ignore_index).cpu())
             ids += list(batch["id"])
     model.train(was_training)
@@ -213,7 +227,22 @@ def evaluate(
         **robustness(scores, theta),
         "classes_predicted": overall["classes_predicted"],
     }
+    if regions is not None:
+        metrics.update({f"miou_{name}": meter.compute()["miou"] for name, meter in region_meters.items()})
     return metrics, [{"id": i, "miou": float(v)} for i, v in zip(ids, scores, strict=True)]
+
+
+def _update_regions(meters: dict, regions, ids, pred: torch.Tensor, masks: torch.Tensor, ignore: int) -> None:
+    """Each region's meter gains the batch's pixels in that region (the rest ignored); a region
+    drawn at another size than the scored masks is resized to them (nearest)."""
+    for row, image_id in enumerate(ids):
+        marked = regions(image_id)
+        for name, meter in meters.items():
+            region = torch.from_numpy(np.ascontiguousarray(marked[name]))[None, None].float()
+            if region.shape[-2:] != masks.shape[-2:]:
+                region = torch.nn.functional.interpolate(region, size=masks.shape[-2:], mode="nearest")
+            inside = region[0, 0].bool().to(masks.device)
+            meter.update(pred[row][None], torch.where(inside, masks[row], ignore)[None])
 
 
 class Engine:
@@ -493,10 +522,12 @@ class Engine:
             **loading(self.data.target, self.device, s.num_workers),
         )
 
-    def _teacher(self, batch: dict, images: torch.Tensor, needs) -> dict:
+    def _teacher(self, batch: dict, images: torch.Tensor, needs, cached: bool = True) -> dict:
+        """The teacher's outputs `needs` on a batch: from the caches (`cached`, training images
+        only), else a forward."""
         if not needs:
             return {}
-        if self.caches:
+        if self.caches and cached:
             domains = batch.get("domain") or ["target"] * len(images)
             parts: dict[str, torch.Tensor] = {}
             for domain in sorted(set(domains)):
@@ -606,15 +637,36 @@ class Engine:
         """How much of the teacher's features the student reproduces: its feature loss (eval mode)
         over the images of the stage's last epoch, divided by the loss of predicting each channel's
         mean over those images. 1.0: it learned no more than the channel means; 0: all of it."""
-        term = losses.terms["feature"]
         loader = self._loader(index, stage, stage.epochs - 1, global_epoch - 1, train=False)
+        return self._feature_ratio(losses, loader, cached=True)
+
+    def test_feature_ratio(self, losses: WeightedSum) -> float:
+        """The feature ratio on the first FEATURE_RATIO_TEST_IMAGES of RunData.test, unaugmented,
+        the teacher run on them (they are in no cache)."""
+        test = self.data.test
+        shown = (
+            Subset(test, range(min(len(test), FEATURE_RATIO_TEST_IMAGES)))
+            if len(test) > FEATURE_RATIO_TEST_IMAGES
+            else test
+        )
+        s = self.settings
+        loader = DataLoader(
+            Augmented(shown, self.data.eval_transform),
+            batch_size=s.eval_batch_size or s.batch_size,
+            collate_fn=collate,
+            **loading(test, self.device, s.num_workers),
+        )
+        return self._feature_ratio(losses, loader, cached=False)
+
+    def _feature_ratio(self, losses: WeightedSum, loader, cached: bool) -> float:
+        term = losses.terms["feature"]
         was_training = self.student.training
         self.student.eval()
         error, sums, squares, positions = 0.0, 0.0, 0.0, 0
         with torch.no_grad():
             for batch in loader:
                 images = self._placed(batch["image"])
-                teacher = self._teacher(batch, images, ("features",))["features"].double()
+                teacher = self._teacher(batch, images, ("features",), cached)["features"].double()
                 with self._autocast():
                     student = self.student.forward_parts(
                         self.student.normalize(images), self.student_point, want=("features",)
@@ -846,6 +898,8 @@ class Engine:
         )
         if last_of_stage and "feature" in stage.active_losses():
             metrics["feature_ratio"] = self.feature_ratio(index, stage, losses, metrics["epoch"])
+            if self.data.test is not None:
+                metrics["feature_ratio_test"] = self.test_feature_ratio(losses)
         evaluate = self.settings.evaluate
         if evaluate == "epoch" or (evaluate == "stage" and last_of_stage and self._head_trained(stage)):
             evaluation = self.evaluate()

@@ -25,6 +25,11 @@ from torch.utils.flop_counter import FlopCounterMode
 OBJECTIVES = {"miou": "max", "miou_img": "max", "hp_acc": "max", "var": "min"}
 METRICS = tuple(OBJECTIVES)
 THETA = 0.75  # the SD paper's HP-Acc threshold: an image counts as well segmented above it
+# Pixel regions a dataset may mark in its images (the synthetic domains: ground in cast shadow and
+# in sunlight, kd.data.synthetic.ground_light); miou_<region> is the mIoU over that region's pixels
+# of every image, reported only for datasets that mark them
+REGIONS = ("shadow", "sunlit")
+REGION_METRICS = tuple(f"miou_{region}" for region in REGIONS)
 
 
 def _check_labels(

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from kd.errors import UserInputError
-from kd.metrics import METRICS
+from kd.metrics import METRICS, REGION_METRICS
 
 CONFIG = "config.json"  # the resolved study configuration
 TRIALS, PER_IMAGE, CURVES, FINAL = "trials.parquet", "per_image.parquet", "curves.parquet", "final.parquet"
@@ -47,7 +47,8 @@ OUTCOME = (
     "seeds",
     *(c for m in METRICS for c in (m, f"{m}_std")),
     "degenerate",
-    "stage1_feature_ratio",
+    "stage1_feature_ratio",  # on the stage's own images (kd.engine.Engine.feature_ratio)
+    "stage1_feature_ratio_test",  # on test images: whether the mimicry carries over
     "params",
     "flops",
     "duration_s",
@@ -67,7 +68,7 @@ TRIAL_COLUMNS = (*IDENTITY, "split_point", *OUTCOME)
 # split: "val" (every trial, what selects) or "test" (each variant's chosen trial, scored once at the end)
 PER_IMAGE_COLUMNS = ("trial_id", "method", "split", "seed", "image_id", "miou")
 # final.parquet: each variant's chosen trial, every seed scored on the test images
-FINAL_COLUMNS = ("method", "variant", "teacher", "trial_id", "seed", *METRICS, "views")
+FINAL_COLUMNS = ("method", "variant", "teacher", "trial_id", "seed", *METRICS, *REGION_METRICS, "views")
 CURVE_COLUMNS = (
     "trial_id",
     "method",

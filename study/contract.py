@@ -79,6 +79,7 @@ class TrialReport:
     metrics: dict[str, float] = field(default_factory=dict)  # miou, miou_std, miou_img, ...
     degenerate: bool | None = None  # some seed predicts one class everywhere
     stage1_feature_ratio: float | None = None  # see kd.engine.Engine.feature_ratio
+    stage1_feature_ratio_test: float | None = None  # the same on test images (Engine.test_feature_ratio)
     steps: dict[str, float] = field(default_factory=dict)  # optimiser steps per stage, mean over seeds
     params: int | None = None
     flops: float | None = None
@@ -122,7 +123,9 @@ class TrialReport:
             row[name] = self.metrics.get(name) if completed else None
             row[f"{name}_std"] = self.metrics.get(f"{name}_std") if completed else None
         row.update(
-            degenerate=self.degenerate if completed else None, stage1_feature_ratio=self.stage1_feature_ratio
+            degenerate=self.degenerate if completed else None,
+            stage1_feature_ratio=self.stage1_feature_ratio,
+            stage1_feature_ratio_test=self.stage1_feature_ratio_test,
         )
         row.update({f"{STEPS}{stage}": steps for stage, steps in self.steps.items()})
         row.update(

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from kd.engine import evaluate
-from kd.metrics import METRICS
+from kd.metrics import METRICS, REGION_METRICS
 from kd.run_folder import FINAL, FINAL_COLUMNS, TEACHER, TRIALS, is_hyperparameter, read_table
 from study.config import StudyConfig
 from study.contract import TrialChoice
@@ -63,6 +63,7 @@ def score_students(
             mine.append(
                 {**ids, "variant": row["variant"], "teacher": choice.teacher, "seed": seed}
                 | {m: metrics[m] for m in METRICS}
+                | {m: metrics.get(m) for m in REGION_METRICS}
                 | {"views": row.get("views")}
                 | hyperparameters
             )
@@ -102,7 +103,7 @@ def record_teacher_on_test(teacher, test, config: StudyConfig, run_dir: Path, de
     path = Path(run_dir) / TEACHER
     record = json.loads(path.read_text()) if path.is_file() else {"name": teacher.name}
     metrics, _ = evaluate(teacher, test, eval_transform(config), config.batch_size, device)
-    scores = {m: metrics[m] for m in METRICS}
+    scores = {m: metrics[m] for m in (*METRICS, *REGION_METRICS) if m in metrics}
     if config.teacher in record.get("teachers", {}):
         record["teachers"][config.teacher]["test"] = scores
     if config.teacher == config.teacher_names[0]:

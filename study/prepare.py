@@ -144,6 +144,7 @@ def open_data(config: StudyConfig, roles: dict | None = None) -> RunData:
         proximity=roles.get("proximity"),
         train_transform=eval_transform(config),
         eval_transform=eval_transform(config),
+        test=roles.get("test"),  # only the feature ratio reads it in trials (kd.engine.RunData)
     )
 
 

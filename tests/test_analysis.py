@@ -605,6 +605,39 @@ def test_degenerate_trials_steps_and_stage1_ratio_reach_the_summary_and_report(t
     assert "b1 DEGENERATE" in html and "feature 640, frozen 640, finetune 320" in html
 
 
+def test_the_mechanism_section_sets_stage_1_images_against_test_images_and_shadow_against_sun(tmp_path):
+    rows = trial_rows()
+    s1 = next(row for row in rows if row["trial_id"] == "s1")
+    s1.update(stage1_feature_ratio=0.45, stage1_feature_ratio_test=0.9)
+    run = scored_on_test(make_run(tmp_path / "run", rows=rows, with_journal=False))
+    final = pd.read_parquet(run / "final.parquet")
+    final["miou_shadow"] = 0.5 + final["seed"] / 100
+    final["miou_sunlit"] = 0.8
+    final.to_parquet(run / "final.parquet")
+    teacher = {
+        "name": "t",
+        "miou_img": 0.7,
+        "test": {"miou_img": 0.7, "miou_shadow": 0.6, "miou_sunlit": 0.9},
+    }
+    (run / "teacher.json").write_text(json.dumps(teacher))
+    study = analysis.load(run)
+    mechanism = tables.mechanism(study).set_index("variant")
+    assert list(mechanism.index) == ["teacher", "baseline", "sd"]  # esd: not scored on test
+    assert mechanism.loc["teacher", "shadow_gap"] == pytest.approx(0.3)
+    sd = mechanism.loc["sd"]
+    assert (sd["stage1_feature_ratio"], sd["stage1_feature_ratio_test"]) == (0.45, 0.9)
+    shadow = [0.5 + seed / 100 for seed in sorted(study.final.loc[study.final["trial_id"] == "s1", "seed"])]
+    assert (sd["miou_shadow"], sd["miou_shadow_ci"]) == pytest.approx(tables.mean_ci(shadow))
+    assert sd["shadow_gap"] == pytest.approx(0.8 - np.mean(shadow))
+    assert pd.isna(mechanism.loc["baseline", "stage1_feature_ratio"])  # no feature stage
+    html = write_report(run).read_text()
+    assert "Mechanism: stage 1 and shadows" in html and "stage-1 feature ratio, test images" in html
+    assert "Mechanism: stage 1 and shadows" in export_tables(study)
+    # a study that records none of it (real data, no feature stage) shows no such section
+    plain = analysis.load(scored_on_test(make_run(tmp_path / "plain", with_journal=False)))
+    assert tables.mechanism(plain).empty and "Mechanism" not in write_report(plain.run_dir).read_text()
+
+
 def test_the_seed_table_holds_every_seed_behind_the_intervals(study):
     seeds = tables.seed_table(study)
     assert list(dict.fromkeys(seeds["variant"])) == ["baseline", "sd", "esd"]

@@ -320,21 +320,29 @@ def test_feature_ratio_is_the_feature_loss_over_the_channel_means_loss(teacher, 
     recipe = build_recipe("sd", {"epochs": 1, "feature.epochs": 3})
     feature_only = dataclasses.replace(recipe, stages=recipe.stages[:1])
     settings = RunSettings(batch_size=3, views=1, evaluate="end")
-    engine, result = run(feature_only, teacher, data, settings)
-    ratio = result.history[-1]["feature_ratio"]
+    # the test images: the same ratio on images the stage never trained on, unaugmented
+    engine, result = run(feature_only, teacher, dataclasses.replace(data, test=data.proximity), settings)
+    ratio, on_test = result.history[-1]["feature_ratio"], result.history[-1]["feature_ratio_test"]
     assert result.stages[0]["feature_ratio"] == ratio
-    # by hand: one view per image, so the last epoch saw every target image in its only view
+    assert result.stages[0]["feature_ratio_test"] == on_test
     student = engine.student.eval()
+
+    def by_hand(images):
+        with torch.no_grad():
+            fs = student.features(student.normalize(images), POINT).double()
+            ft = teacher.eval().features(teacher.normalize(images), POINT).double()
+        channel_means = ft.mean(dim=(0, 2, 3), keepdim=True)
+        return float((fs - ft).square().sum() / (ft - channel_means).square().sum())
+
+    # one view per image, so the last epoch saw every target image in its only view
     views = [data.train_transform(data.target[i], settings.augment_seed, 0) for i in range(len(data.target))]
-    images = torch.stack([v["image"].as_subclass(torch.Tensor) for v in views])
-    with torch.no_grad():
-        fs = student.features(student.normalize(images), POINT).double()
-        ft = teacher.eval().features(teacher.normalize(images), POINT).double()
-    channel_means = ft.mean(dim=(0, 2, 3), keepdim=True)
     assert ratio == pytest.approx(
-        float((fs - ft).square().sum() / (ft - channel_means).square().sum()), rel=1e-4
+        by_hand(torch.stack([v["image"].as_subclass(torch.Tensor) for v in views])), rel=1e-4
     )
-    assert 0 < ratio
+    test = [data.eval_transform(data.proximity[i])["image"] for i in range(len(data.proximity))]
+    assert on_test == pytest.approx(by_hand(torch.stack(test)), rel=1e-4)
+    assert 0 < ratio and 0 < on_test
+    assert "feature_ratio_test" not in run(feature_only, teacher, data, settings)[1].stages[0]
 
 
 def test_stage_evaluation_skips_the_feature_stage(teacher, data):

@@ -87,3 +87,65 @@ def test_binary_label_set():
 def test_odd_sizes_render(size):
     image, labels = render(1, "proximity", 2, *size)
     assert image.shape == (*size, 3) and labels.shape == size
+
+
+def test_regions_split_the_ground_into_shadowed_and_sunlit_pixels():
+    test = SyntheticRoadScenes("test", size=12, image_size=SIZE, seed=0)
+    target = SyntheticRoadScenes("target", size=4, image_size=SIZE, seed=0)
+    shadowed = 0
+    for i, image_id in enumerate(test.ids):
+        regions = test.regions(image_id)
+        shadow, sunlit = regions["shadow"], regions["sunlit"]
+        assert not (shadow & sunlit).any()
+        labels = render(0, "test", i, *SIZE)[1]
+        assert set(np.unique(labels[shadow | sunlit])) <= {
+            ROAD,
+            CLASSES.index("sidewalk"),
+            CLASSES.index("vegetation"),
+        }
+        image = luminance(test[i]["image"].permute(1, 2, 0).numpy())
+        road = labels == ROAD
+        if (shadow & road).sum() > 20 and (sunlit & road).sum() > 20:
+            assert image[shadow & road].mean() < 0.8 * image[sunlit & road].mean()  # what a shadow is
+            shadowed += 1
+    assert shadowed >= 3
+    assert not any(target.regions(i)["shadow"].any() for i in target.ids)  # the target never has shadows
+    with pytest.raises(Exception, match="no image"):
+        test.regions("target_00000")
+
+
+def test_evaluation_scores_the_regions_of_a_dataset_that_marks_them():
+    from kd.data import PairedTransform, Subset
+    from kd.engine import evaluate
+    from kd.metrics import ConfusionMeter
+
+    class Predicts(torch.nn.Module):
+        """Road wherever the image is dark: right on sunlit road, wrong on shadowed grass."""
+
+        num_classes = 2
+
+        def normalize(self, images):
+            return images
+
+        def forward(self, images):
+            dark = (images.mean(1) < 0.43).float()  # images in [0, 1]
+            return torch.stack([dark, 1 - dark], 1)  # binary labels: road is class 0
+
+    test = Subset(SyntheticRoadScenes("test", size=8, image_size=SIZE, seed=0, label_set="binary"), [5, 6, 7])
+    transform = PairedTransform(normalize=False)
+    metrics, _ = evaluate(Predicts(), test, transform, batch_size=2)
+    for name in ("shadow", "sunlit"):
+        meter = ConfusionMeter(2)
+        for k in range(len(test)):
+            sample = transform(test[k])
+            region = torch.from_numpy(test.regions(sample["id"])[name])
+            pred = Predicts()(sample["image"][None].as_subclass(torch.Tensor)).argmax(1)[0]
+            meter.update(pred[None], torch.where(region, sample["mask"].as_subclass(torch.Tensor), 255)[None])
+        assert metrics[f"miou_{name}"] == pytest.approx(meter.compute()["miou"])
+    assert metrics["miou_shadow"] != pytest.approx(metrics["miou_sunlit"])
+    # a dataset that marks no regions (a real one's role) gets no region scores
+    unmarked = Subset(
+        SyntheticRoadScenes("test", size=2, image_size=SIZE, seed=0, label_set="binary"), [0, 1]
+    )
+    unmarked.regions = None
+    assert not {"miou_shadow", "miou_sunlit"} & set(evaluate(Predicts(), unmarked, transform)[0])

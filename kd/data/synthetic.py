@@ -394,10 +394,28 @@ def render(
     seed: int, domain: str | Domain, index: int, height: int = 256, width: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene: (RGB uint8 [H,W,3], class labels uint8 [H,W] with 255 = void)."""
+    image, labels, _ = _draw(seed, domain, index, height, width)
+    return image, labels
+
+
+def ground_light(
+    seed: int, domain: str | Domain, index: int, height: int = 256, width: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a scene's ground (road, lane, sidewalk, grass) lies in a cast shadow, and where in
+    sunlight: (shadowed bool [H,W], sunlit bool [H,W]). Only the ground takes shadows, so the two
+    cover the same materials and a score on each compares light, not classes."""
+    _, _, (shadow, ground) = _draw(seed, domain, index, height, width)
+    return shadow, ground & ~shadow
+
+
+def _draw(seed: int, domain: str | Domain, index: int, height: int, width: int):
+    """(image, labels, (shadowed pixels, ground pixels)) of one scene."""
     spec = DOMAINS[domain] if isinstance(domain, str) else domain
     rng = np.random.default_rng([seed, spec.code, index])
     mat, geo = _layout(rng, height, width)
     labels = MATERIAL_CLASS[mat]
+    ground = IS_GROUND[mat] & (geo["depth"] > 0)
+    shadow = np.zeros(mat.shape, bool)
     style = spec.style
     colours = _colours(rng, style)
     ys, xs = _grids(height, width)
@@ -408,7 +426,8 @@ def render(
         # Shadowed pixels index a darker copy of the colour table: one gather instead of a masked pass.
         tint = np.array((0.42, 0.45, 0.55), np.float32) * rng.uniform(0.85, 1.15)
         colours = np.concatenate([colours, colours * tint])
-        mat = mat + np.uint8(NUM_MATERIALS) * _shadow_mask(rng, mat, geo)
+        shadow = _shadow_mask(rng, mat, geo)
+        mat = mat + np.uint8(NUM_MATERIALS) * shadow
     image = colours[mat]
     image += texture[..., None]
     image *= light[..., None]
@@ -424,7 +443,7 @@ def render(
             veil = np.clip(1.2 - 1.5 * geo["depth"], 0.3, 0.9) * rng.uniform(0.6, 1.0)
             image += (205.0 - image) * veil[..., None]
     np.clip(image, 0.0, 255.0, out=image)
-    return image.astype(np.uint8), labels
+    return image.astype(np.uint8), labels, (shadow, ground)
 
 
 class SyntheticRoadScenes(torch.utils.data.Dataset):
@@ -475,6 +494,18 @@ class SyntheticRoadScenes(torch.utils.data.Dataset):
     @property
     def ids(self) -> list[str]:
         return [f"{self.domain.name}_{i:05d}" for i in range(self.size)]
+
+    def regions(self, image_id: str) -> dict[str, np.ndarray]:
+        """Named pixel regions of the image `image_id` (one of `ids`), each a bool [H,W] array:
+        "shadow" and "sunlit" ground (ground_light). kd.engine.evaluate scores each region apart
+        where a dataset offers them; an image without shadows has an empty "shadow"."""
+        domain, _, number = image_id.rpartition("_")
+        if domain != self.domain.name or not number.isdigit() or not 0 <= int(number) < self.size:
+            raise DatasetError(
+                f"{self.name} has no image {image_id!r}; its ids run {self.ids[0]}..{self.ids[-1]}."
+            )
+        shadow, sunlit = ground_light(self.seed, self.domain, int(number), *self.image_size)
+        return {"shadow": shadow, "sunlit": sunlit}
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.size:
