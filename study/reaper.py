@@ -1,11 +1,12 @@
 """A local study's Ray processes end with its driver, however the driver ends.
 
-Ray ties only its GCS and raylet to the driver that started them; the agents, log monitor and
-workers they start poll for them and live on a minute or two after a driver killed outright (one
-of them listening on a port). Every process of a local study's Ray inherits a mark in its
-environment; a small watcher process, started before Ray, waits on a pipe that only the driver
-holds open and, when the driver is gone (exit, crash or SIGKILL alike), ends every process that
-carries the mark: this study's Ray and nothing else. A cluster's processes (--address) never carry it.
+Ray ties only its GCS and raylet to the driver that started them; the agents and workers the
+raylet starts poll for it and live on a minute or two after a driver killed outright (one of
+them listening on a port). What ray.init starts in a local study inherits a mark in its
+environment; a small watcher process, started before Ray, learns which processes carry the mark
+or descend from one, and waits on a pipe that only the driver holds open. When the driver is gone
+(exit, crash or SIGKILL alike) it ends those processes: this study's Ray and nothing else. A
+cluster's processes (--address) are never marked.
 
     python -I study/reaper.py MARK   # the watcher; the driver holds its stdin open
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -22,7 +24,8 @@ import time
 from pathlib import Path
 
 MARK = "SEGKD_RAY_OWNER"  # the environment variable every process of a local study's Ray carries
-GRACE_S = 3.0  # how long the marked processes get to end on SIGTERM before SIGKILL
+GRACE_S = 3.0  # how long the processes get to end on SIGTERM before SIGKILL
+LOOK_EVERY_S = 1.0  # how often the watcher learns the processes of its Ray (a few ms each time)
 
 _watchers: list[subprocess.Popen] = []  # held so that their pipes stay open while the driver lives
 
@@ -55,40 +58,81 @@ def ending_with_this_process():
             os.environ[MARK] = before
 
 
-def marked(mark: str) -> list[int]:
-    """The processes whose environment carries `mark` (ours to read: the same user's)."""
-    wanted = f"{MARK}={mark}".encode()
-    found = []
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid: (its parent's pid, when it started) for every live process (zombies are dead)."""
+    table = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
-            environment = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:  # ended meanwhile, or another user's
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
             continue
-        if wanted in environment:
-            found.append(int(entry.name))
-    return found
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), fields[19])
+    return table
 
 
-def end_marked(mark: str, grace_s: float = GRACE_S) -> None:
-    """SIGTERM every process carrying `mark`, then SIGKILL those left after `grace_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in marked(mark):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace_s
-        while sig == signal.SIGTERM and marked(mark) and time.monotonic() < deadline:
-            time.sleep(0.1)
+class RayProcesses:
+    """The processes of one local Ray: those whose environment carries its mark (the GCS and the
+    raylet, started from the driver) and every process below one of them. Ray's agents and workers
+    retitle themselves, which overwrites the environment /proc shows, so their place in the tree
+    is what marks them; it is learnt while the driver lives (once the raylet is gone, its children
+    have another parent). A pid is known with its start time, so a reused one is never taken."""
+
+    def __init__(self, mark: str):
+        self.wanted = f"{MARK}={mark}".encode()
+        self.known: dict[int, str] = {}  # pid: start time
+        self.looked: set[tuple[int, str]] = set()  # read and found without the mark
+
+    def update(self) -> dict[int, str]:
+        """The live processes of this Ray, found anew."""
+        table = _processes()
+        self.known = {pid: t for pid, t in self.known.items() if table.get(pid, (0, None))[1] == t}
+        self.looked &= {(pid, t) for pid, (_, t) in table.items()}
+        grown = True
+        while grown:  # a child found may be the parent of another
+            grown = False
+            for pid, (parent, started) in table.items():
+                if pid in self.known or pid == os.getpid():
+                    continue
+                if parent in self.known or self._carries(pid, started):
+                    self.known[pid], grown = started, True
+        return self.known
+
+    def _carries(self, pid: int, started: str) -> bool:
+        if (pid, started) in self.looked:
+            return False
+        try:
+            if self.wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return True
+        except OSError:  # ended meanwhile, or another user's
+            pass
+        self.looked.add((pid, started))
+        return False
+
+    def end(self, grace_s: float = GRACE_S) -> None:
+        """SIGTERM every one, then SIGKILL those left after `grace_s`."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.update():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace_s
+            while sig == signal.SIGTERM and self.update() and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 def watch(mark: str) -> None:
-    """Wait until the driver is gone (end of file on stdin: it held the only write end), then end
-    its Ray's processes."""
+    """Follow the marked Ray's processes until the driver is gone (end of file on stdin: it held
+    the only write end), then end them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while sys.stdin.buffer.read(4096):
-        pass
-    end_marked(mark)
+    ray = RayProcesses(mark)
+    while True:
+        ray.update()
+        ready, _, _ = select.select([sys.stdin], [], [], LOOK_EVERY_S)
+        if ready and not os.read(sys.stdin.fileno(), 4096):
+            break
+    ray.end()
 
 
 if __name__ == "__main__":

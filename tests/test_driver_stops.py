@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from study import config as study_config
-from study.reaper import MARK, end_marked, marked
+from study.reaper import MARK, RayProcesses
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = 'name = "prep"\nmethods = ["esd"]\ntrials = 1\n'
@@ -50,6 +50,13 @@ def _started(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+    except OSError:  # gone meanwhile
+        return ""
+
+
 def _descendants(root: int) -> dict[int, str]:
     """Every live process below `root`, with its start time (so a reused pid is not taken for it)."""
     parents = {}
@@ -80,7 +87,7 @@ def test_ctrl_c_in_preparation_then_resume_then_a_killed_driver_takes_its_ray_al
     second = _launch(tmp_path, "second.log", "--name", "prep", "--resume")
     _wait_for(second, tmp_path / "second.log", PREPARING)  # it read the folder and prepares again
     ray = _descendants(second.pid)
-    assert any("raylet" in Path(f"/proc/{pid}/cmdline").read_text() for pid in ray)
+    assert any("raylet" in _command(pid) for pid in ray)
     second.kill()  # kill -9: no atexit, no ray.shutdown
     second.wait()
     deadline = time.time() + 30  # Ray's own agents and workers would linger for a minute or more
@@ -88,7 +95,7 @@ def test_ctrl_c_in_preparation_then_resume_then_a_killed_driver_takes_its_ray_al
         left := [pid for pid, started in ray.items() if _started(pid) == started]
     ) and time.time() < deadline:
         time.sleep(0.2)
-    assert not left, [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip() for pid in left]
+    assert not left, [_command(pid) for pid in left]
 
 
 def test_the_watcher_ends_only_what_started_inside_once_its_driver_is_killed(tmp_path):
@@ -125,13 +132,21 @@ def test_the_watcher_ends_only_what_started_inside_once_its_driver_is_killed(tmp
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_only_processes_carrying_the_mark_are_ended():
-    ours = subprocess.Popen(["sleep", "600"], env={**os.environ, MARK: "this-study"})
+def test_a_ray_s_processes_are_those_carrying_its_mark_and_those_below_them():
+    # below the marked shell, a process whose environment shows no mark (as a retitled Ray agent's)
+    ours = subprocess.Popen(
+        ["sh", "-c", f"env -u {MARK} sleep 600; :"], env={**os.environ, MARK: "this-study"}
+    )
     other = subprocess.Popen(["sleep", "600"], env={**os.environ, MARK: "another-study"})
+    ray = RayProcesses("this-study")
     try:
-        assert marked("this-study") == [ours.pid]
-        end_marked("this-study")
-        assert ours.wait(timeout=10) == -signal.SIGTERM
+        deadline = time.time() + 10
+        while len(ray.update()) < 2 and time.time() < deadline:  # until the shell started its child
+            time.sleep(0.05)
+        below = [pid for pid in ray.update() if pid != ours.pid]
+        assert ours.pid in ray.update() and len(below) == 1 and _command(below[0]) == "sleep 600"
+        ray.end()
+        assert ours.wait(timeout=10) == -signal.SIGTERM and _started(below[0]) is None
         assert other.poll() is None
     finally:
         ours.kill()
