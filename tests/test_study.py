@@ -108,24 +108,31 @@ def test_each_variants_chosen_trial_is_scored_once_on_test_images(smoke_run):
     assert not val & test and not (val | test) & set(roles["target"]["ids"])
 
 
-def test_a_failing_trial_is_recorded_and_the_study_goes_on(local_ray, tmp_path):
-    # A real failure: baseline at lr 1e10 diverges; ESD at its defaults trains.
-    config = smoke(tmp_path, name="failing", sampler="grid", epochs=3, space={"baseline": {"lr": 1e10}})
-    lines = []
-    run_dir = run_study(config, say=lines.append)
-    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("method")
-    assert trials.loc["baseline", "status"] == "failed"
-    assert (
-        "NonFiniteLossError" in trials.loc["baseline", "error"] and "'ce'" in trials.loc["baseline", "error"]
+@pytest.fixture(scope="module")
+def failing_run(local_ray, tmp_path_factory):
+    """A search whose baseline trials all fail for real (lr 1e10 diverges) while ESD's train at their
+    defaults; what the study said, line by line."""
+    config = smoke(
+        tmp_path_factory.mktemp("failing"), name="failing-tpe", epochs=3, space={"baseline": {"lr": 1e10}}
     )
-    assert trials.loc["esd", "status"] == "completed" and trials.loc["esd", "miou_img"] > 0
+    lines = []
+    return run_study(config, say=lines.append), lines
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(failing_run):
+    run_dir, lines = failing_run
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    baseline, esd = (trials[trials["method"] == method] for method in ("baseline", "esd"))
+    assert len(baseline) and (baseline["status"] == "failed").all()
+    for error in baseline["error"]:
+        assert "NonFiniteLossError" in error and "'ce'" in error
+    assert len(esd) and (esd["status"] == "completed").all() and (esd["miou_img"] > 0).all()
     assert any("FAILED" in line for line in lines)
 
 
-def test_a_failing_trial_in_a_search_is_told_to_optuna_and_the_study_goes_on(local_ray, tmp_path):
+def test_a_failing_trial_in_a_search_is_told_to_optuna_and_the_study_goes_on(failing_run):
     # The searcher must not stop the study over a failed trial's missing scores: Optuna hears FAIL.
-    config = smoke(tmp_path, name="failing-tpe", epochs=3, space={"baseline": {"lr": 1e10}})
-    run_dir = run_study(config, say=lambda line: None)
+    run_dir, _ = failing_run
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert sorted(trials["status"]) == ["completed", "completed", "failed", "failed"]
     assert set(trials.loc[trials["status"] == "failed", "method"]) == {"baseline"}
@@ -140,40 +147,63 @@ def test_a_failing_trial_in_a_search_is_told_to_optuna_and_the_study_goes_on(loc
     assert set(final["method"]) == {"esd"}
 
 
-def test_existing_study_needs_resume(local_ray, tmp_path):
-    run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
+OBJECTIVES = ["miou_img", "hp_acc", "var"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(local_ray, tmp_path_factory):
+    """A multi-objective search of two baseline trials whose test scoring failed (where the scores go
+    was a folder), then resumed to its end, as a user types both: each command's exit code and what
+    it said, the files the failed one left, and the study's config."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from study.run import main
+
+    out = tmp_path_factory.mktemp("finished")
+    run_dir = out / "pareto"
+    (run_dir / "final.parquet").mkdir(parents=True)  # where the test scores go cannot be written
+    argv = ["--preset", "smoke", "--out", str(out), "--name", "pareto", "--trials", "2"]
+    search = ["--methods", "baseline", "--sampler", "nsga2", "--objectives", ",".join(OBJECTIVES)]
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        failed = main([*argv, *search, "--quiet"])
+    left = {path.name for path in run_dir.iterdir()}
+    (run_dir / "final.parquet").rmdir()
+    resumed = main([*argv, "--resume", "--quiet"])
+    config = smoke(out, name="pareto", trials=2, methods=["baseline"], sampler="nsga2", objectives=OBJECTIVES)
+    return SimpleNamespace(
+        run_dir=run_dir, config=config, failed=failed, said=said.getvalue(), left=left, resumed=resumed
+    )
+
+
+def test_a_failed_test_scoring_fails_the_command_and_resume_scores(finished_run):
+    assert finished_run.failed == 1
+    assert "test scoring failed" in finished_run.said and "--resume" in finished_run.said
+    assert {"trials.parquet", "report.html"} <= finished_run.left
+    assert finished_run.resumed == 0
+    final = pd.read_parquet(finished_run.run_dir / "final.parquet")
+    assert len(final) == 1  # the one variant, its one seed
+
+
+def test_existing_study_needs_resume(finished_run):
     with pytest.raises(Exception, match="add --resume"):
-        run_study(smoke(tmp_path, name="twice", trials=1, methods=["baseline"]), say=lambda line: None)
+        run_study(finished_run.config, say=lambda line: None)
 
 
-def test_resuming_a_finished_study_changes_nothing(local_ray, tmp_path):
-    config = smoke(tmp_path, name="done", trials=1, methods=["baseline"])
+def test_resuming_a_finished_study_changes_nothing(finished_run):
     from study.lock import LOCK
 
-    run_dir = run_study(config, say=lambda line: None)
+    run_dir = finished_run.run_dir
 
     def written():  # the driver's lock file is taken again, by design
         return {path.name: path.stat().st_mtime_ns for path in run_dir.iterdir() if path.name != LOCK}
 
     before, said = written(), []
-    assert run_study(config, resume=True, say=said.append) == run_dir
+    assert run_study(finished_run.config, resume=True, say=said.append) == run_dir
     assert any("is finished" in line and "nothing to resume" in line for line in said)
     assert written() == before and {"final.parquet", "trials.parquet", "report.html"} <= set(before)
-
-
-def test_a_failed_test_scoring_fails_the_command_and_resume_scores(local_ray, tmp_path, capsys):
-    from study.run import main
-
-    run_dir = tmp_path / "untested"
-    (run_dir / "final.parquet").mkdir(parents=True)  # where the test scores go cannot be written
-    argv = ["--preset", "smoke", "--out", str(tmp_path), "--name", "untested", "--trials", "1"]
-    assert main([*argv, "--methods", "baseline", "--quiet"]) == 1
-    said = capsys.readouterr()
-    assert "test scoring failed" in said.out + said.err and "--resume" in said.out + said.err
-    assert (run_dir / "trials.parquet").is_file() and (run_dir / "report.html").is_file()
-    (run_dir / "final.parquet").rmdir()
-    assert main([*argv, "--resume", "--quiet"]) == 0
-    assert len(pd.read_parquet(run_dir / "final.parquet")) == 1  # the one variant, its one seed
 
 
 def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
@@ -208,21 +238,12 @@ def test_searcher_counts_only_finished_trials_as_complete(tmp_path):
     assert searcher._ot_study.best_value == 0.5  # the stopped trial's 0.9 was never taken as final
 
 
-def test_multi_objective_study(local_ray, tmp_path):
+def test_multi_objective_study(finished_run):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    config = smoke(
-        tmp_path,
-        name="pareto",
-        trials=2,
-        methods=["baseline"],
-        sampler="nsga2",
-        objectives=["miou_img", "hp_acc", "var"],
-    )
-    run_dir = run_study(config, say=lambda line: None)
-    storage = JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+    storage = JournalStorage(JournalFileBackend(str(finished_run.run_dir / "optuna.journal")))
     study = optuna.load_study(study_name="pareto", storage=storage)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
     assert len(study.best_trials) >= 1 and all(len(t.values) == 3 for t in study.best_trials)
@@ -240,8 +261,12 @@ def test_the_study_writes_its_report_and_it_draws_in_a_browser(smoke_run):
 
 def test_same_study_file_and_seed_give_the_same_trials(smoke_run, tmp_path):
     # Sequential trials: the sampler sees results in the same order, and training is deterministic on CPU.
-    again = run_study(smoke(tmp_path, name="again", max_concurrent=1), say=lambda line: None)
+    # The study file cut to its first two trials (one of each method): the trials after them cannot
+    # change them, so they must be the same two.
+    again = run_study(smoke(tmp_path, name="again", max_concurrent=1, trials=2), say=lambda line: None)
     tables = [pd.read_parquet(run / "trials.parquet") for run in (smoke_run, again)]
+    assert len(tables[1]) == 2
+    tables[0] = tables[0].head(2)
     same = [
         "method",
         "split_point",
@@ -328,9 +353,8 @@ def test_the_acceptance_smoke_study_on_camvid(local_ray, camvid_root, tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     relative = os.path.relpath(camvid_root, tmp_path)  # Ray's trials run elsewhere: made absolute
-    assert (
-        main(["--preset", "smoke", "--data", f"camvid:{relative}", "--out", "runs", "--name", "accept"]) == 0
-    )
+    argv = ["--preset", "smoke", "--data", f"camvid:{relative}", "--out", "runs", "--name", "accept"]
+    assert main([*argv, "--trials", "2"]) == 0  # one trial of each method
     run_dir = tmp_path / "runs" / "accept"
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert set(trials["status"]) == {"completed"}, trials["error"].dropna().tolist()
