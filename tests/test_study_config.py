@@ -265,9 +265,12 @@ def test_the_default_gives_every_method_the_same_budget_and_student():
     study_config.validate(config)
     budgets = {m: sum(s.epochs for s in recipe_for(config, m, {}).stages) for m in config.methods}
     assert set(budgets.values()) == {config.epochs}, budgets
-    assert config.students == {"ifvd_paper": "sd"}  # IFVD on the student the others train
-    for method in ("baseline", "sd", "esd"):  # the shallow points put the 512-wide head at 1/2 resolution
-        assert config.space[method]["split_point"] == ["stage5", "stage7", "top"]
+    assert {recipe_for(config, m, {}).student for m in config.methods} == {
+        "sd",
+        "ct",
+    }  # CT: the teacher's front
+    for method in config.methods:  # one split point: the students' features and SD's mimicry compare
+        assert config.space[method]["split_point"] == "stage5"
     narrowed = study_config.resolve("default", overrides={"methods": ["ifvd"]})
     assert narrowed.space == {}  # the preset's settings for methods left out are dropped, not errors
 
