@@ -32,8 +32,8 @@ _watchers: list[subprocess.Popen] = []  # held so that their pipes stay open whi
 
 @contextlib.contextmanager
 def ending_with_this_process():
-    """Inside: processes started (Ray's, by ray.init) carry a fresh mark, and a watcher ends them
-    once this process is gone. Linux only (it reads /proc); elsewhere a no-op."""
+    """Inside: processes started (Ray's, by ray.init) carry a fresh mark, and a watcher ends them,
+    and those they start, once this process is gone. Linux only (it reads /proc); elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         yield
         return
