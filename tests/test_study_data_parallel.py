@@ -9,13 +9,11 @@ from study.run import run_study
 pytestmark = pytest.mark.slow
 
 
-def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(tmp_path):
-    import ray
+def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(local_ray, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     scores = {}
     for workers in (1, 2):
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         config = study_config.resolve(
             "smoke",
             overrides={
@@ -27,10 +25,7 @@ def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(tmp_pa
                 "batch_size": 4,  # global: 2 images per worker with 2 workers
             },
         )
-        try:
-            run_dir = run_study(config, say=lambda line: None)
-        finally:
-            ray.shutdown()
+        run_dir = run_study(config, say=lambda line: None)
         trials = pd.read_parquet(run_dir / "trials.parquet")
         assert trials["status"].tolist() == ["completed"], trials["error"].tolist()
         assert trials["workers"].tolist() == [workers] and trials["cpus"].tolist() == [1.0]

@@ -60,7 +60,7 @@ def _kill_a_trial_worker(study: subprocess.Popen, log: Path) -> None:
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
-    text = 'name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 20\nretries = 1\n'
+    text = 'name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 9\nretries = 1\n'
     study = _start_study(tmp_path, text)
     _kill_a_trial_worker(study, tmp_path / "log")
     assert study.wait(timeout=300) == 0, (tmp_path / "log").read_text()[-3000:]
@@ -70,7 +70,7 @@ def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
 
 @pytest.mark.slow
 def test_a_trial_that_crashed_out_of_retries_runs_again_on_resume(tmp_path):
-    text = 'name = "crashed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 20\nretries = 0\n'
+    text = 'name = "crashed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 9\nretries = 0\n'
     study = _start_study(tmp_path, text)
     _kill_a_trial_worker(study, tmp_path / "log")
     study.wait(timeout=300)

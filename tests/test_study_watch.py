@@ -14,7 +14,8 @@ from study.watch import logger_problems
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
-    """The smoke study, quiet, logged to MLflow (mlflow-skinny, in the test extra) in a database."""
+    """The smoke study cut to 2 trials, quiet, logged to MLflow (mlflow-skinny, in the test extra) in
+    a database."""
     import contextlib
     import io
 
@@ -22,7 +23,9 @@ def smoke_study(tmp_path_factory):
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(printed):
         env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
-        code = main(["--preset", "smoke", "--out", str(out), "--quiet", "--callbacks", "mlflow"])
+        code = main(
+            ["--preset", "smoke", "--trials", "2", "--out", str(out), "--quiet", "--callbacks", "mlflow"]
+        )
     return code, out / "smoke", printed.getvalue()
 
 
@@ -39,7 +42,7 @@ def test_tensorboard_has_every_epoch_of_every_trial(smoke_study):
 
     _, run_dir, _ = smoke_study
     folders = sorted(p for p in (run_dir / "tensorboard").iterdir() if p.is_dir())
-    assert len(folders) == 4  # the smoke study's trials
+    assert len(folders) == 2  # the study's trials
     epochs = study_config.resolve("smoke").epochs
     for folder in folders:
         events = EventAccumulator(str(folder))
@@ -56,7 +59,7 @@ def test_mlflow_has_every_epoch_of_every_trial(smoke_study):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir.parent / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")  # the study's name
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 4
+    assert len(runs) == 2
     epochs = study_config.resolve("smoke").epochs
     for run in runs:
         assert len(client.get_metric_history(run.info.run_id, "loss")) == epochs
@@ -161,8 +164,9 @@ def test_on_a_terminal_each_running_trial_has_a_bar(tmp_path):
     from pathlib import Path
 
     controller, terminal = pty.openpty()
+    small = ["--trials", "2", "--methods", "baseline"]  # bars are the same for any method: no teacher
     study = subprocess.Popen(
-        [sys.executable, "-m", "study.run", "--preset", "smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", "study.run", "--preset", "smoke", *small, "--out", str(tmp_path)],
         cwd=Path(__file__).resolve().parents[1],
         stdout=terminal,
         stderr=terminal,
@@ -187,4 +191,4 @@ def test_on_a_terminal_each_running_trial_has_a_bar(tmp_path):
     os.close(controller)
     text = shown.decode(errors="replace")
     assert "epochs, ETA" in text, text[-3000:]
-    assert "[4/4]" in text
+    assert "[2/2]" in text
