@@ -228,7 +228,14 @@ def evaluate(
         "classes_predicted": overall["classes_predicted"],
     }
     if regions is not None:
-        metrics.update({f"miou_{name}": meter.compute()["miou"] for name, meter in region_meters.items()})
+        # a region no image has (shadows in a domain without any) gets no score, not NaN
+        metrics.update(
+            {
+                f"miou_{name}": meter.compute()["miou"]
+                for name, meter in region_meters.items()
+                if meter.confusion.any()
+            }
+        )
     return metrics, [{"id": i, "miou": float(v)} for i, v in zip(ids, scores, strict=True)]
 
 

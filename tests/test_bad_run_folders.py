@@ -88,7 +88,7 @@ def test_evaluate_refuses_students_that_are_gone_before_writing(tmp_path, capsys
     run = committed_run(tmp_path / "run")
     error = refused(evaluate_main, [str(run)], capsys)
     assert "the chosen trials' students are gone: no seed*.pt in" in error
-    assert str(run / "ray" / "trainable_6f4771eb_5_choice=baseline-ea42cfb1") in error
+    assert str(run / "ray" / "trainable_6c867_00000_0_choice=ref_ph_19df5247") in error  # the baseline's
     assert not (run / "evaluation.parquet").exists()
 
 

@@ -142,22 +142,23 @@ def test_a_single_teacher_run_folder_gets_its_teacher_column_and_one_point_per_m
     study = analysis.load(DOCS / "default")
     users = study.trials.loc[study.trials["teacher"].notna(), "method"]
     assert (
-        set(users) == {"sd", "esd", "ifvd_paper"}
+        set(users) == {"ftt", "sd", "esd"}
         and study.trials.loc[study.trials["method"] == "baseline", "teacher"].isna().all()
     )
-    assert list(study.teachers()) == [LITE0]
+    assert list(study.teachers()) == [OS16]
     gains = figures.teacher_gains(study)
-    assert list(gains["variant"]) == ["sd", "esd", "ifvd_paper"] and set(gains["teacher"]) == {LITE0}
+    distilled = ["ftt", "sd", "esd r=0.25", "esd r=1"]
+    assert list(gains["variant"]) == distilled and set(gains["teacher"]) == {OS16}
     chosen = tables.chosen_trials(study, "test").set_index("variant")
 
     def test_miou(variant):
         return tables.seed_metrics(study, chosen.loc[variant, "trial_id"], "test")["miou"]
 
-    assert gains.iloc[0]["gain"] == pytest.approx((test_miou("sd") - test_miou("baseline")).mean())
-    margin = study.teachers()[LITE0]["miou"] - chosen.loc["baseline", "miou"]  # validation mIoU
-    assert gains.iloc[0]["margin"] == pytest.approx(margin)
+    assert gains.iloc[1]["gain"] == pytest.approx((test_miou("sd") - test_miou("baseline")).mean())
+    margin = study.teachers()[OS16]["miou"] - chosen.loc["baseline", "miou"]  # validation mIoU
+    assert gains.iloc[1]["margin"] == pytest.approx(margin)
     figure = figures.teacher_gain(study)
-    assert [t.name for t in figure.data] == ["sd", "esd", "ifvd_paper"]
+    assert [t.name for t in figure.data] == ["ftt", "sd", "esd"]  # one trace per method
     assert any(shape.line.dash == "dash" and shape.y0 == 0 == shape.y1 for shape in figure.layout.shapes)
 
 
