@@ -21,20 +21,14 @@ def tiny_grid(out, name, methods, r_choices=None):
 
 
 @pytest.mark.slow
-def test_parts_merged_give_the_whole_study_s_numbers(tmp_path):
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        quiet = {"say": lambda line: None, "progress": "quiet"}
-        whole = run_study(tiny_grid(tmp_path, "whole", ["baseline", "esd"], [0.0, 1.0]), **quiet)
-        # ESD in both parts, each with one choice of r: the merged space is their union
-        parts = [
-            run_study(tiny_grid(tmp_path, "part-esd-0", ["baseline", "esd"], [0.0]), **quiet),
-            run_study(tiny_grid(tmp_path, "part-esd-1", ["esd"], [1.0]), **quiet),
-        ]
-    finally:
-        ray.shutdown()
+def test_parts_merged_give_the_whole_study_s_numbers(local_ray, tmp_path):
+    quiet = {"say": lambda line: None, "progress": "quiet"}
+    whole = run_study(tiny_grid(tmp_path, "whole", ["baseline", "esd"], [0.0, 1.0]), **quiet)
+    # ESD in both parts, each with one choice of r: the merged space is their union
+    parts = [
+        run_study(tiny_grid(tmp_path, "part-esd-0", ["baseline", "esd"], [0.0]), **quiet),
+        run_study(tiny_grid(tmp_path, "part-esd-1", ["esd"], [1.0]), **quiet),
+    ]
     merged = merge(tmp_path / "merged", parts)
     config = json.loads((merged / "config.json").read_text())
     assert config["methods"] == ["baseline", "esd"] and config["space"] == {
