@@ -347,6 +347,15 @@ def test_feature_ratio_is_the_feature_loss_over_the_channel_means_loss(teacher, 
     assert "feature_ratio_test" not in run(feature_only, teacher, data, settings)[1].stages[0]
 
 
+def test_measuring_the_feature_ratio_on_test_images_leaves_the_training_as_it_was(teacher, data):
+    recipe = build_recipe("sd", {"epochs": 2, "feature.epochs": 1})
+    settings = RunSettings(batch_size=3, views=2, evaluate="end")
+    measured = run(recipe, teacher, dataclasses.replace(data, test=data.proximity), settings)[1]
+    plain = run(recipe, teacher, data, settings)[1]
+    assert "feature_ratio_test" in measured.stages[0]
+    assert measured.final == plain.final
+
+
 def test_stage_evaluation_skips_the_feature_stage(teacher, data):
     _, result = run(
         build_recipe("sd", {"epochs": 1}), teacher, data, RunSettings(batch_size=3, views=1, evaluate="stage")

@@ -36,9 +36,11 @@ def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(local_
         events = EventAccumulator(str(folder))
         events.Reload()
         assert [e.step for e in events.Scalars("loss/seed0")] == list(range(1, config.epochs + 1))
-    # BatchNorm sees 2 images per worker instead of 4: close, not equal
+    # BatchNorm sees 2 images per worker instead of 4, and the smoke study's 3 epochs leave its
+    # validation scores noisy: close, not equal (tests/test_engine_distributed.py holds the
+    # sharded step itself to the single-process one exactly)
     for metric in ("miou", "miou_img"):
-        assert abs(scores[2][metric] - scores[1][metric]) < 0.05, (
+        assert abs(scores[2][metric] - scores[1][metric]) < 0.1, (
             metric,
             scores[1][metric],
             scores[2][metric],
