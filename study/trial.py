@@ -28,7 +28,7 @@ from kd.io import STORAGE_ERRNOS, atomic_write, free_bytes, make_folder, megabyt
 from kd.metrics import METRICS, count_flops
 from kd.models import build_student
 from kd.models.registry import SPLIT_STUDENTS
-from kd.run_folder import PREDICTIONS, SCRATCH, TRIALS, read_table
+from kd.run_folder import PREDICTIONS, SCRATCH
 from study.checks import import_plugins
 from study.config import StudyConfig
 from study.contract import TrialChoice, TrialReport
@@ -43,6 +43,7 @@ from study.prepare import (
     teacher_shell,
     to_display,
 )
+from study.results import ResultsTables
 
 STUDENTS = "students"  # the trained students' weights, seed<k>.pt, handed to Ray as the trial's checkpoint
 # An engine checkpoint holds the student's weights, the optimiser's state of the same size and
@@ -232,11 +233,8 @@ def _largest_student(config: StudyConfig, num_classes: int) -> int:
 def trials_to_run(run_dir: Path, total: int) -> int:
     """How many of the study's `total` trials are still to run: all but those recorded as completed
     or stopped (a failed row counts as to run: a crashed trial runs again on --resume)."""
-    if not (run_dir / TRIALS).is_file():
-        return total
-    status = read_table(run_dir / TRIALS).get("status")
-    done = 0 if status is None else int(status.isin(["completed", "stopped"]).sum())
-    return max(0, total - done)
+    counts = ResultsTables(run_dir).counts()
+    return max(0, total - counts["completed"] - counts["stopped"])
 
 
 def check_free_space(config: StudyConfig, run_dir: Path, num_classes: int, total: int, say=print) -> None:
