@@ -155,6 +155,8 @@ def _teacher_problems(config: StudyConfig) -> list[str]:
         )
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         found.append(f"teacher_checkpoint {config.teacher_checkpoint} does not exist")
+    if not (_finite_at_least(config.teacher_jitter) and config.teacher_jitter <= 1):
+        found.append(f"teacher_jitter must be within [0, 1] (0: none), got {config.teacher_jitter!r}")
     return found
 
 

@@ -121,15 +121,17 @@ def train_transform(config: StudyConfig, recipe) -> PairedTransform:
 
 def teacher_training(config: StudyConfig, teacher, family: str | None = None):
     """How the study trains its teacher: (TeacherTraining, the transform of its source images:
-    resized, flipped unless `hflip = false`). `family`: an augmentation family's random steps
-    instead, for benchmarks/teacher_strength.py to ask whether they help."""
+    resized, flipped unless `hflip = false`, jittered by `teacher_jitter`). `family`: an augmentation
+    family's random steps instead, for benchmarks/teacher_strength.py to ask whether they help."""
     settings = TeacherTraining(
         trainable=config.teacher_trainable, epochs=config.teacher_epochs, batch_size=config.batch_size
     )
     normalise = {"mean": teacher.input_mean, "std": teacher.input_std, "channels": teacher.input_channels}
     if family is None:
-        return settings, PairedTransform(resize=_resize(config), hflip=config.hflip, **normalise)
-    views = family_views(config, family)
+        return settings, PairedTransform(
+            resize=_resize(config), hflip=config.hflip, jitter=config.teacher_jitter, **normalise
+        )
+    views = dataclasses.replace(family_views(config, family), jitter=config.teacher_jitter)
     return settings, PairedTransform.from_augmentation(views, resize=_resize(config), **normalise)
 
 

@@ -172,6 +172,14 @@ class StudyConfig:
         "what the teacher's training updates: head (backbone frozen) or all",
         choices=TEACHER_TRAINABLE,
     )
+    # A teacher whose source images look unlike the target's (other colours, other light) carries
+    # over to them better when its training varied brightness, contrast and saturation
+    teacher_jitter: float = setting(
+        0.0,
+        "models",
+        "photometric jitter of the teacher's source images: brightness, contrast and saturation "
+        "factors drawn from [1 - J, 1 + J] per image, J within [0, 1] (0: none)",
+    )
     # "random" is a control: its weights as initialised from `seed` (no pretrained file, no
     # training), so a method's gain from mimicking it is what more images or more steps alone
     # give, not the teacher's knowledge

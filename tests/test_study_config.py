@@ -315,6 +315,27 @@ def test_teacher_trainable_decides_whether_the_backbone_is_fine_tuned(tmp_path, 
     assert torch.equal(state[stem], pretrained[stem]) is not backbone_changes
 
 
+def test_teacher_jitter_varies_the_teacher_s_source_images_and_keys_its_cache():
+    from kd.data import SyntheticRoadScenes
+    from kd.models import build_teacher
+    from kd.models.registry import without_weights
+    from study.prepare import teacher_training
+
+    config = study_config.resolve("smoke")
+    teacher = build_teacher(config.teacher, num_classes=2, **without_weights(config.teacher))
+    sample = SyntheticRoadScenes("source", size=1, image_size=tuple(config.image_size))[0]
+    _, plain = teacher_training(config, teacher)
+    _, jittered = teacher_training(dataclasses.replace(config, teacher_jitter=0.5), teacher)
+
+    def brightness(transform):  # a flip keeps an image's mean; a photometric draw does not
+        return {round(float(transform(sample, view=v)["image"].mean()), 4) for v in range(4)}
+
+    assert len(brightness(plain)) == 1 and len(brightness(jittered)) == 4
+    assert repr(plain) != repr(jittered)  # a cached teacher trained without jitter is not reused
+    with pytest.raises(UserInputError, match=r"teacher_jitter must be within \[0, 1\]"):
+        study_config.validate(dataclasses.replace(config, teacher_jitter=1.5))
+
+
 def test_a_random_teacher_is_its_seed_s_initialisation_never_trained(tmp_path):
     from kd.models import build_teacher
     from kd.models.registry import without_weights
