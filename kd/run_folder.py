@@ -143,4 +143,5 @@ RESUMABLE = (
     "check_resources",
     "callbacks",
     "connect_timeout_s",
+    "report",
 )

@@ -153,7 +153,8 @@ def _fit(config: StudyConfig, space, shared, run_dir: Path, total: int, resume: 
 
 
 def _finish(config: StudyConfig, run_dir: Path, shared, tables, total: int, say) -> Path:
-    """Once every trial is recorded, score the chosen students on test; write the report either way.
+    """Once every trial is recorded, score the chosen students on test; write the report either way
+    (unless --no-report).
     Raises StudyStopped when trials are missing, TestScoringFailed when scoring failed."""
 
     failed, recorded = tables.counts()["failed"], len(tables.rows)
@@ -173,7 +174,11 @@ def _finish(config: StudyConfig, run_dir: Path, shared, tables, total: int, say)
             f"the study stopped early; continue it with: {again}; the chosen trials are scored on "
             "the test images at the end"
         )
-    _write_report(run_dir, say)
+    if config.report:
+        _write_report(run_dir, say)
+    else:
+        _say_tables(run_dir, say)
+        say(f"report: not written (--no-report); write it with: python -m analysis.report {run_dir}")
     if recorded < total:
         from study.tuner import INTERRUPTED
 
@@ -285,8 +290,12 @@ def _score_on_test(config: StudyConfig, run_dir: Path, shared, say) -> str | Non
     return None
 
 
-def _write_report(run_dir: Path, say) -> None:
+def _say_tables(run_dir: Path, say) -> None:
     say(f"results: {run_dir / TRIALS}, {run_dir / PER_IMAGE}, {run_dir / CURVES}")
+
+
+def _write_report(run_dir: Path, say) -> None:
+    _say_tables(run_dir, say)
     try:
         from analysis.report import write_report
 

@@ -297,6 +297,13 @@ class StudyConfig:
     space: dict[str, dict] = setting(
         {}, "study", "search-space settings as a TOML inline table: 'esd = {r = [0.0, 5.0]}'"
     )
+    # plotly's HTML takes seconds a study; the tables hold every number it shows
+    report: bool = setting(
+        True,
+        "study",
+        "write report.html at the end (--no-report: tables only; python -m analysis.report RUN_DIR "
+        "writes it later)",
+    )
     # Modules imported in the driver and in every trial before anything is built: a place for your
     # own students, teachers or loss terms (they register themselves in kd's dicts)
     imports: list[str] = setting(
