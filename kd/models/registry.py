@@ -127,6 +127,31 @@ def build_student(
 def split_points(name: str) -> list[str]:
     """The split points of a teacher or student architecture (built on the meta device: no memory,
     no weights)."""
+    builder = _builder(name)
+    if builder is None:  # unknown: building it raises the error that names the choices
+        return _split_points(name)
+    key = (name, builder)
+    if key not in _SPLIT_POINTS:
+        _SPLIT_POINTS[key] = tuple(_split_points(name))
+    return list(_SPLIT_POINTS[key])
+
+
+# A network's split points, per name and builder: building one (dilating a teacher) takes a
+# good part of a second, and validation asks for the same few again and again. Keyed on the
+# builder too, so that a name registered again is built again.
+_SPLIT_POINTS: dict[tuple[str, Callable], tuple[str, ...]] = {}
+
+
+def _builder(name: str) -> Callable | None:
+    """What builds `name`: its registered builder, or for HEAD:BACKBONE its head's."""
+    for table in (TEACHERS, STUDENTS):
+        if name in table:
+            return table[name]
+    head, colon, _ = name.partition(":")
+    return HEADS.get(head) if colon else None
+
+
+def _split_points(name: str) -> list[str]:
     options = without_weights(name)
     with torch.device("meta"):
         return _build_named(name, 2, TEACHERS, "model", **options).split_points
