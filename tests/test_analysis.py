@@ -91,6 +91,8 @@ def test_wilcoxon_and_rank_biserial_by_hand():
     assert p == pytest.approx(stats.wilcoxon(d).pvalue)
     assert effect == pytest.approx((7 - 3) / 10)  # ranks of |d| without the zero: 1, 2, 3, 4; R- = 3
     assert tables.wilcoxon_rank_biserial([0.0, 0.0, 0.0]) == (1.0, 0.0)
+    tied = [0.5, -0.5, 1.0, 2.0, 2.0, -1.5, 0.25, 0.75, -2.0, 3.0, 0.1, 0.2]  # ties: the permutation test
+    assert tables.wilcoxon_rank_biserial(tied)[0] == stats.wilcoxon(tied).pvalue
 
 
 def test_paired_comparison(study):
