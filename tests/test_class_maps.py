@@ -318,6 +318,7 @@ def test_a_camvid_study_distils_a_cityscapes_teacher_through_the_map(camvid_root
             "teacher_checkpoint": str(cirkd_checkpoint_19),
             "teacher_class_map": "cityscapes-camvid11",
             "cache_dir": str(tmp_path / "cache"),
+            "report": False,
         },
     )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -84,7 +84,7 @@ def test_a_started_study_outlives_its_command_and_wait_packs_it(tmp_path):
         "STATE": str(tmp_path / "state"),
         "MPS": "1",  # asked for where it cannot run: said, and the study runs without it
     }
-    args = ["--preset", "default", "--methods", "baseline", "--trials", "1", "--seeds", "1", "--epochs", "1"]
+    args = ["--preset", "smoke", "--methods", "baseline", "--trials", "1", "--epochs", "1", "--no-report"]
     args += ["--name", "bg", "--out", str(tmp_path / "runs"), "--quiet"]
 
     def run(*step, timeout=60):

@@ -20,7 +20,8 @@ from kd.errors import StorageError
 from kd.io import atomic_write, save_torch
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = 'name = "full"\nmethods = ["baseline"]\ntrials = 2\nmax_concurrent = 1\nepochs = 1\n'
+# Two trials at once: the fault stops the study with both in flight, and resume runs both
+STUDY = 'name = "full"\nmethods = ["baseline"]\ntrials = 2\nmax_concurrent = 2\nepochs = 1\nreport = false\n'
 
 
 def _study(tmp_path: Path, *flags: str, text: str = STUDY, path: str = "") -> subprocess.CompletedProcess:

@@ -113,7 +113,11 @@ def failing_run(local_ray, tmp_path_factory):
     """A search whose baseline trials all fail for real (lr 1e10 diverges) while ESD's train at their
     defaults; what the study said, line by line."""
     config = smoke(
-        tmp_path_factory.mktemp("failing"), name="failing-tpe", epochs=3, space={"baseline": {"lr": 1e10}}
+        tmp_path_factory.mktemp("failing"),
+        name="failing-tpe",
+        epochs=3,
+        space={"baseline": {"lr": 1e10}},
+        report=False,
     )
     lines = []
     return run_study(config, say=lines.append), lines
@@ -171,7 +175,7 @@ def finished_run(local_ray, tmp_path_factory):
         failed = main([*argv, *search, "--quiet"])
     left = {path.name for path in run_dir.iterdir()}
     (run_dir / "final.parquet").rmdir()
-    resumed = main([*argv, "--resume", "--quiet"])
+    resumed = main([*argv, "--resume", "--quiet", "--no-report"])  # the failed run wrote the report
     config = smoke(out, name="pareto", trials=2, methods=["baseline"], sampler="nsga2", objectives=OBJECTIVES)
     return SimpleNamespace(
         run_dir=run_dir, config=config, failed=failed, said=said.getvalue(), left=left, resumed=resumed
@@ -263,7 +267,10 @@ def test_same_study_file_and_seed_give_the_same_trials(smoke_run, tmp_path):
     # Sequential trials: the sampler sees results in the same order, and training is deterministic on CPU.
     # The study file cut to its first two trials (one of each method): the trials after them cannot
     # change them, so they must be the same two.
-    again = run_study(smoke(tmp_path, name="again", max_concurrent=1, trials=2), say=lambda line: None)
+    again = run_study(
+        smoke(tmp_path, name="again", max_concurrent=1, trials=2, report=False), say=lambda line: None
+    )
+    assert not (again / "report.html").exists()  # --no-report: the tables only
     tables = [pd.read_parquet(run / "trials.parquet") for run in (smoke_run, again)]
     assert len(tables[1]) == 2
     tables[0] = tables[0].head(2)
@@ -287,7 +294,9 @@ def test_same_study_file_and_seed_give_the_same_trials(smoke_run, tmp_path):
 def test_asha_stops_trials_on_the_first_seeds_epochs_and_the_tables_say_so(local_ray, tmp_path):
     import optuna
 
-    config = smoke(tmp_path, scheduler="asha", trials=4, seeds=2, epochs=4, methods=["baseline"])
+    config = smoke(
+        tmp_path, scheduler="asha", trials=4, seeds=2, epochs=4, methods=["baseline"], report=False
+    )
     run_dir = run_study(config, say=lambda line: None)
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 4 and set(trials["status"]) <= {"completed", "stopped"}
@@ -354,7 +363,7 @@ def test_the_acceptance_smoke_study_on_camvid(local_ray, camvid_root, tmp_path, 
     monkeypatch.chdir(tmp_path)
     relative = os.path.relpath(camvid_root, tmp_path)  # Ray's trials run elsewhere: made absolute
     argv = ["--preset", "smoke", "--data", f"camvid:{relative}", "--out", "runs", "--name", "accept"]
-    assert main([*argv, "--trials", "2"]) == 0  # one trial of each method
+    assert main([*argv, "--trials", "2", "--no-report"]) == 0  # one trial of each method
     run_dir = tmp_path / "runs" / "accept"
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert set(trials["status"]) == {"completed"}, trials["error"].dropna().tolist()

@@ -41,6 +41,7 @@ def test_trials_land_on_more_than_one_node(two_node_cluster, tmp_path):
             # each method in all (ESD: 15 a stage): trials long enough that the second node's worker
             # is up before the first node is free
             "epochs": 45,
+            "report": False,
         },
     )
     said = []

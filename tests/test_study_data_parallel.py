@@ -23,6 +23,7 @@ def test_a_two_worker_trial_matches_one_worker_with_the_same_global_batch(local_
                 "sampler": "grid",
                 "workers_per_trial": workers,
                 "batch_size": 4,  # global: 2 images per worker with 2 workers
+                "report": False,
             },
         )
         run_dir = run_study(config, say=lambda line: None)

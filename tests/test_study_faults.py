@@ -60,7 +60,10 @@ def _kill_a_trial_worker(study: subprocess.Popen, log: Path) -> None:
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
-    text = 'name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 9\nretries = 1\n'
+    text = (
+        'name = "killed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 3\nretries = 1\n'
+        "report = false\n"
+    )
     study = _start_study(tmp_path, text)
     _kill_a_trial_worker(study, tmp_path / "log")
     assert study.wait(timeout=300) == 0, (tmp_path / "log").read_text()[-3000:]
@@ -70,7 +73,10 @@ def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path):
 
 @pytest.mark.slow
 def test_a_trial_that_crashed_out_of_retries_runs_again_on_resume(tmp_path):
-    text = 'name = "crashed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 9\nretries = 0\n'
+    text = (
+        'name = "crashed"\nmethods = ["esd"]\ntrials = 2\nmax_concurrent = 1\nepochs = 3\nretries = 0\n'
+        "report = false\n"
+    )
     study = _start_study(tmp_path, text)
     _kill_a_trial_worker(study, tmp_path / "log")
     study.wait(timeout=300)
@@ -141,7 +147,8 @@ def test_failing_components_fail_their_trial_with_the_reason_and_the_study_goes_
     study_file = tmp_path / "study.toml"
     study_file.write_text(
         'name = "faulty"\nmethods = ["baseline", "ifvd", "cwd"]\nsampler = "grid"\n'
-        'imports = ["faulty_parts"]\n[students]\nifvd = "oom_student"\ncwd = "buggy_student"\n'
+        'imports = ["faulty_parts"]\nreport = false\n'
+        '[students]\nifvd = "oom_student"\ncwd = "buggy_student"\n'
     )
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path / 'plugins'}"}
     done = subprocess.run(

@@ -37,9 +37,10 @@ def launch(args, log: Path) -> subprocess.Popen:
 def test_interrupted_study_resumes_to_exactly_the_requested_trials(stop, tmp_path):
     name, trials = "resume", 2  # the first recorded, the second stopped in flight
     common = ["--name", name, "--out", "runs"]  # relative: the driver and every trial mean tmp_path/runs
+    # the tables are what is checked: the resumed study keeps --no-report from its saved settings
     run_dir = tmp_path / "runs" / name
     first = launch(
-        ["--preset", "smoke", *common, "--trials", str(trials), "--max-concurrent", "1"],
+        ["--preset", "smoke", *common, "--trials", str(trials), "--max-concurrent", "1", "--no-report"],
         tmp_path / "first.log",
     )
     table = run_dir / "trials.parquet"
