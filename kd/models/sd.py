@@ -24,9 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import UserInputError
+from kd.models.backbones import stage_channels
 from kd.models.dilation import OUTPUT_STRIDES, set_output_stride
+from kd.models.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    efficientnet_lite_stages,
+)
 from kd.models.group_conv import GroupPolicy, group_conv_copy, group_policy
-from kd.models.registry import register_split_student
+from kd.models.registry import register_split_student, register_teacher
 from kd.models.segmenter import Segmenter
 
 # Not all equal, so that gcd(in, out) < out and every conv mixes a few channels (equal
@@ -270,4 +276,27 @@ def constructed_teacher(
         input_mean=teacher.input_mean,
         input_std=teacher.input_std,
         input_channels=teacher.input_channels,
+    )
+
+
+# The last EfficientNet-Lite0 stage the teacher below keeps: output stride 16, 112 channels
+SDHEAD_TEACHER_POINT = "stage5"
+
+
+@register_teacher("sdhead_efficientnet_lite0")
+def sdhead_efficientnet_lite0(num_classes: int, pretrained: bool = True) -> Segmenter:
+    """EfficientNet-Lite0's ImageNet stages up to stage5 (output stride 16, no dilation) + an SDHead
+    of dense convolutions: CT's architecture as a teacher in its own right. On small images it
+    segments far better than an ASPP head on the last stage, whose one 16x upsampling blurs every
+    boundary (the default study's teacher: docs/guide/models.md)."""
+    stages = efficientnet_lite_stages(0, pretrained)
+    names = list(stages)[: list(stages).index(SDHEAD_TEACHER_POINT) + 1]
+    kept = OrderedDict((name, stages[name]) for name in names)
+    return Segmenter(
+        kept,
+        SDHead(stage_channels(kept)[SDHEAD_TEACHER_POINT], num_classes, SD_HEAD_WIDTHS, groups="dense"),
+        num_classes,
+        name="sdhead_efficientnet_lite0",
+        input_mean=EFFICIENTNET_LITE_MEAN,
+        input_std=EFFICIENTNET_LITE_STD,
     )
