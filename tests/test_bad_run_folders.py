@@ -4,6 +4,7 @@ naming the file and the cause: exit status 2, no traceback, nothing written."""
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import make_run
 
@@ -88,7 +89,9 @@ def test_evaluate_refuses_students_that_are_gone_before_writing(tmp_path, capsys
     run = committed_run(tmp_path / "run")
     error = refused(evaluate_main, [str(run)], capsys)
     assert "the chosen trials' students are gone: no seed*.pt in" in error
-    assert str(run / "ray" / "trainable_6c867_00000_0_choice=ref_ph_19df5247") in error  # the baseline's
+    trials = pd.read_parquet(run / "trials.parquet")
+    baseline = trials.loc[trials["method"] == "baseline", "trial_id"].item()
+    assert f"({baseline})" in error and str(run / "ray" / "trainable_") in error  # its folder, by id
     assert not (run / "evaluation.parquet").exists()
 
 
