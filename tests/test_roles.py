@@ -31,7 +31,7 @@ def test_synthetic_roles_are_disjoint_and_val_comes_from_the_target_domain():
     roles = open_roles(config)
     assert_honest(roles)
     assert {role: len(data) for role, data in roles.items()} == {
-        "source": 64, "target": 16, "proximity": 32, "val": 16, "test": 16,
+        "source": 512, "target": 16, "proximity": 32, "val": 16, "test": 64,
     }  # fmt: skip
     assert roles["val"].ids[0] == "target_00016" and roles["test"].ids[0] == "test_00000"
 
